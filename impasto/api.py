@@ -1,0 +1,212 @@
+"""The public Python API: everything else (CLI, sweep, batch, web) calls this."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+from PIL import Image
+
+from . import color
+from . import weights as W
+from .errors import ImpastoError, NonFiniteLoss
+from .images import ImageLike, load_image, pil_to_tensor, resize_long_side, resize_tensor, tensor_to_pil
+from .optimize import Outcome, Progress, StyleInput, optimise, resolve_device
+from .settings import Settings
+from .vgg import FeatureExtractor
+
+StyleSpec = Union[ImageLike, tuple[ImageLike, float]]
+Callback = Callable[[Progress], Optional[bool]]
+
+
+@dataclass
+class Result:
+    """What a run produced. `image` is the final picture at the requested size."""
+
+    image: Image.Image
+    losses: dict[str, float]
+    history: list[dict[str, float]]
+    seconds: float
+    settings: Settings
+    interrupted: bool = False
+    stopped_reason: Optional[str] = None
+    frames: list[Image.Image] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "size": list(self.image.size),
+            "losses": self.losses,
+            "seconds": round(self.seconds, 3),
+            "iterations": len(self.history),
+            "interrupted": self.interrupted,
+            "stopped_reason": self.stopped_reason,
+            "settings": self.settings.to_dict(),
+        }
+
+
+def normalize_styles(style: Union[StyleSpec, Sequence[StyleSpec]]) -> list[tuple[ImageLike, float]]:
+    """Accept one style, a list of styles, or (style, weight) pairs."""
+    if isinstance(style, (list, tuple)) and not (len(style) == 2 and isinstance(style[1], (int, float)) and not isinstance(style[0], (int, float))):
+        items = list(style)
+    else:
+        items = [style]
+    out: list[tuple[ImageLike, float]] = []
+    for item in items:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], (int, float)):
+            out.append((item[0], float(item[1])))
+        else:
+            out.append((item, 1.0))
+    if not out:
+        raise ImpastoError("at least one style image is needed")
+    if any(w < 0 for _, w in out) or sum(w for _, w in out) <= 0:
+        raise ImpastoError("style blend weights must be non-negative and not all zero")
+    return out
+
+
+class Stylizer:
+    """Holds loaded weights and feature extractors so many runs share them.
+
+    One Stylizer per process is the intended use: a notebook, a sweep or a
+    batch worker loads VGG once and reuses it.
+    """
+
+    def __init__(self, download: bool = True) -> None:
+        self.download = download
+        self._weights: dict[tuple[Optional[str], Optional[str]], W.Weights] = {}
+        self._extractors: dict[tuple, FeatureExtractor] = {}
+
+    def weights(self, settings: Settings) -> W.Weights:
+        key = (settings.model, settings.weights)
+        if key not in self._weights:
+            self._weights[key] = W.load_for(settings.model, settings.weights, self.download)
+        return self._weights[key]
+
+    def extractor(self, settings: Settings, device: torch.device) -> FeatureExtractor:
+        weights = self.weights(settings)
+        layers = tuple(dict.fromkeys(settings.content_layers + settings.style_layers))
+        key = (weights.model, str(weights.path), settings.pooling, layers, str(device))
+        if key not in self._extractors:
+            extractor = FeatureExtractor(weights.model, weights.state_dict, layers, settings.pooling, weights.convention)
+            self._extractors[key] = extractor.to(device)
+        return self._extractors[key]
+
+    def run(
+        self,
+        content: ImageLike,
+        style: Union[StyleSpec, Sequence[StyleSpec]],
+        settings: Optional[Settings] = None,
+        callback: Optional[Callback] = None,
+        masks: Optional[Sequence[Optional[ImageLike]]] = None,
+        **overrides: Any,
+    ) -> Result:
+        """Stylise `content`. `callback(progress)` is called each iteration; return False to stop.
+
+        Ctrl-C stops cleanly too: the result then holds the best image so far
+        with `interrupted=True`.
+        """
+        settings = (settings or Settings()).replace(**overrides) if overrides else (settings or Settings())
+        settings.validate()
+        device = resolve_device(settings.device)
+        start = time.perf_counter()
+        extractor = self.extractor(settings, device)
+
+        content_img = resize_long_side(load_image(content), settings.size)
+        content_t = pil_to_tensor(content_img, device)
+        style_specs = normalize_styles(style)
+        styles = [self._style_input(image, weight, settings, device) for image, weight in style_specs]
+        if masks is not None:
+            if len(masks) != len(styles):
+                raise ImpastoError(f"{len(masks)} masks given for {len(styles)} styles")
+            for s, mask in zip(styles, masks):
+                if mask is not None:
+                    s.mask = load_mask(mask, content_img.size, device)
+        init_t = None
+        if settings.init not in ("content", "noise", "style"):
+            init_t = pil_to_tensor(load_image(settings.init), device)
+
+        target_content = content_t
+        if settings.preserve_color == "luminance":
+            target_content = color.luminance(content_t)
+            for s in styles:
+                s.image = color.match_luminance(s.image, content_t)
+            if init_t is not None:
+                init_t = color.luminance(init_t)
+        elif settings.preserve_color == "histogram":
+            for s in styles:
+                s.image = color.match_histogram(s.image, content_t)
+
+        def finish(image: torch.Tensor) -> torch.Tensor:
+            if settings.preserve_color == "luminance":
+                return color.combine_luminance(image, resize_tensor(content_t, tuple(image.shape[-2:])))
+            return image
+
+        outcome = Outcome()
+        interrupted, reason = False, None
+        torch.set_grad_enabled(True)
+        try:
+            for progress in optimise(extractor, settings, target_content, styles, outcome, init_t):
+                if callback is not None:
+                    progress.image = finish(progress.image)
+                    if callback(progress) is False:
+                        interrupted, reason = True, "stopped by callback"
+                        break
+        except KeyboardInterrupt:
+            interrupted, reason = True, "interrupted"
+        except NonFiniteLoss as exc:
+            if outcome.image is None:
+                raise
+            interrupted, reason = True, str(exc)
+        final = finish(outcome.image)
+        if tuple(final.shape[-2:]) != (content_t.shape[-2], content_t.shape[-1]):
+            final = resize_tensor(final, tuple(content_t.shape[-2:]))
+        return Result(
+            image=tensor_to_pil(final),
+            losses=dict(outcome.losses),
+            history=outcome.history,
+            seconds=time.perf_counter() - start,
+            settings=settings,
+            interrupted=interrupted,
+            stopped_reason=reason,
+        )
+
+    def _style_input(self, image: ImageLike, weight: float, settings: Settings, device: torch.device) -> StyleInput:
+        img = load_image(image)
+        # Never needed larger than its size at the finest scale.
+        needed = max(16, round(settings.size * settings.style_scale))
+        if max(img.size) > needed:
+            img = resize_long_side(img, needed)
+        return StyleInput(pil_to_tensor(img, device), weight)
+
+
+def load_mask(mask: ImageLike, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """A greyscale mask resized to the output: white = this style applies."""
+    img = load_image(mask).convert("L").resize(size, Image.Resampling.BILINEAR)
+    return pil_to_tensor(img.convert("RGB"), device)[:, :1]
+
+
+_default: Optional[Stylizer] = None
+
+
+def default_stylizer() -> Stylizer:
+    global _default
+    if _default is None:
+        _default = Stylizer()
+    return _default
+
+
+def stylize(
+    content: ImageLike,
+    style: Union[StyleSpec, Sequence[StyleSpec]],
+    settings: Optional[Settings] = None,
+    callback: Optional[Callback] = None,
+    **overrides: Any,
+) -> Image.Image:
+    """Paint `content` in the style of `style` and return the picture.
+
+    `style` is an image, a list of images, or (image, weight) pairs to blend.
+    Images are paths, PIL images, HxWx3 arrays or (1,3,H,W) tensors. Keyword
+    overrides change single settings: ``stylize(a, b, size=768, style_weight=50)``.
+    """
+    return default_stylizer().run(content, style, settings, callback, **overrides).image

@@ -1,0 +1,73 @@
+"""Colour preservation (Gatys, Bethge, Hertzmann & Shechtman 2016).
+
+Both methods work on (1, 3, H, W) RGB tensors in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+
+# NTSC YIQ, as in the paper's luminance-only transfer.
+_RGB_TO_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]]
+)
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
+def _apply(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,bjhw->bihw", matrix.to(image), image)
+
+
+def rgb_to_yiq(image: torch.Tensor) -> torch.Tensor:
+    return _apply(_RGB_TO_YIQ, image)
+
+
+def yiq_to_rgb(image: torch.Tensor) -> torch.Tensor:
+    return _apply(_YIQ_TO_RGB, image)
+
+
+def luminance(image: torch.Tensor) -> torch.Tensor:
+    """Y channel repeated three times, so the network sees a grey image."""
+    return rgb_to_yiq(image)[:, :1].expand(-1, 3, -1, -1).contiguous()
+
+
+def match_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Style luminance with the content's mean and std (the paper's luminance matching)."""
+    ys, yc = luminance(style)[:, :1], luminance(content)[:, :1]
+    matched = (ys - ys.mean()) / (ys.std() + 1e-8) * yc.std() + yc.mean()
+    return matched.clamp(0, 1).expand(-1, 3, -1, -1).contiguous()
+
+
+def combine_luminance(stylised_grey: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Output's Y with the content's I and Q (content resized to match beforehand)."""
+    yiq = rgb_to_yiq(content)
+    yiq = torch.cat([rgb_to_yiq(stylised_grey)[:, :1], yiq[:, 1:]], dim=1)
+    return yiq_to_rgb(yiq).clamp(0, 1)
+
+
+def match_histogram(source: torch.Tensor, reference: torch.Tensor, mode: str = "eigen") -> torch.Tensor:
+    """Give `source` the colour mean and covariance of `reference`.
+
+    x' = A (x - μs) + μr with A Σs Aᵀ = Σr. `eigen` uses A = Σr^½ Σs^-½ (the
+    paper's "image analogies" form, it preserves hue better); `cholesky` uses
+    A = Lr Ls⁻¹.
+    """
+    s = source.reshape(3, -1).double()
+    r = reference.reshape(3, -1).double()
+    mu_s, mu_r = s.mean(1, keepdim=True), r.mean(1, keepdim=True)
+    eye = torch.eye(3, dtype=s.dtype) * 1e-5
+    cov_s = torch.cov(s) + eye
+    cov_r = torch.cov(r) + eye
+    if mode == "cholesky":
+        a = torch.linalg.cholesky(cov_r) @ torch.linalg.inv(torch.linalg.cholesky(cov_s))
+    elif mode == "eigen":
+        a = _sym_power(cov_r, 0.5) @ _sym_power(cov_s, -0.5)
+    else:
+        raise ValueError(f"unknown histogram matching mode {mode!r}")
+    out = a @ (s - mu_s) + mu_r
+    return out.reshape(source.shape).to(source.dtype).clamp(0, 1)
+
+
+def _sym_power(matrix: torch.Tensor, power: float) -> torch.Tensor:
+    vals, vecs = torch.linalg.eigh(matrix)
+    return (vecs * vals.clamp_min(1e-12).pow(power)) @ vecs.T

@@ -1,0 +1,157 @@
+"""Image I/O, resizing, and conversions between PIL, numpy and tensors.
+
+Tensors are float32 RGB in [0, 1], shaped (1, 3, H, W).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImpastoError
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+
+# Pillow's own guard is 89 Mpx; we refuse earlier with our message.
+MAX_INPUT_PIXELS = 80_000_000
+MIN_SIDE = 8
+
+
+def load_image(source: ImageLike) -> Image.Image:
+    """Return an RGB PIL image from a path, PIL image, array or tensor.
+
+    EXIF orientation is applied; greyscale, palette, RGBA (composited on white)
+    and 16-bit inputs are converted to 8-bit RGB.
+    """
+    if isinstance(source, Image.Image):
+        image = source
+        name = "image"
+    elif isinstance(source, np.ndarray):
+        return _check_size(array_to_pil(source), "array")
+    elif isinstance(source, torch.Tensor):
+        return _check_size(tensor_to_pil(source), "tensor")
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.exists():
+            raise ImpastoError(f"{path}: no such file")
+        if path.is_dir():
+            raise ImpastoError(f"{path}: is a folder, not an image")
+        try:
+            image = Image.open(path)
+            if image.width * image.height > MAX_INPUT_PIXELS:
+                raise ImpastoError(
+                    f"{path}: {image.width}x{image.height} is too large to read (limit {MAX_INPUT_PIXELS // 1_000_000} Mpx)"
+                )
+            image.load()
+        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
+            if isinstance(exc, Image.DecompressionBombError):
+                raise ImpastoError(f"{path}: image is too large to read safely") from None
+            raise ImpastoError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+    image = ImageOps.exif_transpose(image)
+    return _check_size(_to_rgb(image), name)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(image, dtype=np.float64)
+        hi = 65535.0 if a.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def _check_size(image: Image.Image, name: str) -> Image.Image:
+    if min(image.size) < MIN_SIDE:
+        raise ImpastoError(f"{name}: {image.width}x{image.height} is too small (each side needs at least {MIN_SIDE} pixels)")
+    return image
+
+
+def array_to_pil(array: np.ndarray) -> Image.Image:
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # CHW -> HWC
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.dtype.kind == "f":
+        a = np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    elif a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    if a.ndim not in (2, 3):
+        raise ImpastoError(f"an image array needs 2 or 3 dimensions, got shape {a.shape}")
+    return _to_rgb(Image.fromarray(a))
+
+
+def pil_to_tensor(image: Image.Image, device: Union[str, torch.device] = "cpu") -> torch.Tensor:
+    a = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).contiguous().to(device)
+
+
+def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:
+    t = tensor.detach().float().cpu()
+    if t.ndim == 4:
+        t = t[0]
+    a = (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return Image.fromarray(a)
+
+
+def fit_long_side(width: int, height: int, long_side: int) -> tuple[int, int]:
+    """(w, h) with the given long side and the original aspect ratio."""
+    if width >= height:
+        return long_side, max(1, round(height * long_side / width))
+    return max(1, round(width * long_side / height)), long_side
+
+
+def resize_long_side(image: Image.Image, long_side: int) -> Image.Image:
+    size = fit_long_side(image.width, image.height, long_side)
+    if size == image.size:
+        return image
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def resize_tensor(tensor: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize that keeps the values in range (used between scales)."""
+    if tuple(tensor.shape[-2:]) == tuple(size_hw):
+        return tensor
+    antialias = size_hw[0] < tensor.shape[-2]
+    return F.interpolate(tensor, size=size_hw, mode="bicubic", align_corners=False, antialias=antialias).clamp(0, 1)
+
+
+def save_image(image: Image.Image, path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+    """Write atomically; refuse to replace an existing file unless asked."""
+    path = Path(path)
+    check_output_path(path, overwrite)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ImpastoError(f"{path}: unknown image extension {path.suffix!r} (use .png, .jpg, .webp, ...)")
+    try:
+        params = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+        image.save(tmp, format=fmt, **params)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def check_output_path(path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise ImpastoError(f"{path}: is a folder; give a file name such as {path / 'out.png'}")
+    if not path.parent.exists():
+        raise ImpastoError(f"{path}: folder {path.parent} does not exist")
+    if path.exists() and not overwrite:
+        raise ImpastoError(f"{path}: already exists (pass --overwrite to replace it)")
+    return path

@@ -1,0 +1,164 @@
+"""Content, style and total-variation losses.
+
+Every style loss compares the current features with target *statistics*: the
+per-channel mean and the uncentred second moment E[f fᵀ] of one layer. Those
+two are linear in the pixels' distribution, so blending several styles is a
+weighted sum of their statistics (the statistics of the mixture), and a mask
+just weights the pixels they are averaged over.
+
+Each term is divided by the size of its target, so a layer's loss is 0 when it
+matches and about 1 when the output has nothing of the target. That makes the
+weights mean the same thing for every layer, image size and weights file
+(Caffe's 0-255 activations are ~100x torchvision's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+EPS = 1e-8
+
+
+@dataclass
+class Stats:
+    """First and second moments of one layer's features over pixels."""
+
+    mean: torch.Tensor  # (C,)
+    moment: torch.Tensor  # (C, C), E[f fᵀ]
+
+    @property
+    def cov(self) -> torch.Tensor:
+        return self.moment - torch.outer(self.mean, self.mean)
+
+
+def _flatten(features: torch.Tensor) -> torch.Tensor:
+    # (1, C, H, W) -> (C, H*W)
+    return features.reshape(features.shape[1], -1)
+
+
+def feature_stats(features: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Stats:
+    """Mean and second moment, optionally weighted by a (H, W) mask in [0, 1]."""
+    f = _flatten(features)
+    if mask is None:
+        n = f.shape[1]
+        return Stats(f.mean(dim=1), (f @ f.T) / n)
+    w = mask.reshape(1, -1).to(f.dtype)
+    total = w.sum().clamp_min(EPS)
+    return Stats((f * w).sum(dim=1) / total, ((f * w) @ f.T) / total)
+
+
+def blend_stats(stats: Sequence[Stats], weights: Sequence[float]) -> Stats:
+    """Statistics of the mixture: the weighted mean of each moment."""
+    total = float(sum(weights))
+    mean = sum(w / total * s.mean for s, w in zip(stats, weights))
+    moment = sum(w / total * s.moment for s, w in zip(stats, weights))
+    return Stats(mean, moment)  # type: ignore[arg-type]
+
+
+def gram(features: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
+    """Gram matrix normalised by the number of pixels: E[(f+s)(f+s)ᵀ]."""
+    f = _flatten(features) + shift
+    return (f @ f.T) / f.shape[1]
+
+
+def gram_from_stats(stats: Stats, shift: float = 0.0) -> torch.Tensor:
+    """Shifted Gram matrix from the moments (Novak & Nikulin 2016's shift, s = -1 in the paper)."""
+    if shift == 0.0:
+        return stats.moment
+    m = stats.mean
+    return stats.moment + shift * (m[:, None] + m[None, :]) + shift * shift
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (features - target).pow(2).mean() / (target.pow(2).mean() + EPS)
+
+
+def sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric positive semi-definite matrix by eigendecomposition."""
+    vals, vecs = torch.linalg.eigh(matrix.double())
+    root = (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
+    return root.to(matrix.dtype)
+
+
+def trace_sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
+    """tr(sqrt(A)) = Σ sqrt(λᵢ). Eigenvalues only, so the gradient has no 1/(λᵢ-λⱼ) terms.
+
+    Computed in float64: float32 loses the small eigenvalues of 512x512 covariances.
+    """
+    vals = torch.linalg.eigvalsh(matrix.double())
+    floor = vals.detach().abs().max() * 1e-10 + 1e-12
+    return vals.clamp_min(floor).sqrt().sum().to(matrix.dtype)
+
+
+StyleLossFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def gram_loss(target: Stats, shift: float = 0.0, mask: Optional[torch.Tensor] = None) -> StyleLossFn:
+    """Gatys et al. 2015: squared distance of Gram matrices."""
+    target_gram = gram_from_stats(target, shift)
+    scale = target_gram.pow(2).sum() + EPS
+
+    def loss(features: torch.Tensor) -> torch.Tensor:
+        current = gram_from_stats(feature_stats(features, mask), shift)
+        return (current - target_gram).pow(2).sum() / scale
+
+    return loss
+
+
+def w2_loss(target: Stats, mask: Optional[torch.Tensor] = None) -> StyleLossFn:
+    """Squared Wasserstein-2 distance between Gaussian fits of the features.
+
+    W2² = |μ-μₜ|² + tr(Σ) + tr(Σₜ) - 2 tr(sqrt(Σₜ^½ Σ Σₜ^½)).
+    """
+    target_cov = target.cov
+    target_root = sqrtm_psd(target_cov)
+    target_trace = torch.trace(target_cov)
+    scale = target.mean.pow(2).sum() + target_trace + EPS
+
+    def loss(features: torch.Tensor) -> torch.Tensor:
+        stats = feature_stats(features, mask)
+        cov = stats.cov
+        cross = trace_sqrtm_psd(target_root @ cov @ target_root)
+        dist = (stats.mean - target.mean).pow(2).sum() + torch.trace(cov) + target_trace - 2 * cross
+        return dist.clamp_min(0) / scale
+
+    return loss
+
+
+def meanstd_loss(target: Stats, mask: Optional[torch.Tensor] = None) -> StyleLossFn:
+    """Per-channel mean and standard deviation (AdaIN's statistics, Huang & Belongie 2017)."""
+    target_std = target.cov.diagonal().clamp_min(0).add(EPS).sqrt()
+    scale = target.mean.pow(2).sum() + target_std.pow(2).sum() + EPS
+
+    def loss(features: torch.Tensor) -> torch.Tensor:
+        f = _flatten(features)
+        if mask is None:
+            mean = f.mean(dim=1)
+            var = f.var(dim=1, unbiased=False)
+        else:
+            stats = feature_stats(features, mask)
+            mean, var = stats.mean, stats.cov.diagonal()
+        std = var.clamp_min(0).add(EPS).sqrt()
+        return ((mean - target.mean).pow(2).sum() + (std - target_std).pow(2).sum()) / scale
+
+    return loss
+
+
+def make_style_loss(kind: str, target: Stats, shift: float = 0.0, mask: Optional[torch.Tensor] = None) -> StyleLossFn:
+    if kind == "gram":
+        return gram_loss(target, shift, mask)
+    if kind == "w2":
+        return w2_loss(target, mask)
+    if kind == "meanstd":
+        return meanstd_loss(target, mask)
+    raise ValueError(f"unknown style loss {kind!r}")
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    """Squared total variation: mean squared difference of neighbouring pixels."""
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return dx.pow(2).mean() + dy.pow(2).mean()

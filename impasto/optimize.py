@@ -1,0 +1,294 @@
+"""The optimisation loop: scales, targets, optimisers and progress events.
+
+A run goes coarse to fine. Each scale starts from the previous result
+upsampled, recomputes the content and style targets at its own size (the
+style image is resized with the output, so strokes keep their size relative
+to the picture), and spends its iterations where they are cheap: many at the
+coarsest scale, few at the finest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from . import losses as L
+from .errors import ImpastoError, NonFiniteLoss
+from .images import fit_long_side, resize_tensor
+from .settings import Settings
+from .vgg import FeatureExtractor
+
+
+@dataclass
+class Progress:
+    """One iteration's news. `image` is the current pixels, not a copy."""
+
+    scale: int  # 0-based
+    scales: int
+    size: tuple[int, int]  # (width, height) of this scale
+    step: int  # 1-based within the scale
+    steps: int
+    done: int  # iterations finished over all scales
+    total: int
+    losses: dict[str, float]
+    image: torch.Tensor
+    elapsed: float
+
+    @property
+    def is_last(self) -> bool:
+        return self.scale == self.scales - 1 and self.step == self.steps
+
+
+@dataclass
+class StyleInput:
+    image: torch.Tensor  # (1, 3, h, w) in [0, 1], any size
+    weight: float = 1.0
+    mask: Optional[torch.Tensor] = None  # (1, 1, H, W) in [0, 1] over the output; None = everywhere
+
+
+@dataclass
+class Outcome:
+    image: Optional[torch.Tensor] = None  # best image of the last scale reached
+    losses: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def plan_scales(width: int, height: int, settings: Settings) -> list[tuple[int, int]]:
+    """(w, h) of each scale, coarse to fine, the last at `settings.size`."""
+    long_sides = [settings.size]
+    if settings.multiscale:
+        s = settings.size / settings.scale_factor
+        while s >= settings.min_size * 0.99:
+            long_sides.append(round(s))
+            s /= settings.scale_factor
+    return [fit_long_side(width, height, side) for side in reversed(long_sides)]
+
+
+def plan_iterations(scales: int, settings: Settings) -> list[int]:
+    """Geometric from `initial_iterations` at the coarsest scale to `iterations` at the finest."""
+    if scales == 1:
+        return [settings.iterations]
+    first, last = max(settings.initial_iterations, 0), max(settings.iterations, 0)
+    if first == 0 or last == 0:
+        return [round(first + (last - first) * i / (scales - 1)) for i in range(scales)]
+    return [round(first * (last / first) ** (i / (scales - 1))) for i in range(scales)]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ImpastoError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ImpastoError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ImpastoError("--device mps asked for, but MPS is not available")
+    return device
+
+
+# Bytes per output pixel at the finest scale for a VGG19 forward+backward,
+# measured with benchmarks/speed.py (peak RSS growth / pixels). The estimate
+# only has to be right within a factor that leaves room.
+BYTES_PER_PIXEL = 3000
+
+
+def estimate_bytes(width: int, height: int) -> int:
+    return width * height * BYTES_PER_PIXEL
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: let the run try
+
+
+def check_memory(width: int, height: int, device: torch.device) -> None:
+    need, have = estimate_bytes(width, height), available_bytes(device)
+    if need > have:
+        gib = 1024**3
+        raise ImpastoError(
+            f"a {width}x{height} output needs about {need / gib:.1f} GiB but only {have / gib:.1f} GiB is free on "
+            f"{device.type}; choose a smaller --size"
+        )
+
+
+class Objective:
+    """The weighted sum of content, style and TV losses at one scale."""
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        settings: Settings,
+        content: torch.Tensor,
+        styles: Sequence[StyleInput],
+        size: tuple[int, int],
+    ) -> None:
+        self.extractor = extractor
+        self.settings = settings
+        w, h = size
+        with torch.no_grad():
+            content_feats = extractor(resize_tensor(content, (h, w)))
+            self.content_targets = {k: content_feats[k].detach() for k in settings.content_layers}
+            per_style = []
+            for style in styles:
+                sw, sh = fit_long_side(style.image.shape[-1], style.image.shape[-2], max(16, round(max(w, h) * settings.style_scale)))
+                feats = extractor(resize_tensor(style.image, (sh, sw)))
+                per_style.append({k: L.feature_stats(feats[k]) for k in settings.style_layers})
+        self.style_losses: list[tuple[str, float, L.StyleLossFn]] = []
+        layer_weights = settings.layer_weights()
+        groups = _group_by_mask(styles)
+        for layer, lw in zip(settings.style_layers, layer_weights):
+            for mask, members in groups:
+                target = L.blend_stats([per_style[i][layer] for i in members], [styles[i].weight for i in members])
+                layer_mask = None
+                if mask is not None:
+                    fh, fw = content_feats[layer].shape[-2:]
+                    layer_mask = torch.nn.functional.interpolate(mask, size=(fh, fw), mode="bilinear", align_corners=False)[0, 0]
+                fn = L.make_style_loss(settings.style_loss, target, settings.gram_shift, layer_mask)
+                self.style_losses.append((layer, lw / len(groups), fn))
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        s = self.settings
+        feats = self.extractor(image)
+        feats = {k: v.float() for k, v in feats.items()}  # losses in fp32 under autocast
+        content = sum(L.content_loss(feats[k], t) for k, t in self.content_targets.items()) / len(self.content_targets)
+        style = sum(w * fn(feats[layer]) for layer, w, fn in self.style_losses)
+        tv = L.tv_loss(image.float())
+        total = s.content_weight * content + s.style_weight * style + s.tv_weight * tv
+        return total, {"content": content, "style": style, "tv": tv}
+
+
+def _group_by_mask(styles: Sequence[StyleInput]) -> list[tuple[Optional[torch.Tensor], list[int]]]:
+    """Styles without a mask blend into one target; each masked style is its own region."""
+    groups: list[tuple[Optional[torch.Tensor], list[int]]] = []
+    unmasked = [i for i, s in enumerate(styles) if s.mask is None]
+    if unmasked:
+        groups.append((None, unmasked))
+    for i, s in enumerate(styles):
+        if s.mask is not None:
+            groups.append((s.mask, [i]))
+    return groups
+
+
+def initial_image(settings: Settings, content: torch.Tensor, styles: Sequence[StyleInput], size: tuple[int, int], init_image: Optional[torch.Tensor]) -> torch.Tensor:
+    w, h = size
+    if settings.init == "content":
+        return resize_tensor(content, (h, w))
+    if settings.init == "noise":
+        g = torch.Generator().manual_seed(settings.seed if settings.seed is not None else 0)
+        # Noise around the content's mean colour converges faster than uniform noise.
+        noise = torch.rand(1, 3, h, w, generator=g).to(content)
+        return (content.mean(dim=(2, 3), keepdim=True) + (noise - 0.5) * 0.5).clamp(0, 1)
+    if settings.init == "style":
+        return resize_tensor(styles[0].image, (h, w))
+    if init_image is None:
+        raise ImpastoError(f"init {settings.init!r}: no image given")
+    return resize_tensor(init_image, (h, w))
+
+
+def make_optimizer(settings: Settings, param: torch.Tensor) -> torch.optim.Optimizer:
+    if settings.optimizer == "lbfgs":
+        # One iteration per step() so the loop can clamp, report and stop between them;
+        # L-BFGS keeps its history across calls.
+        return torch.optim.LBFGS([param], lr=settings.learning_rate(), max_iter=1, history_size=50, tolerance_grad=0.0, tolerance_change=0.0)
+    return torch.optim.Adam([param], lr=settings.learning_rate())
+
+
+def optimise(
+    extractor: FeatureExtractor,
+    settings: Settings,
+    content: torch.Tensor,
+    styles: Sequence[StyleInput],
+    outcome: Outcome,
+    init_image: Optional[torch.Tensor] = None,
+) -> Iterator[Progress]:
+    """Yield a Progress per iteration, keeping `outcome` up to date as it goes.
+
+    `outcome` holds the best image and losses so far, so a caller that stops
+    early (Ctrl-C, a cancel) still has them. Raises NonFiniteLoss if the loss
+    blows up; `outcome` then holds the last good image.
+    """
+    width, height = content.shape[-1], content.shape[-2]
+    sizes = plan_scales(width, height, settings)
+    steps = plan_iterations(len(sizes), settings)
+    total = sum(steps)
+    device = content.device
+    check_memory(*sizes[-1], device)
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+    autocast = device.type == "cuda"
+    start = time.perf_counter()
+    done = 0
+    history = outcome.history
+    image = initial_image(settings, content, styles, sizes[0], init_image)
+    outcome.image = best = image.clone()
+    for index, (size, n) in enumerate(zip(sizes, steps)):
+        w, h = size
+        image = resize_tensor(best, (h, w)).contiguous()
+        outcome.image = best = image.clone()
+        best_value = math.inf
+        objective = Objective(extractor, settings, content, styles, size)
+        param = image.requires_grad_(True)
+        optimizer = make_optimizer(settings, param)
+        last: dict[str, float] = {}
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=autocast):
+                value, parts = objective(param)
+            value.backward()
+            last.clear()
+            last.update({k: float(v) for k, v in parts.items()})
+            last["total"] = float(value)
+            return value
+
+        for step in range(1, n + 1):
+            before = param.detach().clone()  # what `closure` scores during this step
+            optimizer.step(closure)
+            if not all(math.isfinite(v) for v in last.values()):
+                raise NonFiniteLoss(
+                    f"the loss became {last.get('total')} at scale {index + 1} iteration {step}; try a lower --lr or "
+                    "smaller weights",
+                    best,
+                )
+            if last["total"] < best_value:
+                best_value, best = last["total"], before
+                outcome.image, outcome.losses = best, dict(last)
+            with torch.no_grad():
+                param.clamp_(0, 1)
+            done += 1
+            history.append({"scale": index, "iteration": done, **last})
+            yield Progress(index, len(sizes), size, step, n, done, total, dict(last), param.detach(), time.perf_counter() - start)
+        if n > 0:
+            # The final parameters were never scored; score them so "best" is honest.
+            with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=autocast):
+                value, parts = objective(param.detach())
+            final = {k: float(v) for k, v in parts.items()} | {"total": float(value)}
+            if math.isfinite(final["total"]) and final["total"] <= best_value:
+                best = param.detach().clone()
+                outcome.image, outcome.losses = best, final
+        else:
+            outcome.image = best = param.detach().clone()

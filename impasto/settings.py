@@ -1,0 +1,181 @@
+"""The one typed settings object shared by the API, the CLI and the presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from .errors import ImpastoError
+
+MODELS = ("vgg16", "vgg19")
+POOLINGS = ("max", "avg")
+OPTIMIZERS = ("lbfgs", "adam")
+STYLE_LOSSES = ("gram", "w2", "meanstd")
+COLOR_MODES = ("luminance", "histogram")
+
+# Gatys et al. 2015: style from the first conv of each block, content from conv4_2.
+GATYS_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+@dataclass
+class Settings:
+    """Every knob of a run. Field docs double as the CLI's --help text."""
+
+    # -- network
+    model: Optional[str] = field(
+        default=None, metadata={"help": "backbone: vgg16 or vgg19 (default vgg19, or the model of a --weights file)"}
+    )
+    weights: Optional[str] = field(
+        default=None,
+        metadata={"help": "weights file or folder (else $IMPASTO_WEIGHTS, the cache, then download)"},
+    )
+    pooling: str = field(default="avg", metadata={"help": "pooling in the network: max or avg (Gatys 2015 prefers avg)"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"})
+
+    # -- losses
+    content_layers: tuple[str, ...] = field(default=("conv4_2",), metadata={"help": "layers whose features the output keeps"})
+    style_layers: tuple[str, ...] = field(default=GATYS_STYLE_LAYERS, metadata={"help": "layers whose statistics the output matches"})
+    style_layer_weights: Optional[tuple[float, ...]] = field(
+        default=None, metadata={"help": "one weight per style layer (normalised to sum 1; default equal)"}
+    )
+    style_loss: str = field(
+        default="gram",
+        metadata={
+            "help": "gram: Gram matrices (Gatys et al. 2015); w2: Wasserstein-2 between Gaussian fits "
+            "(mean+covariance, as in crowsonkb/style-transfer-pytorch); meanstd: per-channel mean and std "
+            "(AdaIN statistics, Huang & Belongie 2017)"
+        },
+    )
+    content_weight: float = field(default=1.0, metadata={"help": "weight of the content loss"})
+    style_weight: float = field(default=30.0, metadata={"help": "weight of the style loss (content:style ratio = content_weight/style_weight)"})
+    tv_weight: float = field(default=2.0, metadata={"help": "weight of the total-variation (smoothness) loss"})
+    gram_shift: float = field(
+        default=0.0, metadata={"help": "activation shift added before the Gram matrix (Novak & Nikulin 2016 use -1)"}
+    )
+
+    # -- optimisation
+    optimizer: str = field(default="lbfgs", metadata={"help": "lbfgs or adam"})
+    iterations: int = field(default=60, metadata={"help": "iterations at the finest scale"})
+    initial_iterations: int = field(default=300, metadata={"help": "iterations at the coarsest scale (scales between get a geometric blend)"})
+    lr: Optional[float] = field(default=None, metadata={"help": "learning rate (default 1 for lbfgs, 0.02 for adam)"})
+    init: str = field(default="content", metadata={"help": "start image: content, noise, style or a file path"})
+    seed: Optional[int] = field(default=0, metadata={"help": "random seed (CPU runs are repeatable)"})
+
+    # -- sizes
+    size: int = field(default=512, metadata={"help": "output long side in pixels"})
+    style_scale: float = field(
+        default=1.0,
+        metadata={"help": "style image long side relative to the output's at every scale: >1 larger strokes, <1 finer"},
+    )
+    min_size: int = field(default=128, metadata={"help": "long side of the coarsest scale"})
+    scale_factor: float = field(default=math.sqrt(2), metadata={"help": "ratio between successive scales"})
+    multiscale: bool = field(default=True, metadata={"help": "coarse-to-fine optimisation (off: one scale at --size)"})
+
+    # -- colour
+    preserve_color: Optional[str] = field(
+        default=None,
+        metadata={"help": "keep the content's colours (Gatys et al. 2016): luminance or histogram"},
+    )
+
+    def __post_init__(self) -> None:
+        # Accept lists from JSON/CLI and keep the object hashable-friendly.
+        for name in ("content_layers", "style_layers"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = tuple(v.strip() for v in value.split(",") if v.strip())
+            setattr(self, name, tuple(value))
+        if self.style_layer_weights is not None:
+            w = self.style_layer_weights
+            if isinstance(w, str):
+                w = [float(v) for v in w.split(",") if v.strip()]
+            self.style_layer_weights = tuple(float(v) for v in w)
+
+    # -- helpers
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Settings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ImpastoError(f"unknown setting(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def model_name(self) -> str:
+        return self.model or "vgg19"
+
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 1.0 if self.optimizer == "lbfgs" else 0.02
+
+    def layer_weights(self) -> tuple[float, ...]:
+        if self.style_layer_weights is None:
+            return tuple(1.0 / len(self.style_layers) for _ in self.style_layers)
+        total = sum(self.style_layer_weights)
+        return tuple(w / total for w in self.style_layer_weights)
+
+    def validate(self) -> "Settings":
+        """Raise ImpastoError with one clear line for the first bad value."""
+        from .vgg import layer_names  # late import: settings must not need torch to load
+
+        def choice(name: str, options: tuple[str, ...]) -> None:
+            if getattr(self, name) not in options:
+                raise ImpastoError(f"{name.replace('_', '-')} must be one of {', '.join(options)}, not {getattr(self, name)!r}")
+
+        if self.model is not None:
+            choice("model", MODELS)
+        choice("pooling", POOLINGS)
+        choice("optimizer", OPTIMIZERS)
+        choice("style_loss", STYLE_LOSSES)
+        if self.preserve_color is not None:
+            choice("preserve_color", COLOR_MODES)
+        names = layer_names(self.model_name())
+        for layer in self.content_layers + self.style_layers:
+            if layer not in names:
+                raise ImpastoError(f"unknown layer {layer!r} for {self.model_name()}; valid names are conv1_1 … e.g. {', '.join(names[:5])}, …, {names[-1]}")
+        if not self.style_layers:
+            raise ImpastoError("at least one style layer is needed")
+        if self.style_layer_weights is not None:
+            if len(self.style_layer_weights) != len(self.style_layers):
+                raise ImpastoError(
+                    f"{len(self.style_layer_weights)} style layer weights given for {len(self.style_layers)} style layers"
+                )
+            if any(w < 0 for w in self.style_layer_weights) or sum(self.style_layer_weights) <= 0:
+                raise ImpastoError("style layer weights must be non-negative and not all zero")
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ImpastoError(f"{name.replace('_', '-')} must be a non-negative number, not {value}")
+        if self.content_weight == 0 and self.style_weight == 0:
+            raise ImpastoError("content-weight and style-weight cannot both be zero")
+        if self.iterations < 0 or self.initial_iterations < 0:
+            raise ImpastoError("iterations must be zero or more")
+        if self.lr is not None and not (self.lr > 0):
+            raise ImpastoError(f"lr must be positive, not {self.lr}")
+        if self.size < 16:
+            raise ImpastoError(f"size must be at least 16 pixels, not {self.size}")
+        if not (self.style_scale > 0):
+            raise ImpastoError(f"style-scale must be positive, not {self.style_scale}")
+        if self.min_size < 16:
+            raise ImpastoError(f"min-size must be at least 16 pixels, not {self.min_size}")
+        if not (self.scale_factor > 1):
+            raise ImpastoError(f"scale-factor must be above 1, not {self.scale_factor}")
+        return self
+
+
+def help_for(name: str) -> str:
+    for f in fields(Settings):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(name)

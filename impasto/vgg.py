@@ -1,0 +1,124 @@
+"""VGG16/19 feature extractor with named layers, cut after the deepest layer used."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ImpastoError
+
+# Convs per block; "M" after each block is a 2x2 pooling.
+BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+WIDTHS = (64, 128, 256, 512, 512)
+
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def layer_names(model: str) -> list[str]:
+    """Names of the modules of torchvision's `features`, in order (index = position)."""
+    if model not in BLOCKS:
+        raise ImpastoError(f"unknown model {model!r}; choose vgg16 or vgg19")
+    names = []
+    for block, convs in enumerate(BLOCKS[model], start=1):
+        for i in range(1, convs + 1):
+            names += [f"conv{block}_{i}", f"relu{block}_{i}"]
+        names.append(f"pool{block}")
+    return names
+
+
+def conv_layer_names(model: str) -> list[str]:
+    return [n for n in layer_names(model) if n.startswith("conv")]
+
+
+def conv_indices(model: str) -> list[int]:
+    """Indices in torchvision's `features` Sequential that hold a Conv2d."""
+    return [i for i, n in enumerate(layer_names(model)) if n.startswith("conv")]
+
+
+class Normalize(nn.Module):
+    """Turn RGB in [0, 1] into what the weights were trained on."""
+
+    def __init__(self, convention: str) -> None:
+        super().__init__()
+        if convention == "caffe":
+            # BGR, 0-255, mean subtracted: fold flip and scale into a 1x1 affine.
+            mean = torch.tensor(CAFFE_MEAN_BGR[::-1]).view(1, 3, 1, 1)  # as RGB
+            self.register_buffer("scale", torch.full((1, 3, 1, 1), 255.0))
+            self.register_buffer("shift", -mean)
+            self.bgr = True
+        elif convention == "torchvision":
+            mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+            self.register_buffer("scale", 1.0 / std)
+            self.register_buffer("shift", -mean / std)
+            self.bgr = False
+        else:
+            raise ImpastoError(f"unknown input convention {convention!r}")
+        self.convention = convention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * self.scale + self.shift
+        return x.flip(1) if self.bgr else x
+
+
+def build_features(model: str, pooling: str = "max", upto: int | None = None) -> nn.Sequential:
+    """torchvision-compatible `features` (same indices), optionally cut after index `upto`."""
+    layers: list[nn.Module] = []
+    in_ch = 3
+    for block, convs in enumerate(BLOCKS[model]):
+        for _ in range(convs):
+            layers += [nn.Conv2d(in_ch, WIDTHS[block], 3, padding=1), nn.ReLU(inplace=False)]
+            in_ch = WIDTHS[block]
+        layers.append(nn.AvgPool2d(2, 2) if pooling == "avg" else nn.MaxPool2d(2, 2))
+    if upto is not None:
+        layers = layers[: upto + 1]
+    return nn.Sequential(*layers)
+
+
+class FeatureExtractor(nn.Module):
+    """Frozen VGG that returns the activations of the requested layers by name."""
+
+    def __init__(
+        self,
+        model: str,
+        state_dict: dict[str, torch.Tensor],
+        layers: Iterable[str],
+        pooling: str = "avg",
+        convention: str = "torchvision",
+    ) -> None:
+        super().__init__()
+        names = layer_names(model)
+        self.layers = list(dict.fromkeys(layers))
+        for layer in self.layers:
+            if layer not in names:
+                raise ImpastoError(f"unknown layer {layer!r} for {model}")
+        self.model = model
+        self.indices = {names.index(layer): layer for layer in self.layers}
+        deepest = max(self.indices)
+        self.normalize = Normalize(convention)
+        self.features = build_features(model, pooling, upto=deepest)
+        own = self.features.state_dict()
+        self.features.load_state_dict({k: state_dict[k] for k in own})
+        self.eval().requires_grad_(False)
+
+    @property
+    def depth(self) -> int:
+        return len(self.features)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.normalize(image)
+        out: dict[str, torch.Tensor] = {}
+        for i, module in enumerate(self.features):
+            x = module(x)
+            if i in self.indices:
+                out[self.indices[i]] = x
+        return out
+
+
+def deepest_needed(model: str, layers: Sequence[str]) -> int:
+    names = layer_names(model)
+    return max(names.index(layer) for layer in layers)
