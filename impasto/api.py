@@ -12,8 +12,8 @@ from PIL import Image
 from . import color
 from . import weights as W
 from .errors import ImpastoError, NonFiniteLoss
-from .images import ImageLike, load_image, pil_to_tensor, resize_long_side, resize_tensor, tensor_to_pil
-from .optimize import Outcome, Progress, StyleInput, optimise, resolve_device
+from .images import ImageLike, fit_long_side, load_image, pil_to_tensor, resize_long_side, resize_tensor, tensor_to_pil
+from .optimize import Outcome, Progress, StyleInput, check_memory, optimise, resolve_device
 from .settings import Settings
 from .vgg import FeatureExtractor
 
@@ -110,9 +110,11 @@ class Stylizer:
         settings.validate()
         device = resolve_device(settings.device)
         start = time.perf_counter()
-        extractor = self.extractor(settings, device)
-
-        content_img = resize_long_side(load_image(content), settings.size)
+        # Inputs and memory first: a typo or an absurd size fails at once, before
+        # weights are loaded (or downloaded) and before any large image is made.
+        source = load_image(content)
+        check_memory(*fit_long_side(source.width, source.height, settings.size), device)
+        content_img = resize_long_side(source, settings.size)
         content_t = pil_to_tensor(content_img, device)
         style_specs = normalize_styles(style)
         styles = [self._style_input(image, weight, settings, device) for image, weight in style_specs]
@@ -142,6 +144,7 @@ class Stylizer:
                 return color.combine_luminance(image, resize_tensor(content_t, tuple(image.shape[-2:])))
             return image
 
+        extractor = self.extractor(settings, device)
         outcome = Outcome()
         interrupted, reason = False, None
         torch.set_grad_enabled(True)

@@ -174,7 +174,10 @@ class Objective:
         s = self.settings
         feats = self.extractor(image)
         feats = {k: v.float() for k, v in feats.items()}  # losses in fp32 under autocast
-        content = sum(L.content_loss(feats[k], t) for k, t in self.content_targets.items()) / len(self.content_targets)
+        if self.content_targets:
+            content = sum(L.content_loss(feats[k], t) for k, t in self.content_targets.items()) / len(self.content_targets)
+        else:  # no content layers: texture synthesis
+            content = image.new_zeros(())
         style = sum(w * fn(feats[layer]) for layer, w, fn in self.style_losses)
         tv = L.tv_loss(image.float())
         total = s.content_weight * content + s.style_weight * style + s.tv_weight * tv
@@ -198,7 +201,11 @@ def initial_image(settings: Settings, content: torch.Tensor, styles: Sequence[St
     if settings.init == "content":
         return resize_tensor(content, (h, w))
     if settings.init == "noise":
-        g = torch.Generator().manual_seed(settings.seed if settings.seed is not None else 0)
+        g = torch.Generator()
+        if settings.seed is not None:
+            g.manual_seed(settings.seed)
+        else:
+            g.seed()
         # Noise around the content's mean colour converges faster than uniform noise.
         noise = torch.rand(1, 3, h, w, generator=g).to(content)
         return (content.mean(dim=(2, 3), keepdim=True) + (noise - 0.5) * 0.5).clamp(0, 1)
@@ -261,8 +268,8 @@ def optimise(
                 value, parts = objective(param)
             value.backward()
             last.clear()
-            last.update({k: float(v) for k, v in parts.items()})
-            last["total"] = float(value)
+            last.update({k: float(v.detach()) for k, v in parts.items()})
+            last["total"] = float(value.detach())
             return value
 
         for step in range(1, n + 1):

@@ -103,6 +103,11 @@ class FeatureExtractor(nn.Module):
         self.features = build_features(model, pooling, upto=deepest)
         own = self.features.state_dict()
         self.features.load_state_dict({k: state_dict[k] for k in own})
+        # An in-place ReLU saves one activation map per conv, but would overwrite
+        # a conv output we hand out, so only where that conv is not requested.
+        for i, module in enumerate(self.features):
+            if isinstance(module, nn.ReLU) and (i - 1) not in self.indices:
+                module.inplace = True
         self.eval().requires_grad_(False)
 
     @property

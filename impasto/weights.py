@@ -146,13 +146,22 @@ def download_file(url: str, target: Path, expected: Optional[str] = None) -> Pat
     return target
 
 
+def _unreadable(path: Path, exc: Exception) -> ImpastoError:
+    lines = str(exc).strip().splitlines()
+    detail = f"{exc.__class__.__name__}: {lines[0][:120]}" if lines else exc.__class__.__name__
+    return ImpastoError(f"{path}: cannot read weights ({detail})")
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     if path.suffix != ".safetensors":
         return {}
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # not a safetensors file, truncated, empty: all the user's file
+        raise _unreadable(path, exc) from None
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -165,7 +174,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     except ImpastoError:
         raise
     except Exception as exc:  # corrupt pickle, truncated file, wrong format: all the user's file
-        raise ImpastoError(f"{path}: cannot read weights ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})") from None
+        raise _unreadable(path, exc) from None
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         data = data["state_dict"]
     if not isinstance(data, dict):

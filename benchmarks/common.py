@@ -1,0 +1,94 @@
+"""Shared pieces of the benchmarks: weights, images, the textbook baseline."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from impasto import Settings
+from impasto.images import load_image, pil_to_tensor, resize_long_side
+from impasto.optimize import Objective, StyleInput
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+IMAGES = SHARED / "images"
+WEIGHTS = SHARED / "weights"
+
+
+def weights_note() -> tuple[Optional[str], str]:
+    """(weights folder or None, a sentence saying which weights the figures used)."""
+    if (WEIGHTS / "vgg19-caffe-features.safetensors").is_file():
+        return str(WEIGHTS), f"real ImageNet VGG19 weights from {WEIGHTS}"
+    return None, "RANDOM VGG19 weights (../shared/weights not found): timings are valid, losses and pictures are not"
+
+
+def random_weights_file(folder: Path) -> str:
+    """A random-init VGG19 features file, for machines without the real one."""
+    from safetensors.torch import save_file
+
+    from impasto.vgg import build_features
+
+    torch.manual_seed(0)
+    net = build_features("vgg19")
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(m.bias)
+    path = folder / "vgg19-random-features.safetensors"
+    save_file({f"features.{k}": v.contiguous() for k, v in net.state_dict().items()}, str(path), {"arch": "vgg19", "input": "torchvision"})
+    return str(path)
+
+
+def load_pair(content: str, style: str, size: int, style_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    c = pil_to_tensor(resize_long_side(load_image(IMAGES / content), size))
+    s = pil_to_tensor(resize_long_side(load_image(IMAGES / style), round(size * style_scale)))
+    return c, s
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def textbook_baseline(
+    objective: Objective, content: torch.Tensor, evaluations: int, log: list[tuple[float, float]]
+) -> torch.Tensor:
+    """The official PyTorch tutorial's loop: L-BFGS over the full-size image from the content.
+
+    torch.optim.LBFGS with its defaults (20 iterations per step, no line
+    search), pixels clamped inside the closure, stopping after `evaluations`
+    closure calls. `log` receives (seconds, loss) per evaluation.
+    """
+    image = content.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([image])
+    start = time.perf_counter()
+    count = [0]
+
+    def closure() -> torch.Tensor:
+        with torch.no_grad():
+            image.clamp_(0, 1)
+        optimizer.zero_grad()
+        loss, _ = objective(image)
+        loss.backward()
+        count[0] += 1
+        log.append((time.perf_counter() - start, float(loss.detach())))
+        return loss
+
+    while count[0] < evaluations:
+        optimizer.step(closure)
+    with torch.no_grad():
+        image.clamp_(0, 1)
+    return image.detach()
+
+
+def baseline_objective(extractor, settings: Settings, content: torch.Tensor, style: torch.Tensor) -> Objective:
+    w, h = content.shape[-1], content.shape[-2]
+    return Objective(extractor, settings, content, [StyleInput(style)], (w, h))
+
+
+def threads_note() -> str:
+    return f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"

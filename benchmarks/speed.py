@@ -1,0 +1,174 @@
+"""Speed benchmark: impasto's default against the textbook single-scale loop.
+
+    .venv/bin/python benchmarks/speed.py                 # everything (long: ~40 min here)
+    .venv/bin/python benchmarks/speed.py --only baseline  # one section: baseline | floor | sizes
+
+Prints three tables (see benchmarks/README.md for how to read them) and the
+command that reproduces them. All figures come from one run on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    baseline_objective,
+    load_pair,
+    peak_rss_mib,
+    random_weights_file,
+    textbook_baseline,
+    threads_note,
+    weights_note,
+)
+
+from impasto import Settings, Stylizer  # noqa: E402
+
+CONTENT, STYLE = "chelsea.png", "starry_night.jpg"
+
+
+def first_time_at_or_below(log: list[tuple[float, float]], target: float) -> float:
+    for t, loss in log:
+        if loss <= target:
+            return t
+    return math.nan
+
+
+def section_baseline(settings: Settings, size: int, evaluations: int) -> None:
+    stylizer = Stylizer(download=False)
+    s = settings.replace(size=size)
+    extractor = stylizer.extractor(s, torch.device("cpu"))
+    content, style = load_pair(CONTENT, STYLE, size, s.style_scale)
+
+    # impasto's default, through the public API; its finest-scale losses are
+    # the same objective the baseline optimises (same layers, weights, targets).
+    fine: list[tuple[float, float]] = []
+    start = time.perf_counter()
+
+    def callback(p):
+        if p.scale == p.scales - 1:
+            fine.append((time.perf_counter() - start, p.losses["total"]))
+
+    result = stylizer.run(content, style, s, callback=callback)
+    impasto_time = time.perf_counter() - start
+    impasto_final = result.losses["total"]
+
+    objective = baseline_objective(extractor, s, content, style)
+    base_log: list[tuple[float, float]] = []
+    textbook_baseline(objective, content, evaluations, base_log)
+    base_time = base_log[-1][0]
+    base_final = min(loss for _, loss in base_log)
+
+    target = max(base_final, impasto_final)
+    t_base = first_time_at_or_below(base_log, target)
+    t_imp = first_time_at_or_below(fine + [(impasto_time, impasto_final)], target)
+    print(f"\n## 1. Time to the same loss at {size} px ({CONTENT} in the style of {STYLE})\n")
+    print("| run | iterations | wall s | final loss | s to reach common loss |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| textbook (single scale, L-BFGS from content) | {evaluations} | {base_time:.1f} | {base_final:.4f} | {t_base:.1f} |")
+    print(f"| impasto default | {len(result.history)} | {impasto_time:.1f} | {impasto_final:.4f} | {t_imp:.1f} |")
+    print(f"\ncommon loss = the higher final loss = {target:.4f}; "
+          f"speed-up to it: **{t_base / t_imp:.2f}x** (impasto needs {t_imp / t_base:.1%} of the baseline's time)")
+    reached = first_time_at_or_below(fine, base_final)
+    if math.isnan(reached):
+        print(f"impasto's final loss is {impasto_final / base_final:.3f}x the baseline's final loss")
+    else:
+        print(f"impasto reaches the baseline's final loss {base_final:.4f} after {reached:.1f} s "
+              f"= {reached / base_time:.1%} of the baseline's {base_time:.1f} s")
+
+
+def section_floor(settings: Settings, size: int, iterations: int) -> None:
+    stylizer = Stylizer(download=False)
+    s = settings.replace(size=size, multiscale=False, iterations=iterations, init="content")
+    extractor = stylizer.extractor(s, torch.device("cpu"))
+    content, style = load_pair(CONTENT, STYLE, size, s.style_scale)
+
+    x = content.clone().requires_grad_(True)
+
+    def raw() -> None:
+        feats = extractor(x)
+        sum(f.sum() for f in feats.values()).backward()
+
+    raw()
+    t = time.perf_counter()
+    for _ in range(iterations):
+        raw()
+    floor = (time.perf_counter() - t) / iterations
+
+    stamps: list[float] = []
+    stylizer.run(content, style, s, callback=lambda p: stamps.append(time.perf_counter()))
+    per_iter = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    print(f"\n## 2. Per-iteration cost at {size} px against the compute floor\n")
+    print("| what | s / iteration |")
+    print("|---|---:|")
+    print(f"| raw VGG forward+backward (same cut network, trivial loss) | {floor:.3f} |")
+    print(f"| impasto iteration ({s.optimizer}, {s.style_loss} loss, all terms) | {per_iter:.3f} |")
+    print(f"\noverhead over the floor: **{per_iter / floor - 1:+.1%}**")
+
+
+def section_sizes(sizes: list[int], weights: str) -> None:
+    print("\n## 3. Default run against output size (each size in a fresh process)\n")
+    print("| long side | output | scales | iterations | wall s | s / finest iteration | peak RSS MiB |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for size in sizes:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child-size", str(size), "--weights", weights],
+            capture_output=True, text=True, check=False,
+        )
+        if out.returncode != 0:
+            print(f"| {size} | failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode} |")
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"| {size} | {r['w']}x{r['h']} | {r['scales']} | {r['iterations']} | {r['seconds']:.1f} | {r['fine']:.2f} | {r['rss']:.0f} |", flush=True)
+
+
+def child_size(size: int, weights: str) -> None:
+    s = Settings(weights=weights, size=size)
+    content, style = load_pair(CONTENT, STYLE, size, s.style_scale)
+    stamps: list[tuple[int, float]] = []
+    result = Stylizer(download=False).run(content, style, s, callback=lambda p: stamps.append((p.scale, time.perf_counter())))
+    last = max(sc for sc, _ in stamps)
+    fine = [t for sc, t in stamps if sc == last]
+    per_fine = (fine[-1] - fine[0]) / max(1, len(fine) - 1)
+    print(json.dumps({"w": result.image.width, "h": result.image.height, "scales": last + 1, "iterations": len(stamps),
+                      "seconds": result.seconds, "fine": per_fine, "rss": peak_rss_mib()}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", choices=["baseline", "floor", "sizes"], action="append")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--baseline-evaluations", type=int, default=300, help="the tutorial's num_steps")
+    p.add_argument("--sizes", default="256,512,1024,2048")
+    p.add_argument("--weights", help=argparse.SUPPRESS)
+    p.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child_size:
+        return child_size(args.child_size, args.weights)
+    weights, note = weights_note()
+    tmp = tempfile.TemporaryDirectory()
+    if weights is None:
+        weights = random_weights_file(Path(tmp.name))
+    settings = Settings(weights=weights)
+    print(f"# impasto speed benchmark\n\n{note}; {threads_note()}")
+    print(f"reproduce: .venv/bin/python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())
+    sections = args.only or ["baseline", "floor", "sizes"]
+    if "baseline" in sections:
+        section_baseline(settings, args.size, args.baseline_evaluations)
+    if "floor" in sections:
+        section_floor(settings, args.size, 10)
+    if "sizes" in sections:
+        section_sizes([int(v) for v in args.sizes.split(",")], weights)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""The public API: stopping, colour preservation, style blends and input validation."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+import impasto
+from impasto import ImpastoError, Settings, Stylizer
+from impasto.api import normalize_styles
+
+from conftest import REDDISH, mean_rgb, run_python, textured_image
+
+
+def test_callback_returning_false_stops_early(stylizer, make_settings, content_array, style_array):
+    settings = make_settings(multiscale=True, size=48, min_size=24, scale_factor=2.0, initial_iterations=6, iterations=4)
+    seen = []
+
+    def stop_after_three(progress):
+        seen.append(progress.done)
+        return False if progress.done == 3 else None
+
+    result = stylizer.run(content_array, style_array, settings, callback=stop_after_three)
+    assert seen == [1, 2, 3]
+    assert result.interrupted and result.stopped_reason == "stopped by callback"
+    assert len(result.history) == 3
+    assert result.image.size == (48, 40)  # the coarse image, brought to the requested size
+
+
+def test_keyboard_interrupt_keeps_the_best_image_so_far(stylizer, make_settings, content_array, style_array):
+    settings = make_settings(multiscale=True, size=48, min_size=24, scale_factor=2.0, initial_iterations=8, iterations=4, init="noise")
+
+    def ctrl_c(progress):
+        if progress.done == 5:
+            raise KeyboardInterrupt
+
+    result = stylizer.run(content_array, style_array, settings, callback=ctrl_c)
+    assert result.interrupted and result.stopped_reason == "interrupted"
+    assert result.image.size == (48, 40)
+    assert len(result.history) == 5
+    # The losses reported are those of the best image scored, not of the last one.
+    assert result.losses["total"] == min(h["total"] for h in result.history)
+    assert result.losses["total"] < result.history[0]["total"]
+
+
+@pytest.mark.parametrize("mode", [None, "luminance", "histogram"])
+def test_preserve_color(stylizer, make_settings, content_array, style_array, mode):
+    # Start from the (blue) style image and weigh style heavily: only colour preservation keeps the content's red.
+    settings = make_settings(preserve_color=mode, init="style", style_weight=1000.0, iterations=10)
+    result = stylizer.run(content_array, style_array, settings)
+    out, content, style = mean_rgb(result.image), mean_rgb(content_array), mean_rgb(style_array)
+    to_content, to_style = np.abs(out - content).max(), np.abs(out - style).max()
+    if mode is None:  # the control: without preservation the colours are the style's
+        assert to_style < 0.05 < 0.3 < to_content
+    else:
+        assert to_content < 0.05 < 0.3 < to_style
+
+
+def test_blend_of_styles_runs_and_weights_matter(stylizer, make_settings, content_array, style_array):
+    red_style = textured_image(40, 40, *REDDISH, seed=9)
+    settings = make_settings(init="noise", iterations=6, optimizer="adam")
+    blended = stylizer.run(content_array, [(style_array, 0.7), (red_style, 0.3)], settings)
+    assert blended.image.size == (48, 40)
+    assert blended.losses["style"] < blended.history[0]["style"]
+    # A style with weight 0 has no say: the run is exactly the single-style run.
+    alone = stylizer.run(content_array, style_array, settings)
+    with_zero = stylizer.run(content_array, [(style_array, 1.0), (red_style, 0.0)], settings)
+    assert np.array_equal(np.asarray(alone.image), np.asarray(with_zero.image))
+    assert not np.array_equal(np.asarray(alone.image), np.asarray(blended.image))
+
+
+def test_normalize_styles_accepts_every_documented_form(style_path):
+    assert normalize_styles(style_path) == [(style_path, 1.0)]
+    assert normalize_styles((style_path, 0.5)) == [(style_path, 0.5)]
+    assert normalize_styles([style_path, style_path]) == [(style_path, 1.0), (style_path, 1.0)]
+    assert normalize_styles([(style_path, 2), (style_path, 1)]) == [(style_path, 2.0), (style_path, 1.0)]
+    with pytest.raises(ImpastoError, match="non-negative"):
+        normalize_styles([(style_path, 1.0), (style_path, -0.5)])
+    with pytest.raises(ImpastoError, match="not all zero"):
+        normalize_styles([(style_path, 0.0)])
+    with pytest.raises(ImpastoError, match="at least one"):
+        normalize_styles([])
+
+
+def test_paths_and_stylize_function(stylizer, make_settings, content_path, style_path, monkeypatch):
+    monkeypatch.setattr(impasto.api, "_default", stylizer)
+    image = impasto.stylize(content_path, style_path, make_settings(iterations=2), size=40)
+    assert image.size == (40, 33)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(style_layers=("conv1_1", "conv9_9")), "unknown layer 'conv9_9'"),
+        (dict(content_layers=("conv5_4",), model="vgg16"), "unknown layer 'conv5_4'"),
+        (dict(style_weight=-1.0), "style-weight must be a non-negative"),
+        (dict(content_weight=float("nan")), "content-weight"),
+        (dict(tv_weight=-0.1), "tv-weight"),
+        (dict(content_weight=0.0, style_weight=0.0), "cannot both be zero"),
+        (dict(style_layer_weights=(1.0, -1.0, 1.0)), "non-negative"),
+        (dict(style_layer_weights=(1.0, 1.0)), "3 style layers"),
+        (dict(style_loss="fancy"), "style-loss must be one of"),
+        (dict(pooling="min"), "pooling"),
+        (dict(lr=0.0), "lr must be positive"),
+        (dict(size=8), "size must be at least"),
+        (dict(device="tpu"), "unknown device"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_clear_message(stylizer, make_settings, content_array, style_array, overrides, message):
+    with pytest.raises(ImpastoError, match=message.replace("(", r"\(")):
+        stylizer.run(content_array, style_array, make_settings(**overrides))
+
+
+def test_a_missing_photo_is_reported_before_weights_are_fetched(content_array, tmp_path, monkeypatch):
+    attempts = []
+
+    def count_and_fail(url, *args, **kwargs):
+        attempts.append(url)
+        raise OSError("offline")
+
+    monkeypatch.setattr(urllib.request, "urlopen", count_and_fail)
+    with pytest.raises(ImpastoError, match="no such file"):
+        Stylizer().run(tmp_path / "typo.jpg", content_array, Settings(device="cpu", size=32))
+    assert attempts == []
+
+
+def test_negative_style_blend_weight(stylizer, make_settings, content_array, style_array):
+    with pytest.raises(ImpastoError, match="non-negative"):
+        stylizer.run(content_array, [(style_array, 1.0), (style_array, -1.0)], make_settings())
+
+
+def test_settings_from_dict_rejects_unknown_names():
+    assert Settings.from_dict({"size": 64, "style_layers": ["conv1_1"]}).style_layers == ("conv1_1",)
+    with pytest.raises(ImpastoError, match="sizes"):
+        Settings.from_dict({"sizes": 64})
+
+
+ABSURD_SIZE_SCRIPT = """
+import sys, numpy as np
+from impasto import Stylizer, Settings, ImpastoError
+try:
+    Stylizer(download=False).run(np.full((40, 48, 3), 0.5), np.full((48, 40, 3), 0.5),
+                                 Settings(weights=sys.argv[1], device="cpu", size=200_000))
+except ImpastoError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+def test_absurd_size_is_refused_up_front(synthetic_weights):
+    # In a child capped at 6 GiB of address space, so the bug cannot take this machine down.
+    start = time.perf_counter()
+    done = run_python(["-c", ABSURD_SIZE_SCRIPT, str(synthetic_weights)], memory_gib=6, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert "GiB" in done.stdout
+    assert time.perf_counter() - start < 60
+
+
+def test_no_content_layers_is_not_a_crash(stylizer, make_settings, content_array, style_array):
+    settings = make_settings(content_layers=(), content_weight=0.0, iterations=2, optimizer="adam")
+    try:
+        result = stylizer.run(content_array, style_array, settings)
+    except ImpastoError:
+        return
+    assert result.image.size == (48, 40)
+    assert result.losses["style"] <= result.history[0]["style"]

@@ -1,0 +1,169 @@
+"""The command line, end to end on tiny images; every bad input is one line on stderr."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from impasto.cli import main
+
+from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, impasto_command, run_child, write_png
+
+FAST = [
+    "--size", "48", "--min-size", "32", "--iterations", "3", "--initial-iterations", "3", "--device", "cpu",
+    "--style-layers", ",".join(FAST_STYLE_LAYERS), "--content-layers", ",".join(FAST_CONTENT_LAYERS), "--quiet",
+]  # fmt: skip
+# Two scales (34 and 48 px long side), three iterations each.
+TOTAL_ITERATIONS = 6
+
+
+@pytest.fixture
+def fast(synthetic_weights) -> list[str]:
+    return FAST + ["--weights", str(synthetic_weights)]
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("impasto: error:"), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_run_writes_the_output(capsys, tmp_path, content_path, style_path, fast):
+    out = tmp_path / "out.png"
+    code, _, err = cli(capsys, content_path, style_path, "-o", out, *fast)
+    assert code == 0, err
+    assert Image.open(out).size == (48, 40)
+    assert f"wrote {out}" in err
+
+
+def test_json_summary(capsys, tmp_path, content_path, style_path, fast):
+    out, summary = tmp_path / "out.jpg", tmp_path / "run.json"
+    code, _, err = cli(capsys, content_path, f"{style_path}:0.6", f"{style_path}:0.4", "-o", out, "--json", summary, *fast)
+    assert code == 0, err
+    data = json.loads(summary.read_text())
+    assert set(data["losses"]) == {"content", "style", "tv", "total"}
+    assert all(isinstance(v, float) for v in data["losses"].values())
+    assert data["size"] == [48, 40] and data["output"] == str(out)
+    assert data["iterations"] == TOTAL_ITERATIONS
+    assert data["interrupted"] is False
+    assert data["settings"]["size"] == 48 and data["settings"]["style_layers"] == list(FAST_STYLE_LAYERS)
+    assert Image.open(out).format == "JPEG"
+
+
+def test_json_to_stdout(capsys, tmp_path, content_path, style_path, fast):
+    code, out, err = cli(capsys, content_path, style_path, "-o", tmp_path / "out.png", "--json", "-", *fast)
+    assert code == 0, err
+    assert json.loads(out)["losses"]["total"] > 0
+
+
+def test_save_every_writes_numbered_frames(capsys, tmp_path, content_path, style_path, fast):
+    out = tmp_path / "painting.png"
+    code, _, err = cli(capsys, content_path, style_path, "-o", out, "--save-every", "2", *fast)
+    assert code == 0, err
+    frames = tmp_path / "painting_frames"
+    assert sorted(p.name for p in frames.iterdir()) == ["00002.png", "00004.png", "00006.png"]
+    assert Image.open(frames / "00002.png").size == (34, 28)  # iteration 2 is at the coarse scale
+    assert Image.open(frames / "00006.png").size == (48, 40)
+
+
+def test_overwrite(capsys, tmp_path, content_path, style_path, fast):
+    out = tmp_path / "out.png"
+    out.write_bytes(b"an older result")
+    code, _, err = cli(capsys, content_path, style_path, "-o", out, *fast)
+    assert_one_line_error(code, err, "already exists", "--overwrite")
+    assert out.read_bytes() == b"an older result"
+    code, _, err = cli(capsys, content_path, style_path, "-o", out, "--overwrite", *fast)
+    assert code == 0, err
+    assert Image.open(out).size == (48, 40)
+
+
+def test_demo(capsys, tmp_path, monkeypatch, fast):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(capsys, "demo", "-o", "demo.png", *fast)
+    assert code == 0, err
+    assert "chelsea" in err and "starry_night" in err
+    assert max(Image.open(tmp_path / "demo.png").size) == 48
+
+
+BAD_INPUTS = {
+    # case: (the arguments, built from the folder holding the inputs; what the error line must contain)
+    "missing content": (lambda d: [d / "nope.png", d / "style.png", "-o", d / "out.png"], ["nope.png", "no such file"]),
+    "missing style": (lambda d: [d / "content.png", d / "nope.jpg", "-o", d / "out.png"], ["nope.jpg"]),
+    "not an image": (lambda d: [d / "notes.png", d / "style.png", "-o", d / "out.png"], ["notes.png", "not a readable image"]),
+    "1-pixel image": (lambda d: [d / "dot.png", d / "style.png", "-o", d / "out.png"], ["too small"]),
+    "unknown layer": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--style-layers", "conv1_1,conv9_9"], ["conv9_9"]),
+    "negative style weight": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--style-weight", "-1"], ["style-weight"]),
+    "negative blend weight": (lambda d: [d / "content.png", f"{d / 'style.png'}:-1", "-o", d / "out.png"], ["non-negative"]),
+    "missing output folder": (lambda d: [d / "content.png", d / "style.png", "-o", d / "no" / "out.png"], ["does not exist"]),
+    "unknown model": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--model", "vgg13"], ["model", "vgg13"]),
+    "missing weights": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--weights", d / "none.pth"], ["none.pth"]),
+    "unknown preserve-color": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--preserve-color", "sepia"], ["sepia"]),
+    "negative save-every": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--save-every", "-1"], ["save-every"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_on_stderr(capsys, tmp_path, content_array, style_array, fast, case):
+    write_png(tmp_path / "content.png", content_array)
+    write_png(tmp_path / "style.png", style_array)
+    write_png(tmp_path / "dot.png", content_array[:1, :1])
+    (tmp_path / "notes.png").write_text("shopping list\n")
+    build, fragments = BAD_INPUTS[case]
+    # A --weights given by the case comes last and wins over the synthetic one.
+    code, _, err = cli(capsys, *fast, *build(tmp_path))
+    assert_one_line_error(code, err, *fragments)
+    assert not (tmp_path / "out.png").exists()
+
+
+# -- in a child process ---------------------------------------------------------------------------
+
+
+def test_console_script_help_and_exit_codes(tmp_path, style_path, synthetic_weights):
+    helped = run_child([*impasto_command(), "--help"])
+    assert helped.returncode == 0
+    assert "usage: impasto" in helped.stdout and "--style-weight" in helped.stdout
+    missing = [str(tmp_path / "nope.png"), str(style_path), "-o", str(tmp_path / "o.png"), "--weights", str(synthetic_weights)]
+    failed = run_child([*impasto_command(), *missing])
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines() == [f"impasto: error: {tmp_path / 'nope.png'}: no such file"]
+
+
+def run_console(tmp_path: Path, content_path: Path, style_path: Path, fast: list[str]):
+    out = tmp_path / "out.png"
+    return out, run_child([*impasto_command(), str(content_path), str(style_path), "-o", str(out), *fast])
+
+
+def test_console_script_end_to_end(tmp_path, content_path, style_path, fast):
+    out, done = run_console(tmp_path, content_path, style_path, fast)
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out).size == (48, 40)
+    assert "Traceback" not in done.stderr
+    assert "Warning" not in done.stderr, done.stderr  # e.g. PyTorch's float() of a tensor that requires grad
+
+
+
+
+def test_absurd_size_is_one_line_and_fast(tmp_path, content_path, style_path, fast):
+    # In a child capped at 6 GiB of address space, so the bug cannot take this machine down.
+    done = run_child(
+        [*impasto_command(), str(content_path), str(style_path), "-o", str(tmp_path / "o.png"), *fast, "--size", "200000"],
+        memory_gib=6,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("impasto: error:") and "GiB" in lines[0], done.stderr[-2000:]
+    assert not (tmp_path / "o.png").exists()

@@ -1,0 +1,225 @@
+"""Reading every kind of image a user may have, writing safely, and colour transfer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from impasto import color
+from impasto.errors import ImpastoError
+from impasto.images import load_image, pil_to_tensor, save_image
+
+from conftest import smooth_image, textured_image, to_uint8
+
+ORIENTATION = 0x0112
+
+
+def two_tone(height: int, width: int) -> np.ndarray:
+    """Left half red, right half blue (uint8 HxWx3)."""
+    a = np.zeros((height, width, 3), np.uint8)
+    a[:, : width // 2] = (255, 0, 0)
+    a[:, width // 2 :] = (0, 0, 255)
+    return a
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6  # stored sideways: display = stored rotated 90° clockwise
+    Image.fromarray(two_tone(20, 40)).save(path, exif=exif.tobytes(), quality=95)
+    image = load_image(path)
+    assert image.size == (20, 40)  # width and height swapped
+    a = np.asarray(image).astype(int)
+    # The stored left (red) half is now on top, the blue half at the bottom.
+    assert a[5, 10, 0] > 200 and a[5, 10, 2] < 60
+    assert a[35, 10, 2] > 200 and a[35, 10, 0] < 60
+
+
+def test_greyscale_becomes_rgb(tmp_path):
+    grey = (np.arange(12 * 10).reshape(12, 10) * 2).astype(np.uint8)
+    Image.fromarray(grey, "L").save(tmp_path / "grey.png")
+    image = load_image(tmp_path / "grey.png")
+    assert image.mode == "RGB"
+    assert np.array_equal(np.asarray(image), np.repeat(grey[..., None], 3, axis=2))
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    a = np.zeros((10, 12, 4), np.uint8)
+    a[:, :4] = (255, 0, 0, 0)  # fully transparent red
+    a[:, 4:8] = (0, 0, 255, 255)  # opaque blue
+    a[:, 8:] = (0, 0, 0, 128)  # half transparent black
+    Image.fromarray(a, "RGBA").save(tmp_path / "alpha.png")
+    out = np.asarray(load_image(tmp_path / "alpha.png")).astype(int)
+    assert out.shape == (10, 12, 3)
+    assert (out[:, :4] == 255).all()
+    assert (out[:, 4:8] == (0, 0, 255)).all()
+    assert np.allclose(out[:, 8:], 127, atol=1)
+
+
+def test_16_bit_png_is_scaled_to_8_bits(tmp_path):
+    values = np.zeros((10, 10), np.uint16)
+    values[:, 3:6] = 32768
+    values[:, 6:] = 65535
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    out = np.asarray(load_image(tmp_path / "deep.png")).astype(int)
+    assert (out[:, :3] == 0).all()
+    assert np.allclose(out[:, 3:6], 128, atol=1)
+    assert (out[:, 6:] == 255).all()
+
+
+def test_palette_image_keeps_its_colours(tmp_path):
+    rgb = two_tone(10, 12)
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=4).save(tmp_path / "palette.png")
+    assert Image.open(tmp_path / "palette.png").mode == "P"
+    assert np.array_equal(np.asarray(load_image(tmp_path / "palette.png")), rgb)
+
+
+def test_palette_transparency_is_composited_on_white(tmp_path):
+    p = Image.fromarray(two_tone(10, 12)).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    red_index = p.getpixel((0, 0))
+    p.save(tmp_path / "transparent.png", transparency=red_index)
+    out = np.asarray(load_image(tmp_path / "transparent.png")).astype(int)
+    assert (out[:, :6] == 255).all()
+    assert (out[:, 6:] == (0, 0, 255)).all()
+
+
+def test_bad_inputs_are_user_errors(tmp_path):
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    (tmp_path / "notes.jpg").write_text("this is not a picture\n")
+    with pytest.raises(ImpastoError, match="too small"):
+        load_image(tmp_path / "dot.png")
+    with pytest.raises(ImpastoError, match="notes.jpg"):
+        load_image(tmp_path / "notes.jpg")
+    with pytest.raises(ImpastoError, match="no such file"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(ImpastoError, match="folder"):
+        load_image(tmp_path)
+    with pytest.raises(ImpastoError, match="too small"):
+        load_image(np.zeros((1, 1, 3), np.uint8))
+
+
+def test_arrays_and_tensors_are_accepted():
+    rgb = to_uint8(smooth_image(10, 14))  # H=10, W=14: a transpose would show
+    as_float = rgb.astype(np.float32) / 255.0
+    sources = {
+        "hwc uint8": rgb,
+        "hwc float": as_float,
+        "chw float": np.ascontiguousarray(as_float.transpose(2, 0, 1)),
+        "tensor 1x3xHxW": torch.from_numpy(as_float).permute(2, 0, 1)[None],
+        "tensor 3xHxW": torch.from_numpy(as_float).permute(2, 0, 1),
+        "pil": Image.fromarray(rgb),
+    }
+    for name, source in sources.items():
+        image = load_image(source)
+        assert image.mode == "RGB" and image.size == (14, 10), name
+        assert np.abs(np.asarray(image).astype(int) - rgb).max() <= 1, name
+    grey = load_image(np.full((9, 9), 0.5))
+    assert np.asarray(grey).shape == (9, 9, 3) and np.allclose(np.asarray(grey), 128, atol=1)
+
+
+def test_save_refuses_to_overwrite_unless_asked(tmp_path):
+    target = tmp_path / "out.png"
+    save_image(Image.new("RGB", (9, 9), "red"), target)
+    with pytest.raises(ImpastoError, match="already exists"):
+        save_image(Image.new("RGB", (9, 9), "blue"), target)
+    assert np.asarray(Image.open(target))[0, 0].tolist() == [255, 0, 0]
+    save_image(Image.new("RGB", (9, 9), "blue"), target, overwrite=True)
+    assert np.asarray(Image.open(target))[0, 0].tolist() == [0, 0, 255]
+
+
+def test_save_refuses_a_missing_folder_or_unknown_extension(tmp_path):
+    with pytest.raises(ImpastoError, match="does not exist"):
+        save_image(Image.new("RGB", (9, 9)), tmp_path / "no" / "out.png")
+    with pytest.raises(ImpastoError, match="extension"):
+        save_image(Image.new("RGB", (9, 9)), tmp_path / "out.xyz")
+    with pytest.raises(ImpastoError, match="folder"):
+        save_image(Image.new("RGB", (9, 9)), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "out.png"
+    save_image(Image.new("RGB", (9, 9), "red"), target)
+    before = target.read_bytes()
+    real_save = Image.Image.save
+
+    def crash_halfway(self, fp, *args, **kwargs):
+        real_save(self, fp, *args, **kwargs)
+        with open(fp, "r+b") as f:
+            f.truncate(10)  # a half-written file ...
+        raise OSError("disk full")  # ... and then the failure
+
+    monkeypatch.setattr(Image.Image, "save", crash_halfway)
+    with pytest.raises(OSError, match="disk full"):
+        save_image(Image.new("RGB", (9, 9), "blue"), target, overwrite=True)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]
+
+
+def test_jpeg_output_is_written_as_jpeg(tmp_path):
+    path = save_image(Image.new("RGB", (9, 9), "green"), tmp_path / "out.jpg")
+    assert Image.open(path).format == "JPEG"
+
+
+# -- colour ---------------------------------------------------------------------------------------
+
+
+def image_tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).float().permute(2, 0, 1)[None]
+
+
+def gaussian_colours(mean, mix, height: int, width: int, seed: int) -> torch.Tensor:
+    """(1, 3, H, W) pixels drawn around `mean` with colour covariance mix @ mixᵀ (full rank)."""
+    z = torch.randn(3, height * width, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = torch.tensor(mean, dtype=torch.float64)[:, None] + torch.tensor(mix, dtype=torch.float64) @ z
+    return x.reshape(1, 3, height, width).float()
+
+
+@pytest.mark.parametrize("mode", ["eigen", "cholesky"])
+def test_match_histogram_gives_the_reference_mean_and_covariance(mode):
+    # Moderate spread on both sides so that no value is clipped.
+    source = gaussian_colours([0.5, 0.45, 0.4], [[0.06, 0.0, 0.0], [0.03, 0.04, 0.0], [0.0, 0.02, 0.05]], 30, 30, seed=2)
+    reference = gaussian_colours([0.4, 0.5, 0.6], [[0.05, 0.02, 0.0], [0.0, 0.07, 0.0], [0.01, -0.03, 0.04]], 20, 25, seed=3)
+    out = color.match_histogram(source, reference, mode)
+    assert out.shape == source.shape
+    assert 0 < out.min() and out.max() < 1
+
+    def moments(t: torch.Tensor):
+        x = t.reshape(3, -1).double()
+        return x.mean(1), torch.cov(x)
+
+    (mean_out, cov_out), (mean_ref, cov_ref), (mean_src, cov_src) = moments(out), moments(reference), moments(source)
+    assert torch.allclose(mean_out, mean_ref, atol=1e-4)
+    assert torch.allclose(cov_out, cov_ref, rtol=1e-2, atol=2e-5)
+    assert not torch.allclose(mean_src, mean_ref, atol=0.05)  # it had something to do
+    assert not torch.allclose(cov_src, cov_ref, atol=1e-3)
+
+
+def test_combine_luminance_keeps_the_content_chroma():
+    content = image_tensor(smooth_image(16, 20, (0.45, 0.30, 0.30), (0.60, 0.50, 0.40), seed=4))
+    grey = image_tensor(np.repeat(textured_image(16, 20, (0.3,) * 3, (0.6,) * 3, seed=5)[..., :1], 3, axis=2))
+    out = color.combine_luminance(grey, content)
+    assert 0 < out.min() and out.max() < 1  # no clipping, so the identity is exact
+    yiq_out, yiq_content, yiq_grey = color.rgb_to_yiq(out), color.rgb_to_yiq(content), color.rgb_to_yiq(grey)
+    assert torch.allclose(yiq_out[:, 1:], yiq_content[:, 1:], atol=1e-5)  # content's I and Q
+    assert torch.allclose(yiq_out[:, :1], yiq_grey[:, :1], atol=1e-5)  # stylised Y
+    assert not torch.allclose(yiq_out[:, :1], yiq_content[:, :1], atol=1e-2)
+
+
+def test_match_luminance_gives_the_content_luminance_statistics():
+    style = image_tensor(textured_image(24, 24, seed=6))
+    content = image_tensor(smooth_image(20, 28, seed=7))
+    out = color.match_luminance(style, content)
+    assert torch.allclose(out[:, 0], out[:, 1]) and torch.allclose(out[:, 0], out[:, 2])  # grey
+    y_content = color.luminance(content)[:, 0]
+    assert out[:, 0].mean().item() == pytest.approx(y_content.mean().item(), abs=1e-3)
+    assert out[:, 0].std().item() == pytest.approx(y_content.std().item(), rel=1e-2)
+
+
+def test_yiq_round_trip():
+    image = image_tensor(smooth_image(8, 9, seed=8))
+    assert torch.allclose(color.yiq_to_rgb(color.rgb_to_yiq(image)), image, atol=1e-5)
+    assert torch.allclose(pil_to_tensor(Image.fromarray(to_uint8(smooth_image(8, 9, seed=8)))), image, atol=1 / 255)

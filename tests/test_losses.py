@@ -1,0 +1,217 @@
+"""Content, style and TV losses against hand-computed values and their defining properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from impasto import losses as L
+from impasto.settings import STYLE_LOSSES
+
+from conftest import FAST_STYLE_LAYERS
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# Two channels over 2x2 pixels: [1, 2, 3, 4] and [0, 1, 0, 1].
+TINY = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 0.0, 1.0]]).reshape(1, 2, 2, 2)
+
+
+def test_gram_hand_computed():
+    # E[f fᵀ]: (1+4+9+16)/4, (0+2+0+4)/4, (0+1+0+1)/4
+    expected = torch.tensor([[7.5, 1.5], [1.5, 0.5]])
+    assert torch.allclose(L.gram(TINY), expected)
+    assert torch.allclose(L.gram_from_stats(L.feature_stats(TINY)), expected)
+
+
+def test_shifted_gram_hand_computed():
+    # shift -1: [0, 1, 2, 3] and [-1, 0, -1, 0] -> (0+1+4+9)/4, (0+0-2+0)/4, (1+0+1+0)/4
+    expected = torch.tensor([[3.5, -0.5], [-0.5, 0.5]])
+    assert torch.allclose(L.gram(TINY, shift=-1.0), expected)
+    assert torch.allclose(L.gram_from_stats(L.feature_stats(TINY), shift=-1.0), expected)
+
+
+def test_feature_stats_hand_computed():
+    stats = L.feature_stats(TINY)
+    assert torch.allclose(stats.mean, torch.tensor([2.5, 0.5]))
+    # population covariance: var([1,2,3,4]) = 1.25, var([0,1,0,1]) = 0.25, cov = 1.5 - 2.5*0.5 = 0.25
+    assert torch.allclose(stats.cov, torch.tensor([[1.25, 0.25], [0.25, 0.25]]))
+
+
+@pytest.mark.parametrize("shift", [-1.0, 0.5, 3.0])
+def test_shifted_gram_from_stats_equals_gram_of_shifted_features(shift):
+    f = torch.randn(1, 5, 6, 7, generator=gen(0), dtype=torch.float64)
+    from_stats = L.gram_from_stats(L.feature_stats(f), shift)
+    assert torch.allclose(from_stats, L.gram(f + shift), atol=1e-10)
+    assert torch.allclose(from_stats, L.gram(f, shift=shift), atol=1e-10)
+
+
+def test_content_loss_hand_value_and_zero_for_identical():
+    target = torch.ones(1, 1, 2, 2)
+    features = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2)
+    # mean((0, 1, 2, 3)²) / mean(1²) = 14 / 4
+    assert L.content_loss(features, target).item() == pytest.approx(3.5, rel=1e-6)
+    f = torch.rand(1, 8, 5, 5, generator=gen(1))
+    assert L.content_loss(f, f.clone()).item() == 0.0
+
+
+def test_tv_loss_hand_value_and_zero_on_constant():
+    image = torch.tensor([[0.0, 1.0], [2.0, 4.0]]).reshape(1, 1, 2, 2)
+    # horizontal diffs 1, 2 -> mean square 2.5; vertical diffs 2, 3 -> 6.5
+    assert L.tv_loss(image).item() == pytest.approx(9.0)
+    assert L.tv_loss(torch.full((1, 3, 7, 5), 0.3)).item() == 0.0
+
+
+@pytest.mark.parametrize("kind", STYLE_LOSSES)
+def test_style_loss_zero_for_same_statistics_positive_otherwise(kind):
+    f = torch.rand(1, 4, 6, 6, generator=gen(2), dtype=torch.float64)
+    loss = L.make_style_loss(kind, L.feature_stats(f))
+    # Same pixels in other places: statistics are orderless, so still a perfect match.
+    shuffled = f.flatten(2)[..., torch.randperm(36, generator=gen(3))].reshape_as(f)
+    assert loss(f).item() == pytest.approx(0.0, abs=1e-6)
+    assert loss(shuffled).item() == pytest.approx(0.0, abs=1e-6)
+    other = torch.rand(1, 4, 6, 6, generator=gen(4), dtype=torch.float64) * 2.0 + 0.5
+    assert loss(other).item() > 0.05
+
+
+def test_meanstd_ignores_channel_correlation_gram_and_w2_do_not():
+    base = torch.randn(1, 1, 8, 8, generator=gen(5), dtype=torch.float64)
+    correlated = torch.cat([base, base + 1.0], dim=1)
+    # Shuffle the second channel alone: per-channel mean and std unchanged, correlation gone.
+    second = (base + 1.0).flatten()[torch.randperm(64, generator=gen(6))].reshape_as(base)
+    decorrelated = torch.cat([base, second], dim=1)
+    target = L.feature_stats(correlated)
+    assert L.meanstd_loss(target)(decorrelated).item() == pytest.approx(0.0, abs=1e-6)
+    assert L.gram_loss(target)(decorrelated).item() > 1e-2
+    assert L.w2_loss(target)(decorrelated).item() > 1e-2
+
+
+# Rows 2-4 of a 4x4 Hadamard matrix: zero-mean and mutually orthogonal over 4 pixels.
+HADAMARD_ROWS = torch.tensor([[1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]], dtype=torch.float64)
+
+
+def independent_features(means, stds) -> torch.Tensor:
+    """3 channels over 2x2 pixels with exactly these means and a diagonal covariance diag(std²)."""
+    f = torch.tensor(means, dtype=torch.float64)[:, None] + torch.tensor(stds, dtype=torch.float64)[:, None] * HADAMARD_ROWS
+    return f.reshape(1, 3, 2, 2)
+
+
+def test_w2_matches_closed_form_for_diagonal_covariances():
+    mu1, sd1 = [0.5, -1.0, 2.0], [1.0, 0.3, 2.0]
+    mu2, sd2 = [1.5, 0.0, 1.0], [0.5, 1.3, 0.2]
+    target = L.feature_stats(independent_features(mu2, sd2))
+    assert torch.allclose(target.cov, torch.diag(torch.tensor(sd2, dtype=torch.float64) ** 2))  # the construction holds
+    w2_squared = sum((a - b) ** 2 for a, b in zip(mu1, mu2)) + sum((a - b) ** 2 for a, b in zip(sd1, sd2))
+    # The loss is divided by the size of its target, E|μₜ|² + tr Σₜ.
+    target_size = sum(m * m for m in mu2) + sum(s * s for s in sd2)
+    value = L.w2_loss(target)(independent_features(mu1, sd1)).item()
+    assert value * target_size == pytest.approx(w2_squared, rel=1e-6)
+
+
+def test_w2_is_symmetric_for_general_covariances():
+    # W2 is a distance: swapping the roles of output and target changes only the normalisation.
+    a = torch.randn(1, 5, 6, 6, generator=gen(7), dtype=torch.float64)
+    mix = torch.randn(5, 5, generator=gen(8), dtype=torch.float64)
+    b = torch.einsum("ij,bjhw->bihw", mix, torch.randn(1, 5, 6, 6, generator=gen(9), dtype=torch.float64)) + 0.7
+    sa, sb = L.feature_stats(a), L.feature_stats(b)
+
+    def size(s):
+        return (s.mean.pow(2).sum() + torch.trace(s.cov)).item()
+
+    a_to_b = L.w2_loss(sb)(a).item() * size(sb)
+    b_to_a = L.w2_loss(sa)(b).item() * size(sa)
+    assert a_to_b > 0.1
+    assert a_to_b == pytest.approx(b_to_a, rel=1e-6)
+
+
+def random_psd(n: int, rank: int, seed: int) -> torch.Tensor:
+    b = torch.randn(n, rank, generator=gen(seed), dtype=torch.float64)
+    return b @ b.T
+
+
+@pytest.mark.parametrize("rank", [6, 3])
+def test_sqrtm_psd_squares_back_and_matches_numpy(rank):
+    a = random_psd(6, rank, seed=10 + rank)
+    root = L.sqrtm_psd(a)
+    assert torch.allclose(root @ root, a, atol=1e-8)
+    assert torch.allclose(root, root.T)
+    vals, vecs = np.linalg.eigh(a.numpy())
+    expected = vecs @ np.diag(np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+    assert np.allclose(root.numpy(), expected, atol=1e-7)
+
+
+def test_trace_sqrtm_psd_equals_trace_of_sqrtm():
+    a = random_psd(6, 6, seed=30)
+    assert L.trace_sqrtm_psd(a).item() == pytest.approx(torch.trace(L.sqrtm_psd(a)).item(), rel=1e-8)
+
+
+def test_trace_sqrtm_gradient_is_finite_with_repeated_eigenvalues():
+    # d tr(√A)/dA = ½ A^-½; for A = 2I every eigenvalue is repeated.
+    a = (2.0 * torch.eye(4, dtype=torch.float64)).requires_grad_(True)
+    L.trace_sqrtm_psd(a).backward()
+    assert torch.allclose(a.grad, torch.eye(4, dtype=torch.float64) * 0.5 / np.sqrt(2.0))
+    b = random_psd(5, 5, seed=20).requires_grad_(True)
+    L.trace_sqrtm_psd(b).backward()
+    assert torch.allclose(b.grad, 0.5 * torch.linalg.inv(L.sqrtm_psd(b.detach())), atol=1e-6)
+
+
+def test_blend_stats_is_the_mixture():
+    a = torch.randn(1, 3, 2, 3, generator=gen(11), dtype=torch.float64)  # 6 pixels
+    b = torch.randn(1, 3, 1, 4, generator=gen(12), dtype=torch.float64) + 2.0  # 4 pixels
+    together = torch.cat([a.flatten(2), b.flatten(2)], dim=2).reshape(1, 3, 1, 10)
+    pooled = L.feature_stats(together)
+    blended = L.blend_stats([L.feature_stats(a), L.feature_stats(b)], [6, 4])
+    assert torch.allclose(blended.mean, pooled.mean)
+    assert torch.allclose(blended.moment, pooled.moment)
+    assert torch.allclose(blended.cov, pooled.cov)
+
+
+def test_masked_stats_are_the_stats_of_the_masked_pixels():
+    f = torch.randn(1, 4, 5, 6, generator=gen(13), dtype=torch.float64)
+    mask = (torch.rand(5, 6, generator=gen(14)) > 0.5).double()
+    selected = f.flatten(2)[..., mask.flatten().bool()].reshape(1, 4, 1, -1)
+    masked, expected = L.feature_stats(f, mask), L.feature_stats(selected)
+    assert torch.allclose(masked.mean, expected.mean)
+    assert torch.allclose(masked.moment, expected.moment)
+
+
+@pytest.mark.parametrize("kind", STYLE_LOSSES)
+def test_masked_style_loss_ignores_pixels_outside_the_mask(kind):
+    f = torch.rand(1, 4, 6, 6, generator=gen(15), dtype=torch.float64)
+    target = L.feature_stats(torch.rand(1, 4, 6, 6, generator=gen(16), dtype=torch.float64) + 0.5)
+    mask = torch.zeros(6, 6, dtype=torch.float64)
+    mask[:, :3] = 1.0
+    loss = L.make_style_loss(kind, target, mask=mask)
+    changed = f.clone()
+    changed[..., 3:] = 5.0  # outside the mask
+    assert loss(changed).item() == pytest.approx(loss(f).item(), rel=1e-9)
+    changed[..., :3] = 5.0  # inside the mask
+    assert loss(changed).item() != pytest.approx(loss(f).item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("kind", STYLE_LOSSES)
+def test_short_optimisation_lowers_style_loss(kind, shallow_extractor, style_array):
+    style = torch.from_numpy(style_array).float().permute(2, 0, 1)[None]
+    with torch.no_grad():
+        targets = {k: L.feature_stats(v) for k, v in shallow_extractor(style).items() if k in FAST_STYLE_LAYERS}
+    fns = {layer: L.make_style_loss(kind, stats) for layer, stats in targets.items()}
+    image = torch.rand(1, 3, 40, 40, generator=gen(17)).requires_grad_(True)
+
+    def style_loss() -> torch.Tensor:
+        feats = shallow_extractor(image)
+        return sum(fn(feats[layer]) for layer, fn in fns.items()) / len(fns)
+
+    start = style_loss().item()
+    optimizer = torch.optim.Adam([image], lr=0.03)
+    for _ in range(20):
+        optimizer.zero_grad()
+        style_loss().backward()
+        optimizer.step()
+        with torch.no_grad():
+            image.clamp_(0, 1)
+    end = style_loss().item()
+    assert start > 0.01
+    assert end < 0.5 * start

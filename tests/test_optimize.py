@@ -1,0 +1,156 @@
+"""The coarse-to-fine plan, the optimisation loop and what it does when things go wrong."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from impasto import Settings
+from impasto import losses as L
+from impasto.errors import ImpastoError
+from impasto.optimize import check_memory, plan_iterations, plan_scales
+
+from conftest import mean_rgb, write_png
+
+# -- plans ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "width, height, size, min_size, factor",
+    [(640, 480, 512, 128, math.sqrt(2)), (300, 900, 700, 100, 2.0), (1000, 1000, 256, 64, 1.5), (50, 40, 48, 32, math.sqrt(2))],
+)
+def test_plan_scales_go_coarse_to_fine(width, height, size, min_size, factor):
+    sizes = plan_scales(width, height, Settings(size=size, min_size=min_size, scale_factor=factor))
+    long_sides = [max(s) for s in sizes]
+    assert long_sides[-1] == size
+    assert long_sides == sorted(set(long_sides))  # strictly growing
+    assert long_sides[0] >= min_size * 0.99
+    assert long_sides[0] / factor < min_size  # no room for a coarser one
+    for small, big in zip(long_sides, long_sides[1:]):
+        assert big / small == pytest.approx(factor, rel=0.05)
+    for w, h in sizes:
+        assert (w >= h) == (width >= height)
+        assert w / h == pytest.approx(width / height, rel=0.05)
+
+
+def test_plan_scales_hand_checked():
+    sizes = plan_scales(640, 480, Settings(size=512, min_size=128))
+    assert [w for w, _ in sizes] == [128, 181, 256, 362, 512]
+    assert sizes[-1] == (512, 384)
+
+
+def test_plan_scales_single_scale_when_multiscale_is_off_or_size_is_small():
+    assert plan_scales(640, 480, Settings(size=512, multiscale=False)) == [(512, 384)]
+    assert plan_scales(480, 640, Settings(size=100, min_size=128)) == [(75, 100)]
+
+
+def test_plan_iterations_geometric_from_initial_to_final():
+    settings = Settings(initial_iterations=300, iterations=60)
+    steps = plan_iterations(5, settings)
+    assert steps[0] == 300 and steps[-1] == 60
+    assert steps == sorted(steps, reverse=True)
+    ratios = [b / a for a, b in zip(steps, steps[1:])]
+    assert ratios == pytest.approx([0.2**0.25] * 4, rel=0.02)
+    assert plan_iterations(1, settings) == [60]
+    assert plan_iterations(3, Settings(initial_iterations=10, iterations=40)) == [10, 20, 40]
+
+
+def test_progress_follows_the_plan(stylizer, make_settings, content_array, style_array):
+    settings = make_settings(multiscale=True, size=48, min_size=24, scale_factor=2.0, initial_iterations=4, iterations=2, optimizer="adam")
+    events = []
+    result = stylizer.run(content_array, style_array, settings, callback=events.append)
+    assert [e.size for e in events] == [(24, 20)] * 4 + [(48, 40)] * 2
+    assert [(e.scale, e.step, e.steps) for e in events] == [(0, 1, 4), (0, 2, 4), (0, 3, 4), (0, 4, 4), (1, 1, 2), (1, 2, 2)]
+    assert [e.done for e in events] == [1, 2, 3, 4, 5, 6] and {e.total for e in events} == {6}
+    assert [e.is_last for e in events] == [False] * 5 + [True]
+    assert all(tuple(e.image.shape[-2:]) == (e.size[1], e.size[0]) for e in events)
+    assert len(result.history) == 6 and result.image.size == (48, 40)
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+
+def test_memory_check_refuses_absurd_sizes():
+    with pytest.raises(ImpastoError, match="GiB"):
+        check_memory(200_000, 150_000, torch.device("cpu"))
+    check_memory(64, 48, torch.device("cpu"))
+
+
+# -- the loop -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "term, weights",
+    [
+        ("content", dict(content_weight=1.0, style_weight=0.0, tv_weight=0.0)),
+        ("style", dict(content_weight=0.0, style_weight=1.0, tv_weight=0.0)),
+        ("tv", dict(content_weight=0.01, style_weight=0.0, tv_weight=1.0)),
+    ],
+)
+def test_optimisation_from_noise_lowers_each_loss(stylizer, make_settings, content_array, style_array, term, weights):
+    result = stylizer.run(content_array, style_array, make_settings(init="noise", iterations=15, **weights))
+    first, last = result.history[0][term], result.losses[term]
+    assert first > 1e-3
+    assert last < 0.5 * first
+
+
+def test_optimisation_lowers_the_total_with_every_term_on(stylizer, make_settings, content_array, style_array):
+    result = stylizer.run(content_array, style_array, make_settings(init="noise", iterations=15))
+    first = result.history[0]
+    assert result.losses["total"] < 0.5 * first["total"]
+    assert result.losses["style"] < 0.5 * first["style"]
+    assert min(h["total"] for h in result.history) == pytest.approx(result.losses["total"], rel=0.05)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_seed_makes_cpu_runs_repeatable(stylizer, make_settings, content_array, style_array, optimizer):
+    settings = make_settings(init="noise", iterations=3, optimizer=optimizer, seed=7)
+    first = np.asarray(stylizer.run(content_array, style_array, settings).image)
+    again = np.asarray(stylizer.run(content_array, style_array, settings).image)
+    other = np.asarray(stylizer.run(content_array, style_array, settings.replace(seed=8)).image)
+    assert np.array_equal(first, again)
+    assert np.abs(first.astype(int) - other.astype(int)).mean() > 1.0
+
+
+def test_a_nan_loss_stops_with_the_last_good_image(stylizer, make_settings, content_array, style_array, monkeypatch):
+    calls = {"n": 0}
+    real_tv = L.tv_loss
+
+    def tv_that_blows_up(image):
+        calls["n"] += 1
+        value = real_tv(image)
+        return value * float("nan") if calls["n"] > 4 else value
+
+    monkeypatch.setattr(L, "tv_loss", tv_that_blows_up)
+    result = stylizer.run(content_array, style_array, make_settings(optimizer="adam", lr=0.01, iterations=10))
+    assert result.interrupted
+    assert "nan" in result.stopped_reason.lower()
+    assert len(result.history) == 4  # the fifth iteration was the bad one
+    assert all(math.isfinite(v) for v in result.losses.values())
+    assert result.image.size == (48, 40)
+    # Four small Adam steps from the content: still about the content, not a NaN-turned-black image.
+    assert np.abs(mean_rgb(result.image) - mean_rgb(content_array)).max() < 0.05
+
+
+def test_init_from_a_file(stylizer, make_settings, content_array, style_array, tmp_path):
+    green = np.zeros((20, 24, 3))
+    green[..., 1] = 0.8
+    path = write_png(tmp_path / "start.png", green)
+    # No iterations: the output is the start image, resized to the output size.
+    result = stylizer.run(content_array, style_array, make_settings(init=str(path), iterations=0))
+    assert result.image.size == (48, 40)
+    assert np.allclose(mean_rgb(result.image), [0, 0.8, 0], atol=0.01)
+    moved = stylizer.run(content_array, style_array, make_settings(init=str(path), iterations=3, optimizer="adam"))
+    assert np.abs(mean_rgb(moved.image) - [0, 0.8, 0]).max() < 0.1  # a few steps stay near the start
+
+
+def test_init_content_and_style_without_iterations(stylizer, make_settings, content_array, style_array):
+    content = stylizer.run(content_array, style_array, make_settings(init="content", iterations=0))
+    style = stylizer.run(content_array, style_array, make_settings(init="style", iterations=0))
+    assert np.abs(np.asarray(content.image) / 255.0 - content_array).max() < 0.02
+    assert np.allclose(mean_rgb(style.image), mean_rgb(style_array), atol=0.03)
+    with pytest.raises(ImpastoError, match="no such file"):
+        stylizer.run(content_array, style_array, make_settings(init="/nonexistent/start.png"))

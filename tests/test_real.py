@@ -1,0 +1,56 @@
+"""With the genuine VGG weights and real pictures from ../shared: the method actually works."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from impasto import Settings, Stylizer
+from impasto import weights as W
+from impasto.images import load_image, pil_to_tensor, resize_long_side, resize_tensor
+from impasto.optimize import Objective, StyleInput
+
+from conftest import REAL_IMAGES, REAL_WEIGHTS, require
+
+
+@pytest.mark.parametrize("model", ["vgg16", "vgg19"])
+def test_real_weights_are_found_in_a_folder_and_read_as_caffe(model, monkeypatch):
+    path = require(REAL_WEIGHTS / f"{model}-caffe-features.safetensors")
+    monkeypatch.setenv("IMPASTO_WEIGHTS", str(REAL_WEIGHTS))
+    weights = W.load_for(model)
+    assert weights.path == path
+    assert (weights.model, weights.convention) == (model, "caffe")
+    assert set(weights.state_dict) == {f"{i}.{kind}" for i in W.conv_indices(model) for kind in ("weight", "bias")}
+
+
+def luminance_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(np.corrcoef(a.mean(1).flatten().numpy(), b.mean(1).flatten().numpy())[0, 1])
+
+
+def test_starry_night_cat():
+    weights = require(REAL_WEIGHTS / "vgg19-caffe-features.safetensors")
+    photo, painting = require(REAL_IMAGES / "chelsea.png"), require(REAL_IMAGES / "starry_night.jpg")
+    settings = Settings(weights=str(weights), size=128, multiscale=False, iterations=30, device="cpu", seed=0)
+    stylizer = Stylizer(download=False)
+    result = stylizer.run(photo, painting, settings)
+    assert not result.interrupted
+    assert result.image.size == (128, 85)
+
+    # Score the content photo, the result and the painting with the run's own objective at the output size.
+    content = pil_to_tensor(resize_long_side(load_image(photo), 128))
+    style = pil_to_tensor(resize_long_side(load_image(painting), 128))
+    h, w = content.shape[-2:]
+    objective = Objective(stylizer.extractor(settings, torch.device("cpu")), settings, content, [StyleInput(style)], (w, h))
+    output, painting_resized = pil_to_tensor(result.image), resize_tensor(style, (h, w))
+    with torch.no_grad():
+        photo_losses = {k: float(v) for k, v in objective(content)[1].items()}
+        result_losses = {k: float(v) for k, v in objective(output)[1].items()}
+        painting_losses = {k: float(v) for k, v in objective(painting_resized)[1].items()}
+
+    # Much more of the painting's style than the photo had ...
+    assert result_losses["style"] < photo_losses["style"] / 8
+    # ... while still the photo's content: nearer to it than the painting is, and the same picture.
+    assert result_losses["content"] < 0.6 * painting_losses["content"]
+    assert luminance_correlation(output, content) > 0.6
+    assert luminance_correlation(painting_resized, content) < 0.2
