@@ -3,9 +3,15 @@
 from .api import Result, Stylizer, stylize
 from .errors import ImpastoError
 from .images import load_image, save_image
+from .media import plot_losses, write_gif
 from .optimize import Progress
+from .presets import PRESETS
 from .settings import Settings
+from .sweep import SweepResult, sweep  # the function shadows the module name on purpose: impasto.sweep(...)
 
 __version__ = "0.1.0"
 
-__all__ = ["ImpastoError", "Progress", "Result", "Settings", "Stylizer", "load_image", "save_image", "stylize", "__version__"]
+__all__ = [
+    "ImpastoError", "PRESETS", "Progress", "Result", "Settings", "Stylizer", "SweepResult", "load_image", "plot_losses",
+    "save_image", "stylize", "sweep", "write_gif", "__version__",
+]  # fmt: skip

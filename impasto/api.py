@@ -13,7 +13,8 @@ from . import color
 from . import weights as W
 from .errors import ImpastoError, NonFiniteLoss
 from .images import ImageLike, fit_long_side, load_image, pil_to_tensor, resize_long_side, resize_tensor, tensor_to_pil
-from .optimize import Outcome, Progress, StyleInput, check_memory, optimise, resolve_device
+from .media import FrameRecorder
+from .optimize import Outcome, Progress, StatsCache, StyleInput, check_memory, optimise, resolve_device
 from .settings import Settings
 from .vgg import FeatureExtractor
 
@@ -76,6 +77,8 @@ class Stylizer:
         self.download = download
         self._weights: dict[tuple[Optional[str], Optional[str]], W.Weights] = {}
         self._extractors: dict[tuple, FeatureExtractor] = {}
+        # Style statistics outlive a run, so a sweep or a re-run computes them once.
+        self.style_cache = StatsCache()
 
     def weights(self, settings: Settings) -> W.Weights:
         key = (settings.model, settings.weights)
@@ -99,9 +102,17 @@ class Stylizer:
         settings: Optional[Settings] = None,
         callback: Optional[Callback] = None,
         masks: Optional[Sequence[Optional[ImageLike]]] = None,
+        keep_mask: Optional[ImageLike] = None,
+        frames: int = 0,
         **overrides: Any,
     ) -> Result:
         """Stylise `content`. `callback(progress)` is called each iteration; return False to stop.
+
+        Spatial control (Gatys et al. 2017): `masks` gives one mask per style
+        (None = everywhere); white is where that style applies. `keep_mask`: white
+        regions keep the content untouched. Masks are greyscale images of any size,
+        stretched to the output's. `frames=N` keeps N pictures evenly spaced over the
+        run, at the output size, in `Result.frames` (for impasto.media.write_gif).
 
         Ctrl-C stops cleanly too: the result then holds the best image so far
         with `interrupted=True`.
@@ -124,6 +135,19 @@ class Stylizer:
             for s, mask in zip(styles, masks):
                 if mask is not None:
                     s.mask = load_mask(mask, content_img.size, device)
+        keep_t: Optional[torch.Tensor] = None
+        if keep_mask is not None:
+            # Style is matched only outside the kept region (its statistics are taken over
+            # those pixels), and the kept pixels are the content's in every picture handed out.
+            keep_t = load_mask(keep_mask, content_img.size, device)
+            free = 1.0 - keep_t
+            if float(free.max()) <= 0:
+                raise ImpastoError("the keep mask is white everywhere: nothing is left to paint")
+            for s in styles:
+                # One shared tensor for the unmasked styles, so they still blend into one target.
+                s.mask = free if s.mask is None else s.mask * free
+        if frames < 0:
+            raise ImpastoError(f"frames must be zero or more, not {frames}")
         init_t = None
         if settings.init not in ("content", "noise", "style"):
             init_t = pil_to_tensor(load_image(settings.init), device)
@@ -135,23 +159,34 @@ class Stylizer:
                 s.image = color.match_luminance(s.image, content_t)
             if init_t is not None:
                 init_t = color.luminance(init_t)
-        elif settings.preserve_color == "histogram":
+        elif settings.preserve_color in ("histogram", "histogram-cholesky"):
+            mode = "cholesky" if settings.preserve_color == "histogram-cholesky" else "eigen"
             for s in styles:
-                s.image = color.match_histogram(s.image, content_t)
+                s.image = color.match_histogram(s.image, content_t, mode=mode)
 
         def finish(image: torch.Tensor) -> torch.Tensor:
             if settings.preserve_color == "luminance":
-                return color.combine_luminance(image, resize_tensor(content_t, tuple(image.shape[-2:])))
+                image = color.combine_luminance(image, resize_tensor(content_t, tuple(image.shape[-2:])))
+            if keep_t is not None:
+                hw = tuple(image.shape[-2:])
+                keep = torch.nn.functional.interpolate(keep_t, size=hw, mode="bilinear", align_corners=False)
+                image = keep * resize_tensor(content_t, hw) + (1 - keep) * image
             return image
 
+        # Now that the weights say which model they are, "all" style layers can be spelled out.
+        settings = settings.for_model(self.weights(settings).model).validate()
         extractor = self.extractor(settings, device)
+        recorder = FrameRecorder(frames, content_img.size) if frames else None
         outcome = Outcome()
         interrupted, reason = False, None
         torch.set_grad_enabled(True)
         try:
-            for progress in optimise(extractor, settings, target_content, styles, outcome, init_t):
-                if callback is not None:
+            for progress in optimise(extractor, settings, target_content, styles, outcome, init_t, self.style_cache):
+                if callback is not None or recorder is not None:
                     progress.image = finish(progress.image)
+                if recorder is not None:
+                    recorder(progress)
+                if callback is not None:
                     if callback(progress) is False:
                         interrupted, reason = True, "stopped by callback"
                         break
@@ -164,8 +199,13 @@ class Stylizer:
         final = finish(outcome.image)
         if tuple(final.shape[-2:]) != (content_t.shape[-2], content_t.shape[-1]):
             final = resize_tensor(final, tuple(content_t.shape[-2:]))
+        image = tensor_to_pil(final)
+        kept_frames = recorder.frames if recorder is not None else []
+        if kept_frames and not interrupted:
+            kept_frames[-1] = image  # the last iteration's pixels may not be the best ones kept
         return Result(
-            image=tensor_to_pil(final),
+            image=image,
+            frames=kept_frames,
             losses=dict(outcome.losses),
             history=outcome.history,
             seconds=time.perf_counter() - start,

@@ -2,6 +2,8 @@
 
     impasto CONTENT STYLE [STYLE ...] -o OUT.png [options]
     impasto demo [-o OUT.png]
+    impasto presets
+    impasto sweep CONTENT STYLE --grid SETTING=V1,V2,.. [--grid ...] -o SHEET.png [options]
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from typing import Any, Optional, Sequence
 from .errors import ImpastoError
 from .settings import Settings
 
-COMMANDS = ("demo",)
+COMMANDS = ("demo", "presets", "sweep")
+
+# Said here rather than in Settings' field docs: the CLI-only spelling of a value.
+EXTRA_HELP = {"style_layers": "; 'all' = every conv layer (Novak & Nikulin 2016)"}
 
 
 def _field_type(f: Any) -> tuple[type, bool]:
@@ -34,6 +39,12 @@ def _field_type(f: Any) -> tuple[type, bool]:
 def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
     """One --option per Settings field, defaulting to None so explicit choices are visible."""
     group = parser.add_argument_group("settings")
+    group.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="start from a named group of settings (gatys2015, novak2016, fast, hq; `impasto presets` lists "
+        "what each sets); options given explicitly override it",
+    )
     defaults = Settings()
     for f in fields(Settings):
         if f.name in skip:
@@ -42,7 +53,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] 
         kind, is_tuple = _field_type(f)
         default = getattr(defaults, f.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        text = f"{f.metadata.get('help', '')} (default: {shown})"
+        text = f"{f.metadata.get('help', '')}{EXTRA_HELP.get(f.name, '')} (default: {shown})"
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif is_tuple:
@@ -56,7 +67,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if explicit.get("weights") and "model" not in explicit:
         explicit["model"] = None  # a weights file decides its model
     try:
-        settings = Settings(**explicit)
+        preset = getattr(args, "preset", None)
+        settings = Settings.from_preset(preset, **explicit) if preset else Settings(**explicit)
     except ValueError as exc:
         raise ImpastoError(f"bad setting: {exc}") from None
     return settings.validate()
@@ -81,13 +93,48 @@ def build_run_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  impasto photo.jpg starry_night.jpg -o out.png\n"
         "  impasto photo.jpg a.jpg:0.7 b.jpg:0.3 -o blend.png --size 768\n"
+        "  impasto photo.jpg sky.jpg ground.jpg --mask sky_mask.png --mask ground_mask.png -o out.png\n"
+        "  impasto photo.jpg painting.jpg --preset novak2016 --style-weight 50 -o out.png\n"
+        "  impasto photo.jpg painting.jpg --gif progress.gif --plot losses.png -o out.png\n"
+        "  impasto presets\n"
+        "  impasto sweep photo.jpg painting.jpg --grid style_weight=10,30,100 --grid tv_weight=0,2,10 -o sheet.png\n"
         "  impasto demo",
     )
     p.add_argument("content", help="the photo to paint")
     p.add_argument("styles", nargs="+", metavar="STYLE[:WEIGHT]", help="style image(s); blend several with weights")
+    add_mask_arguments(p)
     add_output_arguments(p)
     add_settings_arguments(p)
     return p
+
+
+def add_mask_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("spatial control (Gatys et al. 2017, 'Controlling Perceptual Factors in Neural Style Transfer')")
+    group.add_argument(
+        "--mask",
+        action="append",
+        metavar="MASK",
+        help="where a style applies (white) and not (black); give one --mask per STYLE, in the STYLEs' order, "
+        "'none' for a style that applies everywhere. Any size: stretched to the output's",
+    )
+    group.add_argument(
+        "--keep-mask",
+        metavar="MASK",
+        help="white regions keep the content untouched: style is matched only outside them, and their pixels "
+        "are the content's in the output",
+    )
+
+
+def masks_from_args(args: argparse.Namespace, n_styles: int) -> Optional[list[Optional[str]]]:
+    masks = getattr(args, "mask", None)
+    if not masks:
+        return None
+    if len(masks) != n_styles:
+        raise ImpastoError(
+            f"{len(masks)} --mask given for {n_styles} style(s): give one per style, in order ('none' for a style "
+            "that applies everywhere)"
+        )
+    return [None if m.lower() == "none" else m for m in masks]
 
 
 def add_output_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,6 +143,15 @@ def add_output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="write a frame every N iterations next to OUTPUT")
     p.add_argument("--json", metavar="PATH", help="write the final losses and settings as JSON ('-' for stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_media_arguments(p)
+
+
+def add_media_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("progress as pictures")
+    group.add_argument("--gif", metavar="PATH", help="write an animated GIF of the image forming")
+    group.add_argument("--gif-frames", type=int, default=30, metavar="N", help="frames in the GIF, evenly spaced over the iterations (default: 30)")
+    group.add_argument("--gif-duration", type=float, default=4.0, metavar="SECONDS", help="how long the GIF plays, all frames together (default: 4)")
+    group.add_argument("--plot", metavar="PATH", help="write a PNG plot of each loss term over the iterations, log scale (needs impasto[viz])")
 
 
 def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settings, args: argparse.Namespace) -> int:
@@ -109,6 +165,21 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         check_output_path(args.json, args.overwrite)
     if args.save_every < 0:
         raise ImpastoError("--save-every must be zero or more")
+    # Every output is checked before the run, so a long run cannot fail at its end.
+    if args.gif:
+        check_output_path(args.gif, args.overwrite)
+        if Path(args.gif).suffix.lower() != ".gif":
+            raise ImpastoError(f"--gif {args.gif}: the file name must end in .gif")
+        if args.gif_frames < 1:
+            raise ImpastoError(f"--gif-frames must be at least 1, not {args.gif_frames}")
+        if not args.gif_duration > 0:
+            raise ImpastoError(f"--gif-duration must be positive, not {args.gif_duration}")
+    if args.plot:
+        from .media import require_matplotlib
+
+        check_output_path(args.plot, args.overwrite)
+        require_matplotlib()
+    masks = masks_from_args(args, len(styles))
     frames_dir = output.with_name(output.stem + "_frames")
     if args.save_every:
         frames_dir.mkdir(exist_ok=True)
@@ -125,10 +196,23 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         if args.save_every and (progress.done % args.save_every == 0 or progress.is_last):
             save_image(tensor_to_pil(progress.image), frames_dir / f"{progress.done:05d}.png", overwrite=args.overwrite)
 
-    result = Stylizer().run(content, styles, settings, callback=callback)
+    result = Stylizer().run(
+        content, styles, settings, callback=callback, masks=masks, keep_mask=getattr(args, "keep_mask", None),
+        frames=args.gif_frames if args.gif else 0,
+    )  # fmt: skip
     if bar is not None:
         bar.close()
     save_image(result.image, output, overwrite=args.overwrite)
+    if args.gif and result.frames:
+        from .media import write_gif
+
+        write_gif(result.frames, args.gif, args.gif_duration, overwrite=args.overwrite)
+        print(f"wrote {args.gif} ({len(result.frames)} frames)", file=sys.stderr)
+    if args.plot and result.history:
+        from .media import plot_losses
+
+        plot_losses(result, args.plot, overwrite=args.overwrite)
+        print(f"wrote {args.plot}", file=sys.stderr)
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
     state = f" ({result.stopped_reason}; best image so far kept)" if result.interrupted else ""
     print(f"wrote {output} in {result.seconds:.1f} s{state}; final losses: {losses}", file=sys.stderr)
@@ -166,11 +250,73 @@ def cmd_demo(argv: Sequence[str]) -> int:
     return code
 
 
+def cmd_presets(argv: Sequence[str]) -> int:
+    from .presets import describe_presets
+
+    argparse.ArgumentParser(prog="impasto presets", description="List the named presets and what each sets.").parse_args(argv)
+    print(describe_presets())
+    return 0
+
+
+def cmd_sweep(argv: Sequence[str]) -> int:
+    from tqdm import tqdm
+
+    from .api import Stylizer
+    from .sweep import check_sweep_outputs, format_value, normalize_grid, parse_grid, save_sweep, sweep
+
+    p = argparse.ArgumentParser(
+        prog="impasto sweep",
+        description="Run one content/style pair over a grid of one or two settings and write a labelled contact "
+        "sheet, plus each cell's image in a folder beside it (SHEET_cells/). The runs share the loaded network "
+        "and the style statistics.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  impasto sweep photo.jpg painting.jpg --grid style_weight=10,30,100 --grid tv_weight=0,2,10 "
+        "-o sheet.png --size 256\n  impasto sweep photo.jpg painting.jpg --grid content_layers=conv3_2,conv4_2,conv5_2 "
+        "--grid style_weight=10,100 -o layers.png\n(a value of a list setting joins its items with '+': "
+        "--grid style_layers=conv1_1+conv2_1,conv3_1+conv4_1)",
+    )
+    p.add_argument("content", help="the photo to paint")
+    p.add_argument("styles", nargs="+", metavar="STYLE[:WEIGHT]", help="style image(s); blend several with weights")
+    p.add_argument("--grid", action="append", required=True, metavar="SETTING=V1,V2,..",
+                   help="a setting and its values; give --grid once (one row) or twice (rows, then columns)")  # fmt: skip
+    p.add_argument("-o", "--output", required=True, help="the contact sheet (.png, .jpg, ...)")
+    p.add_argument("--overwrite", action="store_true", help="replace the sheet and cell images if they exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_mask_arguments(p)
+    add_settings_arguments(p)
+    args = p.parse_args(argv)
+    axes = normalize_grid([parse_grid(g) for g in args.grid])
+    settings = settings_from_args(args)
+    styles = [parse_style(s) for s in args.styles]
+    masks = masks_from_args(args, len(styles))
+    check_sweep_outputs(args.output, axes, args.overwrite)
+
+    bar: Optional[tqdm] = None
+
+    def on_cell(index: int, count: int, values: dict[str, Any], result: Any) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=count, unit="run", disable=args.quiet, dynamic_ncols=True)
+        bar.set_postfix_str(" ".join(f"{k}={format_value(v)}" for k, v in values.items()) + f" {result.seconds:.1f}s")
+        bar.update(1)
+
+    result = sweep(args.content, styles, axes, settings, Stylizer(), masks, args.keep_mask, on_cell=on_cell)
+    if bar is not None:
+        bar.close()
+    cells = save_sweep(result, args.output, overwrite=args.overwrite)
+    print(f"wrote {args.output} ({result.sheet.width}x{result.sheet.height}) and {len(cells)} images in {cells[0].parent}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "demo":
             return cmd_demo(argv[1:])
+        if argv and argv[0] == "presets":
+            return cmd_presets(argv[1:])
+        if argv and argv[0] == "sweep":
+            return cmd_sweep(argv[1:])
         return cmd_run(argv)
     except ImpastoError as exc:
         print(f"impasto: error: {exc}", file=sys.stderr)

@@ -162,3 +162,71 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     dx = image[..., :, 1:] - image[..., :, :-1]
     dy = image[..., 1:, :] - image[..., :-1, :]
     return dx.pow(2).mean() + dy.pow(2).mean()
+
+
+# -- chained inference (Novak & Nikulin 2016) ------------------------------------------------------
+#
+# Besides each layer's own correlations, the style can be described by the
+# correlations between the features of two adjacent layers at the same place:
+# E[f_a f_bᵀ], a (C_a, C_b) matrix, with the deeper layer's map resized to the
+# shallower one's. Like the Gram matrix it is a pixel average, so blends and
+# masks work the same way.
+
+
+@dataclass
+class CrossStats:
+    """Means of two layers' features and their cross moment E[f_a f_bᵀ] over the shallower layer's pixels."""
+
+    mean_a: torch.Tensor  # (C_a,)
+    mean_b: torch.Tensor  # (C_b,)
+    moment: torch.Tensor  # (C_a, C_b)
+
+
+def align_to(features: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`features` resized (bilinear) to the spatial size of `like`."""
+    if features.shape[-2:] == like.shape[-2:]:
+        return features
+    return torch.nn.functional.interpolate(features, size=tuple(like.shape[-2:]), mode="bilinear", align_corners=False)
+
+
+def cross_stats(shallow: torch.Tensor, deep: torch.Tensor, mask: Optional[torch.Tensor] = None) -> CrossStats:
+    """Cross moments of two layers; `mask` is (H, W) at the shallower layer's size."""
+    a, b = _flatten(shallow), _flatten(align_to(deep, shallow))
+    if mask is None:
+        n = a.shape[1]
+        return CrossStats(a.mean(dim=1), b.mean(dim=1), (a @ b.T) / n)
+    w = mask.reshape(1, -1).to(a.dtype)
+    total = w.sum().clamp_min(EPS)
+    return CrossStats((a * w).sum(dim=1) / total, (b * w).sum(dim=1) / total, ((a * w) @ b.T) / total)
+
+
+def blend_cross_stats(stats: Sequence[CrossStats], weights: Sequence[float]) -> CrossStats:
+    total = float(sum(weights))
+    parts = [(w / total, s) for s, w in zip(stats, weights)]
+    return CrossStats(
+        sum(w * s.mean_a for w, s in parts),  # type: ignore[arg-type]
+        sum(w * s.mean_b for w, s in parts),  # type: ignore[arg-type]
+        sum(w * s.moment for w, s in parts),  # type: ignore[arg-type]
+    )
+
+
+def cross_gram(stats: CrossStats, shift: float = 0.0) -> torch.Tensor:
+    """E[(f_a+s)(f_b+s)ᵀ] from the moments, with the same shift as the Gram matrices."""
+    if shift == 0.0:
+        return stats.moment
+    return stats.moment + shift * (stats.mean_a[:, None] + stats.mean_b[None, :]) + shift * shift
+
+
+ChainLossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def chain_loss(target: CrossStats, shift: float = 0.0, mask: Optional[torch.Tensor] = None) -> ChainLossFn:
+    """Squared distance of cross-layer Gram matrices, scaled like gram_loss (0 = match, ~1 = nothing of it)."""
+    target_gram = cross_gram(target, shift)
+    scale = target_gram.pow(2).sum() + EPS
+
+    def loss(shallow: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:
+        current = cross_gram(cross_stats(shallow, deep, mask), shift)
+        return (current - target_gram).pow(2).sum() / scale
+
+    return loss

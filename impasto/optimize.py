@@ -9,8 +9,10 @@ coarsest scale, few at the finest.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence
 
@@ -145,18 +147,21 @@ class Objective:
         content: torch.Tensor,
         styles: Sequence[StyleInput],
         size: tuple[int, int],
+        cache: Optional["StatsCache"] = None,
     ) -> None:
         self.extractor = extractor
         self.settings = settings
         w, h = size
+        pairs = chain_pairs(settings)
         with torch.no_grad():
             content_feats = extractor(resize_tensor(content, (h, w)))
             self.content_targets = {k: content_feats[k].detach() for k in settings.content_layers}
-            per_style = []
+            per_style, per_style_chain = [], []
             for style in styles:
-                sw, sh = fit_long_side(style.image.shape[-1], style.image.shape[-2], max(16, round(max(w, h) * settings.style_scale)))
-                feats = extractor(resize_tensor(style.image, (sh, sw)))
-                per_style.append({k: L.feature_stats(feats[k]) for k in settings.style_layers})
+                sw, sh = style_size(style.image, max(16, round(max(w, h) * settings.style_scale)))
+                stats, chain = style_statistics(extractor, style.image, (sh, sw), settings.style_layers, pairs, cache)
+                per_style.append(stats)
+                per_style_chain.append(chain)
         self.style_losses: list[tuple[str, float, L.StyleLossFn]] = []
         layer_weights = settings.layer_weights()
         groups = _group_by_mask(styles)
@@ -169,6 +174,16 @@ class Objective:
                     layer_mask = torch.nn.functional.interpolate(mask, size=(fh, fw), mode="bilinear", align_corners=False)[0, 0]
                 fn = L.make_style_loss(settings.style_loss, target, settings.gram_shift, layer_mask)
                 self.style_losses.append((layer, lw / len(groups), fn))
+        # Chained inference: one cross-layer term per adjacent pair, weighted like its shallower layer.
+        self.chain_losses: list[tuple[str, str, float, L.ChainLossFn]] = []
+        for (a, b), lw in zip(pairs, layer_weights):
+            for mask, members in groups:
+                cross = L.blend_cross_stats([per_style_chain[i][(a, b)] for i in members], [styles[i].weight for i in members])
+                layer_mask = None
+                if mask is not None:
+                    fh, fw = content_feats[a].shape[-2:]
+                    layer_mask = torch.nn.functional.interpolate(mask, size=(fh, fw), mode="bilinear", align_corners=False)[0, 0]
+                self.chain_losses.append((a, b, lw / len(groups), L.chain_loss(cross, settings.gram_shift, layer_mask)))
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         s = self.settings
@@ -179,21 +194,97 @@ class Objective:
         else:  # no content layers: texture synthesis
             content = image.new_zeros(())
         style = sum(w * fn(feats[layer]) for layer, w, fn in self.style_losses)
+        style = style + sum(w * fn(feats[a], feats[b]) for a, b, w, fn in self.chain_losses)
         tv = L.tv_loss(image.float())
         total = s.content_weight * content + s.style_weight * style + s.tv_weight * tv
         return total, {"content": content, "style": style, "tv": tv}
 
 
 def _group_by_mask(styles: Sequence[StyleInput]) -> list[tuple[Optional[torch.Tensor], list[int]]]:
-    """Styles without a mask blend into one target; each masked style is its own region."""
+    """Styles without a mask blend into one target, and so do styles sharing one mask tensor
+    (the API gives every unmasked style the same "not kept" mask under --keep-mask);
+    each other masked style is its own region."""
     groups: list[tuple[Optional[torch.Tensor], list[int]]] = []
     unmasked = [i for i, s in enumerate(styles) if s.mask is None]
     if unmasked:
         groups.append((None, unmasked))
     for i, s in enumerate(styles):
         if s.mask is not None:
-            groups.append((s.mask, [i]))
+            for mask, members in groups:
+                if mask is s.mask:
+                    members.append(i)
+                    break
+            else:
+                groups.append((s.mask, [i]))
     return groups
+
+
+def chain_pairs(settings: Settings) -> list[tuple[str, str]]:
+    """Adjacent style layers, shallow first, for chained inference (empty when it is off)."""
+    if not settings.style_chain:
+        return []
+    return list(zip(settings.style_layers[:-1], settings.style_layers[1:]))
+
+
+def style_size(image: torch.Tensor, long_side: int) -> tuple[int, int]:
+    """(w, h) for a style image at `long_side`, but with a short side of at least 16 pixels:
+    a panorama or a strip squeezed thinner would pool away to nothing before conv5."""
+    w, h = fit_long_side(image.shape[-1], image.shape[-2], long_side)
+    if min(w, h) < 16:
+        grow = 16 / min(w, h)
+        w, h = max(16, round(w * grow)), max(16, round(h * grow))
+    return w, h
+
+
+class StatsCache:
+    """Style statistics by (extractor, style pixels, size, layers), so runs that share a style
+    (a sweep, a notebook re-run with other weights) compute them once. Small LRU."""
+
+    def __init__(self, capacity: int = 16) -> None:
+        self.capacity = capacity
+        self._items: "OrderedDict[tuple, tuple[dict, dict]]" = OrderedDict()
+        self.hits = 0
+
+    @staticmethod
+    def fingerprint(image: torch.Tensor) -> str:
+        data = image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+        return hashlib.sha1(data).hexdigest() + str(tuple(image.shape))
+
+    def get(self, key: tuple) -> Optional[tuple[dict, dict]]:
+        if key in self._items:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return self._items[key]
+        return None
+
+    def put(self, key: tuple, value: tuple[dict, dict]) -> None:
+        self._items[key] = value
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+
+def style_statistics(
+    extractor: FeatureExtractor,
+    image: torch.Tensor,
+    size_hw: tuple[int, int],
+    layers: Sequence[str],
+    pairs: Sequence[tuple[str, str]] = (),
+    cache: Optional[StatsCache] = None,
+) -> tuple[dict[str, L.Stats], dict[tuple[str, str], L.CrossStats]]:
+    """Per-layer statistics and adjacent-layer cross statistics of a style image at `size_hw`."""
+    key = None
+    if cache is not None:
+        key = (extractor, cache.fingerprint(image), tuple(size_hw), tuple(layers), tuple(pairs))
+        found = cache.get(key)
+        if found is not None:
+            return found
+    with torch.no_grad():
+        feats = extractor(resize_tensor(image, size_hw))
+        stats = {k: L.feature_stats(feats[k]) for k in layers}
+        chain = {(a, b): L.cross_stats(feats[a], feats[b]) for a, b in pairs}
+    if cache is not None and key is not None:
+        cache.put(key, (stats, chain))
+    return stats, chain
 
 
 def initial_image(settings: Settings, content: torch.Tensor, styles: Sequence[StyleInput], size: tuple[int, int], init_image: Optional[torch.Tensor]) -> torch.Tensor:
@@ -231,6 +322,7 @@ def optimise(
     styles: Sequence[StyleInput],
     outcome: Outcome,
     init_image: Optional[torch.Tensor] = None,
+    cache: Optional[StatsCache] = None,
 ) -> Iterator[Progress]:
     """Yield a Progress per iteration, keeping `outcome` up to date as it goes.
 
@@ -257,7 +349,7 @@ def optimise(
         image = resize_tensor(best, (h, w)).contiguous()
         outcome.image = best = image.clone()
         best_value = math.inf
-        objective = Objective(extractor, settings, content, styles, size)
+        objective = Objective(extractor, settings, content, styles, size, cache)
         param = image.requires_grad_(True)
         optimizer = make_optimizer(settings, param)
         last: dict[str, float] = {}

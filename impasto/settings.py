@@ -13,7 +13,12 @@ MODELS = ("vgg16", "vgg19")
 POOLINGS = ("max", "avg")
 OPTIMIZERS = ("lbfgs", "adam")
 STYLE_LOSSES = ("gram", "w2", "meanstd")
-COLOR_MODES = ("luminance", "histogram")
+# "histogram" is the eigenvalue (image analogies) form of the paper's colour transfer,
+# "histogram-cholesky" its Cholesky form.
+COLOR_MODES = ("luminance", "histogram", "histogram-cholesky")
+# style_layers=("all",): every conv layer of the model (Novak & Nikulin 2016), resolved
+# once the weights have said which model they are (Settings.for_model).
+ALL_LAYERS = "all"
 
 # Gatys et al. 2015: style from the first conv of each block, content from conv4_2.
 GATYS_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
@@ -53,6 +58,20 @@ class Settings:
     tv_weight: float = field(default=2.0, metadata={"help": "weight of the total-variation (smoothness) loss"})
     gram_shift: float = field(
         default=0.0, metadata={"help": "activation shift added before the Gram matrix (Novak & Nikulin 2016 use -1)"}
+    )
+    style_layer_decay: float = field(
+        default=1.0,
+        metadata={
+            "help": "geometric layer weighting: the i-th style layer's weight is multiplied by decay^-i, so >1 "
+            "weights deeper layers less (Novak & Nikulin 2016, with --style-layers all)"
+        },
+    )
+    style_chain: bool = field(
+        default=False,
+        metadata={
+            "help": "chained inference (Novak & Nikulin 2016): also match the cross-correlations between the "
+            "features of each pair of adjacent style layers"
+        },
     )
 
     # -- optimisation
@@ -120,10 +139,26 @@ class Settings:
         return 1.0 if self.optimizer == "lbfgs" else 0.02
 
     def layer_weights(self) -> tuple[float, ...]:
-        if self.style_layer_weights is None:
-            return tuple(1.0 / len(self.style_layers) for _ in self.style_layers)
-        total = sum(self.style_layer_weights)
-        return tuple(w / total for w in self.style_layer_weights)
+        raw = self.style_layer_weights or tuple(1.0 for _ in self.style_layers)
+        # The decay multiplies explicit weights too, so a preset's decay composes with them.
+        raw = tuple(w * self.style_layer_decay ** -i for i, w in enumerate(raw))
+        total = sum(raw)
+        return tuple(w / total for w in raw)
+
+    def for_model(self, model: str) -> "Settings":
+        """These settings with style_layers=("all",) spelled out for `model`."""
+        if self.style_layers != (ALL_LAYERS,):
+            return self
+        from .vgg import conv_layer_names
+
+        return self.replace(style_layers=tuple(conv_layer_names(model)))
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "Settings":
+        """A named preset (see impasto.presets) with `overrides` on top."""
+        from .presets import preset_settings
+
+        return cls(**(preset_settings(name) | overrides))
 
     def validate(self) -> "Settings":
         """Raise ImpastoError with one clear line for the first bad value."""
@@ -141,12 +176,18 @@ class Settings:
         if self.preserve_color is not None:
             choice("preserve_color", COLOR_MODES)
         names = layer_names(self.model_name())
-        for layer in self.content_layers + self.style_layers:
+        if ALL_LAYERS in self.style_layers and self.style_layers != (ALL_LAYERS,):
+            raise ImpastoError("style-layers 'all' stands alone: give it or a list of layer names, not both")
+        for layer in self.content_layers + tuple(v for v in self.style_layers if v != ALL_LAYERS):
             if layer not in names:
                 raise ImpastoError(f"unknown layer {layer!r} for {self.model_name()}; valid names are conv1_1 … e.g. {', '.join(names[:5])}, …, {names[-1]}")
         if not self.style_layers:
             raise ImpastoError("at least one style layer is needed")
-        if self.style_layer_weights is not None:
+        if self.style_chain and len(self.style_layers) < 2 and self.style_layers != (ALL_LAYERS,):
+            raise ImpastoError("style-chain needs at least two style layers (it correlates adjacent ones)")
+        if not (math.isfinite(self.style_layer_decay) and self.style_layer_decay > 0):
+            raise ImpastoError(f"style-layer-decay must be a positive number, not {self.style_layer_decay}")
+        if self.style_layer_weights is not None and self.style_layers != (ALL_LAYERS,):
             if len(self.style_layer_weights) != len(self.style_layers):
                 raise ImpastoError(
                     f"{len(self.style_layer_weights)} style layer weights given for {len(self.style_layers)} style layers"

@@ -1,0 +1,178 @@
+"""Progress as pictures: an animated GIF of the image forming and a plot of the losses.
+
+The GIF needs only Pillow. The plot needs matplotlib, an optional extra
+(`pip install 'impasto[viz]'`), imported only when a plot is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+
+from PIL import Image
+
+from .errors import ImpastoError
+from .images import check_output_path, resize_tensor, tensor_to_pil
+
+if TYPE_CHECKING:  # api imports this module
+    from .api import Result
+    from .optimize import Progress
+
+VIZ_HINT = "pip install 'impasto[viz]'"
+LOSS_TERMS = ("content", "style", "tv", "total")
+
+
+def frame_iterations(total: int, count: int) -> list[int]:
+    """`count` iterations (1-based) evenly spaced from the first to the last of `total`.
+
+    With fewer iterations than frames asked for, every iteration is a frame.
+    """
+    if total <= 0 or count <= 0:
+        return []
+    if count >= total:
+        return list(range(1, total + 1))
+    if count == 1:
+        return [total]
+    return [1 + round(i * (total - 1) / (count - 1)) for i in range(count)]
+
+
+class FrameRecorder:
+    """A progress callback that keeps pictures at evenly spaced iterations, all at one size.
+
+    Coarse scales are upsampled to `size` (w, h) so every frame of a GIF matches.
+    """
+
+    def __init__(self, count: int, size: tuple[int, int]) -> None:
+        if count < 0:
+            raise ImpastoError(f"the number of frames must be zero or more, not {count}")
+        self.count = count
+        self.size = size
+        self.frames: list[Image.Image] = []
+        self.iterations: list[int] = []
+        self._wanted: Optional[set[int]] = None
+
+    def __call__(self, progress: "Progress") -> None:
+        if self._wanted is None:
+            self._wanted = set(frame_iterations(progress.total, self.count))
+        if progress.done in self._wanted:
+            w, h = self.size
+            self.frames.append(tensor_to_pil(resize_tensor(progress.image.detach().float().clamp(0, 1), (h, w))))
+            self.iterations.append(progress.done)
+
+
+def write_gif(
+    frames: Union["Result", Sequence[Image.Image]],
+    path: Union[str, os.PathLike],
+    duration: float = 4.0,
+    overwrite: bool = False,
+    loop: bool = True,
+) -> Path:
+    """Write the frames (or a Result's frames) as an animated GIF lasting `duration` seconds in all.
+
+    A frame identical to the one before it (the picture did not change) is merged into
+    it by the GIF encoder, keeping the timing.
+    """
+    images = list(getattr(frames, "frames", frames))
+    if not images:
+        raise ImpastoError("no frames to write: run with frames=N (CLI: --gif-frames N) to collect some")
+    if not duration > 0:
+        raise ImpastoError(f"the GIF duration must be positive, not {duration}")
+    path = check_output_path(path, overwrite)
+    if path.suffix.lower() != ".gif":
+        raise ImpastoError(f"{path}: an animated GIF needs a .gif name")
+    size = images[0].size
+    images = [im.convert("RGB") if im.size == size else im.convert("RGB").resize(size, Image.Resampling.LANCZOS) for im in images]
+    # GIF delays are in hundredths of a second; below 2 most viewers play at 10 fps anyway.
+    per_frame = max(20, round(duration * 1000 / len(images) / 10) * 10)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        # One palette per frame: the colours change a lot as the painting forms.
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=per_frame,
+            disposal=1,
+            optimize=False,
+            **({"loop": 0} if loop else {}),
+        )
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def require_matplotlib() -> Any:
+    """matplotlib with the file-only Agg backend, or a clear error naming the extra."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImpastoError(f"loss plots need matplotlib, an optional extra: {VIZ_HINT}") from None
+    matplotlib.use("Agg", force=True)  # no display needed, and never pops a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_losses(
+    history: Union["Result", Sequence[dict[str, float]]],
+    path: Optional[Union[str, os.PathLike]] = None,
+    weights: Optional[dict[str, float]] = None,
+    overwrite: bool = False,
+    title: Optional[str] = None,
+) -> Any:
+    """Plot each loss term over the iterations (log scale), with scale changes marked.
+
+    `history` is a Result or its `history`. Terms are drawn weighted, as they add up
+    to the total (from the Result's settings, or `weights`), so their sizes compare;
+    a term whose weight is 0 is left out. Returns the matplotlib Figure; writes a PNG
+    to `path` if given.
+    """
+    settings = getattr(history, "settings", None)
+    rows = list(getattr(history, "history", history))
+    if not rows:
+        raise ImpastoError("no loss history to plot")
+    if weights is None and settings is not None:
+        weights = {"content": settings.content_weight, "style": settings.style_weight, "tv": settings.tv_weight}
+    weights = dict(weights or {})
+    if path is not None:
+        path = check_output_path(path, overwrite)
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    x = [int(r.get("iteration", i + 1)) for i, r in enumerate(rows)]
+    for term in LOSS_TERMS:
+        if term not in rows[0]:
+            continue
+        w = 1.0 if term == "total" else weights.get(term, 1.0)
+        if w == 0:
+            continue
+        # A log axis cannot show zeros; they become gaps.
+        y = [r[term] * w if r[term] * w > 0 else float("nan") for r in rows]
+        label = term if term == "total" or w == 1.0 else f"{term} × {w:g}"
+        if term == "total":  # dashed and on top, so the term it is mostly made of shows through
+            ax.plot(x, y, label=label, color="black", linestyle="--", linewidth=1.6, zorder=3)
+        else:
+            ax.plot(x, y, label=label, linewidth=1.6)
+    boundaries = [x[i] - 0.5 for i in range(1, len(rows)) if rows[i].get("scale") != rows[i - 1].get("scale")]
+    for i, b in enumerate(boundaries):
+        ax.axvline(b, color="grey", linestyle="--", linewidth=0.8, label="new scale" if i == 0 else None)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (weighted)")
+    ax.set_title(title or "impasto losses")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    if path is not None:
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
+        try:
+            fig.savefig(tmp, format="png")
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    plt.close(fig)
+    return fig

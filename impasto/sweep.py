@@ -1,0 +1,295 @@
+"""Parameter sweeps: one content/style pair over a grid of one or two settings, on one contact sheet.
+
+    result = impasto.sweep("photo.jpg", "painting.jpg",
+                           {"style_weight": [10, 30, 100], "tv_weight": [0, 2, 10]},
+                           impasto.Settings(size=256))
+    result.sheet.save("sheet.png")
+
+Every cell is one run of the same Stylizer, so the weights and the feature
+extractor are loaded once and the style statistics are computed once for all
+cells that share the style image, size and layers (Stylizer.style_cache).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .errors import ImpastoError
+from .images import ImageLike, check_output_path, save_image
+from .settings import Settings
+
+Grid = Union[Mapping[str, Sequence[Any]], Sequence[tuple[str, Sequence[Any]]]]
+MAX_CELLS = 100
+
+
+@dataclass
+class SweepResult:
+    """The sheet, and every cell's image and Result, indexed [row][column]."""
+
+    sheet: Image.Image
+    images: list[list[Image.Image]]
+    results: list[list[Any]]  # impasto.Result
+    axes: list[tuple[str, list[Any]]]  # (setting, values): rows first when there are two
+    boxes: dict[tuple[int, int], tuple[int, int, int, int]] = field(default_factory=dict)  # cell -> where on the sheet
+
+    def cells(self) -> list[tuple[dict[str, Any], Image.Image]]:
+        """(the settings changed in this cell, its image), row by row."""
+        out = []
+        for r, row in enumerate(self.images):
+            for c, image in enumerate(row):
+                out.append((cell_values(self.axes, r, c), image))
+        return out
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Settings)
+
+
+def parse_value(name: str, text: str) -> Any:
+    """A grid value from text, as the setting's type wants it (tuples joined with '+')."""
+    hint = _field_types()[name]
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+    text = text.strip()
+    if optional and text.lower() in ("none", "default"):
+        return None
+    if typing.get_origin(hint) is tuple:
+        inner = typing.get_args(hint)[0]
+        return tuple(_scalar(name, inner, part) for part in text.split("+") if part.strip())
+    return _scalar(name, hint, text)
+
+
+def _scalar(name: str, kind: Any, text: str) -> Any:
+    text = text.strip()
+    if kind is bool:
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ImpastoError(f"grid {name}: {text!r} is not true or false")
+    if kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            noun = "a whole number" if kind is int else "a number"
+            raise ImpastoError(f"grid {name}: {text!r} is not {noun}") from None
+        return value
+    return text
+
+
+def parse_grid(text: str) -> tuple[str, list[Any]]:
+    """`style_weight=10,30,100` -> ("style_weight", [10.0, 30.0, 100.0])."""
+    name, sep, values = text.partition("=")
+    name = name.strip().lstrip("-").replace("-", "_")
+    if not sep or not name or not values.strip():
+        raise ImpastoError(f"--grid {text!r}: write it as SETTING=V1,V2,... (for example style_weight=10,30,100)")
+    check_setting(name)
+    return name, [parse_value(name, v) for v in values.split(",") if v.strip()]
+
+
+def check_setting(name: str) -> None:
+    known = [f.name for f in fields(Settings)]
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ImpastoError(f"cannot sweep {name!r}: there is no such setting{hint}; see `impasto --help` for the settings")
+
+
+def normalize_grid(grid: Grid) -> list[tuple[str, list[Any]]]:
+    items = list(grid.items()) if isinstance(grid, Mapping) else list(grid)
+    axes: list[tuple[str, list[Any]]] = []
+    for name, values in items:
+        name = name.replace("-", "_")
+        check_setting(name)
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise ImpastoError(f"grid {name}: give a list of values, not {values!r}")
+        values = [parse_value(name, v) if isinstance(v, str) else v for v in values]
+        if not values:
+            raise ImpastoError(f"grid {name}: no values given")
+        if any(name == other for other, _ in axes):
+            raise ImpastoError(f"grid {name}: given twice; sweep two different settings")
+        axes.append((name, values))
+    if not 1 <= len(axes) <= 2:
+        raise ImpastoError(f"a sweep varies one or two settings, not {len(axes)}")
+    cells = len(axes[0][1]) * (len(axes[1][1]) if len(axes) == 2 else 1)
+    if cells > MAX_CELLS:
+        raise ImpastoError(f"a {cells}-cell grid is too large (at most {MAX_CELLS} runs)")
+    return axes
+
+
+def cell_values(axes: Sequence[tuple[str, Sequence[Any]]], row: int, col: int) -> dict[str, Any]:
+    if len(axes) == 1:
+        return {axes[0][0]: axes[0][1][col]}
+    return {axes[0][0]: axes[0][1][row], axes[1][0]: axes[1][1][col]}
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "+".join(format_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def sweep(
+    content: ImageLike,
+    style: Any,
+    grid: Grid,
+    settings: Optional[Settings] = None,
+    stylizer: Any = None,
+    masks: Optional[Sequence[Optional[ImageLike]]] = None,
+    keep_mask: Optional[ImageLike] = None,
+    callback: Optional[Callable[..., Optional[bool]]] = None,
+    on_cell: Optional[Callable[[int, int, dict[str, Any], Any], None]] = None,
+) -> SweepResult:
+    """Run `content` x `style` once per grid cell and lay the results out on a labelled sheet.
+
+    `grid` maps one or two setting names to value lists ({"style_weight": [10, 30]}; strings
+    are parsed as on the command line). With two, the first varies down the rows and the
+    second across the columns. Every cell's settings are checked before the first run.
+    `callback` is passed to each run; `on_cell(index, count, values, result)` follows each cell.
+    """
+    from .api import Stylizer
+
+    axes = normalize_grid(grid)
+    base = settings or Settings()
+    n_rows = len(axes[0][1]) if len(axes) == 2 else 1
+    n_cols = len(axes[-1][1])
+    plans: list[list[Settings]] = []
+    for r in range(n_rows):
+        row = []
+        for c in range(n_cols):
+            values = cell_values(axes, r, c)
+            try:
+                row.append(base.replace(**values).validate())
+            except (ImpastoError, ValueError, TypeError) as exc:
+                shown = ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
+                raise ImpastoError(f"grid cell {shown}: {exc}") from None
+        plans.append(row)
+    stylizer = stylizer or Stylizer()
+    images: list[list[Image.Image]] = []
+    results: list[list[Any]] = []
+    count = n_rows * n_cols
+    for r, row in enumerate(plans):
+        images.append([])
+        results.append([])
+        for c, cell_settings in enumerate(row):
+            result = stylizer.run(content, style, cell_settings, callback=callback, masks=masks, keep_mask=keep_mask)
+            images[r].append(result.image)
+            results[r].append(result)
+            if on_cell is not None:
+                on_cell(r * n_cols + c, count, cell_values(axes, r, c), result)
+            if result.interrupted and result.stopped_reason == "interrupted":
+                raise KeyboardInterrupt
+    sheet, boxes = contact_sheet(images, axes)
+    return SweepResult(sheet, images, results, axes, boxes)
+
+
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+def contact_sheet(
+    images: Sequence[Sequence[Image.Image]], axes: Sequence[tuple[str, Sequence[Any]]]
+) -> tuple[Image.Image, dict[tuple[int, int], tuple[int, int, int, int]]]:
+    """The images on a white sheet with a title, column titles and (for two settings) row titles.
+
+    Returns the sheet and each cell's box (left, top, right, bottom) on it.
+    """
+    cw = max(im.width for row in images for im in row)
+    ch = max(im.height for row in images for im in row)
+    n_rows, n_cols = len(images), len(images[0])
+    font_size = max(11, min(28, min(cw, ch) // 9))
+    font = _font(font_size)
+    pad = max(6, font_size // 2)
+    line = font_size + pad
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    col_name, col_values = axes[-1]
+    col_labels = [f"{col_name}={format_value(v)}" for v in col_values]
+    row_labels = [f"{axes[0][0]}={format_value(v)}" for v in axes[0][1]] if len(axes) == 2 else []
+    title = f"rows: {axes[0][0]}   columns: {col_name}" if len(axes) == 2 else f"columns: {col_name}"
+    left = pad + (max(measure.textlength(t, font=font) for t in row_labels) + pad if row_labels else 0)
+    left = int(round(left))
+    top = pad + 2 * line
+    width = left + n_cols * (cw + pad)
+    width = max(width, int(measure.textlength(title, font=font)) + 2 * pad)
+    height = top + n_rows * (ch + pad)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, pad), title, fill="black", font=font)
+    boxes: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+    for c, label in enumerate(col_labels):
+        x = left + c * (cw + pad) + cw / 2
+        draw.text((x, pad + line + font_size / 2), _fit(label, cw, font, measure), fill="black", font=font, anchor="mm")
+    for r in range(n_rows):
+        y = top + r * (ch + pad)
+        if row_labels:
+            draw.text((pad, y + ch / 2), row_labels[r], fill="black", font=font, anchor="lm")
+        for c in range(n_cols):
+            image = images[r][c]
+            x = left + c * (cw + pad)
+            # A cell smaller than the largest (a swept size) is centred in its box.
+            ox, oy = x + (cw - image.width) // 2, y + (ch - image.height) // 2
+            sheet.paste(image.convert("RGB"), (ox, oy))
+            boxes[(r, c)] = (ox, oy, ox + image.width, oy + image.height)
+    return sheet, boxes
+
+
+def _fit(text: str, width: int, font: Any, measure: ImageDraw.ImageDraw) -> str:
+    """Drop the setting name from a column title that would not fit over its image."""
+    if measure.textlength(text, font=font) <= width or "=" not in text:
+        return text
+    return text.split("=", 1)[1]
+
+
+def cells_folder(sheet_path: Union[str, os.PathLike]) -> Path:
+    """Where the cell images go: a folder beside the sheet named after it."""
+    path = Path(sheet_path)
+    return path.with_name(path.stem + "_cells")
+
+
+def cell_filename(values: Mapping[str, Any], suffix: str = ".png") -> str:
+    text = "__".join(f"{k}-{format_value(v)}" for k, v in values.items())
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text) + suffix
+
+
+def save_sweep(result: SweepResult, sheet_path: Union[str, os.PathLike], overwrite: bool = False) -> list[Path]:
+    """Write the sheet, and each cell's image into a folder beside it. Returns the cell paths."""
+    targets = check_sweep_outputs(sheet_path, result.axes, overwrite)
+    cells_folder(sheet_path).mkdir(exist_ok=True)
+    for target, (_, image) in zip(targets, result.cells()):
+        save_image(image, target, overwrite=overwrite)
+    save_image(result.sheet, sheet_path, overwrite=overwrite)
+    return targets
+
+
+def check_sweep_outputs(sheet_path: Union[str, os.PathLike], axes: Sequence[tuple[str, Sequence[Any]]], overwrite: bool = False) -> list[Path]:
+    """The cell image paths, after checking that nothing would be replaced without `overwrite`
+    (called before the runs too, so a long sweep cannot fail at its end)."""
+    sheet_path = check_output_path(sheet_path, overwrite)
+    folder = cells_folder(sheet_path)
+    if folder.exists() and not folder.is_dir():
+        raise ImpastoError(f"{folder}: exists and is not a folder")
+    n_rows = len(axes[0][1]) if len(axes) == 2 else 1
+    values = [cell_values(axes, r, c) for r in range(n_rows) for c in range(len(axes[-1][1]))]
+    targets = [folder / cell_filename(v, sheet_path.suffix or ".png") for v in values]
+    if len(set(targets)) != len(targets):
+        raise ImpastoError("two grid cells would share a file name; make the grid values distinct")
+    for target in targets:
+        if target.exists() and not overwrite:
+            raise ImpastoError(f"{target}: already exists (pass --overwrite to replace it)")
+    return targets

@@ -1,0 +1,347 @@
+"""Artist controls on tiny images and random weights: presets, Novak & Nikulin 2016 options,
+masks, several styles, sweeps, the progress GIF and the loss plot."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import impasto
+from impasto import ImpastoError, Settings
+from impasto import losses as L
+from impasto.cli import build_run_parser, main, settings_from_args
+from impasto.media import FrameRecorder, frame_iterations, plot_losses, write_gif
+from impasto.optimize import Objective, StyleInput, chain_pairs, style_size
+from impasto.presets import PRESETS
+from impasto.sweep import cells_folder, parse_grid
+
+from conftest import BLUISH, FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, REDDISH, mean_rgb, textured_image, write_png
+from test_cli import FAST, assert_one_line_error, cli
+
+
+@pytest.fixture
+def fast(synthetic_weights) -> list[str]:
+    return FAST + ["--weights", str(synthetic_weights)]
+
+
+# -- presets -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_valid_and_sets_what_it_says(name):
+    settings = Settings.from_preset(name).validate()
+    for key, value in PRESETS[name].settings.items():
+        assert getattr(settings, key) == value
+
+
+def test_explicit_options_override_a_preset():
+    s = Settings.from_preset("novak2016", gram_shift=0.0, size=64)
+    assert (s.gram_shift, s.size, s.style_chain, s.style_layers) == (0.0, 64, True, ("all",))
+    args = build_run_parser().parse_args(["c.png", "s.png", "-o", "o.png", "--preset", "gatys2015", "--iterations", "7", "--multiscale"])
+    s = settings_from_args(args)
+    assert (s.iterations, s.multiscale, s.init, s.tv_weight) == (7, True, "noise", 0.0)
+    # Without --preset nothing of a preset leaks in.
+    assert settings_from_args(build_run_parser().parse_args(["c.png", "s.png", "-o", "o.png"])) == Settings()
+
+
+def test_unknown_preset_is_one_line(capsys, tmp_path, content_path, style_path, fast):
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "o.png", *fast, "--preset", "novak")
+    assert_one_line_error(code, err, "unknown preset 'novak'", "novak2016", "impasto presets")
+    with pytest.raises(ImpastoError, match="unknown preset"):
+        Settings.from_preset("nope")
+
+
+def test_presets_command_lists_each_preset_and_its_settings(capsys):
+    code, out, _ = cli(capsys, "presets")
+    assert code == 0
+    for name, preset in PRESETS.items():
+        assert f"{name}:" in out
+        for key in preset.settings:
+            assert key.replace("_", "-") in out  # --name VALUE, or --name / --no-name for a switch
+    assert "Novak & Nikulin 2016" in out
+
+
+def test_help_names_the_papers(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for flag in ("--style-layer-decay", "--style-chain", "--gram-shift", "--preset", "--mask", "--keep-mask", "--gif", "--plot"):
+        assert flag in out
+    assert out.count("Novak & Nikulin 2016") >= 3 and "Gatys et al. 2017" in out
+
+
+# -- Novak & Nikulin 2016 ------------------------------------------------------------------------
+
+
+def test_all_layers_and_geometric_weights():
+    s = Settings(style_layers="all", style_layer_decay=2.0).for_model("vgg19")
+    assert len(s.style_layers) == 16 and s.style_layers[0] == "conv1_1" and s.style_layers[-1] == "conv5_4"
+    w = s.layer_weights()
+    assert sum(w) == pytest.approx(1.0)
+    assert all(a / b == pytest.approx(2.0) for a, b in zip(w, w[1:]))  # each layer half the one before
+    assert len(Settings(style_layers="all").for_model("vgg16").style_layers) == 13
+    # The decay multiplies explicit weights too.
+    s = Settings(style_layers=("conv1_1", "conv2_1"), style_layer_weights=(1.0, 4.0), style_layer_decay=2.0)
+    assert s.layer_weights() == pytest.approx((1 / 3, 2 / 3))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(style_layers=("all", "conv1_1")), "'all' stands alone"),
+        (dict(style_layer_decay=0.0), "style-layer-decay must be a positive"),
+        (dict(style_chain=True, style_layers=("conv1_1",)), "at least two style layers"),
+    ],
+)
+def test_novak_options_are_validated(overrides, message):
+    with pytest.raises(ImpastoError, match=message):
+        Settings(**overrides).validate()
+
+
+def test_chain_loss_is_zero_for_identical_cross_moments_and_blends_linearly(shallow_extractor, content_array, style_array):
+    image = torch.from_numpy(style_array).permute(2, 0, 1)[None].float()
+    feats = shallow_extractor(image)
+    a, b = feats["conv1_1"], feats["conv2_1"]  # different sizes and channel counts
+    cross = L.cross_stats(a, b)
+    assert cross.moment.shape == (64, 128)
+    for shift in (0.0, -1.0):
+        assert float(L.chain_loss(cross, shift)(a, b)) < 1e-10
+        other = shallow_extractor(torch.from_numpy(content_array).permute(2, 0, 1)[None].float())
+        assert float(L.chain_loss(cross, shift)(other["conv1_1"], other["conv2_1"])) > 1e-3
+    # A mask weights the pixels: halves with weights 1 and 0 blend back to the whole.
+    h, w = a.shape[-2:]
+    left = torch.zeros(h, w)
+    left[:, : w // 2] = 1
+    parts = [L.cross_stats(a, b, left), L.cross_stats(a, b, 1 - left)]
+    whole = L.blend_cross_stats(parts, [float(left.sum()), float((1 - left).sum())])
+    assert torch.allclose(whole.moment, cross.moment, rtol=1e-4, atol=1e-6)
+
+
+def test_a_short_run_lowers_the_chain_loss(shallow_extractor, content_array, style_array, make_settings):
+    settings = make_settings(style_chain=True, gram_shift=-1.0, style_layer_decay=2.0)
+    content = torch.from_numpy(content_array).permute(2, 0, 1)[None].float()
+    style = torch.from_numpy(style_array).permute(2, 0, 1)[None].float()
+    objective = Objective(shallow_extractor, settings, content, [StyleInput(style)], (48, 40))
+    assert chain_pairs(settings) == [("conv1_1", "conv2_1"), ("conv2_1", "conv3_1")]
+    assert len(objective.chain_losses) == 2
+
+    def chain_value(image):
+        feats = shallow_extractor(image)
+        return sum(w * fn(feats[a], feats[b]) for a, b, w, fn in objective.chain_losses)
+
+    image = content.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([image], lr=0.02)
+    with torch.no_grad():
+        start = float(chain_value(image))
+    for _ in range(15):
+        optimizer.zero_grad()
+        objective(image)[0].backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert float(chain_value(image)) < 0.7 * start
+
+
+def test_novak2016_preset_runs_end_to_end(stylizer, make_settings, content_array, style_array):
+    settings = Settings.from_preset("novak2016", **{k: v for k, v in vars(make_settings()).items() if k not in PRESETS["novak2016"].settings})
+    result = stylizer.run(content_array, style_array, settings.replace(iterations=3))
+    assert len(result.settings.style_layers) == 16  # "all", spelled out once the weights' model is known
+    assert all(np.isfinite(v) for v in result.losses.values())
+    assert result.losses["style"] < result.history[0]["style"]
+
+
+# -- masks ---------------------------------------------------------------------------------------
+
+
+def halves_change(result_image, content_array) -> tuple[float, float]:
+    out = np.asarray(result_image, dtype=np.float64) / 255.0
+    change = np.abs(out - content_array).mean(axis=2)
+    w = change.shape[1]
+    return change[:, : w // 3].mean(), change[:, -w // 3 :].mean()
+
+
+def test_a_mask_confines_its_style(stylizer, make_settings, content_array, style_array):
+    h, w = content_array.shape[:2]
+    mask = np.zeros((h, w))
+    mask[:, : w // 2] = 1.0
+    settings = make_settings(style_weight=300.0, iterations=12)
+    left, right = halves_change(stylizer.run(content_array, style_array, settings, masks=[mask]).image, content_array)
+    assert left > 3 * right
+    # Flipped mask, flipped result.
+    left, right = halves_change(stylizer.run(content_array, style_array, settings, masks=[1 - mask]).image, content_array)
+    assert right > 3 * left
+
+
+def test_keep_mask_keeps_the_content_exactly_there(stylizer, make_settings, content_array, style_array, tmp_path):
+    h, w = content_array.shape[:2]
+    keep = np.zeros((h * 2, w * 2), dtype=np.uint8)  # another size: stretched to the output's
+    keep[:, w:] = 255
+    settings = make_settings(style_weight=300.0, iterations=8, init="noise")
+    result = stylizer.run(content_array, [(style_array, 0.5), (style_array[::-1].copy(), 0.5)], settings, keep_mask=write_png(tmp_path / "keep.png", keep), frames=3)
+    out = np.asarray(result.image, dtype=np.float64) / 255.0
+    kept = np.abs(out[:, w // 2 + 1 :] - content_array[:, w // 2 + 1 :]).max()
+    painted = np.abs(out[:, : w // 2 - 1] - content_array[:, : w // 2 - 1]).mean()
+    assert kept <= 1 / 255 + 1e-9 and painted > 0.05
+    for frame in result.frames:  # the frames handed out show the kept region too
+        assert np.abs(np.asarray(frame, dtype=np.float64)[:, w // 2 + 1 :] / 255 - content_array[:, w // 2 + 1 :]).max() <= 1 / 255 + 1e-9
+
+
+def test_mask_options_on_the_command_line(capsys, tmp_path, content_path, style_path, fast):
+    mask = write_png(tmp_path / "mask.png", np.full((9, 30), 255, dtype=np.uint8))  # wrong size and aspect: stretched
+    out = tmp_path / "out.png"
+    code, _, err = cli(capsys, content_path, style_path, f"{style_path}:0.5", "--mask", mask, "--mask", "none", "--keep-mask", mask, "-o", out, *fast)
+    assert_one_line_error(code, err, "keep mask is white everywhere")
+    code, _, err = cli(capsys, content_path, style_path, f"{style_path}:0.5", "--mask", mask, "--mask", "none", "-o", out, *fast)
+    assert code == 0, err
+    assert Image.open(out).size == (48, 40)
+    code, _, err = cli(capsys, content_path, style_path, style_path, "--mask", mask, "-o", tmp_path / "o2.png", *fast)
+    assert_one_line_error(code, err, "1 --mask given for 2 style(s)", "one per style")
+    code, _, err = cli(capsys, content_path, style_path, "--mask", tmp_path / "missing.png", "-o", tmp_path / "o3.png", *fast)
+    assert_one_line_error(code, err, "missing.png: no such file")
+
+
+# -- several styles ------------------------------------------------------------------------------
+
+
+def test_styles_of_any_shape_blend_from_the_command_line(capsys, tmp_path, content_path, fast):
+    panorama = write_png(tmp_path / "pano.png", textured_image(10, 300, *BLUISH))  # 30:1, 10 px high
+    tower = write_png(tmp_path / "tower.png", textured_image(200, 12, *REDDISH))
+    out = tmp_path / "blend.png"
+    code, _, err = cli(capsys, content_path, f"{panorama}:0.5", f"{tower}:0.5", "-o", out, *fast)
+    assert code == 0, err
+    assert Image.open(out).size == (48, 40)
+    assert min(style_size(torch.zeros(1, 3, 10, 300), 48)) == 16  # a thin style keeps enough pixels for conv5
+
+
+def test_style_weights_summing_to_zero_is_one_line(capsys, tmp_path, content_path, style_path, fast):
+    code, _, err = cli(capsys, content_path, f"{style_path}:0", f"{style_path}:0", "-o", tmp_path / "o.png", *fast)
+    assert_one_line_error(code, err, "not all zero")
+
+
+# -- progress as pictures ------------------------------------------------------------------------
+
+
+def test_frame_iterations_are_evenly_spaced():
+    assert frame_iterations(100, 5) == [1, 26, 51, 75, 100]
+    assert frame_iterations(4, 10) == [1, 2, 3, 4]
+    assert frame_iterations(9, 1) == [9]
+
+
+def test_gif_and_plot_from_the_command_line(capsys, tmp_path, content_path, style_path, fast):
+    gif, plot, out = tmp_path / "p.gif", tmp_path / "l.png", tmp_path / "o.png"
+    # Adam changes the picture at every step; Pillow merges a frame identical to the one before.
+    code, _, err = cli(capsys, content_path, style_path, "-o", out, *fast, "--optimizer", "adam", "--gif", gif, "--gif-frames", 4, "--gif-duration", 2, "--plot", plot)
+    assert code == 0, err
+    with Image.open(gif) as g:
+        assert g.n_frames == 4 and g.size == (48, 40)  # coarse frames upsampled to the output's size
+        assert g.info["duration"] == 500 and g.info.get("loop") == 0
+    with Image.open(plot) as p:
+        assert p.format == "PNG" and p.size == (800, 450)
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "o2.png", *fast, "--gif", tmp_path / "p.png")
+    assert_one_line_error(code, err, "must end in .gif")
+
+
+def test_gif_and_plot_from_python(stylizer, make_settings, content_array, style_array, tmp_path):
+    settings = make_settings(multiscale=True, size=48, min_size=24, scale_factor=2.0, initial_iterations=6, iterations=4)
+    result = stylizer.run(content_array, style_array, settings.replace(optimizer="adam"), frames=5)
+    assert len(result.frames) == 5 and {f.size for f in result.frames} == {(48, 40)}
+    assert np.array_equal(np.asarray(result.frames[-1]), np.asarray(result.image))
+    write_gif(result, tmp_path / "a.gif", duration=1.0)
+    with Image.open(tmp_path / "a.gif") as g:
+        assert g.n_frames == 5
+    fig = plot_losses(result, tmp_path / "l.png")
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert {"content", "style × 30", "tv × 2", "total"} <= set(labels)
+    assert labels.count("new scale") == 1  # two scales, one boundary
+    content_line = ax.get_lines()[labels.index("content")]
+    assert list(content_line.get_xdata()) == list(range(1, 11))
+    assert Image.open(tmp_path / "l.png").format == "PNG"
+    with pytest.raises(ImpastoError, match="already exists"):
+        plot_losses(result, tmp_path / "l.png")
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImpastoError, match=r"pip install 'impasto\[viz\]'"):
+        plot_losses([{"iteration": 1, "scale": 0, "content": 1.0, "style": 1.0, "tv": 1.0, "total": 3.0}], tmp_path / "l.png")
+
+
+def test_frame_recorder_upsamples_coarse_frames():
+    from impasto.optimize import Progress
+
+    rec = FrameRecorder(2, (40, 30))
+    for done, side in ((1, 10), (2, 20)):
+        rec(Progress(0, 1, (side, side), done, 2, done, 2, {}, torch.rand(1, 3, side, side), 0.0))
+    assert [f.size for f in rec.frames] == [(40, 30), (40, 30)]
+
+
+# -- sweeps --------------------------------------------------------------------------------------
+
+
+def test_sweep_2x2_sheet_and_cells(stylizer, make_settings, content_array, style_array, tmp_path):
+    settings = make_settings(iterations=2)
+    before = stylizer.style_cache.hits
+    result = impasto.sweep(content_array, style_array, {"style_weight": [10, 100], "tv_weight": ["0", "5"]}, settings, stylizer)
+    assert [[r.settings.style_weight for r in row] for row in result.results] == [[10, 10], [100, 100]]
+    assert [[r.settings.tv_weight for r in row] for row in result.results] == [[0.0, 5.0], [0.0, 5.0]]
+    # Every image sits on the sheet where its box says, and the labels make the sheet larger than the cells.
+    for (r, c), box in result.boxes.items():
+        assert np.array_equal(np.asarray(result.sheet.crop(box)), np.asarray(result.images[r][c]))
+    w, h = result.sheet.size
+    assert 2 * 48 < w < 2 * 48 + 300 and 2 * 40 + 20 < h < 2 * 40 + 150
+    xs = sorted({b[0] for b in result.boxes.values()})
+    ys = sorted({b[1] for b in result.boxes.values()})
+    assert len(xs) == 2 and len(ys) == 2 and xs[1] - xs[0] >= 48 and ys[1] - ys[0] >= 40
+    # The sheet has ink (titles) outside the cells.
+    sheet = np.asarray(result.sheet).copy()
+    for box in result.boxes.values():
+        sheet[box[1] : box[3], box[0] : box[2]] = 255
+    assert (sheet < 128).sum() > 50
+    # The style statistics were computed once and reused by the other three cells.
+    assert stylizer.style_cache.hits - before >= 3
+
+
+def test_sweep_command_writes_sheet_and_images(capsys, tmp_path, content_path, style_path, fast):
+    sheet = tmp_path / "sheet.png"
+    code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", "style-weight=10,100", "--grid", "content_layers=conv1_2,conv2_2", "-o", sheet, *fast)
+    assert code == 0, err
+    cells = {p.name for p in cells_folder(sheet).iterdir()}
+    assert cells == {
+        "style_weight-10__content_layers-conv1_2.png", "style_weight-10__content_layers-conv2_2.png",
+        "style_weight-100__content_layers-conv1_2.png", "style_weight-100__content_layers-conv2_2.png",
+    }  # fmt: skip
+    assert Image.open(sheet).size[0] > 2 * 48
+    code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", "style_weight=1", "-o", sheet, *fast)
+    assert_one_line_error(code, err, "already exists")
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        (["style_wieght=1,2"], "cannot sweep 'style_wieght'"),
+        (["style_weight=1,abc"], "grid style_weight: 'abc' is not a number"),
+        (["style_loss=gram,fancy"], "grid cell style_loss=fancy: style-loss must be one of"),
+        (["style_weight"], "SETTING=V1,V2"),
+        (["size=32", "tv_weight=1", "style_weight=2"], "one or two settings"),
+        (["size=32", "size=40"], "given twice"),
+    ],
+)
+def test_bad_grids_are_one_line(capsys, tmp_path, content_path, style_path, fast, grid, message):
+    args = [a for g in grid for a in ("--grid", g)]
+    code, _, err = cli(capsys, "sweep", content_path, style_path, *args, "-o", tmp_path / "s.png", *fast)
+    assert_one_line_error(code, err, message)
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_grid_values_follow_the_setting_types():
+    assert parse_grid("multiscale=on,off") == ("multiscale", [True, False])
+    assert parse_grid("style_layers=conv1_1+conv2_1,conv3_1") == ("style_layers", [("conv1_1", "conv2_1"), ("conv3_1",)])
+    assert parse_grid("preserve_color=none,luminance") == ("preserve_color", [None, "luminance"])
+    assert parse_grid("--iterations=5,10") == ("iterations", [5, 10])
+    with pytest.raises(ImpastoError, match="whole number"):
+        parse_grid("iterations=1.5")
