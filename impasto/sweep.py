@@ -263,8 +263,8 @@ def cells_folder(sheet_path: Union[str, os.PathLike]) -> Path:
 
 
 def cell_filename(values: Mapping[str, Any], suffix: str = ".png") -> str:
-    text = "__".join(f"{k}-{format_value(v)}" for k, v in values.items())
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", text) + suffix
+    text = "__".join(f"{k}={format_value(v)}" for k, v in values.items())
+    return re.sub(r"[^A-Za-z0-9._+=-]", "_", text) + suffix
 
 
 def save_sweep(result: SweepResult, sheet_path: Union[str, os.PathLike], overwrite: bool = False) -> list[Path]:

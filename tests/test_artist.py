@@ -312,8 +312,8 @@ def test_sweep_command_writes_sheet_and_images(capsys, tmp_path, content_path, s
     assert code == 0, err
     cells = {p.name for p in cells_folder(sheet).iterdir()}
     assert cells == {
-        "style_weight-10__content_layers-conv1_2.png", "style_weight-10__content_layers-conv2_2.png",
-        "style_weight-100__content_layers-conv1_2.png", "style_weight-100__content_layers-conv2_2.png",
+        "style_weight=10__content_layers=conv1_2.png", "style_weight=10__content_layers=conv2_2.png",
+        "style_weight=100__content_layers=conv1_2.png", "style_weight=100__content_layers=conv2_2.png",
     }  # fmt: skip
     assert Image.open(sheet).size[0] > 2 * 48
     code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", "style_weight=1", "-o", sheet, *fast)
