@@ -76,8 +76,8 @@ class Settings:
 
     # -- optimisation
     optimizer: str = field(default="lbfgs", metadata={"help": "lbfgs or adam"})
-    iterations: int = field(default=60, metadata={"help": "iterations at the finest scale"})
-    initial_iterations: int = field(default=300, metadata={"help": "iterations at the coarsest scale (scales between get a geometric blend)"})
+    iterations: int = field(default=30, metadata={"help": "iterations at the finest scale"})
+    initial_iterations: int = field(default=200, metadata={"help": "iterations at the coarsest scale (scales between get a geometric blend)"})
     lr: Optional[float] = field(default=None, metadata={"help": "learning rate (default 1 for lbfgs, 0.02 for adam)"})
     init: str = field(default="content", metadata={"help": "start image: content, noise, style or a file path"})
     seed: Optional[int] = field(default=0, metadata={"help": "random seed (CPU runs are repeatable)"})
@@ -89,7 +89,7 @@ class Settings:
         metadata={"help": "style image long side relative to the output's at every scale: >1 larger strokes, <1 finer"},
     )
     min_size: int = field(default=128, metadata={"help": "long side of the coarsest scale"})
-    scale_factor: float = field(default=math.sqrt(2), metadata={"help": "ratio between successive scales"})
+    scale_factor: float = field(default=2.0, metadata={"help": "ratio between successive scales"})
     multiscale: bool = field(default=True, metadata={"help": "coarse-to-fine optimisation (off: one scale at --size)"})
 
     # -- colour

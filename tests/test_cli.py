@@ -13,7 +13,7 @@ from impasto.cli import main
 from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, impasto_command, run_child, write_png
 
 FAST = [
-    "--size", "48", "--min-size", "32", "--iterations", "3", "--initial-iterations", "3", "--device", "cpu",
+    "--size", "48", "--min-size", "24", "--iterations", "3", "--initial-iterations", "3", "--device", "cpu",
     "--style-layers", ",".join(FAST_STYLE_LAYERS), "--content-layers", ",".join(FAST_CONTENT_LAYERS), "--quiet",
 ]  # fmt: skip
 # Two scales (34 and 48 px long side), three iterations each.
@@ -75,7 +75,7 @@ def test_save_every_writes_numbered_frames(capsys, tmp_path, content_path, style
     assert code == 0, err
     frames = tmp_path / "painting_frames"
     assert sorted(p.name for p in frames.iterdir()) == ["00002.png", "00004.png", "00006.png"]
-    assert Image.open(frames / "00002.png").size == (34, 28)  # iteration 2 is at the coarse scale
+    assert Image.open(frames / "00002.png").size == (24, 20)  # iteration 2 is at the coarse scale
     assert Image.open(frames / "00006.png").size == (48, 40)
 
 

@@ -37,9 +37,10 @@ def test_plan_scales_go_coarse_to_fine(width, height, size, min_size, factor):
 
 
 def test_plan_scales_hand_checked():
-    sizes = plan_scales(640, 480, Settings(size=512, min_size=128))
+    sizes = plan_scales(640, 480, Settings(size=512, min_size=128, scale_factor=2 ** 0.5))
     assert [w for w, _ in sizes] == [128, 181, 256, 362, 512]
     assert sizes[-1] == (512, 384)
+    assert plan_scales(640, 480, Settings(size=512, min_size=128, scale_factor=2)) == [(128, 96), (256, 192), (512, 384)]
 
 
 def test_plan_scales_single_scale_when_multiscale_is_off_or_size_is_small():

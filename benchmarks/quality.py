@@ -1,0 +1,125 @@
+"""Quality benchmark: textbook baseline vs impasto's default vs each style loss.
+
+    .venv/bin/python benchmarks/quality.py                      # 4 photos x 3 paintings at 512 px (hours here)
+    .venv/bin/python benchmarks/quality.py --size 256 --baseline-evaluations 300
+
+Every output is scored with VGG16 (the optimisation uses VGG19): content
+distance (relative feature error at conv4_2 to the photo) and style distance
+(mean relative Gram distance to the painting over conv1_1..conv5_1). Lower is
+better for both. Writes a table (stdout and results/quality.md), every image, and
+one labelled contact sheet (results/quality_sheet.jpg).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import IMAGES, WEIGHTS, baseline_objective, load_pair, textbook_baseline, threads_note  # noqa: E402
+
+from impasto import Settings, Stylizer  # noqa: E402
+from impasto import weights as W  # noqa: E402
+from impasto.images import pil_to_tensor, tensor_to_pil  # noqa: E402
+from impasto.metrics import CONTENT_LAYER, STYLE_LAYERS, Scorer  # noqa: E402
+from impasto.vgg import FeatureExtractor  # noqa: E402
+
+PHOTOS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.png")
+PAINTINGS = ("starry_night.jpg", "the_scream.jpg", "shipwreck.jpg")
+
+
+def variants(size: int) -> dict[str, Settings]:
+    base = Settings(weights=str(WEIGHTS), size=size)
+    return {
+        "impasto default": base,
+        **{f"loss {k}": base.replace(style_loss=k) for k in ("gram", "w2", "meanstd") if k != base.style_loss},
+    }
+
+
+def contact_sheet(rows: list[list[Image.Image]], row_labels: list[str], col_labels: list[str], cell: int = 256) -> Image.Image:
+    font = ImageFont.load_default(size=max(12, cell // 14))
+    pad, head, side = 6, cell // 8, cell
+    sheet = Image.new("RGB", (side + len(col_labels) * (cell + pad), head + len(rows) * (cell + pad)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, label in enumerate(col_labels):
+        draw.text((side + j * (cell + pad) + 4, 4), label, fill="black", font=font)
+    for i, (images, label) in enumerate(zip(rows, row_labels)):
+        y = head + i * (cell + pad)
+        draw.multiline_text((4, y + 4), label.replace(" / ", "\n"), fill="black", font=font)
+        for j, img in enumerate(images):
+            thumb = img.copy()
+            thumb.thumbnail((cell, cell), Image.Resampling.LANCZOS)
+            sheet.paste(thumb, (side + j * (cell + pad), y))
+    return sheet
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--photos", default=",".join(PHOTOS))
+    p.add_argument("--paintings", default=",".join(PAINTINGS))
+    p.add_argument("--baseline-evaluations", type=int, default=300)
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "quality"))
+    args = p.parse_args()
+    if not (WEIGHTS / "vgg19-caffe-features.safetensors").is_file() or not (WEIGHTS / "vgg16-caffe-features.safetensors").is_file():
+        sys.exit(f"quality.py needs the real VGG19 and VGG16 weights in {WEIGHTS}: the scores mean nothing with random ones")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    vgg16 = W.load(WEIGHTS / "vgg16-caffe-features.safetensors")
+    scorer = Scorer(FeatureExtractor("vgg16", vgg16.state_dict, (CONTENT_LAYER, *STYLE_LAYERS), "max", vgg16.convention))
+    stylizer = Stylizer(download=False)
+    runs = variants(args.size)
+    baseline_settings = Settings(weights=str(WEIGHTS), size=args.size, style_loss="gram", multiscale=False)
+    names = ["textbook baseline", *runs]
+    records, sheet_rows, row_labels = [], [], []
+    print(f"# impasto quality benchmark at {args.size} px\n\n{threads_note()}")
+    print(f"reproduce: .venv/bin/python benchmarks/quality.py {' '.join(sys.argv[1:])}".rstrip())
+    print("\n| photo / painting | run | content dist | style dist | seconds |\n|---|---|---:|---:|---:|", flush=True)
+    for photo in args.photos.split(","):
+        for painting in args.paintings.split(","):
+            content, style = load_pair(photo, painting, args.size)
+            outputs: dict[str, Image.Image] = {}
+            start = time.perf_counter()
+            extractor = stylizer.extractor(baseline_settings, torch.device("cpu"))
+            objective = baseline_objective(extractor, baseline_settings, content, style)
+            image = textbook_baseline(objective, content, args.baseline_evaluations, [])
+            outputs[names[0]] = tensor_to_pil(image)
+            seconds = {names[0]: time.perf_counter() - start}
+            for name, settings in runs.items():
+                result = stylizer.run(content, style, settings)
+                outputs[name], seconds[name] = result.image, result.seconds
+            for name in names:
+                scores = scorer(pil_to_tensor(outputs[name]), content, style)
+                stem = f"{Path(photo).stem}-{Path(painting).stem}-{name.replace(' ', '_')}"
+                outputs[name].save(out / f"{stem}.jpg", quality=92)
+                rec = {"photo": photo, "painting": painting, "run": name, "content": scores.content,
+                       "style": scores.style, "seconds": seconds[name]}
+                records.append(rec)
+                print(f"| {Path(photo).stem} / {Path(painting).stem} | {name} | {scores.content:.3f} | {scores.style:.4f} | {seconds[name]:.0f} |", flush=True)
+            sheet_rows.append([tensor_to_pil(content), tensor_to_pil(style)] + [outputs[n] for n in names])
+            row_labels.append(f"{Path(photo).stem} / {Path(painting).stem}")
+    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    contact_sheet(sheet_rows, row_labels, ["photo", "painting", *names]).save(out / "sheet.jpg", quality=88)
+    summarise(records, names)
+    print(f"\nimages and sheet: {out}")
+
+
+def summarise(records: list[dict], names: list[str]) -> None:
+    base = {(r["photo"], r["painting"]): r for r in records if r["run"] == names[0]}
+    print("\n| run | mean content dist | mean style dist | mean s | pairs better than baseline on both |\n|---|---:|---:|---:|---:|")
+    for name in names:
+        rs = [r for r in records if r["run"] == name]
+        wins = sum(r["content"] < base[(r["photo"], r["painting"])]["content"] and r["style"] < base[(r["photo"], r["painting"])]["style"] for r in rs)
+        mean = lambda k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
+        print(f"| {name} | {mean('content'):.3f} | {mean('style'):.4f} | {mean('seconds'):.0f} | {wins}/{len(rs)} |")
+
+
+if __name__ == "__main__":
+    main()

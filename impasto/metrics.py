@@ -1,0 +1,50 @@
+"""Independent quality measures: how far an output is from its content and style.
+
+They are meant to be computed with a network the optimisation did not use (the
+quality benchmark scores VGG19 runs with VGG16), so an optimiser cannot win by
+overfitting its own loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .losses import content_loss, gram
+from .vgg import FeatureExtractor
+
+CONTENT_LAYER = "conv4_2"
+STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+def gram_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative squared distance of Gram matrices: |G(a) - G(b)|² / |G(b)|²; 0 when equal."""
+    ga, gb = gram(a), gram(b)
+    return float((ga - gb).pow(2).sum() / gb.pow(2).sum().clamp_min(1e-12))
+
+
+def feature_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative mean squared feature difference: |a - b|² / |b|²; 0 when equal."""
+    return float(content_loss(a, b))
+
+
+@dataclass
+class Scores:
+    content: float  # distance to the content photo's features (lower: content better kept)
+    style: float  # mean Gram distance to the painting over the style layers (lower: style better matched)
+
+
+class Scorer:
+    """Scores images with a fixed extractor (built with CONTENT_LAYER and STYLE_LAYERS)."""
+
+    def __init__(self, extractor: FeatureExtractor, style_layers: Sequence[str] = STYLE_LAYERS) -> None:
+        self.extractor = extractor
+        self.style_layers = tuple(style_layers)
+
+    @torch.no_grad()
+    def __call__(self, output: torch.Tensor, content: torch.Tensor, style: torch.Tensor) -> Scores:
+        fo, fc, fs = self.extractor(output), self.extractor(content), self.extractor(style)
+        style_d = sum(gram_distance(fo[k], fs[k]) for k in self.style_layers) / len(self.style_layers)
+        return Scores(content=feature_distance(fo[CONTENT_LAYER], fc[CONTENT_LAYER]), style=style_d)
