@@ -39,12 +39,31 @@ def _flatten(features: torch.Tensor) -> torch.Tensor:
     return features.reshape(features.shape[1], -1)
 
 
+class _SelfProduct(torch.autograd.Function):
+    """f fᵀ with a one-matmul backward.
+
+    Autograd would differentiate f @ f.T as two products (one per operand); the
+    result is symmetric, so the gradient is (g + gᵀ) f. The Gram products are
+    ~10% of an iteration at 512 px, so this saves a few percent of every run.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, f: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(f)
+        return f @ f.T
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        (f,) = ctx.saved_tensors
+        return (grad + grad.T) @ f
+
+
 def feature_stats(features: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Stats:
     """Mean and second moment, optionally weighted by a (H, W) mask in [0, 1]."""
     f = _flatten(features)
     if mask is None:
         n = f.shape[1]
-        return Stats(f.mean(dim=1), (f @ f.T) / n)
+        return Stats(f.mean(dim=1), _SelfProduct.apply(f) / n)
     w = mask.reshape(1, -1).to(f.dtype)
     total = w.sum().clamp_min(EPS)
     return Stats((f * w).sum(dim=1) / total, ((f * w) @ f.T) / total)

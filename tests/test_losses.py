@@ -215,3 +215,18 @@ def test_short_optimisation_lowers_style_loss(kind, shallow_extractor, style_arr
     end = style_loss().item()
     assert start > 0.01
     assert end < 0.5 * start
+
+
+def test_feature_stats_gradient_matches_plain_autograd():
+    # feature_stats uses a hand-written backward for f fᵀ; it must agree with autograd's.
+    from impasto.losses import feature_stats
+
+    f = torch.randn(1, 5, 4, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(5, 5, dtype=torch.float64)
+    (feature_stats(f).moment * weight).sum().backward()
+    ours = f.grad.clone()
+    f.grad = None
+    flat = f.reshape(5, -1)
+    ((flat @ flat.T / flat.shape[1]) * weight).sum().backward()
+    assert torch.allclose(ours, f.grad)
+    assert torch.autograd.gradcheck(lambda x: feature_stats(x).moment, (f.detach().requires_grad_(True),))
