@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import typing
 from dataclasses import MISSING, fields
@@ -17,7 +18,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .errors import ImpastoError
-from .settings import Settings
+from .settings import COLOR_MODES, MODELS, OPTIMIZERS, POOLINGS, STYLE_LOSSES, Settings
+
+# Shown in --help; Settings.validate gives the error for anything else.
+CHOICES = {"model": MODELS, "pooling": POOLINGS, "optimizer": OPTIMIZERS, "style_loss": STYLE_LOSSES, "preserve_color": COLOR_MODES}
 
 COMMANDS = ("demo", "presets", "sweep")
 
@@ -59,7 +63,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] 
         elif is_tuple:
             group.add_argument(flag, default=None, metavar="A,B,..", help=text)
         else:
-            group.add_argument(flag, type=kind, default=None, metavar=kind.__name__.upper(), help=text)
+            metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else {int: "N", float: "X"}.get(kind, "VALUE")
+            group.add_argument(flag, type=kind, default=None, metavar=metavar, help=text)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -324,6 +329,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("impasto: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `impasto presets | head`: the reader left, nothing is wrong
+        sys.stdout = open(os.devnull, "w")
+        return 0
 
 
 if __name__ == "__main__":

@@ -71,9 +71,14 @@ def plan_scales(width: int, height: int, settings: Settings) -> list[tuple[int, 
 
 
 def plan_iterations(scales: int, settings: Settings) -> list[int]:
-    """Geometric from `initial_iterations` at the coarsest scale to `iterations` at the finest."""
+    """Geometric from `initial_iterations` at the coarsest scale to `iterations` at the finest.
+
+    A multiscale run too small for a second scale is all coarsest scale, and gets
+    `initial_iterations` (its 30 fine-tuning iterations alone would leave it half painted);
+    `--no-multiscale` runs `iterations` at the one scale.
+    """
     if scales == 1:
-        return [settings.iterations]
+        return [settings.initial_iterations if settings.multiscale else settings.iterations]
     first, last = max(settings.initial_iterations, 0), max(settings.iterations, 0)
     if first == 0 or last == 0:
         return [round(first + (last - first) * i / (scales - 1)) for i in range(scales)]

@@ -55,7 +55,8 @@ def test_plan_iterations_geometric_from_initial_to_final():
     assert steps == sorted(steps, reverse=True)
     ratios = [b / a for a, b in zip(steps, steps[1:])]
     assert ratios == pytest.approx([0.2**0.25] * 4, rel=0.02)
-    assert plan_iterations(1, settings) == [60]
+    assert plan_iterations(1, settings) == [300]  # a multiscale run with room for one scale only
+    assert plan_iterations(1, settings.replace(multiscale=False)) == [60]
     assert plan_iterations(3, Settings(initial_iterations=10, iterations=40)) == [10, 20, 40]
 
 
