@@ -61,7 +61,8 @@ def load_image(source: ImageLike) -> Image.Image:
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(image, dtype=np.float64)
-        hi = 65535.0 if a.max() > 255 else 255.0
+        # 16-bit modes are 0-65535 whatever the values; 32-bit "I"/"F" carry no range, so guess.
+        hi = 65535.0 if image.mode.startswith("I;16") or a.max() > 255 else 255.0
         image = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")

@@ -223,3 +223,12 @@ def test_yiq_round_trip():
     image = image_tensor(smooth_image(8, 9, seed=8))
     assert torch.allclose(color.yiq_to_rgb(color.rgb_to_yiq(image)), image, atol=1e-5)
     assert torch.allclose(pil_to_tensor(Image.fromarray(to_uint8(smooth_image(8, 9, seed=8)))), image, atol=1 / 255)
+
+
+def test_dark_16_bit_image_stays_dark(tmp_path):
+    # All values <= 255 in a 16-bit file are still 16-bit values: near black, not mid grey.
+    path = tmp_path / "dark16.png"
+    Image.fromarray(np.full((20, 30), 200, dtype=np.uint16)).save(path)
+    assert Image.open(path).mode.startswith("I")
+    rgb = np.asarray(load_image(path))
+    assert rgb.max() <= 1
