@@ -26,7 +26,7 @@ from common import IMAGES, WEIGHTS, baseline_objective, load_pair, textbook_base
 
 from impasto import Settings, Stylizer  # noqa: E402
 from impasto import weights as W  # noqa: E402
-from impasto.images import pil_to_tensor, tensor_to_pil  # noqa: E402
+from impasto.images import load_image, pil_to_tensor, tensor_to_pil  # noqa: E402
 from impasto.metrics import CONTENT_LAYER, STYLE_LAYERS, Scorer  # noqa: E402
 from impasto.vgg import FeatureExtractor  # noqa: E402
 
@@ -66,7 +66,12 @@ def main() -> None:
     p.add_argument("--paintings", default=",".join(PAINTINGS))
     p.add_argument("--baseline-evaluations", type=int, default=300)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "quality"))
+    p.add_argument("--summarise", action="store_true", help="only rebuild the table and sheet from OUT/records.jsonl")
     args = p.parse_args()
+    if args.summarise:
+        out = Path(args.out)
+        records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
+        return write_outputs(records, list(dict.fromkeys(r["run"] for r in records)), out)
     if not (WEIGHTS / "vgg19-caffe-features.safetensors").is_file() or not (WEIGHTS / "vgg16-caffe-features.safetensors").is_file():
         sys.exit(f"quality.py needs the real VGG19 and VGG16 weights in {WEIGHTS}: the scores mean nothing with random ones")
     out = Path(args.out)
@@ -78,12 +83,13 @@ def main() -> None:
     runs = variants(args.size)
     baseline_settings = Settings(weights=str(WEIGHTS), size=args.size, style_loss="gram", multiscale=False)
     names = ["textbook baseline", *runs]
-    records, sheet_rows, row_labels = [], [], []
+    records: list[dict] = []
     print(f"# impasto quality benchmark at {args.size} px\n\n{threads_note()}")
     print(f"reproduce: .venv/bin/python benchmarks/quality.py {' '.join(sys.argv[1:])}".rstrip())
     print("\n| photo / painting | run | content dist | style dist | seconds |\n|---|---|---:|---:|---:|", flush=True)
-    for photo in args.photos.split(","):
-        for painting in args.paintings.split(","):
+    pairs = [(ph, pa) for ph in args.photos.split(",") for pa in args.paintings.split(",")]
+    try:
+        for photo, painting in pairs:
             content, style = load_pair(photo, painting, args.size)
             outputs: dict[str, Image.Image] = {}
             start = time.perf_counter()
@@ -97,17 +103,33 @@ def main() -> None:
                 outputs[name], seconds[name] = result.image, result.seconds
             for name in names:
                 scores = scorer(pil_to_tensor(outputs[name]), content, style)
-                stem = f"{Path(photo).stem}-{Path(painting).stem}-{name.replace(' ', '_')}"
-                outputs[name].save(out / f"{stem}.jpg", quality=92)
+                outputs[name].save(out / f"{image_stem(photo, painting, name)}.jpg", quality=92)
                 rec = {"photo": photo, "painting": painting, "run": name, "content": scores.content,
                        "style": scores.style, "seconds": seconds[name]}
                 records.append(rec)
                 print(f"| {Path(photo).stem} / {Path(painting).stem} | {name} | {scores.content:.3f} | {scores.style:.4f} | {seconds[name]:.0f} |", flush=True)
-            sheet_rows.append([tensor_to_pil(content), tensor_to_pil(style)] + [outputs[n] for n in names])
-            row_labels.append(f"{Path(photo).stem} / {Path(painting).stem}")
+    except KeyboardInterrupt:
+        # A long benchmark stopped early still reports the pairs it finished.
+        print(f"\ninterrupted: {len({(r['photo'], r['painting']) for r in records})} of {len(pairs)} pairs done")
+    write_outputs(records, names, out)
+
+
+def image_stem(photo: str, painting: str, run: str) -> str:
+    return f"{Path(photo).stem}-{Path(painting).stem}-{run.replace(' ', '_')}"
+
+
+def write_outputs(records: list[dict], names: list[str], out: Path) -> None:
+    """records.jsonl, the summary table and the contact sheet of every finished pair."""
     (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    contact_sheet(sheet_rows, row_labels, ["photo", "painting", *names]).save(out / "sheet.jpg", quality=88)
-    summarise(records, names)
+    done = list(dict.fromkeys((r["photo"], r["painting"]) for r in records))
+    rows = []
+    for photo, painting in done:
+        inputs = [load_image(IMAGES / name) for name in (photo, painting)]
+        rows.append(inputs + [Image.open(out / f"{image_stem(photo, painting, n)}.jpg") for n in names])
+    labels = [f"{Path(ph).stem} / {Path(pa).stem}" for ph, pa in done]
+    if rows:
+        contact_sheet(rows, labels, ["photo", "painting", *names]).save(out / "sheet.jpg", quality=88)
+        summarise(records, names)
     print(f"\nimages and sheet: {out}")
 
 
