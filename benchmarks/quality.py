@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import IMAGES, WEIGHTS, baseline_objective, load_pair, textbook_baseline, threads_note  # noqa: E402
@@ -28,6 +28,7 @@ from impasto import Settings, Stylizer  # noqa: E402
 from impasto import weights as W  # noqa: E402
 from impasto.images import load_image, pil_to_tensor, tensor_to_pil  # noqa: E402
 from impasto.metrics import CONTENT_LAYER, STYLE_LAYERS, Scorer  # noqa: E402
+from impasto.sweep import labelled_sheet  # noqa: E402
 from impasto.vgg import FeatureExtractor  # noqa: E402
 
 PHOTOS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.png")
@@ -40,23 +41,6 @@ def variants(size: int) -> dict[str, Settings]:
         "impasto default": base,
         **{f"loss {k}": base.replace(style_loss=k) for k in ("gram", "w2", "meanstd") if k != base.style_loss},
     }
-
-
-def contact_sheet(rows: list[list[Image.Image]], row_labels: list[str], col_labels: list[str], cell: int = 256) -> Image.Image:
-    font = ImageFont.load_default(size=max(12, cell // 14))
-    pad, head, side = 6, cell // 8, cell
-    sheet = Image.new("RGB", (side + len(col_labels) * (cell + pad), head + len(rows) * (cell + pad)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for j, label in enumerate(col_labels):
-        draw.text((side + j * (cell + pad) + 4, 4), label, fill="black", font=font)
-    for i, (images, label) in enumerate(zip(rows, row_labels)):
-        y = head + i * (cell + pad)
-        draw.multiline_text((4, y + 4), label.replace(" / ", "\n"), fill="black", font=font)
-        for j, img in enumerate(images):
-            thumb = img.copy()
-            thumb.thumbnail((cell, cell), Image.Resampling.LANCZOS)
-            sheet.paste(thumb, (side + j * (cell + pad), y))
-    return sheet
 
 
 def main() -> None:
@@ -114,6 +98,12 @@ def main() -> None:
     write_outputs(records, names, out)
 
 
+def thumbnail(image: Image.Image, side: int) -> Image.Image:
+    image = image.copy()
+    image.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return image
+
+
 def image_stem(photo: str, painting: str, run: str) -> str:
     return f"{Path(photo).stem}-{Path(painting).stem}-{run.replace(' ', '_')}"
 
@@ -128,7 +118,9 @@ def write_outputs(records: list[dict], names: list[str], out: Path) -> None:
         rows.append(inputs + [Image.open(out / f"{image_stem(photo, painting, n)}.jpg") for n in names])
     labels = [f"{Path(ph).stem} / {Path(pa).stem}" for ph, pa in done]
     if rows:
-        contact_sheet(rows, labels, ["photo", "painting", *names]).save(out / "sheet.jpg", quality=88)
+        thumbs = [[thumbnail(im, 256) for im in row] for row in rows]
+        sheet, _ = labelled_sheet(thumbs, ["photo", "painting", *names], labels, "impasto quality benchmark (rows: photo / painting)")
+        sheet.save(out / "sheet.jpg", quality=88)
         summarise(records, names)
     print(f"\nimages and sheet: {out}")
 

@@ -206,22 +206,29 @@ def _font(size: int) -> Any:
 def contact_sheet(
     images: Sequence[Sequence[Image.Image]], axes: Sequence[tuple[str, Sequence[Any]]]
 ) -> tuple[Image.Image, dict[tuple[int, int], tuple[int, int, int, int]]]:
-    """The images on a white sheet with a title, column titles and (for two settings) row titles.
+    """The sweep's images on a sheet titled with the swept settings and their values."""
+    col_name, col_values = axes[-1]
+    col_labels = [f"{col_name}={format_value(v)}" for v in col_values]
+    row_labels = [f"{axes[0][0]}={format_value(v)}" for v in axes[0][1]] if len(axes) == 2 else []
+    title = f"rows: {axes[0][0]}   columns: {col_name}" if len(axes) == 2 else f"columns: {col_name}"
+    return labelled_sheet(images, col_labels, row_labels, title)
+
+
+def labelled_sheet(
+    images: Sequence[Sequence[Image.Image]], col_labels: Sequence[str], row_labels: Sequence[str] = (), title: str = ""
+) -> tuple[Image.Image, dict[tuple[int, int], tuple[int, int, int, int]]]:
+    """Images in a grid on a white sheet with a title, column titles and optional row titles.
 
     Returns the sheet and each cell's box (left, top, right, bottom) on it.
     """
     cw = max(im.width for row in images for im in row)
     ch = max(im.height for row in images for im in row)
-    n_rows, n_cols = len(images), len(images[0])
+    n_rows, n_cols = len(images), max(len(row) for row in images)
     font_size = max(11, min(28, min(cw, ch) // 9))
     font = _font(font_size)
     pad = max(6, font_size // 2)
     line = font_size + pad
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    col_name, col_values = axes[-1]
-    col_labels = [f"{col_name}={format_value(v)}" for v in col_values]
-    row_labels = [f"{axes[0][0]}={format_value(v)}" for v in axes[0][1]] if len(axes) == 2 else []
-    title = f"rows: {axes[0][0]}   columns: {col_name}" if len(axes) == 2 else f"columns: {col_name}"
     left = pad + (max(measure.textlength(t, font=font) for t in row_labels) + pad if row_labels else 0)
     left = int(round(left))
     top = pad + 2 * line
@@ -239,8 +246,7 @@ def contact_sheet(
         y = top + r * (ch + pad)
         if row_labels:
             draw.text((pad, y + ch / 2), row_labels[r], fill="black", font=font, anchor="lm")
-        for c in range(n_cols):
-            image = images[r][c]
+        for c, image in enumerate(images[r]):
             x = left + c * (cw + pad)
             # A cell smaller than the largest (a swept size) is centred in its box.
             ox, oy = x + (cw - image.width) // 2, y + (ch - image.height) // 2
