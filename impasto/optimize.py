@@ -173,22 +173,15 @@ class Objective:
         for layer, lw in zip(settings.style_layers, layer_weights):
             for mask, members in groups:
                 target = L.blend_stats([per_style[i][layer] for i in members], [styles[i].weight for i in members])
-                layer_mask = None
-                if mask is not None:
-                    fh, fw = content_feats[layer].shape[-2:]
-                    layer_mask = torch.nn.functional.interpolate(mask, size=(fh, fw), mode="bilinear", align_corners=False)[0, 0]
-                fn = L.make_style_loss(settings.style_loss, target, settings.gram_shift, layer_mask)
+                fn = L.make_style_loss(settings.style_loss, target, settings.gram_shift, _mask_like(mask, content_feats[layer]))
                 self.style_losses.append((layer, lw / len(groups), fn))
         # Chained inference: one cross-layer term per adjacent pair, weighted like its shallower layer.
         self.chain_losses: list[tuple[str, str, float, L.ChainLossFn]] = []
         for (a, b), lw in zip(pairs, layer_weights):
             for mask, members in groups:
                 cross = L.blend_cross_stats([per_style_chain[i][(a, b)] for i in members], [styles[i].weight for i in members])
-                layer_mask = None
-                if mask is not None:
-                    fh, fw = content_feats[a].shape[-2:]
-                    layer_mask = torch.nn.functional.interpolate(mask, size=(fh, fw), mode="bilinear", align_corners=False)[0, 0]
-                self.chain_losses.append((a, b, lw / len(groups), L.chain_loss(cross, settings.gram_shift, layer_mask)))
+                chain = L.chain_loss(cross, settings.gram_shift, _mask_like(mask, content_feats[a]))
+                self.chain_losses.append((a, b, lw / len(groups), chain))
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         s = self.settings
@@ -203,6 +196,13 @@ class Objective:
         tv = L.tv_loss(image.float())
         total = s.content_weight * content + s.style_weight * style + s.tv_weight * tv
         return total, {"content": content, "style": style, "tv": tv}
+
+
+def _mask_like(mask: Optional[torch.Tensor], features: torch.Tensor) -> Optional[torch.Tensor]:
+    """A (1, 1, H, W) output mask as (h, w) at a layer's resolution, or None for everywhere."""
+    if mask is None:
+        return None
+    return torch.nn.functional.interpolate(mask, size=tuple(features.shape[-2:]), mode="bilinear", align_corners=False)[0, 0]
 
 
 def _group_by_mask(styles: Sequence[StyleInput]) -> list[tuple[Optional[torch.Tensor], list[int]]]:
