@@ -14,7 +14,7 @@ from . import weights as W
 from .errors import ImpastoError, NonFiniteLoss
 from .images import ImageLike, fit_long_side, load_image, pil_to_tensor, resize_long_side, resize_tensor, tensor_to_pil
 from .media import FrameRecorder
-from .optimize import Outcome, Progress, StatsCache, StyleInput, check_memory, optimise, resolve_device
+from .optimize import ExtraLoss, Outcome, Progress, StatsCache, StyleInput, check_memory, optimise, resolve_device
 from .settings import Settings
 from .vgg import FeatureExtractor
 
@@ -104,6 +104,8 @@ class Stylizer:
         masks: Optional[Sequence[Optional[ImageLike]]] = None,
         keep_mask: Optional[ImageLike] = None,
         frames: int = 0,
+        init_image: Optional[ImageLike] = None,
+        extra_loss: Optional[ExtraLoss] = None,
         **overrides: Any,
     ) -> Result:
         """Stylise `content`. `callback(progress)` is called each iteration; return False to stop.
@@ -113,6 +115,9 @@ class Stylizer:
         regions keep the content untouched. Masks are greyscale images of any size,
         stretched to the output's. `frames=N` keeps N pictures evenly spaced over the
         run, at the output size, in `Result.frames` (for impasto.media.write_gif).
+        `init_image` is a picture to start from (any size; it overrides
+        `settings.init`), and `extra_loss(image) -> {name: weighted term}` adds
+        terms to the objective at every scale (video's temporal loss uses both).
 
         Ctrl-C stops cleanly too: the result then holds the best image so far
         with `interrupted=True`.
@@ -149,7 +154,9 @@ class Stylizer:
         if frames < 0:
             raise ImpastoError(f"frames must be zero or more, not {frames}")
         init_t = None
-        if settings.init not in ("content", "noise", "style"):
+        if init_image is not None:
+            init_t = pil_to_tensor(load_image(init_image), device)
+        elif settings.init not in ("content", "noise", "style"):
             init_t = pil_to_tensor(load_image(settings.init), device)
 
         target_content = content_t
@@ -181,7 +188,7 @@ class Stylizer:
         interrupted, reason = False, None
         torch.set_grad_enabled(True)
         try:
-            for progress in optimise(extractor, settings, target_content, styles, outcome, init_t, self.style_cache):
+            for progress in optimise(extractor, settings, target_content, styles, outcome, init_t, self.style_cache, extra_loss):
                 if callback is not None or recorder is not None:
                     progress.image = finish(progress.image)
                 if recorder is not None:

@@ -4,6 +4,7 @@
     impasto demo [-o OUT.png]
     impasto presets
     impasto sweep CONTENT STYLE --grid SETTING=V1,V2,.. [--grid ...] -o SHEET.png [options]
+    impasto batch | serve | video | audio ...   (each in its own module, behind an extra)
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ from .settings import COLOR_MODES, MODELS, OPTIMIZERS, POOLINGS, STYLE_LOSSES, S
 CHOICES = {"model": MODELS, "pooling": POOLINGS, "optimizer": OPTIMIZERS, "style_loss": STYLE_LOSSES, "preserve_color": COLOR_MODES}
 
 COMMANDS = ("demo", "presets", "sweep")
+
+# Shells with optional dependencies live in their own modules, imported only when
+# asked for, so `impasto --help` works without the extras. Each has cli_main(argv) -> int.
+PLUGIN_COMMANDS = {
+    "batch": "impasto.batch",
+    "serve": "impasto.web",
+    "video": "impasto.video",
+    "audio": "impasto.audio",
+}
 
 # Said here rather than in Settings' field docs: the CLI-only spelling of a value.
 EXTRA_HELP = {"style_layers": "; 'all' = every conv layer (Novak & Nikulin 2016)"}
@@ -322,6 +332,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_presets(argv[1:])
         if argv and argv[0] == "sweep":
             return cmd_sweep(argv[1:])
+        if argv and argv[0] in PLUGIN_COMMANDS:
+            import importlib
+
+            return importlib.import_module(PLUGIN_COMMANDS[argv[0]]).cli_main(argv[1:])
         return cmd_run(argv)
     except ImpastoError as exc:
         print(f"impasto: error: {exc}", file=sys.stderr)

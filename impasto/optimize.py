@@ -14,7 +14,7 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import torch
 
@@ -153,8 +153,10 @@ class Objective:
         styles: Sequence[StyleInput],
         size: tuple[int, int],
         cache: Optional["StatsCache"] = None,
+        extra_loss: Optional["ExtraLoss"] = None,
     ) -> None:
         self.extractor = extractor
+        self.extra_loss = extra_loss
         self.settings = settings
         w, h = size
         pairs = chain_pairs(settings)
@@ -195,7 +197,12 @@ class Objective:
         style = style + sum(w * fn(feats[a], feats[b]) for a, b, w, fn in self.chain_losses)
         tv = L.tv_loss(image.float())
         total = s.content_weight * content + s.style_weight * style + s.tv_weight * tv
-        return total, {"content": content, "style": style, "tv": tv}
+        parts = {"content": content, "style": style, "tv": tv}
+        if self.extra_loss is not None:
+            for name, value in self.extra_loss(image).items():
+                total = total + value
+                parts[name] = value
+        return total, parts
 
 
 def _mask_like(mask: Optional[torch.Tensor], features: torch.Tensor) -> Optional[torch.Tensor]:
@@ -294,6 +301,8 @@ def style_statistics(
 
 def initial_image(settings: Settings, content: torch.Tensor, styles: Sequence[StyleInput], size: tuple[int, int], init_image: Optional[torch.Tensor]) -> torch.Tensor:
     w, h = size
+    if init_image is not None:  # given explicitly, or by a file path in settings.init
+        return resize_tensor(init_image, (h, w))
     if settings.init == "content":
         return resize_tensor(content, (h, w))
     if settings.init == "noise":
@@ -307,9 +316,7 @@ def initial_image(settings: Settings, content: torch.Tensor, styles: Sequence[St
         return (content.mean(dim=(2, 3), keepdim=True) + (noise - 0.5) * 0.5).clamp(0, 1)
     if settings.init == "style":
         return resize_tensor(styles[0].image, (h, w))
-    if init_image is None:
-        raise ImpastoError(f"init {settings.init!r}: no image given")
-    return resize_tensor(init_image, (h, w))
+    raise ImpastoError(f"init {settings.init!r}: no image given")
 
 
 def make_optimizer(settings: Settings, param: torch.Tensor) -> torch.optim.Optimizer:
@@ -320,6 +327,57 @@ def make_optimizer(settings: Settings, param: torch.Tensor) -> torch.optim.Optim
     return torch.optim.Adam([param], lr=settings.learning_rate())
 
 
+ExtraLoss = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
+
+class Step(NamedTuple):
+    """One optimiser iteration: its 1-based number, the losses of the pixels it scored, and those pixels."""
+
+    number: int
+    losses: dict[str, float]
+    scored: torch.Tensor
+
+
+def descend(
+    score: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    param: torch.Tensor,
+    steps: int,
+    settings: Settings,
+    bounds: Optional[tuple[float, float]] = (0.0, 1.0),
+    autocast: bool = False,
+) -> Iterator[Step]:
+    """Minimise `score(param)` in place for `steps` iterations with the settings' optimiser.
+
+    The one descent loop of the project: images and audio spectrograms both go
+    through it. It yields a Step after each iteration (the caller tracks the best
+    and reports), keeps `param` within `bounds`, and raises NonFiniteLoss the
+    moment the loss stops being a number.
+    """
+    param.requires_grad_(True)
+    optimizer = make_optimizer(settings, param)
+    last: dict[str, float] = {}
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=autocast):
+            value, parts = score(param)
+        value.backward()
+        last.clear()
+        last.update({k: float(v.detach()) for k, v in parts.items()})
+        last["total"] = float(value.detach())
+        return value
+
+    for number in range(1, steps + 1):
+        before = param.detach().clone()  # what `closure` scores during this step
+        optimizer.step(closure)
+        if not all(math.isfinite(v) for v in last.values()):
+            raise NonFiniteLoss(f"the loss became {last.get('total')} at iteration {number}; try a lower --lr or smaller weights", before)
+        if bounds is not None:
+            with torch.no_grad():
+                param.clamp_(*bounds)
+        yield Step(number, dict(last), before)
+
+
 def optimise(
     extractor: FeatureExtractor,
     settings: Settings,
@@ -328,12 +386,15 @@ def optimise(
     outcome: Outcome,
     init_image: Optional[torch.Tensor] = None,
     cache: Optional[StatsCache] = None,
+    extra_loss: Optional[ExtraLoss] = None,
 ) -> Iterator[Progress]:
     """Yield a Progress per iteration, keeping `outcome` up to date as it goes.
 
     `outcome` holds the best image and losses so far, so a caller that stops
     early (Ctrl-C, a cancel) still has them. Raises NonFiniteLoss if the loss
-    blows up; `outcome` then holds the last good image.
+    blows up; `outcome` then holds the last good image. `extra_loss(image)`
+    returns further weighted terms (for example video's temporal loss), called
+    with the image at each scale's size.
     """
     width, height = content.shape[-1], content.shape[-2]
     sizes = plan_scales(width, height, settings)
@@ -351,41 +412,20 @@ def optimise(
     outcome.image = best = image.clone()
     for index, (size, n) in enumerate(zip(sizes, steps)):
         w, h = size
-        image = resize_tensor(best, (h, w)).contiguous()
-        outcome.image = best = image.clone()
+        param = resize_tensor(best, (h, w)).contiguous()
+        outcome.image = best = param.clone()
         best_value = math.inf
-        objective = Objective(extractor, settings, content, styles, size, cache)
-        param = image.requires_grad_(True)
-        optimizer = make_optimizer(settings, param)
-        last: dict[str, float] = {}
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=autocast):
-                value, parts = objective(param)
-            value.backward()
-            last.clear()
-            last.update({k: float(v.detach()) for k, v in parts.items()})
-            last["total"] = float(value.detach())
-            return value
-
-        for step in range(1, n + 1):
-            before = param.detach().clone()  # what `closure` scores during this step
-            optimizer.step(closure)
-            if not all(math.isfinite(v) for v in last.values()):
-                raise NonFiniteLoss(
-                    f"the loss became {last.get('total')} at scale {index + 1} iteration {step}; try a lower --lr or "
-                    "smaller weights",
-                    best,
-                )
-            if last["total"] < best_value:
-                best_value, best = last["total"], before
-                outcome.image, outcome.losses = best, dict(last)
-            with torch.no_grad():
-                param.clamp_(0, 1)
-            done += 1
-            history.append({"scale": index, "iteration": done, **last})
-            yield Progress(index, len(sizes), size, step, n, done, total, dict(last), param.detach(), time.perf_counter() - start)
+        objective = Objective(extractor, settings, content, styles, size, cache, extra_loss)
+        try:
+            for step in descend(objective, param, n, settings, autocast=autocast):
+                if step.losses["total"] < best_value:
+                    best_value, best = step.losses["total"], step.scored
+                    outcome.image, outcome.losses = best, step.losses
+                done += 1
+                history.append({"scale": index, "iteration": done, **step.losses})
+                yield Progress(index, len(sizes), size, step.number, n, done, total, step.losses, param.detach(), time.perf_counter() - start)
+        except NonFiniteLoss as exc:
+            raise NonFiniteLoss(f"at scale {index + 1}: {exc}", best) from None
         if n > 0:
             # The final parameters were never scored; score them so "best" is honest.
             with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=autocast):
