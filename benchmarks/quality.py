@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/quality.py                      # 4 photos x 3 paintings at 512 px (hours here)
     .venv/bin/python benchmarks/quality.py --size 256 --baseline-evaluations 300
+    .venv/bin/python benchmarks/quality.py --size 256 --reuse --variant "sw15=style_weight:15"
 
 Every output is scored with VGG16 (the optimisation uses VGG19): content
 distance (relative feature error at conv4_2 to the photo) and style distance
@@ -13,6 +14,7 @@ one labelled contact sheet (results/quality_sheet.jpg).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -35,12 +37,30 @@ PHOTOS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.png")
 PAINTINGS = ("starry_night.jpg", "the_scream.jpg", "shipwreck.jpg")
 
 
-def variants(size: int) -> dict[str, Settings]:
+def variants(size: int, extra: list[str]) -> dict[str, Settings]:
+    """The default and each other style loss; or the default and the --variant candidates."""
     base = Settings(weights=str(WEIGHTS), size=size)
+    if extra:
+        return {"impasto default": base, **dict(parse_variant(text, base) for text in extra)}
     return {
         "impasto default": base,
         **{f"loss {k}": base.replace(style_loss=k) for k in ("gram", "w2", "meanstd") if k != base.style_loss},
     }
+
+
+def settings_key(settings: Settings) -> str:
+    return hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def parse_variant(text: str, base: Settings) -> tuple[str, Settings]:
+    """'NAME=setting:value,setting:value' -> (NAME, the default with those settings)."""
+    name, _, body = text.partition("=")
+    changes = {}
+    for item in filter(None, body.split(",")):
+        key, _, value = item.partition(":")
+        kind = type(getattr(base, key))
+        changes[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return name, base.replace(**changes).validate()
 
 
 def main() -> None:
@@ -51,6 +71,10 @@ def main() -> None:
     p.add_argument("--baseline-evaluations", type=int, default=300)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "quality"))
     p.add_argument("--summarise", action="store_true", help="only rebuild the table and sheet from OUT/records.jsonl")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=KEY:VALUE,..",
+                   help="a candidate setting to compare with the default (repeatable); replaces the per-loss runs")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep a run already recorded in OUT/records.jsonl at this size (its image must exist) instead of redoing it")
     args = p.parse_args()
     if args.summarise:
         out = Path(args.out)
@@ -64,7 +88,15 @@ def main() -> None:
     vgg16 = W.load(WEIGHTS / "vgg16-caffe-features.safetensors")
     scorer = Scorer(FeatureExtractor("vgg16", vgg16.state_dict, (CONTENT_LAYER, *STYLE_LAYERS), "max", vgg16.convention))
     stylizer = Stylizer(download=False)
-    runs = variants(args.size)
+    runs = variants(args.size, args.variant)
+    # What a record must have been made with to be reused: a default that has since changed is redone.
+    keys = {name: settings_key(s) for name, s in runs.items()} | {"textbook baseline": f"baseline-{args.baseline_evaluations}"}
+    done_before: dict[tuple, dict] = {}
+    if args.reuse and (out / "records.jsonl").is_file():
+        for line in (out / "records.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            if r.get("size") == args.size and r.get("key") == keys.get(r["run"]) and (out / f"{image_stem(r['photo'], r['painting'], r['run'])}.jpg").is_file():
+                done_before[(r["photo"], r["painting"], r["run"])] = r
     baseline_settings = Settings(weights=str(WEIGHTS), size=args.size, style_loss="gram", multiscale=False)
     names = ["textbook baseline", *runs]
     records: list[dict] = []
@@ -76,22 +108,29 @@ def main() -> None:
         for photo, painting in pairs:
             content, style = load_pair(photo, painting, args.size)
             outputs: dict[str, Image.Image] = {}
-            start = time.perf_counter()
-            extractor = stylizer.extractor(baseline_settings, torch.device("cpu"))
-            objective = baseline_objective(extractor, baseline_settings, content, style)
-            image = textbook_baseline(objective, content, args.baseline_evaluations, [])
-            outputs[names[0]] = tensor_to_pil(image)
-            seconds = {names[0]: time.perf_counter() - start}
+            seconds: dict[str, float] = {}
+            todo = [n for n in names if (photo, painting, n) not in done_before]
+            if names[0] in todo:
+                start = time.perf_counter()
+                extractor = stylizer.extractor(baseline_settings, torch.device("cpu"))
+                objective = baseline_objective(extractor, baseline_settings, content, style)
+                outputs[names[0]] = tensor_to_pil(textbook_baseline(objective, content, args.baseline_evaluations, []))
+                seconds[names[0]] = time.perf_counter() - start
             for name, settings in runs.items():
-                result = stylizer.run(content, style, settings)
-                outputs[name], seconds[name] = result.image, result.seconds
+                if name in todo:
+                    result = stylizer.run(content, style, settings)
+                    outputs[name], seconds[name] = result.image, result.seconds
             for name in names:
-                scores = scorer(pil_to_tensor(outputs[name]), content, style)
-                outputs[name].save(out / f"{image_stem(photo, painting, name)}.jpg", quality=92)
-                rec = {"photo": photo, "painting": painting, "run": name, "content": scores.content,
-                       "style": scores.style, "seconds": seconds[name]}
+                if name in todo:
+                    scores = scorer(pil_to_tensor(outputs[name]), content, style)
+                    outputs[name].save(out / f"{image_stem(photo, painting, name)}.jpg", quality=92)
+                    rec = {"photo": photo, "painting": painting, "run": name, "size": args.size, "key": keys[name],
+                           "content": scores.content, "style": scores.style, "seconds": seconds[name]}
+                else:
+                    rec = done_before[(photo, painting, name)]
                 records.append(rec)
-                print(f"| {Path(photo).stem} / {Path(painting).stem} | {name} | {scores.content:.3f} | {scores.style:.4f} | {seconds[name]:.0f} |", flush=True)
+                reused = "" if name in todo else " (reused)"
+                print(f"| {Path(photo).stem} / {Path(painting).stem} | {name}{reused} | {rec['content']:.3f} | {rec['style']:.4f} | {rec['seconds']:.0f} |", flush=True)
     except KeyboardInterrupt:
         # A long benchmark stopped early still reports the pairs it finished.
         print(f"\ninterrupted: {len({(r['photo'], r['painting']) for r in records})} of {len(pairs)} pairs done")
@@ -109,8 +148,13 @@ def image_stem(photo: str, painting: str, run: str) -> str:
 
 
 def write_outputs(records: list[dict], names: list[str], out: Path) -> None:
-    """records.jsonl, the summary table and the contact sheet of every finished pair."""
-    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    """records.jsonl (merged with earlier runs'), the summary table and the contact sheet of every finished pair."""
+    key = lambda r: (r["photo"], r["painting"], r["run"], r.get("size"))  # noqa: E731
+    merged = {}
+    if (out / "records.jsonl").is_file():
+        merged = {key(r): r for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())}
+    merged.update({key(r): r for r in records})
+    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in merged.values()))
     done = list(dict.fromkeys((r["photo"], r["painting"]) for r in records))
     rows = []
     for photo, painting in done:

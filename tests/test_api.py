@@ -167,3 +167,28 @@ def test_no_content_layers_is_not_a_crash(stylizer, make_settings, content_array
         return
     assert result.image.size == (48, 40)
     assert result.losses["style"] <= result.history[0]["style"]
+
+
+def test_init_image_is_where_the_run_starts(stylizer, make_settings, content_array, style_array):
+    # With no iterations the result is the start image itself: the given picture, not the content.
+    settings = make_settings(multiscale=False, iterations=0)
+    start = np.zeros_like(content_array)
+    start[..., 2] = 0.9  # a flat blue picture, at another size than the output
+    result = stylizer.run(content_array, style_array, settings, init_image=start[::2, ::2])
+    assert np.abs(mean_rgb(result.image) - np.array([0.0, 0.0, 0.9])).max() < 0.02
+
+
+def test_extra_loss_is_added_to_the_objective_and_pulls_the_image(stylizer, make_settings, content_array, style_array):
+    # A heavy penalty towards black must darken the picture and show up in the reported losses.
+    settings = make_settings(multiscale=True, size=48, min_size=24, scale_factor=2.0, initial_iterations=6, iterations=6)
+    seen_sizes = set()
+
+    def towards_black(image):
+        seen_sizes.add(tuple(image.shape[-2:]))
+        return {"dark": 50.0 * image.pow(2).mean()}
+
+    plain = stylizer.run(content_array, style_array, settings)
+    pulled = stylizer.run(content_array, style_array, settings, extra_loss=towards_black)
+    assert "dark" in pulled.losses and "dark" not in plain.losses
+    assert mean_rgb(pulled.image).mean() < mean_rgb(plain.image).mean() - 0.1
+    assert len(seen_sizes) == 2  # called at both scales, with that scale's image
