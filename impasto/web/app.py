@@ -1,0 +1,460 @@
+"""The web app: a page, and an HTTP API over impasto.api.Stylizer with a job queue.
+
+Every route under /api is described by the OpenAPI schema at /openapi.json (and the
+interactive page /docs). create_app() builds the app from a WebConfig, so tests
+and `impasto serve` assemble it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Literal, Optional
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Path as PathParam, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import ImpastoError
+from ..images import save_image
+from ..presets import PRESETS
+from ..settings import COLOR_MODES
+from .jobs import (ACTIVE, CONTENT_FILE, FRAMES_DIR, GIF_FILE, RESULT_FILE, JobConflict, JobManager, JobStore,
+                   public_settings, style_file)  # fmt: skip
+from .options import LAYER_SETS, Limits, SettingsResolver, parse_settings_json, parse_style_weights
+from .uploads import UploadError, decode_upload, display_name, format_bytes
+
+STATIC = Path(__file__).with_name("static")
+# Form fields the create-job route declares; any other field must be a Settings name.
+DECLARED_FIELDS = ("content", "style", "settings", "preset", "style_weights", "token")
+
+
+@dataclass
+class WebConfig:
+    """Everything `impasto serve` decides; tests build one directly."""
+
+    data_dir: Path
+    token: Optional[str] = None
+    workers: int = 1
+    base_settings: dict[str, Any] = field(default_factory=dict)  # the server's explicit --options
+    base_preset: Optional[str] = None
+    limits: Limits = field(default_factory=Limits)
+    max_upload_bytes: int = 25_000_000
+    max_pixels: int = 50_000_000
+    keep_days: Optional[float] = 7.0
+    keep_jobs: Optional[int] = 200
+    gif_frames: int = 30
+    allowed_hosts: Optional[list[str]] = None  # Host headers accepted; None = any
+    stylizer: Any = None  # an impasto.api.Stylizer; made on demand when None
+
+
+# -- response models (they are the OpenAPI schema's documentation of the API)
+
+
+class ProgressView(BaseModel):
+    done: int
+    total: int
+    scale: int
+    scales: int
+    size: list[int]
+    losses: dict[str, float]
+    elapsed: float
+
+
+class InputView(BaseModel):
+    file: str
+    name: str
+    size: list[int]
+    weight: Optional[float] = None
+
+
+class JobView(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "cancelled", "failed", "interrupted"]
+    created: float
+    started: Optional[float] = None
+    finished: Optional[float] = None
+    request: dict[str, Any]
+    settings: dict[str, Any]
+    content: InputView
+    styles: list[InputView]
+    progress: Optional[ProgressView] = None
+    error: Optional[str] = None
+    result: bool = False
+    gif: bool = False
+    frames: int = 0
+    partial: bool = False
+    seconds: Optional[float] = None
+    losses: Optional[dict[str, float]] = None
+    stopped_reason: Optional[str] = None
+    preview: Optional[int] = None
+    links: dict[str, str]
+
+
+class OptionsView(BaseModel):
+    defaults: dict[str, Any]
+    presets: dict[str, str]
+    preset_settings: dict[str, dict[str, Any]]
+    layer_sets: dict[str, list[str]]
+    preserve_color: list[str]
+    limits: dict[str, Any]
+
+
+def with_links(job: dict[str, Any]) -> dict[str, Any]:
+    base = f"/api/jobs/{job['id']}"
+    links = {"self": base, "events": f"{base}/events", "content": f"{base}/inputs/content"}
+    if job.get("preview"):
+        links["preview"] = f"{base}/preview?n={job['preview']}"
+    if job.get("result"):
+        links["result"] = f"{base}/result"
+    if job.get("gif"):
+        links["gif"] = f"{base}/progress.gif"
+    return dict(job, links=links)
+
+
+# -- safety middleware
+
+
+class BodyTooLarge(StarletteHTTPException):
+    pass
+
+
+class BodyLimit:
+    """Refuse a request body over `limit` bytes, declared or streamed, before it is all stored.
+
+    Raised from inside receive(), the error reaches FastAPI while it parses the form,
+    which passes HTTP exceptions on unchanged: the client gets a 413.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"the request is larger than the limit of {format_bytes(self.limit)}"
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            msg = await receive()
+            if msg["type"] == "http.request":
+                received += len(msg.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge(413, message)
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+# -- the app
+
+
+def create_app(config: WebConfig) -> FastAPI:
+    resolver = SettingsResolver(config.base_settings, config.base_preset, config.limits)
+    resolver.defaults()  # the server's own options are checked at start, not at the first job
+    if config.stylizer is None:
+        from ..api import Stylizer
+
+        config.stylizer = Stylizer()
+    manager = JobManager(
+        JobStore(config.data_dir),
+        resolver,
+        config.stylizer,
+        workers=config.workers,
+        gif_frames=config.gif_frames,
+        keep_days=config.keep_days,
+        keep_jobs=config.keep_jobs,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        manager.start()
+        yield
+        await run_in_threadpool(manager.stop)
+
+    app = FastAPI(
+        title="impasto",
+        summary="Paint a photo in the style of an artwork (neural style transfer).",
+        description="Create a job with a photo and one or more style images, follow it with server-sent events, "
+        "then fetch the result and the progress GIF. With a token set, send it as `Authorization: Bearer TOKEN` "
+        "or `?token=TOKEN`.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.manager = manager
+    app.state.config = config
+    upload_limit = config.max_upload_bytes * (config.limits.max_styles + 1) + 1_000_000
+    app.add_middleware(BodyLimit, limit=upload_limit)
+    if config.allowed_hosts is not None:
+        # A page on another site cannot reach a loopback server through DNS rebinding.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=config.allowed_hosts)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if not request.url.path.startswith("/docs"):  # Swagger UI loads its own inline script
+            response.headers.setdefault(
+                "Content-Security-Policy",
+                "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+            )
+        return response
+
+    add_error_handlers(app)
+    app.include_router(api_router(config, manager, resolver), prefix="/api")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    return app
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ImpastoError)
+    async def bad_input(request: Request, exc: ImpastoError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(UploadError)
+    async def bad_upload(request: Request, exc: UploadError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(JobConflict)
+    async def conflict(request: Request, exc: JobConflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # One readable line first (the page shows it), FastAPI's list after it for programs.
+        errors = exc.errors()
+        lines = [f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in errors]
+        return JSONResponse({"detail": "; ".join(lines), "errors": json.loads(json.dumps(errors, default=str))}, status_code=422)
+
+
+def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolver) -> APIRouter:
+    bearer = HTTPBearer(auto_error=False, description="the server's token, when it has one")
+    query_token = APIKeyQuery(name="token", auto_error=False, description="the token as a query parameter (for <img> and EventSource)")
+
+    def check_access(
+        request: Request,
+        credentials: Optional[HTTPAuthorizationCredentials] = Depends(bearer),
+        token: Optional[str] = Depends(query_token),
+    ) -> None:
+        if request.method not in ("GET", "HEAD"):
+            # A page on another site may post a form here (no preflight for multipart): refuse it.
+            origin = request.headers.get("origin")
+            if origin and urlsplit(origin).netloc != request.headers.get("host"):
+                raise HTTPException(403, "cross-site request refused")
+        if config.token is None:
+            return
+        given = credentials.credentials if credentials is not None else token
+        if given is None or not secrets.compare_digest(given.encode(), config.token.encode()):
+            raise HTTPException(401, "this server needs its token: open the address `impasto serve` printed, or send "
+                                "Authorization: Bearer TOKEN", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+    router = APIRouter(dependencies=[Depends(check_access)])
+    JobId = PathParam(description="the job's id (a uuid)")
+
+    def find(job_id: uuid.UUID) -> dict[str, Any]:
+        try:
+            return with_links(manager.view(str(job_id)))
+        except KeyError:
+            raise HTTPException(404, f"no job {job_id}") from None
+
+    def job_file(job_id: uuid.UUID, name: str, what: str) -> Path:
+        find(job_id)
+        path = manager.store.folder(str(job_id)) / name
+        if not path.is_file():
+            raise HTTPException(404, f"job {job_id} has no {what} (yet)")
+        return path
+
+    @router.get("/options", response_model=OptionsView, summary="Default settings, presets and limits")
+    def options() -> dict[str, Any]:
+        limits = config.limits
+        return {
+            "defaults": public_settings(resolver.defaults()),
+            "presets": {name: p.description for name, p in PRESETS.items()},
+            "preset_settings": {name: public_settings(resolver.preset(name)) for name in PRESETS},
+            "layer_sets": {name: list(layers) for name, layers in LAYER_SETS.items()},
+            "preserve_color": list(COLOR_MODES),
+            "limits": {
+                "max_size": limits.max_size,
+                "max_iterations": limits.max_iterations,
+                "max_styles": limits.max_styles,
+                "max_upload_bytes": config.max_upload_bytes,
+                "max_pixels": config.max_pixels,
+            },
+        }
+
+    @router.post("/jobs", response_model=JobView, status_code=201, summary="Create a job")
+    async def create_job(
+        request: Request,
+        content: UploadFile = File(description="the photo to paint"),
+        style: list[UploadFile] = File(description="one or more style images (repeat the field)"),
+        settings: Optional[str] = Form(None, description='Settings fields as a JSON object, e.g. {"size": 256, "style_weight": 50}'),
+        preset: Optional[str] = Form(None, description="a named preset (gatys2015, novak2016, fast, hq); settings override it"),
+        style_weights: Optional[str] = Form(None, description="blend weights, one per style image: 0.7,0.3 or [0.7, 0.3]"),
+    ) -> dict[str, Any]:
+        """Upload a photo and style images; any Settings field may also be sent as its own form field
+        (`size=256`). The job is queued at once; follow it at /api/jobs/{id}/events."""
+        fields = dict(parse_settings_json(settings))
+        form = await request.form()
+        for key in form.keys():
+            if key not in DECLARED_FIELDS:
+                value = form.get(key)
+                if not isinstance(value, str):
+                    raise ImpastoError(f"{key}: expected a value, got a file")
+                fields[key] = value
+        job_request = {"preset": preset or None, "settings": fields}
+        resolved = resolver(job_request)
+        if len(style) > config.limits.max_styles:
+            raise ImpastoError(f"at most {config.limits.max_styles} style images, not {len(style)}")
+        weights = parse_style_weights(style_weights, len(style))
+        labelled = [("content", content)] + [(f"style {i + 1}", s) for i, s in enumerate(style)]
+        images = []
+        for label, upload in labelled:
+            data = await upload.read(config.max_upload_bytes + 1)
+            images.append(await run_in_threadpool(decode_upload, data, label, config.max_upload_bytes, config.max_pixels))
+        job_id = str(uuid.uuid4())
+        folder = manager.store.create_folder(job_id)
+        names = [CONTENT_FILE] + [style_file(i) for i in range(len(style))]
+        for image, name in zip(images, names):
+            await run_in_threadpool(save_image, image, folder / name)
+        described = [{"file": name, "name": display_name(upload.filename), "size": list(image.size)}
+                     for name, (_, upload), image in zip(names, labelled, images)]  # fmt: skip
+        job = {
+            "id": job_id,
+            "created": time.time(),
+            "request": job_request,
+            "settings": public_settings(resolved),
+            "content": described[0],
+            "styles": [dict(d, weight=w) for d, w in zip(described[1:], weights)],
+        }
+        return with_links(manager.submit(job))
+
+    @router.get("/jobs", response_model=list[JobView], summary="List jobs, newest first")
+    def list_jobs() -> list[dict[str, Any]]:
+        return [with_links(job) for job in manager.list()]
+
+    @router.get("/jobs/{job_id}", response_model=JobView, summary="A job's status and progress")
+    def get_job(job_id: uuid.UUID = JobId) -> dict[str, Any]:
+        return find(job_id)
+
+    @router.get(
+        "/jobs/{job_id}/events",
+        summary="Server-sent events: the job, each time it changes, until it finishes",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "`event: job` messages whose data is the JobView"}},
+    )
+    async def events(request: Request, job_id: uuid.UUID = JobId) -> StreamingResponse:
+        find(job_id)
+        return StreamingResponse(
+            job_events(request, manager, str(job_id)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.get("/jobs/{job_id}/preview", summary="The latest preview (JPEG, small)", response_class=Response,
+                responses={200: {"content": {"image/jpeg": {}}}})  # fmt: skip
+    def preview(job_id: uuid.UUID = JobId, n: Optional[int] = Query(None, description="ignored; makes each preview's URL unique")) -> Response:
+        find(job_id)
+        data = manager.preview(str(job_id))
+        if data is None:
+            raise HTTPException(404, f"job {job_id} has no preview (yet)")
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    @router.get("/jobs/{job_id}/result", summary="The result (PNG)", response_class=FileResponse,
+                responses={200: {"content": {"image/png": {}}}})  # fmt: skip
+    def result(job_id: uuid.UUID = JobId, download: bool = Query(False, description="as an attachment")) -> FileResponse:
+        path = job_file(job_id, RESULT_FILE, "result")
+        name = f"impasto-{str(job_id)[:8]}.png" if download else None
+        return FileResponse(path, media_type="image/png", filename=name, headers={"Cache-Control": "no-cache"})
+
+    @router.get("/jobs/{job_id}/progress.gif", summary="The picture forming (animated GIF)", response_class=FileResponse,
+                responses={200: {"content": {"image/gif": {}}}})  # fmt: skip
+    def gif(job_id: uuid.UUID = JobId, download: bool = Query(False, description="as an attachment")) -> FileResponse:
+        path = job_file(job_id, GIF_FILE, "progress GIF")
+        name = f"impasto-{str(job_id)[:8]}.gif" if download else None
+        return FileResponse(path, media_type="image/gif", filename=name, headers={"Cache-Control": "no-cache"})
+
+    @router.get("/jobs/{job_id}/frames/{index}", summary="One frame of the progress GIF (JPEG, output size)",
+                response_class=FileResponse, responses={200: {"content": {"image/jpeg": {}}}})  # fmt: skip
+    def frame(job_id: uuid.UUID = JobId, index: int = PathParam(ge=0, le=9999)) -> FileResponse:
+        path = job_file(job_id, f"{FRAMES_DIR}/{index:03d}.jpg", f"frame {index}")
+        return FileResponse(path, media_type="image/jpeg")
+
+    @router.get("/jobs/{job_id}/inputs/{name}", summary="An input as the server stored it (PNG)",
+                response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})  # fmt: skip
+    def inputs(job_id: uuid.UUID = JobId, name: str = PathParam(pattern=r"^(content|style-[0-9])$")) -> FileResponse:
+        return FileResponse(job_file(job_id, f"{name}.png", name), media_type="image/png")
+
+    @router.post("/jobs/{job_id}/cancel", response_model=JobView, summary="Cancel a job (a running one keeps its best image so far)")
+    def cancel(job_id: uuid.UUID = JobId) -> dict[str, Any]:
+        find(job_id)
+        return with_links(manager.cancel(str(job_id)))
+
+    @router.post("/jobs/{job_id}/rerun", response_model=JobView, status_code=202, summary="Run a finished, failed, cancelled or interrupted job again")
+    def rerun(job_id: uuid.UUID = JobId) -> dict[str, Any]:
+        find(job_id)
+        return with_links(manager.rerun(str(job_id)))
+
+    @router.delete("/jobs/{job_id}", status_code=204, summary="Delete a job that is not queued or running")
+    def delete(job_id: uuid.UUID = JobId) -> Response:
+        find(job_id)
+        manager.delete(str(job_id))
+        return Response(status_code=204)
+
+    return router
+
+
+async def job_events(request: Request, manager: JobManager, job_id: str) -> AsyncIterator[str]:
+    """`event: job` with the job each time it changes; the stream ends when the job does."""
+    sent, last_write = -1, time.monotonic()
+    while not await request.is_disconnected():
+        try:
+            version = manager.version(job_id)
+            view = with_links(manager.view(job_id))
+        except KeyError:  # deleted meanwhile
+            yield "event: deleted\ndata: {}\n\n"
+            return
+        if version != sent:
+            sent, last_write = version, time.monotonic()
+            yield f"event: job\ndata: {json.dumps(view)}\n\n"
+            if view["status"] not in ACTIVE:
+                return
+        elif time.monotonic() - last_write > 15:
+            last_write = time.monotonic()
+            yield ": keep-alive\n\n"  # proxies close silent connections
+        await asyncio.sleep(0.2)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("impasto")
+    except PackageNotFoundError:
+        return "0"

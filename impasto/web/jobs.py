@@ -1,0 +1,395 @@
+"""Jobs of the web app: kept on disk, run one by one (or N at a time) by worker threads.
+
+A job is a folder named by its id (a uuid4) in the data directory:
+
+    job.json        status, request, settings, timestamps, progress, error
+    content.png     the photo, as decoded and re-encoded by the server
+    style-0.png ..  the style images
+    result.png      the picture (for a cancelled or interrupted job: the best one so far)
+    progress.gif    the picture forming
+    frames/NNN.jpg  the GIF's frames, at the output size
+
+Nothing the client sends is used as a path: the names above are fixed and the id
+is made here. job.json is rewritten atomically, so a crash leaves the old or the
+new version, never half of one; a job found "queued" or "running" when the server
+starts was cut short and is marked "interrupted".
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from PIL import Image
+
+from ..errors import ImpastoError
+from ..images import save_image, tensor_to_pil
+from ..settings import Settings
+
+log = logging.getLogger("impasto.web")
+
+QUEUED, RUNNING, DONE, CANCELLED, FAILED, INTERRUPTED = "queued", "running", "done", "cancelled", "failed", "interrupted"
+ACTIVE = (QUEUED, RUNNING)
+FINISHED = (DONE, CANCELLED, FAILED, INTERRUPTED)
+
+JOB_FILE = "job.json"
+CONTENT_FILE = "content.png"
+RESULT_FILE = "result.png"
+GIF_FILE = "progress.gif"
+FRAMES_DIR = "frames"
+
+
+def style_file(index: int) -> str:
+    return f"style-{index}.png"
+
+
+def new_job_id() -> str:
+    return str(uuid.uuid4())
+
+
+def is_job_id(text: str) -> bool:
+    """A canonical uuid: the only names in the data dir that are jobs (and safe as paths)."""
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+class JobStore:
+    """The data directory: one folder per job."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ImpastoError(f"{self.root}: cannot create the data directory ({exc.strerror})") from None
+
+    def folder(self, job_id: str) -> Path:
+        if not is_job_id(job_id):  # the one gate between a URL and a path
+            raise KeyError(job_id)
+        return self.root / job_id
+
+    def create_folder(self, job_id: str) -> Path:
+        folder = self.folder(job_id)
+        folder.mkdir()
+        return folder
+
+    def save(self, job: dict[str, Any]) -> None:
+        write_json_atomic(self.folder(job["id"]) / JOB_FILE, job)
+
+    def load_all(self) -> list[dict[str, Any]]:
+        jobs = []
+        for entry in self.root.iterdir():
+            if not (entry.is_dir() and is_job_id(entry.name)):
+                continue
+            try:
+                job = json.loads((entry / JOB_FILE).read_text())
+            except (OSError, ValueError):
+                # A folder whose job.json never got written (a crash mid-upload): nothing to show.
+                log.warning("skipping %s: no readable %s", entry, JOB_FILE)
+                continue
+            if job.get("id") == entry.name:
+                jobs.append(job)
+        return jobs
+
+    def delete(self, job_id: str) -> None:
+        shutil.rmtree(self.folder(job_id), ignore_errors=True)
+
+
+@dataclass
+class Live:
+    """What only a running server knows about a job: the preview and the cancel flag."""
+
+    version: int = 0  # bumped at every change, so event streams know when to send
+    preview: Optional[bytes] = None
+    preview_count: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+    last_saved: float = 0.0
+    last_preview: float = 0.0
+
+
+Resolve = Callable[[dict[str, Any]], Settings]
+
+
+class JobManager:
+    """The queue, the workers and every job's state (the one lock guards all of it)."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        resolve: Resolve,
+        stylizer: Any,
+        workers: int = 1,
+        gif_frames: int = 30,
+        preview_size: int = 256,
+        keep_days: Optional[float] = None,
+        keep_jobs: Optional[int] = None,
+    ) -> None:
+        self.store = store
+        self.resolve = resolve
+        self.stylizer = stylizer
+        self.worker_count = workers
+        self.gif_frames = gif_frames
+        self.preview_size = preview_size
+        self.keep_days = keep_days
+        self.keep_jobs = keep_jobs
+        self.lock = threading.Lock()
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.live: dict[str, Live] = {}
+        self.queue: "queue.Queue[Optional[str]]" = queue.Queue()
+        self.threads: list[threading.Thread] = []
+        self.stopping = threading.Event()
+
+    # -- life cycle
+
+    def start(self) -> None:
+        """Load the jobs on disk, mark the ones cut short, clean up, start the workers."""
+        for job in self.store.load_all():
+            if job.get("status") in ACTIVE:
+                job.update(status=INTERRUPTED, error="the server stopped before this job finished", finished=time.time())
+                self.store.save(job)
+            self.jobs[job["id"]] = job
+            self.live[job["id"]] = Live()
+        self.cleanup()
+        for i in range(self.worker_count):
+            thread = threading.Thread(target=self._work, name=f"impasto-worker-{i}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the workers; a running job stops at its next iteration and is marked interrupted."""
+        self.stopping.set()
+        for _ in self.threads:
+            self.queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.threads.clear()
+
+    # -- requests
+
+    def submit(self, job: dict[str, Any]) -> dict[str, Any]:
+        job.update(status=QUEUED, created=job.get("created") or time.time(), started=None, finished=None,
+                   progress=None, error=None, result=False, gif=False, frames=0, partial=False, seconds=None)  # fmt: skip
+        with self.lock:
+            self.jobs[job["id"]] = job
+            self.live[job["id"]] = Live()
+            self.store.save(job)
+        self.queue.put(job["id"])
+        return self.view(job["id"])
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        with self.lock:
+            job = self._job(job_id)
+            if job["status"] == QUEUED:
+                job.update(status=CANCELLED, finished=time.time())
+                self._changed(job, save=True)
+            elif job["status"] == RUNNING:
+                self.live[job_id].cancel.set()  # the run's callback sees it at the next iteration
+        return self.view(job_id)
+
+    def rerun(self, job_id: str) -> dict[str, Any]:
+        """Run a finished job again from its saved inputs, with the server's current settings base."""
+        with self.lock:
+            job = self._job(job_id)
+            if job["status"] in ACTIVE:
+                raise JobConflict(f"job {job_id} is {job['status']}; cancel it first")
+            folder = self.store.folder(job_id)
+            for name in (RESULT_FILE, GIF_FILE):
+                (folder / name).unlink(missing_ok=True)
+            shutil.rmtree(folder / FRAMES_DIR, ignore_errors=True)
+        # Settings are resolved again: the server may have restarted with other weights or limits.
+        job["settings"] = public_settings(self.resolve(job["request"]))
+        return self.submit(job)
+
+    def delete(self, job_id: str) -> None:
+        with self.lock:
+            job = self._job(job_id)
+            if job["status"] in ACTIVE:
+                raise JobConflict(f"job {job_id} is {job['status']}; cancel it first")
+            del self.jobs[job_id]
+            self.live.pop(job_id, None)
+            self.store.delete(job_id)
+
+    def view(self, job_id: str) -> dict[str, Any]:
+        with self.lock:
+            job = self._job(job_id)
+            return dict(job, preview=self.live[job_id].preview_count or None)
+
+    def list(self) -> list[dict[str, Any]]:
+        with self.lock:
+            ids = sorted(self.jobs, key=lambda i: self.jobs[i]["created"], reverse=True)
+        return [self.view(i) for i in ids if i in self.jobs]
+
+    def version(self, job_id: str) -> int:
+        with self.lock:
+            self._job(job_id)
+            return self.live[job_id].version
+
+    def preview(self, job_id: str) -> Optional[bytes]:
+        with self.lock:
+            self._job(job_id)
+            return self.live[job_id].preview
+
+    def _job(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        return job
+
+    def _changed(self, job: dict[str, Any], save: bool) -> None:
+        """Call with the lock held."""
+        live = self.live[job["id"]]
+        live.version += 1
+        if save:
+            self.store.save(job)
+            live.last_saved = time.monotonic()
+
+    # -- clean-up
+
+    def cleanup(self) -> list[str]:
+        """Delete finished jobs older than keep_days, then the oldest beyond keep_jobs."""
+        now = time.time()
+        with self.lock:
+            finished = sorted(
+                (j for j in self.jobs.values() if j["status"] in FINISHED),
+                key=lambda j: j.get("finished") or j["created"],
+                reverse=True,
+            )
+            doomed = []
+            for rank, job in enumerate(finished):
+                age_days = (now - (job.get("finished") or job["created"])) / 86400
+                too_old = self.keep_days is not None and age_days > self.keep_days
+                too_many = self.keep_jobs is not None and rank >= self.keep_jobs
+                if too_old or too_many:
+                    doomed.append(job["id"])
+            for job_id in doomed:
+                del self.jobs[job_id]
+                self.live.pop(job_id, None)
+                self.store.delete(job_id)
+        if doomed:
+            log.info("cleaned up %d old job(s)", len(doomed))
+        return doomed
+
+    # -- the workers
+
+    def _work(self) -> None:
+        while True:
+            job_id = self.queue.get()
+            if job_id is None or self.stopping.is_set():
+                return
+            with self.lock:
+                job = self.jobs.get(job_id)
+                if job is None or job["status"] != QUEUED:  # cancelled or deleted while it waited
+                    continue
+                job.update(status=RUNNING, started=time.time())
+                live = self.live[job_id]
+                live.cancel.clear()
+                self._changed(job, save=True)
+            try:
+                self._run(job, live)
+            except ImpastoError as exc:
+                self._finish(job, FAILED, error=str(exc))
+            except Exception as exc:  # a bug: keep the server up, say so, log the traceback
+                log.exception("job %s failed", job_id)
+                self._finish(job, FAILED, error=f"internal error ({exc.__class__.__name__}: {exc}); see the server log")
+            self.cleanup()
+
+    def _run(self, job: dict[str, Any], live: Live) -> None:
+        folder = self.store.folder(job["id"])
+        settings = self.resolve(job["request"])
+        styles = [(str(folder / s["file"]), float(s["weight"])) for s in job["styles"]]
+
+        def on_progress(progress: Any) -> bool:
+            if live.cancel.is_set() or self.stopping.is_set():
+                return False
+            self._progress(job, live, progress)
+            return True
+
+        result = self.stylizer.run(str(folder / CONTENT_FILE), styles, settings, callback=on_progress, frames=self.gif_frames)
+        save_image(result.image, folder / RESULT_FILE, overwrite=True)
+        frames = self._save_frames(folder, result.frames)
+        if result.frames:
+            from ..media import write_gif
+
+            write_gif(result.frames, folder / GIF_FILE, overwrite=True)
+        if not result.interrupted:
+            status = DONE
+        elif self.stopping.is_set():
+            status = INTERRUPTED
+        elif live.cancel.is_set():
+            status = CANCELLED
+        else:  # the loss went non-finite: the best image so far is kept
+            status = DONE
+        self._finish(job, status, result=True, gif=bool(result.frames), frames=frames, partial=result.interrupted,
+                     seconds=round(result.seconds, 3), losses=result.losses, stopped_reason=result.stopped_reason)  # fmt: skip
+
+    def _progress(self, job: dict[str, Any], live: Live, progress: Any) -> None:
+        now = time.monotonic()
+        preview = None
+        # A preview a few times a second is smooth enough to watch and costs little.
+        if progress.done == 1 or progress.is_last or now - live.last_preview >= 0.4:
+            preview = self._jpeg(progress.image)
+            live.last_preview = now
+        with self.lock:
+            job["progress"] = {
+                "done": progress.done,
+                "total": progress.total,
+                "scale": progress.scale + 1,
+                "scales": progress.scales,
+                "size": list(progress.size),
+                "losses": {k: float(v) for k, v in progress.losses.items()},
+                "elapsed": round(progress.elapsed, 3),
+            }
+            if preview is not None:
+                live.preview = preview
+                live.preview_count += 1
+            self._changed(job, save=now - live.last_saved >= 1.0)
+
+    def _jpeg(self, image: Any) -> bytes:
+        picture = tensor_to_pil(image)
+        picture.thumbnail((self.preview_size, self.preview_size), Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="JPEG", quality=85)
+        return buffer.getvalue()
+
+    def _save_frames(self, folder: Path, frames: list[Image.Image]) -> int:
+        target = folder / FRAMES_DIR
+        target.mkdir(exist_ok=True)
+        for i, frame in enumerate(frames):
+            save_image(frame, target / f"{i:03d}.jpg", overwrite=True)
+        return len(frames)
+
+    def _finish(self, job: dict[str, Any], status: str, **fields: Any) -> None:
+        with self.lock:
+            job.update(status=status, finished=time.time(), **fields)
+            self._changed(job, save=True)
+
+
+class JobConflict(Exception):
+    """The request does not fit the job's state (HTTP 409)."""
+
+
+def public_settings(settings: Settings) -> dict[str, Any]:
+    """Settings as shown to clients: without the server's own paths and device."""
+    data = settings.to_dict()
+    for name in ("weights", "device"):
+        data.pop(name, None)
+    return data

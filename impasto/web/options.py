@@ -1,0 +1,174 @@
+"""Settings from a web request: typed, limited, and checked by the one Settings object.
+
+A request gives an optional preset and any Settings fields (as JSON values or as
+form strings). They go on top of the server's own settings (`impasto serve
+--size 256 ...`), are converted to each field's type, and are checked by
+Settings.validate(), so the web refuses exactly what the CLI refuses, plus a few
+limits that protect a shared server.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+from ..errors import ImpastoError
+from ..settings import ALL_LAYERS, GATYS_STYLE_LAYERS, Settings
+
+# The server decides these: a client must not name files or devices on it.
+SERVER_ONLY = ("weights", "device")
+# `init` may name a picture file on the CLI; over the web only the built-in starts.
+WEB_INITS = ("content", "noise", "style")
+
+# The style-layer choices the page offers (any list of layer names works in the API).
+LAYER_SETS: dict[str, tuple[str, ...]] = {
+    "gatys": GATYS_STYLE_LAYERS,
+    "fine": ("conv1_1", "conv2_1", "conv3_1"),
+    "coarse": ("conv3_1", "conv4_1", "conv5_1"),
+    "all": (ALL_LAYERS,),
+}
+
+
+@dataclass
+class Limits:
+    """What one job may ask of the server."""
+
+    max_size: int = 2048
+    max_iterations: int = 5000
+    max_style_scale: float = 4.0
+    max_styles: int = 5
+
+    def check(self, settings: Settings) -> None:
+        if settings.size > self.max_size:
+            raise ImpastoError(f"size must be at most {self.max_size} pixels on this server, not {settings.size}")
+        if max(settings.iterations, settings.initial_iterations) > self.max_iterations:
+            raise ImpastoError(f"iterations must be at most {self.max_iterations} on this server")
+        if settings.style_scale > self.max_style_scale:
+            raise ImpastoError(f"style-scale must be at most {self.max_style_scale:g} on this server, not {settings.style_scale}")
+
+
+class SettingsResolver:
+    """Turns a job's request {"preset": ..., "settings": {...}} into validated Settings."""
+
+    def __init__(self, base: Optional[dict[str, Any]] = None, base_preset: Optional[str] = None, limits: Optional[Limits] = None) -> None:
+        self.base = dict(base or {})
+        self.base_preset = base_preset
+        self.limits = limits or Limits()
+
+    def __call__(self, request: dict[str, Any]) -> Settings:
+        overrides = coerce_settings(request.get("settings") or {})
+        preset = request.get("preset") or self.base_preset
+        values = self.base | overrides
+        try:
+            settings = Settings.from_preset(preset, **values) if preset else Settings(**values)
+        except (TypeError, ValueError) as exc:
+            raise ImpastoError(f"bad setting: {exc}") from None
+        settings.validate()
+        self.limits.check(settings)
+        return settings
+
+    def defaults(self) -> Settings:
+        return self({})
+
+    def preset(self, name: str) -> Settings:
+        """A preset on top of the server's options, unchecked by the limits (the page shows what it sets)."""
+        return Settings.from_preset(name, **self.base)
+
+
+def parse_settings_json(text: Optional[str]) -> dict[str, Any]:
+    """The `settings` form field: a JSON object of Settings fields."""
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ImpastoError(f"settings: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ImpastoError("settings: must be a JSON object such as {\"size\": 256}")
+    return data
+
+
+def coerce_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """Each value converted to its Settings field's type, with a one-line error naming the field."""
+    hints = typing.get_type_hints(Settings)
+    known = {f.name for f in fields(Settings)}
+    out: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in known:
+            raise ImpastoError(f"unknown setting {name!r}")
+        if name in SERVER_ONLY:
+            raise ImpastoError(f"{name} is set by the server (impasto serve --{name} ...), not by a job")
+        out[name] = coerce(name, value, hints[name])
+    if "init" in out and out["init"] not in WEB_INITS:
+        raise ImpastoError(f"init must be one of {', '.join(WEB_INITS)}, not {out['init']!r}")
+    if "style_layers" in out and len(out["style_layers"]) == 1 and out["style_layers"][0] in LAYER_SETS:
+        out["style_layers"] = LAYER_SETS[out["style_layers"][0]]
+    return out
+
+
+def coerce(name: str, value: Any, hint: Any) -> Any:
+    args = typing.get_args(hint)
+    if type(None) in args:  # Optional[X]: null or "" means the default behaviour
+        if value is None or value == "":
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ImpastoError(f"{name} must be a list or a comma-separated string, not {value!r}")
+        return tuple(coerce(name, v.strip() if isinstance(v, str) else v, item) for v in items if v != "")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "on", "yes", "false", "0", "off", "no"):
+            return value.lower() in ("true", "1", "on", "yes")
+        raise ImpastoError(f"{name} must be true or false, not {value!r}")
+    if hint is int:
+        number = _number(name, value, "a whole number")
+        if not float(number).is_integer():
+            raise ImpastoError(f"{name} must be a whole number, not {value!r}")
+        return int(number)
+    if hint is float:
+        number = float(_number(name, value, "a number"))
+        if not math.isfinite(number):
+            raise ImpastoError(f"{name} must be a finite number, not {value!r}")
+        return number
+    if hint is str:
+        if not isinstance(value, str):
+            raise ImpastoError(f"{name} must be a string, not {value!r}")
+        return value
+    raise ImpastoError(f"{name} cannot be set here")  # a field type added later: refuse rather than guess
+
+
+def _number(name: str, value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise ImpastoError(f"{name} must be {what}, not {value!r}")
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        for convert in (int, float):
+            try:
+                return convert(value)
+            except ValueError:
+                pass
+    raise ImpastoError(f"{name} must be {what}, not {value!r}")
+
+
+def parse_style_weights(text: Optional[str], count: int) -> list[float]:
+    """`style_weights`: a JSON list or comma-separated numbers, one per style image (default: equal)."""
+    if not text:
+        return [1.0] * count
+    try:
+        values = json.loads(text) if text.strip().startswith("[") else [float(v) for v in text.split(",")]
+        weights = [float(v) for v in values]
+    except (ValueError, TypeError):
+        raise ImpastoError(f"style_weights: give numbers such as 0.7,0.3, not {text!r}") from None
+    if len(weights) != count:
+        raise ImpastoError(f"style_weights: {len(weights)} weights given for {count} style image(s)")
+    if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+        raise ImpastoError("style_weights: must be non-negative and not all zero")
+    return weights

@@ -1,0 +1,80 @@
+"""Checking uploaded pictures before the server trusts them.
+
+An upload is read into memory up to a byte limit, identified by Pillow from its
+contents (never its name or declared type), and its pixel count is checked from
+the header before any pixel is decoded, so a small file that would decode to
+gigabytes (a decompression bomb) is refused cheaply.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import unicodedata
+import warnings
+from typing import Optional
+
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import ImpastoError
+from ..images import load_image
+
+# Formats a browser or a camera produces; anything else Pillow can open (EPS, PSD,
+# ICNS, ...) is not worth the extra decoder surface on a server.
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+class UploadError(Exception):
+    """A refused upload, with the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def decode_upload(data: bytes, label: str, max_bytes: int, max_pixels: int) -> Image.Image:
+    """The uploaded picture as 8-bit RGB, or UploadError (400, 413 or 415)."""
+    if not data:
+        raise UploadError(400, f"{label}: the file is empty")
+    if len(data) > max_bytes:
+        raise UploadError(413, f"{label}: the file is larger than the limit of {format_bytes(max_bytes)}")
+    with warnings.catch_warnings():
+        # Pillow only warns between its limit and twice it; here any bomb is an error.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise UploadError(413, f"{label}: the picture has too many pixels (limit {format_pixels(max_pixels)})") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            raise UploadError(415, f"{label}: not a picture (accepted: {', '.join(ALLOWED_FORMATS)})") from None
+        if image.format not in ALLOWED_FORMATS:
+            raise UploadError(415, f"{label}: {image.format} pictures are not accepted (accepted: {', '.join(ALLOWED_FORMATS)})")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise UploadError(
+                413, f"{label}: {width}x{height} has too many pixels (limit {format_pixels(max_pixels)})"
+            )
+        try:
+            image.load()
+            return load_image(image)
+        except ImpastoError as exc:  # too small
+            raise UploadError(400, f"{label}: {str(exc).removeprefix('image: ')}") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise UploadError(413, f"{label}: the picture has too many pixels (limit {format_pixels(max_pixels)})") from None
+        except (OSError, SyntaxError, ValueError, EOFError):
+            raise UploadError(400, f"{label}: the {image.format} file is damaged or truncated") from None
+
+
+def display_name(filename: Optional[str]) -> str:
+    """The client's file name, for showing only: its last path part, printable, at most 80 characters."""
+    name = re.split(r"[\\/]", filename or "")[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] not in "CZ" or c == " ").strip()
+    return name[:80] or "image"
+
+
+def format_bytes(count: int) -> str:
+    return f"{count / 1_000_000:g} MB" if count >= 1_000_000 else f"{count} bytes"
+
+
+def format_pixels(count: int) -> str:
+    return f"{count / 1_000_000:g} Mpx" if count >= 1_000_000 else f"{count} px"
