@@ -1,0 +1,147 @@
+"""Video: stylise a clip with temporal consistency (Ruder, Dosovitskiy & Brox 2016).
+
+    impasto video IN.mp4 STYLE[:W] [STYLE ...] -o OUT.mp4 [--no-temporal] [--report] [options]
+
+Python: ``impasto.video.stylize_video("in.mp4", "painting.jpg", "out.mp4", settings)``.
+Needs the video extra (imageio-ffmpeg, OpenCV): ``pip install 'impasto[video]'``;
+they are imported only when a video is read, so this module imports without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..errors import ImpastoError
+from .run import DEFAULT_TEMPORAL_WEIGHT, VideoProgress, VideoResult, measure_warping_error, output_size, stylize_video
+
+__all__ = ["DEFAULT_TEMPORAL_WEIGHT", "VideoProgress", "VideoResult", "cli_main", "measure_warping_error", "output_size", "stylize_video"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..cli import add_mask_arguments, add_settings_arguments
+
+    p = argparse.ArgumentParser(
+        prog="impasto video",
+        description="Stylise a video. Each frame starts from the previous stylised frame warped by the optical flow "
+        "of the input, and a temporal loss keeps it there outside occlusions (Ruder, Dosovitskiy & Brox 2016), so "
+        "the result does not flicker. Keeps the frame rate and the audio. An interrupted run resumes: finished "
+        "frames are kept in OUTPUT_frames/ and not redone.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  impasto video clip.mp4 starry_night.jpg -o painted.mp4 --size 256 --report\n"
+        "  impasto video clip.mp4 starry_night.jpg -o flicker.mp4 --size 256 --no-temporal --report\n"
+        "  impasto video clip.mp4 starry_night.jpg -o first_second.mp4 --end-frame 25",
+    )
+    p.add_argument("input", help="the video to paint (.mp4, .mov, .mkv, .webm, ... anything ffmpeg reads)")
+    p.add_argument("styles", nargs="+", metavar="STYLE[:WEIGHT]", help="style image(s); blend several with weights")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov, .mkv, .m4v, .avi or .webm)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT, and frames of a different run in the frames folder")
+    group = p.add_argument_group("video")
+    group.add_argument("--temporal", action=argparse.BooleanOptionalAction, default=True,
+                       help="temporal consistency; --no-temporal stylises every frame on its own (the flickering "
+                       "per-frame baseline) (default: on)")  # fmt: skip
+    group.add_argument("--temporal-weight", type=float, default=DEFAULT_TEMPORAL_WEIGHT, metavar="X",
+                       help=f"weight of the temporal loss (default: {DEFAULT_TEMPORAL_WEIGHT:g})")  # fmt: skip
+    group.add_argument("--frame-iterations", type=int, metavar="N",
+                       help="iterations for each frame after the first in temporal mode, one scale at full size "
+                       "(default: --iterations)")  # fmt: skip
+    group.add_argument("--start-frame", type=int, default=0, metavar="N", help="first frame to stylise, counted from 0 (default: 0)")
+    group.add_argument("--end-frame", type=int, metavar="N", help="stop before this frame (default: the end)")
+    group.add_argument("--frames-dir", metavar="DIR", help="where finished frames are kept for resuming (default: OUTPUT_frames)")
+    group.add_argument("--keep-frames", action="store_true", help="keep the frames folder after the video is written")
+    group.add_argument("--report", action="store_true",
+                       help="print the mean warping error between consecutive output frames (lower: less flicker)")  # fmt: skip
+    p.add_argument("--json", metavar="PATH", help="write a summary (frames, fps, warping error, ...) as JSON ('-' for stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_mask_arguments(p)
+    # --size is the output's long side here; without it the input's, at most 512.
+    add_settings_arguments(p)
+    return p
+
+
+def cli_main(argv: Sequence[str]) -> int:
+    from ..cli import masks_from_args, parse_style, settings_from_args
+    from ..images import check_output_path
+
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    styles = [parse_style(s) for s in args.styles]
+    if args.json and args.json != "-":
+        check_output_path(args.json, args.overwrite)
+    bars = ProgressBars(args.quiet)
+    try:
+        result = stylize_video(
+            args.input, styles, args.output, settings, temporal=args.temporal, temporal_weight=args.temporal_weight,
+            frame_iterations=args.frame_iterations, size=args.size, start_frame=args.start_frame, end_frame=args.end_frame,
+            frames_dir=args.frames_dir, keep_frames=args.keep_frames, overwrite=args.overwrite,
+            masks=masks_from_args(args, len(styles)), keep_mask=args.keep_mask, callback=bars,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        bars.close()
+        folder = args.frames_dir or Path(args.output).with_name(Path(args.output).stem + "_frames")
+        print(f"impasto: interrupted; the finished frames are in {folder}: run the same command again to resume", file=sys.stderr)
+        return 130
+    bars.close()
+    report(result, args)
+    return 1 if result.interrupted else 0
+
+
+def report(result: VideoResult, args: argparse.Namespace) -> None:
+    if result.output is not None:
+        audio = "with the input's audio" if result.audio else ("AUDIO DROPPED: ffmpeg could not copy it" if result.input_audio else "no audio")
+        resumed = f"; {result.resumed} frames reused from {result.frames_dir}" if result.resumed else ""
+        print(f"wrote {result.output}: {result.frames} frames, {result.size[0]}x{result.size[1]}, {result.fps:g} fps, {audio}, "
+              f"in {result.seconds:.1f} s{resumed}", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"stopped after {result.frames} frames ({result.stopped_reason}); they are in {result.frames_dir}", file=sys.stderr)
+    if args.report:
+        if result.warping_error is None:
+            print("warping error: needs at least two frames", file=sys.stderr)
+        else:
+            mode = "temporal" if result.temporal else "per-frame (--no-temporal)"
+            print(f"warping error ({mode}): {result.warping_error:.5f} mean squared difference, in [0,1] pixel units, "
+                  f"between each frame and the previous one warped by the input's optical flow, outside occlusions, "
+                  f"over {len(result.pair_errors)} pairs; the input itself: {result.content_warping_error:.5f}", file=sys.stderr)  # fmt: skip
+    if args.json:
+        text = json.dumps(result.summary(), indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+
+
+class ProgressBars:
+    """Two tqdm bars: frames of the video, and iterations within the current frame."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.frames: Any = None
+        self.steps: Any = None
+        self.frame = -1
+
+    def __call__(self, news: VideoProgress) -> None:
+        from tqdm import tqdm
+
+        if self.frames is None:
+            self.frames = tqdm(total=news.frames, unit="frame", disable=self.quiet, dynamic_ncols=True, position=0)
+        if news.step is None:
+            self.frames.set_postfix_str("reused" if news.resumed else "")
+            self.frames.update(1)
+            return
+        p = news.step
+        if self.steps is None:
+            self.steps = tqdm(total=p.total, unit="it", disable=self.quiet, dynamic_ncols=True, position=1, leave=False)
+        if news.frame != self.frame:
+            self.frame = news.frame
+            self.steps.reset(total=p.total)
+        self.steps.set_description(f"frame {news.frame + 1} scale {p.scale + 1}/{p.scales} {p.size[0]}x{p.size[1]}")
+        self.steps.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()}, refresh=False)
+        self.steps.update(1)
+
+    def close(self) -> None:
+        for bar in (self.steps, self.frames):
+            if bar is not None:
+                bar.close()

@@ -1,0 +1,435 @@
+"""Stylise a video frame by frame with temporal consistency (Ruder, Dosovitskiy & Brox 2016).
+
+Each frame after the first starts from the previous stylised frame warped by the
+content's optical flow, and a temporal loss keeps it close to that warped picture
+wherever the flow is trusted. Finished frames go to a folder as PNGs as they are
+made, so an interrupted run resumes where it stopped and memory stays flat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import color
+from ..api import StyleSpec, Stylizer, normalize_styles
+from ..errors import ImpastoError
+from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
+from ..optimize import Progress, resolve_device
+from ..settings import Settings
+from .flow import FlowEstimator, FrameMotion, warping_error
+from .io import VideoInfo, check_video_output, encode, mux_audio, probe, read_frames
+
+# Weight of the temporal term: mean over pixels of mask * (image - warped previous)^2,
+# in [0, 1] pixel units. Chosen on real clips (see the README's video section).
+DEFAULT_TEMPORAL_WEIGHT = 1000.0
+RUN_FILE = "run.json"
+FRAME_GLOB = "frame_*.png"
+
+
+def frame_name(index: int) -> str:
+    return f"frame_{index:06d}.png"
+
+
+@dataclass
+class VideoProgress:
+    """News of a video run: which frame, and within it (when `step` is set) which iteration."""
+
+    frame: int  # 0-based, counted from the first frame of the range
+    frames: int
+    step: Optional[Progress] = None  # None: the frame has just finished (or was already on disk)
+    resumed: bool = False  # the frame was found on disk and not redone
+    elapsed: float = 0.0
+
+
+@dataclass
+class VideoResult:
+    output: Optional[Path]  # None when the run stopped before the end
+    frames: int  # frames in the output (or done so far)
+    fps: float
+    size: tuple[int, int]
+    audio: bool  # the output carries the input's audio track
+    input_audio: bool  # the input has an audio track (True here with audio False: it could not be kept)
+    temporal: bool
+    warping_error: Optional[float]  # mean over consecutive pairs of stylised frames; None for one frame
+    content_warping_error: Optional[float]  # the same for the content frames: the floor set by the flow
+    pair_errors: list[float] = field(default_factory=list)
+    resumed: int = 0  # frames found on disk and not redone
+    seconds: float = 0.0
+    frames_dir: Optional[Path] = None
+    interrupted: bool = False
+    stopped_reason: Optional[str] = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "output": str(self.output) if self.output else None,
+            "frames": self.frames,
+            "fps": self.fps,
+            "size": list(self.size),
+            "audio": self.audio,
+            "input_audio": self.input_audio,
+            "temporal": self.temporal,
+            "warping_error": self.warping_error,
+            "content_warping_error": self.content_warping_error,
+            "resumed": self.resumed,
+            "seconds": round(self.seconds, 3),
+            "interrupted": self.interrupted,
+            "stopped_reason": self.stopped_reason,
+        }
+
+
+VideoCallback = Callable[[VideoProgress], Optional[bool]]
+
+
+def output_size(source: tuple[int, int], size: Optional[int], settings: Settings) -> tuple[int, int]:
+    """(w, h) of the stylised frames: `size` as the long side, or by default the source's,
+    capped at the settings' size; both even, as H.264 in yuv420p needs."""
+    long_side = size if size is not None else min(max(source), settings.size)
+    w, h = fit_long_side(source[0], source[1], long_side)
+    w, h = max(16, w - w % 2), max(16, h - h % 2)
+    return w, h
+
+
+def stylize_video(
+    input: Union[str, os.PathLike],
+    style: Union[StyleSpec, Sequence[StyleSpec]],
+    output: Union[str, os.PathLike],
+    settings: Optional[Settings] = None,
+    *,
+    temporal: bool = True,
+    temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT,
+    frame_iterations: Optional[int] = None,
+    size: Optional[int] = None,
+    start_frame: int = 0,
+    end_frame: Optional[int] = None,
+    frames_dir: Optional[Union[str, os.PathLike]] = None,
+    keep_frames: bool = False,
+    overwrite: bool = False,
+    masks: Optional[Sequence[Optional[ImageLike]]] = None,
+    keep_mask: Optional[ImageLike] = None,
+    stylizer: Optional[Stylizer] = None,
+    callback: Optional[VideoCallback] = None,
+) -> VideoResult:
+    """Stylise the video `input` into `output`, keeping its frame rate and audio.
+
+    The first frame is a normal run with `settings`. With `temporal` (Ruder et al. 2016)
+    every later frame starts from the previous stylised frame warped by the optical flow
+    of the content and is held near it by a loss weighted `temporal_weight`, in a
+    single-scale run of `frame_iterations` iterations (default: `settings.iterations`).
+    Without it each frame is an independent run with `settings` (the per-frame baseline).
+
+    `size` is the output's long side (default: the input's, at most `settings.size`);
+    `start_frame`/`end_frame` pick frames start..end-1 (0-based). Finished frames are PNGs
+    in `frames_dir` (default OUTPUT_frames beside the output): a rerun of the same call
+    skips them, and the folder is removed after the video is written unless `keep_frames`.
+    `callback(VideoProgress)` hears of every iteration and every finished frame; return
+    False to stop (the frames done stay on disk). The result's `warping_error` is the
+    temporal-consistency metric: the mean squared difference between each stylised frame
+    and the previous one warped by the content flow, outside occlusions.
+    """
+    started = time.perf_counter()
+    settings = (settings or Settings()).validate()
+    job = plan_job(input, style, output, settings, temporal, temporal_weight, frame_iterations, size, start_frame,
+                   end_frame, frames_dir, overwrite, masks, keep_mask)  # fmt: skip
+    stylizer = stylizer or Stylizer()
+    frames = FrameStore(job.frames_dir, job.fingerprint, overwrite)
+    errors: list[float] = []
+    content_errors: list[float] = []
+    flows = FlowEstimator()
+    previous_content: Optional[np.ndarray] = None
+    previous_output: Optional[np.ndarray] = None
+    resumed = 0
+    count = job.end - job.start
+    for index, frame in enumerate(read_frames(job.info, job.start, job.end)):
+        content = np.asarray(Image.fromarray(frame).resize(job.size, Image.Resampling.LANCZOS))
+        motion = flows.motion(previous_content, content) if previous_content is not None else None
+        stored = frames.load(index)
+        if stored is not None:
+            stylised = stored
+            resumed += 1
+        else:
+            stylised = stylise_frame(stylizer, job, index, content, motion, previous_output, callback, started)
+            if stylised is None:
+                return job.result(index, errors, content_errors, resumed, started, stopped=job.stopped_reason)
+            frames.save(index, stylised)
+        if motion is not None:
+            errors.append(warping_error(previous_output, stylised, motion))
+            content_errors.append(warping_error(previous_content, content, motion))
+        if callback is not None and callback(VideoProgress(index, count, None, stored is not None, time.perf_counter() - started)) is False:
+            return job.result(index + 1, errors, content_errors, resumed, started, stopped="stopped by callback")
+        previous_content, previous_output = content, stylised
+    audio = write_video(job, frames, count)
+    if not keep_frames:
+        frames.remove()
+    result = job.result(count, errors, content_errors, resumed, started)
+    result.output, result.audio = job.output, audio
+    return result
+
+
+@dataclass
+class Job:
+    """Everything decided before the first frame: inputs checked, sizes and settings fixed."""
+
+    info: VideoInfo
+    output: Path
+    styles: list[tuple[Image.Image, float]]
+    masks: Optional[list[Optional[Image.Image]]]
+    keep_mask: Optional[Image.Image]
+    first_settings: Settings  # the first frame, and every frame without temporal consistency
+    next_settings: Settings  # later frames in temporal mode
+    temporal: bool
+    temporal_weight: float
+    size: tuple[int, int]
+    start: int
+    end: int
+    frames_dir: Path
+    fingerprint: dict[str, Any]
+    overwrite: bool = False
+    stopped_reason: Optional[str] = None
+
+    def result(self, done: int, errors: list[float], content_errors: list[float], resumed: int, started: float,
+               stopped: Optional[str] = None) -> VideoResult:  # fmt: skip
+        return VideoResult(
+            output=None, frames=done, fps=self.info.fps, size=self.size, audio=False, input_audio=self.info.has_audio,
+            temporal=self.temporal,
+            warping_error=_mean(errors), content_warping_error=_mean(content_errors), pair_errors=list(errors),
+            resumed=resumed, seconds=time.perf_counter() - started, frames_dir=self.frames_dir,
+            interrupted=stopped is not None, stopped_reason=stopped,
+        )  # fmt: skip
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def plan_job(input: Union[str, os.PathLike], style: Any, output: Union[str, os.PathLike], settings: Settings, temporal: bool,
+             temporal_weight: float, frame_iterations: Optional[int], size: Optional[int], start: int, end: Optional[int],
+             frames_dir: Optional[Union[str, os.PathLike]], overwrite: bool, masks: Any, keep_mask: Any) -> Job:  # fmt: skip
+    """Check every input and output before any work, so a long run cannot fail at its end."""
+    output = Path(output)
+    check_video_output(output)
+    check_output_path(output, overwrite)
+    if not (np.isfinite(temporal_weight) and temporal_weight >= 0):
+        raise ImpastoError(f"temporal-weight must be a non-negative number, not {temporal_weight}")
+    if frame_iterations is not None and frame_iterations < 1:
+        raise ImpastoError(f"frame-iterations must be at least 1, not {frame_iterations}")
+    if size is not None and size < 16:
+        raise ImpastoError(f"size must be at least 16 pixels, not {size}")
+    if start < 0:
+        raise ImpastoError(f"start-frame must be zero or more, not {start}")
+    info = probe(input)
+    end = info.frames if end is None else min(end, info.frames)
+    if end <= start:
+        raise ImpastoError(f"{info.path}: no frames in the range {start}..{end} (the video has {info.frames}, numbered from 0)")
+    styles = [(load_image(image), weight) for image, weight in normalize_styles(style)]
+    if masks is not None and len(masks) != len(styles):
+        raise ImpastoError(f"{len(masks)} masks given for {len(styles)} styles")
+    mask_images = None if masks is None else [None if m is None else load_image(m) for m in masks]
+    keep_image = None if keep_mask is None else load_image(keep_mask)
+    w, h = output_size(info.size, size, settings)
+    first = settings.replace(size=max(w, h)).validate()
+    # Later frames start from a picture that is already painted: coarse scales would repaint
+    # it from a blurred copy, so they run once at full size (see the README for the measurement).
+    following = first.replace(multiscale=False, iterations=frame_iterations or settings.iterations)
+    folder = Path(frames_dir) if frames_dir is not None else output.with_name(output.stem + "_frames")
+    if folder.exists() and not folder.is_dir():
+        raise ImpastoError(f"{folder}: exists and is not a folder (choose another --frames-dir)")
+    if not folder.parent.exists():
+        raise ImpastoError(f"{folder}: folder {folder.parent} does not exist")
+    fingerprint = {
+        "input": str(info.path.resolve()),
+        "input_bytes": info.path.stat().st_size,
+        "start": start,
+        "end": end,
+        "size": [w, h],
+        "temporal": temporal,
+        "temporal_weight": temporal_weight if temporal else None,
+        "frame_iterations": following.iterations if temporal else None,
+        # The device does not change what a frame should look like, so a run may resume on another.
+        "settings": {k: v for k, v in first.to_dict().items() if k != "device"},
+        "styles": [[_image_digest(image), weight] for image, weight in styles],
+        "masks": None if mask_images is None else [None if m is None else _image_digest(m) for m in mask_images],
+        "keep_mask": None if keep_image is None else _image_digest(keep_image),
+    }
+    return Job(info, output, styles, mask_images, keep_image, first, following, temporal, temporal_weight, (w, h), start,
+               end, folder, fingerprint, overwrite)  # fmt: skip
+
+
+def _image_digest(image: Image.Image) -> str:
+    return hashlib.sha1(image.tobytes()).hexdigest()[:16] + f"-{image.width}x{image.height}"
+
+
+class FrameStore:
+    """The folder of finished frames: PNGs named by index, and run.json saying which run made them."""
+
+    def __init__(self, folder: Path, fingerprint: dict[str, Any], overwrite: bool) -> None:
+        self.folder = folder
+        stored = self._read_fingerprint()
+        existing = sorted(folder.glob(FRAME_GLOB)) if folder.is_dir() else []
+        if folder.is_dir() and stored is None and any(folder.iterdir()):
+            raise ImpastoError(f"{folder}: exists and is not an impasto frames folder (choose another --frames-dir or empty it)")
+        if stored is not None and stored != fingerprint:
+            changed = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
+            if not overwrite:
+                raise ImpastoError(
+                    f"{folder}: holds {len(existing)} frames of a different run (changed: {', '.join(changed)}); "
+                    "pass --overwrite to replace them, or choose another --frames-dir"
+                )
+            self._clear()
+        folder.mkdir(exist_ok=True)
+        text = json.dumps(fingerprint, indent=1, sort_keys=True)
+        tmp = folder / f".{RUN_FILE}.tmp{os.getpid()}"
+        tmp.write_text(text + "\n")
+        os.replace(tmp, folder / RUN_FILE)
+
+    def _read_fingerprint(self) -> Optional[dict[str, Any]]:
+        path = self.folder / RUN_FILE
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {"unreadable": True}
+
+    def _clear(self) -> None:
+        for path in self.folder.glob(FRAME_GLOB):
+            path.unlink()
+
+    def path(self, index: int) -> Path:
+        return self.folder / frame_name(index)
+
+    def load(self, index: int) -> Optional[np.ndarray]:
+        path = self.path(index)
+        if not path.is_file():
+            return None
+        try:
+            with Image.open(path) as image:
+                return np.asarray(image.convert("RGB"))
+        except OSError:  # damaged by something else than us (our writes are atomic): redo it
+            return None
+
+    def save(self, index: int, frame: np.ndarray) -> None:
+        save_image(Image.fromarray(frame), self.path(index), overwrite=True)
+
+    def frames(self, count: int) -> Iterator[np.ndarray]:
+        for index in range(count):
+            frame = self.load(index)
+            if frame is None:
+                raise ImpastoError(f"{self.path(index)}: frame missing or unreadable; run again to redo it")
+            yield frame
+
+    def remove(self) -> None:
+        self._clear()
+        (self.folder / RUN_FILE).unlink(missing_ok=True)
+        try:
+            self.folder.rmdir()
+        except OSError:  # the user put something else there: leave it
+            pass
+
+
+def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray, motion: Optional[FrameMotion],
+                  previous: Optional[np.ndarray], callback: Optional[VideoCallback], started: float) -> Optional[np.ndarray]:  # fmt: skip
+    """One stylised frame as an HxWx3 uint8 array, or None if the run was stopped during it."""
+    count = job.end - job.start
+    init, extra, settings = None, None, job.first_settings
+    if job.temporal and motion is not None and previous is not None:
+        warped = motion.warp(previous)
+        init, settings = warped, job.next_settings
+        if job.temporal_weight > 0:
+            extra = temporal_loss(warped, motion.mask, job.temporal_weight, settings)
+
+    def on_step(progress: Progress) -> Optional[bool]:
+        if callback is None:
+            return None
+        return callback(VideoProgress(index, count, progress, False, time.perf_counter() - started))
+
+    result = stylizer.run(content, job.styles, settings, callback=on_step, masks=job.masks, keep_mask=job.keep_mask,
+                          init_image=init, extra_loss=extra)  # fmt: skip
+    if result.interrupted:
+        job.stopped_reason = result.stopped_reason
+        if result.stopped_reason == "interrupted":
+            raise KeyboardInterrupt  # Ctrl-C: the frames done so far are on disk
+        return None
+    return np.asarray(result.image)
+
+
+def temporal_loss(warped: np.ndarray, mask: np.ndarray, weight: float, settings: Settings) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """Ruder et al.'s short-term temporal loss: weight * mean(mask * (image - warped)^2).
+
+    The core calls it at every scale with the current picture; target and mask are
+    resized to it (and cached per size).
+    """
+    device = resolve_device(settings.device)
+    target = pil_to_tensor(Image.fromarray(warped), device)
+    if settings.preserve_color == "luminance":
+        target = color.luminance(target)  # the picture optimised is then the luminance only
+    mask_t = torch.from_numpy(mask)[None, None].to(device)
+    sized: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def loss(image: torch.Tensor) -> dict[str, torch.Tensor]:
+        hw = tuple(image.shape[-2:])
+        if hw not in sized:
+            interp = torch.nn.functional.interpolate
+            sized[hw] = (interp(target, size=hw, mode="bilinear", align_corners=False),
+                         interp(mask_t, size=hw, mode="bilinear", align_corners=False))  # fmt: skip
+        t, m = sized[hw]
+        return {"temporal": weight * (m * (image.float() - t) ** 2).mean()}
+
+    return loss
+
+
+def write_video(job: Job, frames: FrameStore, count: int) -> bool:
+    """Encode the stored frames into the output, with the input's audio when it has one.
+
+    Written under a temporary name and renamed, so a failure never leaves a half file.
+    Returns whether audio was kept.
+    """
+    output = job.output
+    silent = output.with_name(f".{output.stem}.video{os.getpid()}{output.suffix}")
+    muxed = output.with_name(f".{output.stem}.muxed{os.getpid()}{output.suffix}")
+    try:
+        encode(frames.frames(count), job.size, job.info.fps, silent)
+        audio = False
+        if job.info.has_audio:
+            audio = mux_audio(silent, job.info, job.start / job.info.fps, count / job.info.fps, muxed)
+        check_output_path(output, job.overwrite)  # it may have appeared during a long run
+        os.replace(muxed if audio else silent, output)
+        return audio
+    finally:
+        for tmp in (silent, muxed):
+            tmp.unlink(missing_ok=True)
+
+
+def measure_warping_error(content_video: Union[str, os.PathLike], stylised_video: Union[str, os.PathLike],
+                          start_frame: int = 0) -> tuple[Optional[float], Optional[float]]:  # fmt: skip
+    """(stylised, content) mean warping errors of an encoded result against the video it was made from.
+
+    The flow comes from `content_video` (from `start_frame` on, resized to the result's size),
+    as during a run; this measures the file a viewer sees, codec and all, and so works for
+    a video made by any tool.
+    """
+    content_info, stylised_info = probe(content_video), probe(stylised_video)
+    flows = FlowEstimator()
+    errors: list[float] = []
+    content_errors: list[float] = []
+    previous: Optional[tuple[np.ndarray, np.ndarray]] = None
+    pairs = zip(read_frames(content_info, start_frame), read_frames(stylised_info))
+    for content_frame, stylised in pairs:
+        h, w = stylised.shape[:2]
+        content = np.asarray(Image.fromarray(content_frame).resize((w, h), Image.Resampling.LANCZOS))
+        if previous is not None:
+            motion = flows.motion(previous[0], content)
+            errors.append(warping_error(previous[1], stylised, motion))
+            content_errors.append(warping_error(previous[0], content, motion))
+        previous = (content, stylised)
+    return _mean(errors), _mean(content_errors)

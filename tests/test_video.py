@@ -1,0 +1,224 @@
+"""Video (issue #6): temporal consistency, frame rate and count, audio, resume, bad input.
+
+The clips are made here: a textured picture panned 2 px a frame, 8 frames of 64x48 at
+12 fps, written with imageio-ffmpeg; the network is the synthetic VGG19 of conftest.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import BLUISH, smooth_image, textured_image, to_uint8, write_png
+
+imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="the video extra is not installed")
+pytest.importorskip("cv2", reason="the video extra is not installed")
+
+from impasto import ImpastoError, Stylizer  # noqa: E402
+from impasto.cli import main  # noqa: E402
+from impasto.video import measure_warping_error, output_size, stylize_video  # noqa: E402
+from impasto.video.flow import FlowEstimator, warping_error  # noqa: E402
+from impasto.video.io import audio_codec_of, probe  # noqa: E402
+
+FRAMES, WIDTH, HEIGHT, STEP, FPS = 8, 64, 48, 2, 12
+
+
+def panned_frames(frames: int = FRAMES, width: int = WIDTH, height: int = HEIGHT, step: int = STEP) -> list[np.ndarray]:
+    """A wide textured picture seen through a window that moves `step` px right each frame."""
+    import cv2
+
+    wide = width + step * frames
+    # Blurred noise for grain: unlike stripes it has no period a flow could mistake a shift for.
+    grain = cv2.GaussianBlur(np.random.default_rng(2).uniform(0, 1, (height, wide, 3)), (0, 0), 1.2)
+    grain = (grain - grain.min()) / (grain.max() - grain.min())
+    picture = to_uint8(0.6 * smooth_image(height, wide, seed=3) + 0.4 * grain)
+    return [np.ascontiguousarray(picture[:, step * t : step * t + width]) for t in range(frames)]
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: float = FPS) -> Path:
+    h, w = frames[0].shape[:2]
+    # Nearly lossless, so the flow sees the pan and not the codec.
+    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, quality=None, output_params=["-crf", "10"],
+                                         macro_block_size=2, ffmpeg_log_level="error")  # fmt: skip
+    writer.send(None)
+    for frame in frames:
+        writer.send(frame)
+    writer.close()
+    return path
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    pan = write_clip(folder / "pan.mp4", panned_frames())
+    with_audio = folder / "pan_audio.mp4"
+    ffmpeg("-i", str(pan), "-f", "lavfi", "-i", f"sine=frequency=440:duration={FRAMES / FPS}", "-map", "0:v", "-map", "1:a",
+           "-c:v", "copy", "-c:a", "aac", "-shortest", str(with_audio))  # fmt: skip
+    audio_only = folder / "tone.m4a"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=0.5", "-c:a", "aac", str(audio_only))
+    no_tracks = folder / "empty.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x48:r=12", "-frames:v", "0", str(no_tracks))
+    not_video = folder / "notes.mp4"
+    not_video.write_text("this is text, not a video\n")
+    style = write_png(folder / "style.png", textured_image(48, 40, *BLUISH))
+    return {"pan": pan, "audio": with_audio, "audio_only": audio_only, "no_tracks": no_tracks, "not_video": not_video, "style": style}
+
+
+@pytest.fixture
+def settings(make_settings):
+    # Per-frame runs from a fixed noise pattern while the picture moves under it: the per-frame
+    # baseline flickers as a real one does (each frame lands somewhere else).
+    return make_settings(size=64, init="noise", iterations=8, initial_iterations=8)
+
+
+class CountingStylizer(Stylizer):
+    """A Stylizer that counts the frames it is asked to paint."""
+
+    def __init__(self) -> None:
+        super().__init__(download=False)
+        self.runs = 0
+
+    def run(self, *args, **kwargs):
+        self.runs += 1
+        return super().run(*args, **kwargs)
+
+
+def test_temporal_mode_flickers_much_less_than_per_frame(clips, settings, stylizer, tmp_path):
+    temporal = stylize_video(clips["pan"], clips["style"], tmp_path / "temporal.mp4", settings, stylizer=stylizer)
+    baseline = stylize_video(clips["pan"], clips["style"], tmp_path / "baseline.mp4", settings, temporal=False, stylizer=stylizer)
+    assert temporal.warping_error < 0.2 * baseline.warping_error, (temporal.warping_error, baseline.warping_error)
+    # The same holds for the encoded files, measured independently of the run's bookkeeping.
+    encoded_temporal, content_floor = measure_warping_error(clips["pan"], tmp_path / "temporal.mp4")
+    encoded_baseline, _ = measure_warping_error(clips["pan"], tmp_path / "baseline.mp4")
+    assert encoded_temporal < 0.2 * encoded_baseline
+    assert content_floor < 0.1 * encoded_temporal  # the flow itself is good: the pan is tracked
+    for result in (temporal, baseline):
+        info = probe(result.output)
+        assert (info.frames, info.fps, info.size) == (FRAMES, FPS, (WIDTH, HEIGHT))
+        assert not result.audio and not result.input_audio
+        assert len(result.pair_errors) == FRAMES - 1
+        assert not result.frames_dir.exists()  # removed once the video is written
+
+
+def test_temporal_frames_follow_the_pan(clips, settings, stylizer, tmp_path):
+    """A stylised frame, shifted back by the pan, matches the one before it (away from the edge)."""
+    stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, stylizer=stylizer, keep_frames=True)
+    from PIL import Image
+
+    frames = [np.asarray(Image.open(p), dtype=np.float64) / 255 for p in sorted((tmp_path / "out_frames").glob("frame_*.png"))]
+    assert len(frames) == FRAMES
+    last, previous = frames[-1], frames[-2]
+    shifted = np.abs(last[:, : -STEP - 4] - previous[:, STEP : -4]).mean()
+    unshifted = np.abs(last[:, : -STEP - 4] - previous[:, : -STEP - 4]).mean()
+    assert shifted < 0.5 * unshifted
+
+
+def test_resume_skips_finished_frames(clips, settings, tmp_path):
+    output = tmp_path / "out.mp4"
+
+    def stop_after_three(news):
+        if news.step is None and news.frame == 2:
+            return False
+        return None
+
+    first = CountingStylizer()
+    stopped = stylize_video(clips["pan"], clips["style"], output, settings, stylizer=first, callback=stop_after_three)
+    assert stopped.interrupted and stopped.output is None and not output.exists()
+    assert first.runs == 3 and len(list((tmp_path / "out_frames").glob("frame_*.png"))) == 3
+    done_before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out_frames").glob("frame_*.png")}
+
+    news = []
+    second = CountingStylizer()
+    result = stylize_video(clips["pan"], clips["style"], output, settings, stylizer=second, keep_frames=True, callback=news.append)
+    assert second.runs == FRAMES - 3 and result.resumed == 3
+    assert [n.frame for n in news if n.step is None and n.resumed] == [0, 1, 2]
+    assert any(n.step is not None and n.frame == 3 for n in news)  # progress within a frame too
+    for name, mtime in done_before.items():
+        assert (tmp_path / "out_frames" / name).stat().st_mtime_ns == mtime
+    assert probe(output).frames == FRAMES
+
+
+def test_resume_refuses_frames_of_another_run(clips, settings, tmp_path):
+    output = tmp_path / "out.mp4"
+    stylize_video(clips["pan"], clips["style"], output, settings, stylizer=CountingStylizer(), end_frame=3,
+                  callback=lambda n: False if n.step is None and n.frame == 0 else None)  # fmt: skip
+    with pytest.raises(ImpastoError, match="different run .*style_weight|different run .*settings"):
+        stylize_video(clips["pan"], clips["style"], output, settings.replace(style_weight=99), stylizer=CountingStylizer(), end_frame=3)
+    again = CountingStylizer()
+    stylize_video(clips["pan"], clips["style"], output, settings.replace(style_weight=99), stylizer=again, end_frame=3, overwrite=True)
+    assert again.runs == 3
+
+
+def test_audio_track_kept_with_a_frame_range_and_size(clips, settings, stylizer, tmp_path):
+    output = tmp_path / "cut.mov"
+    result = stylize_video(clips["audio"], clips["style"], output, settings, stylizer=stylizer, start_frame=2, end_frame=6, size=32)
+    assert result.audio and result.input_audio
+    info = probe(output)
+    assert (info.frames, info.fps, info.size) == (4, FPS, (32, 24))
+    assert audio_codec_of(output) == "aac"
+
+
+def test_output_sizes_are_even():
+    from impasto import Settings
+
+    assert output_size((65, 49), None, Settings()) == (64, 48)  # the input's size, made even
+    assert output_size((1920, 1080), None, Settings()) == (512, 288)  # at most the settings' size
+    assert output_size((1920, 1080), 300, Settings()) == (300, 168)  # 168.75 -> 169 -> even
+
+
+def test_flow_tracks_a_pan_and_masks_what_enters_the_frame():
+    frames = panned_frames(frames=2, step=3)
+    motion = FlowEstimator().motion(frames[0], frames[1])
+    middle = motion.mask[8:-8, 8:-8]
+    assert middle.mean() > 0.9
+    assert motion.mask[:, -2:].mean() < 0.5  # the 3 px strip that entered on the right came from nowhere
+    assert warping_error(frames[0], frames[1], motion) < 2e-3
+    assert warping_error(frames[0], frames[0][:, ::-1].copy(), motion) > 10 * warping_error(frames[0], frames[1], motion)
+
+
+def test_cli_end_to_end_with_report(clips, synthetic_weights, tmp_path, capsys):
+    output = tmp_path / "out.mp4"
+    args = ["video", str(clips["pan"]), str(clips["style"]), "-o", str(output), "--report", "--json", "-", "--quiet",
+            "--weights", str(synthetic_weights), "--device", "cpu", "--size", "48", "--no-multiscale", "--iterations", "3",
+            "--style-layers", "conv1_1,conv2_1", "--content-layers", "conv2_2", "--end-frame", "4"]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["frames"] == 4 and summary["fps"] == FPS and summary["size"] == [48, 36]
+    assert "warping error (temporal)" in captured.err and f"wrote {output}" in captured.err
+    assert main(args) == 2  # the output exists now
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "which, message",
+    [
+        ("not_video", "not a video ffmpeg can read"),
+        ("audio_only", "has no video track"),
+        ("no_tracks", "holds no video frames"),
+        ("missing", "no such file"),
+    ],
+)
+def test_bad_inputs_give_one_line_errors(clips, synthetic_weights, tmp_path, capsys, which, message):
+    source = clips.get(which, tmp_path / "missing.mp4")
+    code = main(["video", str(source), str(clips["style"]), "-o", str(tmp_path / "out.mp4"), "--weights", str(synthetic_weights)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"impasto: error: {source}: {message}" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out_frames").exists()
+
+
+def test_bad_options_give_errors(clips, settings, tmp_path):
+    with pytest.raises(ImpastoError, match="no frames in the range 20..8"):
+        stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, start_frame=20)
+    with pytest.raises(ImpastoError, match="unknown video extension"):
+        stylize_video(clips["pan"], clips["style"], tmp_path / "out.png", settings)
+    with pytest.raises(ImpastoError, match="temporal-weight"):
+        stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, temporal_weight=-1)
