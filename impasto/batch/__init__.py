@@ -1,0 +1,342 @@
+"""Batch: many content x style jobs, here (N worker processes) or on a Ray cluster.
+
+    for result in impasto.batch("jobs.csv", "out/", impasto.Settings(size=256)):
+        print(result.status, result.output, result.seconds)
+
+    impasto.batch(None, "out/", contents="photos/", styles="paintings/", per_content=3, seed=1)
+
+Outputs get deterministic names in the output folder, each written atomically,
+and `index.jsonl` there holds one record per job (inputs, settings hash, status,
+losses, seconds, error). Running the same batch again skips the finished jobs;
+`retry_failed=True` redoes the failed ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import signal
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+
+from ..errors import ImpastoError
+from ..settings import Settings
+from .index import INDEX_NAME, Index
+from .local import ProgressHook as RunnerHook
+from .local import Task, run_inline, run_pool
+from .plan import OUTPUT_FORMATS, Job, PathLike, jobs_from_rows, pair_folders, plan, read_manifest
+
+# (worker slot, output name, iterations done, iterations in all)
+ProgressHook = Callable[[int, str, int, int], None]
+
+__all__ = ["BatchRun", "JobResult", "batch", "cli_main", "plan_batch"]
+
+
+@dataclass
+class JobResult:
+    """How one job ended. `previous` marks a job finished by an earlier run of the batch."""
+
+    output: Path
+    status: str  # done, failed or skipped
+    content: str
+    styles: list[tuple[str, float]]
+    settings_hash: str
+    losses: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: Optional[str] = None
+    attempts: int = 0
+    worker: Optional[str] = None
+    previous: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def image(self) -> Any:
+        """The written picture (PIL)."""
+        from ..images import load_image
+
+        return load_image(self.output)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], folder: Path, previous: bool = False) -> "JobResult":
+        return cls(
+            output=folder / record["output"], status=record["status"], content=record.get("content", ""),
+            styles=[tuple(s) for s in record.get("styles", [])], settings_hash=record.get("settings_hash", ""),
+            losses=record.get("losses") or {}, seconds=record.get("seconds") or 0.0, error=record.get("error"),
+            attempts=record.get("attempts", 0), worker=record.get("worker"), previous=previous,
+        )  # fmt: skip
+
+
+@dataclass
+class BatchPlan:
+    """What a batch run will do, decided before any job runs."""
+
+    folder: Path
+    index: Index
+    jobs: list[Job]
+    to_run: list[Job]
+    finished: list[Job]  # done by an earlier run: left alone
+    failed_before: list[Job]  # failed in an earlier run and not retried this time
+    replace: bool  # outputs of jobs to run may replace files (only with overwrite)
+
+
+def collect_jobs(
+    source: Union[PathLike, Sequence[Mapping[str, Any]], None],
+    contents: Optional[PathLike],
+    styles: Optional[PathLike],
+    per_content: Optional[int],
+    seed: int,
+    fmt: str,
+) -> list[Job]:
+    if fmt not in OUTPUT_FORMATS:
+        raise ImpastoError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r}")
+    folders = contents is not None or styles is not None
+    if source is not None and folders:
+        raise ImpastoError("give either a manifest or --contents/--styles folders, not both")
+    if folders:
+        if contents is None or styles is None:
+            raise ImpastoError("folder mode needs both --contents DIR and --styles DIR")
+        return pair_folders(contents, styles, per_content, seed, fmt)
+    if per_content is not None:
+        raise ImpastoError("--per-content pairs folders; with a manifest, each row names its styles")
+    if source is None:
+        raise ImpastoError("nothing to do: give a manifest (.csv or .jsonl) or --contents DIR --styles DIR")
+    if isinstance(source, (str, Path)) or hasattr(source, "__fspath__"):
+        return read_manifest(source, fmt)  # type: ignore[arg-type]
+    return jobs_from_rows(source, fmt)
+
+
+def plan_batch(
+    source: Union[PathLike, Sequence[Mapping[str, Any]], None],
+    output: PathLike,
+    settings: Optional[Settings] = None,
+    *,
+    contents: Optional[PathLike] = None,
+    styles: Optional[PathLike] = None,
+    per_content: Optional[int] = None,
+    seed: int = 0,
+    image_format: str = "png",
+    retry_failed: bool = False,
+    overwrite: bool = False,
+) -> BatchPlan:
+    """Read the jobs and the index and decide which jobs run now (see `batch`)."""
+    base = (settings or Settings()).validate()
+    jobs = plan(collect_jobs(source, contents, styles, per_content, seed, image_format), base)
+    folder = Path(output)
+    if folder.exists() and not folder.is_dir():
+        raise ImpastoError(f"{folder}: exists and is not a folder (the batch's output folder)")
+    folder.mkdir(parents=True, exist_ok=True)
+    index = Index(folder / INDEX_NAME)
+    to_run, finished, failed_before = [], [], []
+    for job in jobs:
+        record = index.get(job.output)
+        same = record is not None and record.get("key") == job.key
+        exists = (folder / job.output).exists()
+        if same and record["status"] == "done" and exists and not overwrite:
+            finished.append(job)
+        elif same and record["status"] == "failed" and not (retry_failed or overwrite):
+            failed_before.append(job)
+        else:
+            to_run.append(job)
+    return BatchPlan(folder, index, jobs, to_run, finished, failed_before, replace=overwrite)
+
+
+def batch(
+    source: Union[PathLike, Sequence[Mapping[str, Any]], None],
+    output: PathLike,
+    settings: Optional[Settings] = None,
+    *,
+    contents: Optional[PathLike] = None,
+    styles: Optional[PathLike] = None,
+    per_content: Optional[int] = None,
+    seed: int = 0,
+    workers: Optional[int] = None,
+    ray: Union[None, bool, str] = None,
+    ray_cpus: float = 1.0,
+    ray_gpus: Optional[bool] = None,
+    retries: int = 2,
+    retry_failed: bool = False,
+    overwrite: bool = False,
+    image_format: str = "png",
+    stylizer: Any = None,
+    on_progress: Optional[ProgressHook] = None,
+) -> "BatchRun":
+    """Run many stylisations; yield a JobResult for each job as it finishes.
+
+    Jobs come from `source` (a .csv or .jsonl manifest, or a list of dicts with the same
+    fields: content, style or styles, output, settings or any setting name), or from the
+    folders `contents` x `styles`: every pair, or `per_content` styles drawn at random per
+    content (repeatably for a given `seed`). `settings` applies to every job; a row's
+    own values override it.
+
+    Results are written into the folder `output` with deterministic names, and an index
+    (`output/index.jsonl`) records every job. Jobs done by an earlier run with the same
+    inputs and settings are yielded first (`previous=True`) and not redone; failed ones
+    are redone with `retry_failed`. An existing file the batch did not make is skipped
+    (status "skipped") unless `overwrite`.
+
+    Local by default: `workers` processes (default 1: this process, reusing `stylizer`
+    if given), each loading VGG once. `ray=True` or `ray="host:port"` runs the jobs on
+    Ray actors instead (`workers` actors, default as many as the cluster holds), one GPU
+    each where the cluster has GPUs (`ray_gpus` forces it either way), else `ray_cpus`
+    CPUs. A job whose worker dies is sent again up to `retries` times.
+    `on_progress(worker, output_name, iterations_done, iterations_total)` follows each job
+    (local runs; a Ray run reports whole jobs only).
+
+    Bad input in the call (no manifest, an empty folder) raises ImpastoError at once;
+    a bad row fails its job only.
+    """
+    if retries < 0:
+        raise ImpastoError(f"retries must be zero or more, not {retries}")
+    if workers is not None and workers < 1:
+        raise ImpastoError(f"workers must be at least 1, not {workers}")
+    if ray:
+        from .cluster import require_ray
+
+        require_ray()
+    planned = plan_batch(
+        source, output, settings, contents=contents, styles=styles, per_content=per_content, seed=seed,
+        image_format=image_format, retry_failed=retry_failed, overwrite=overwrite,
+    )  # fmt: skip
+    address = None if ray is True else (ray or None)
+    return BatchRun(planned, _execute(planned, workers, bool(ray), address, ray_cpus, ray_gpus, retries, stylizer, on_progress))
+
+
+class BatchRun(Iterator[JobResult]):
+    """The results of `batch`, as they come; `total` jobs, of which `to_run` run now."""
+
+    def __init__(self, planned: BatchPlan, results: Iterator[JobResult]) -> None:
+        self.plan = planned
+        self.total = len(planned.jobs)
+        self.to_run = len(planned.to_run)
+        self.index_path = planned.index.path
+        self._results = results
+
+    def __iter__(self) -> "BatchRun":
+        return self
+
+    def __next__(self) -> JobResult:
+        return next(self._results)
+
+    def close(self) -> None:
+        """Stop: workers are ended and the index is tidied (also done when the loop is left early)."""
+        close = getattr(self._results, "close", None)
+        if close is not None:
+            close()
+
+
+def _execute(
+    planned: BatchPlan,
+    workers: Optional[int],
+    use_ray: bool,
+    address: Optional[str],
+    ray_cpus: float,
+    ray_gpus: Optional[bool],
+    retries: int,
+    stylizer: Any,
+    on_progress: Optional[ProgressHook],
+) -> Iterator[JobResult]:
+    folder, index = planned.folder, planned.index
+    try:
+        for job in planned.finished:
+            yield JobResult.from_record(index.get(job.output) or {}, folder, previous=True)
+        for job in planned.failed_before:
+            yield JobResult.from_record(index.get(job.output) or {}, folder, previous=True)
+        runnable: list[Job] = []
+        for job in planned.to_run:
+            target = folder / job.output
+            if job.error is not None:
+                yield _record(index, folder, job, {"ok": False, "error": job.error}, 0)
+            elif target.exists() and not planned.replace:
+                outcome = {"ok": False, "skip": True, "error": f"{target} already exists and this batch did not make it "
+                           "with these inputs and settings (pass --overwrite to replace it)"}  # fmt: skip
+                yield _record(index, folder, job, outcome, 0)
+            else:
+                runnable.append(job)
+        # Jobs that share a style run one after another, so a worker's cached style statistics serve them all.
+        runnable.sort(key=lambda job: (job.styles, job.content))
+        tasks = [Task(i, job.settings.to_dict(), job.content, list(job.styles)) for i, job in enumerate(runnable)]  # type: ignore[union-attr]
+        if not tasks:
+            return
+        hook = None if on_progress is None else _by_output_name(on_progress, runnable)
+        if use_ray:
+            from .cluster import run_ray
+
+            finished = run_ray(tasks, address, workers, retries, ray_cpus, ray_gpus)
+        elif (workers or 1) == 1:
+            finished = run_inline(tasks, stylizer, hook)
+        else:
+            finished = run_pool(tasks, min(workers or 1, len(tasks)), retries, hook)
+        try:
+            for task, outcome in finished:
+                yield _record(index, folder, runnable[task.id], outcome, task.attempts, planned.replace)
+        finally:
+            close = getattr(finished, "close", None)
+            if close is not None:
+                close()
+    finally:
+        index.compact()
+
+
+def _by_output_name(on_progress: ProgressHook, runnable: list[Job]) -> RunnerHook:
+    """The runners speak of task numbers; the caller is told the job's output name."""
+
+    def hook(slot: int, task_id: int, done: int, total: int) -> None:
+        on_progress(slot, runnable[task_id].output, done, total)
+
+    return hook
+
+
+def _record(index: Index, folder: Path, job: Job, outcome: dict[str, Any], attempts: int, replace: bool = False) -> JobResult:
+    """Write a job's picture (if any) and its index record, together: a Ctrl-C waits until both are on disk."""
+    from PIL import Image
+
+    from ..images import save_image
+
+    with _interrupt_deferred():
+        status = "done" if outcome.get("ok") else ("skipped" if outcome.get("skip") else "failed")
+        error = outcome.get("note") if outcome.get("ok") else outcome.get("error")
+        if status == "done":
+            try:
+                save_image(Image.open(io.BytesIO(outcome["png"])), folder / job.output, overwrite=True if replace else False)
+            except ImpastoError as exc:  # the file appeared meanwhile, or the folder is not writable
+                status, error = "failed", f"cannot write the output: {exc}"
+            except OSError as exc:
+                status, error = "failed", f"cannot write the output: {exc}"
+        record = job.record() | {
+            "status": status,
+            "losses": outcome.get("losses") or {} if status == "done" else {},
+            "seconds": outcome.get("seconds", 0.0),
+            "error": error,
+            "attempts": attempts,
+            "worker": outcome.get("worker"),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        index.append(record)
+    return JobResult.from_record(record, folder)
+
+
+@contextlib.contextmanager
+def _interrupt_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C until the block is done, so an output is never on disk without its record."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            raise KeyboardInterrupt
+
+
+def cli_main(argv: Sequence[str]) -> int:
+    from .command import main
+
+    return main(argv)

@@ -1,0 +1,65 @@
+"""The batch index: one JSON record per job in the output folder.
+
+Records are appended (and flushed to disk) as jobs finish, so a crash or Ctrl-C
+loses at most the jobs in flight; at the end the file is rewritten with one
+record per output, the latest, so it can be compared with the files on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+INDEX_NAME = "index.jsonl"
+STATUSES = ("done", "failed", "skipped")
+
+
+class Index:
+    """Latest record per output, read from and appended to a JSONL file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[str, dict[str, Any]] = {}
+        self.unreadable = 0
+        if path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        with open(self.path, encoding="utf-8") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    self.unreadable += 1  # a line cut short by a crash; its job is simply redone
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("output"), str):
+                    self.records[record["output"]] = record
+
+    def get(self, output: str) -> Optional[dict[str, Any]]:
+        return self.records.get(output)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records[record["output"]] = record
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=str) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def compact(self) -> None:
+        """Rewrite the file atomically with one line per output."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                for record in self.records.values():
+                    handle.write(json.dumps(record, default=str) + "\n")
+            os.replace(tmp, self.path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.records.values())

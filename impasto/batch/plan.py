@@ -1,0 +1,301 @@
+"""What a batch will do: jobs read from a manifest or paired from two folders.
+
+Everything here runs on the driver before any image is painted, so a malformed
+manifest or a folder without images is one clear error at once, while a bad
+row (no content, an unknown setting) becomes a job that is recorded as failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+from ..errors import ImpastoError
+from ..settings import Settings
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+OUTPUT_FORMATS = ("png", "jpg", "webp")
+# Manifest fields that are not settings; every other field overrides a setting for its row.
+CONTENT_FIELD, STYLE_FIELDS, OUTPUT_FIELD, SETTINGS_FIELD = "content", ("style", "styles"), "output", "settings"
+STYLE_SEPARATOR = ";"  # several styles in one CSV cell: "a.jpg:0.7;b.jpg:0.3"
+
+PathLike = Union[str, os.PathLike]
+Row = Mapping[str, Any]
+
+
+@dataclass
+class Job:
+    """One content painted in one style blend, written to `output` (relative to the output folder)."""
+
+    output: str
+    content: str = ""
+    styles: tuple[tuple[str, float], ...] = ()
+    overrides: dict[str, Any] = field(default_factory=dict)
+    origin: str = ""  # where the job came from, for messages: "manifest.csv line 4"
+    settings: Optional[Settings] = None
+    error: Optional[str] = None  # why it cannot run, found while planning
+    settings_hash: str = ""
+    key: str = ""  # inputs + settings: a finished record with this key need not be redone
+
+    def record(self) -> dict[str, Any]:
+        """The job's part of an index record."""
+        return {
+            "output": self.output,
+            "content": self.content,
+            "styles": [[path, weight] for path, weight in self.styles],
+            "overrides": self.overrides,
+            "settings_hash": self.settings_hash,
+            "key": self.key,
+            "origin": self.origin,
+        }
+
+
+# -- settings ------------------------------------------------------------------------------------
+
+
+def settings_hash(settings: Settings) -> str:
+    text = json.dumps(settings.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def typed_override(name: str, value: Any) -> Any:
+    """Text from a CSV cell (or a JSON string) as the setting's type wants it; other values as given."""
+    from ..sweep import parse_value
+
+    known = {f.name for f in fields(Settings)}
+    if name in known and isinstance(value, str) and typing.get_type_hints(Settings)[name] is not str:
+        try:
+            return parse_value(name, value)
+        except ImpastoError as exc:  # its message speaks of a sweep's grid
+            raise ImpastoError(str(exc).removeprefix("grid ")) from None
+    return value
+
+
+def resolve_settings(base: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """`base` with a row's overrides, checked as a single run checks its settings."""
+    try:
+        typed = {name: typed_override(name, value) for name, value in overrides.items()}
+        return Settings.from_dict(base.to_dict() | typed).validate()
+    except (TypeError, ValueError) as exc:
+        raise ImpastoError(f"bad setting: {exc}") from None
+
+
+def finish_job(job: Job, base: Settings) -> Job:
+    """Fill in the job's settings, hash and key, or its error."""
+    if job.error is None:
+        try:
+            job.settings = resolve_settings(base, job.overrides)
+        except ImpastoError as exc:
+            job.error = f"{job.origin}: {exc}" if job.origin else str(exc)
+    if job.settings is not None:
+        job.settings_hash = settings_hash(job.settings)
+    identity = {"content": job.content, "styles": job.styles, "settings": job.settings_hash, "error": job.error}
+    job.key = hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()[:16]
+    return job
+
+
+# -- names ---------------------------------------------------------------------------------------
+
+
+def default_output(content: str, styles: Sequence[tuple[str, float]], fmt: str) -> str:
+    style_part = "+".join(Path(path).stem for path, _ in styles) or "nostyle"
+    return f"{Path(content).stem or 'nocontent'}__{style_part}.{fmt}"
+
+
+def clean_output(name: str, fmt: str, origin: str) -> str:
+    """An output name from a manifest: relative, inside the output folder, with an image suffix."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or not path.name:
+        raise ImpastoError(f"{origin}: output {name!r} must be a file name inside the output folder")
+    if path.suffix.lower().lstrip(".") not in OUTPUT_FORMATS + ("jpeg",):
+        path = path.with_name(path.name + "." + fmt)
+    return str(path)
+
+
+def check_unique_outputs(jobs: Sequence[Job]) -> None:
+    seen: dict[str, Job] = {}
+    for job in jobs:
+        other = seen.get(job.output.lower())
+        if other is not None:
+            raise ImpastoError(f"{other.origin} and {job.origin} would both write {job.output}; give each row its own output name")
+        seen[job.output.lower()] = job
+
+
+# -- manifests -----------------------------------------------------------------------------------
+
+
+def parse_styles(value: Any, origin: str) -> tuple[tuple[str, float], ...]:
+    """Styles from a manifest cell: "a.jpg", "a.jpg:0.7;b.jpg:0.3", or (JSON) a list of
+    paths, [path, weight] pairs or {"path", "weight"} objects."""
+    from ..cli import parse_style
+
+    if value is None or value == "" or value == []:
+        return ()
+    items = value if isinstance(value, list) else [part for part in str(value).split(STYLE_SEPARATOR) if part.strip()]
+    styles = []
+    for item in items:
+        if isinstance(item, str):
+            styles.append(parse_style(item.strip()))
+        elif isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], (int, float)):
+            styles.append((item[0], float(item[1])))
+        elif isinstance(item, dict) and isinstance(item.get("path"), str):
+            styles.append((item["path"], float(item.get("weight", 1.0))))
+        else:
+            raise ImpastoError(f"{origin}: cannot read the style {item!r} (give a path, 'path:weight', [path, weight] or {{\"path\": .., \"weight\": ..}})")
+    return tuple(styles)
+
+
+def job_from_row(row: Row, origin: str, folder: Path, fmt: str) -> Job:
+    """One manifest row as a job; a row that cannot run gets its reason in `error`."""
+    row = {str(k).strip().lower().replace("-", "_"): v for k, v in row.items() if k is not None}
+    overrides = {k: v for k, v in row.items() if k not in (CONTENT_FIELD, OUTPUT_FIELD, SETTINGS_FIELD, *STYLE_FIELDS)}
+    overrides = {k: v for k, v in overrides.items() if v is not None and v != ""}  # an empty cell keeps the batch's value
+    nested = row.get(SETTINGS_FIELD)
+    if isinstance(nested, dict):
+        overrides.update(nested)
+    content = str(row.get(CONTENT_FIELD) or "").strip()
+    error = None
+    try:
+        styles = parse_styles(next((row[f] for f in STYLE_FIELDS if row.get(f) not in (None, "")), None), origin)
+    except ImpastoError as exc:
+        styles, error = (), str(exc)
+    content = str(resolve_path(content, folder)) if content else ""
+    styles = tuple((str(resolve_path(path, folder)), weight) for path, weight in styles)
+    if nested is not None and not isinstance(nested, dict):
+        error = f"{origin}: 'settings' must be an object of setting names and values"
+    elif not content:
+        error = f"{origin}: no content image"
+    elif not styles and error is None:
+        error = f"{origin}: no style image"
+    name = str(row.get(OUTPUT_FIELD) or "").strip()
+    output = clean_output(name, fmt, origin) if name else default_output(content, styles, fmt)
+    return Job(output=output, content=content, styles=styles, overrides=overrides, origin=origin, error=error)
+
+
+def resolve_path(path: str, folder: Path) -> Path:
+    """Manifest paths are relative to the manifest's folder, so a data set can move as a whole."""
+    p = Path(os.path.expanduser(path))
+    return p if p.is_absolute() else folder / p
+
+
+def read_manifest(path: PathLike, fmt: str = "png") -> list[Job]:
+    """Jobs from a CSV (header row; columns content, style, output, then settings) or a JSONL file."""
+    path = Path(path)
+    if not path.exists():
+        raise ImpastoError(f"{path}: no such manifest")
+    if path.is_dir():
+        raise ImpastoError(f"{path}: is a folder; give a manifest (.csv or .jsonl), or use --contents DIR --styles DIR")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImpastoError(f"{path}: cannot read the manifest ({exc.__class__.__name__})") from None
+    if suffix == ".csv":
+        rows = csv_rows(text, path)
+    elif suffix in (".jsonl", ".ndjson"):
+        rows = jsonl_rows(text, path)
+    else:
+        raise ImpastoError(f"{path}: a manifest is a .csv or .jsonl file, not {suffix or 'a file without suffix'!r}")
+    jobs = []
+    for origin, row in rows:
+        if isinstance(row, str):  # a line that did not parse: a failed job, not a failed batch
+            jobs.append(Job(output=f"{path.stem}-line{origin.rsplit(' ', 1)[-1]}.{fmt}", origin=origin, error=row))
+        else:
+            jobs.append(job_from_row(row, origin, path.parent, fmt))
+    if not jobs:
+        raise ImpastoError(f"{path}: the manifest has no rows")
+    return jobs
+
+
+def csv_rows(text: str, path: Path) -> list[tuple[str, Union[Row, str]]]:
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if CONTENT_FIELD not in header or not any(f in header for f in STYLE_FIELDS):
+        raise ImpastoError(f"{path}: the first line must name the columns, with at least 'content' and 'style' (found: {', '.join(header) or 'nothing'})")
+    rows: list[tuple[str, Union[Row, str]]] = []
+    for row in reader:
+        origin = f"{path.name} line {reader.line_num}"
+        if None in row:
+            rows.append((origin, f"{origin}: more fields than the header has columns"))
+        elif any((v or "").strip() for v in row.values()):
+            rows.append((origin, row))
+    return rows
+
+
+def jsonl_rows(text: str, path: Path) -> list[tuple[str, Union[Row, str]]]:
+    rows: list[tuple[str, Union[Row, str]]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        origin = f"{path.name} line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rows.append((origin, f"{origin}: not valid JSON ({exc.msg})"))
+            continue
+        rows.append((origin, row if isinstance(row, dict) else f"{origin}: each line must be a JSON object"))
+    return rows
+
+
+def jobs_from_rows(rows: Iterable[Row], fmt: str = "png", folder: Optional[PathLike] = None) -> list[Job]:
+    """Jobs from rows given in Python (the same fields as a JSONL manifest)."""
+    base = Path(folder) if folder is not None else Path.cwd()
+    jobs = []
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, Mapping):
+            raise ImpastoError(f"job {number}: give each job as a dict with content, style, ... not {type(row).__name__}")
+        jobs.append(job_from_row(dict(row), f"job {number}", base, fmt))
+    if not jobs:
+        raise ImpastoError("no jobs given")
+    return jobs
+
+
+# -- folders -------------------------------------------------------------------------------------
+
+
+def list_images(folder: PathLike, what: str) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImpastoError(f"{folder}: no such folder (--{what})")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+    if not images:
+        raise ImpastoError(f"{folder}: no images in it (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return images
+
+
+def pair_folders(contents: PathLike, styles: PathLike, per_content: Optional[int] = None, seed: int = 0, fmt: str = "png") -> list[Job]:
+    """Every content with every style, or `per_content` styles drawn at random for each content.
+
+    The draw for a content depends only on the seed and the content's file name, so adding
+    photos to the folder leaves the earlier pairs (and their finished outputs) as they were.
+    """
+    content_paths = list_images(contents, "contents")
+    style_paths = list_images(styles, "styles")
+    if per_content is not None:
+        if per_content < 1:
+            raise ImpastoError(f"--per-content must be at least 1, not {per_content}")
+        if per_content > len(style_paths):
+            raise ImpastoError(f"--per-content {per_content}: there are only {len(style_paths)} styles in {styles}")
+    jobs = []
+    for content in content_paths:
+        if per_content is None:
+            chosen = style_paths
+        else:
+            chosen = sorted(random.Random(f"{seed}:{content.name}").sample(style_paths, per_content))
+        for style in chosen:
+            styles_ = ((str(style), 1.0),)
+            jobs.append(Job(output=default_output(str(content), styles_, fmt), content=str(content), styles=styles_, origin=f"{content.name} x {style.name}"))
+    return jobs
+
+
+def plan(jobs: Sequence[Job], base: Settings) -> list[Job]:
+    """Settings, hashes and keys for every job; two jobs writing one file is an error."""
+    check_unique_outputs(jobs)
+    return [finish_job(job, base) for job in jobs]

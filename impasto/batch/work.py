@@ -1,0 +1,112 @@
+"""One job, run inside a worker: a local process, the driver itself, or a Ray actor.
+
+A worker holds one Stylizer for its life, so VGG is loaded once and the style
+statistics of a style are computed once for all the contents painted in it.
+The picture goes back as PNG bytes and the driver writes it, so a cluster needs
+no shared file system.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import time
+import traceback
+from typing import Any, Callable, Optional, Union
+
+from ..errors import ImpastoError
+
+# A batch revisits each style many times, at every scale: keep more statistics than a single run would.
+STYLE_CACHE_ENTRIES = 64
+
+# An image as a worker receives it: a path it can read, or (name, bytes) sent by the driver.
+Source = Union[str, tuple[str, bytes]]
+ProgressFn = Callable[[int, int], None]
+
+
+def make_stylizer() -> Any:
+    from ..api import Stylizer
+
+    stylizer = Stylizer()
+    stylizer.style_cache.capacity = STYLE_CACHE_ENTRIES
+    return stylizer
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def open_source(source: Source) -> Any:
+    """A PIL image from a path or from bytes, with load_image's checks and messages."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..images import load_image
+
+    if isinstance(source, str):
+        return load_image(source)
+    name, data = source
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
+        raise ImpastoError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
+    return load_image(image)
+
+
+def read_source(path: str) -> tuple[str, bytes]:
+    """The driver's half of sending an image: its bytes, or the error load_image would give."""
+    try:
+        with open(path, "rb") as handle:
+            return path, handle.read()
+    except FileNotFoundError:
+        raise ImpastoError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImpastoError(f"{path}: is a folder, not an image") from None
+    except OSError as exc:
+        raise ImpastoError(f"{path}: cannot read it ({exc.strerror or exc.__class__.__name__})") from None
+
+
+def run_job(
+    stylizer: Any,
+    settings: dict[str, Any],
+    content: Source,
+    styles: list[tuple[Source, float]],
+    on_progress: Optional[ProgressFn] = None,
+) -> dict[str, Any]:
+    """Paint one job. Returns {"ok", "png", "losses", "seconds", "note", "worker"} or {"ok": False, "error"}.
+
+    Every error becomes a message here: a bad input fails its job, never the worker.
+    A Ctrl-C in the middle of a job (the driver running jobs itself) is raised again,
+    so that job is not recorded as done with a half-painted picture.
+    """
+    from ..settings import Settings
+
+    start = time.perf_counter()
+    try:
+        content_image = open_source(content)
+        style_images = [(open_source(source), weight) for source, weight in styles]
+
+        def callback(progress: Any) -> None:
+            if on_progress is not None:
+                on_progress(progress.done, progress.total)
+
+        result = stylizer.run(content_image, style_images, Settings.from_dict(settings), callback=callback)
+        if result.interrupted and result.stopped_reason == "interrupted":
+            raise KeyboardInterrupt
+        buffer = io.BytesIO()
+        result.image.save(buffer, format="PNG")
+        return {
+            "ok": True,
+            "png": buffer.getvalue(),
+            "losses": result.losses,
+            "seconds": round(time.perf_counter() - start, 3),
+            "note": result.stopped_reason if result.interrupted else None,
+            "worker": worker_name(),
+        }
+    except ImpastoError as exc:
+        return {"ok": False, "error": str(exc), "seconds": round(time.perf_counter() - start, 3), "worker": worker_name()}
+    except Exception as exc:  # a bug or a device failure: keep the worker alive, say where it happened
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        message = f"{exc.__class__.__name__}: {exc} (at {os.path.basename(where.filename)}:{where.lineno})"
+        return {"ok": False, "error": message, "seconds": round(time.perf_counter() - start, 3), "worker": worker_name()}

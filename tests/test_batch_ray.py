@@ -1,0 +1,159 @@
+"""`impasto batch --ray` against a real two-node Ray cluster started by the test.
+
+Ray will not run a cluster on a loopback address in the host's network, so the
+cluster lives in private namespaces: a network namespace (127.0.0.1 is then the
+node address) and a PID namespace, so `ray stop --force` sees only this test's
+processes and nothing of the cluster outlives the test. This file is also the
+script run inside them (`python test_batch_ray.py WORKDIR WEIGHTS`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+PORT = 6391
+WORKER_TITLE = "ray::BatchWorker.run"  # what Ray calls an actor process while it runs a job
+
+
+def unshare_works() -> bool:
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return False
+    try:
+        probe = subprocess.run(["unshare", "-n", "-p", "-f", "--mount-proc", "true"], capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == 0
+
+
+def test_batch_on_a_two_node_ray_cluster_survives_a_killed_worker(tmp_path, synthetic_weights):
+    pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'impasto[ray]')")
+    if not unshare_works():
+        pytest.skip("unshare -n -p (private network and PID namespaces) is unavailable or not permitted here")
+    from conftest import smooth_image, textured_image, write_png
+
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "paintings").mkdir()
+    for i in range(3):
+        write_png(tmp_path / "photos" / f"photo{i}.png", smooth_image(48, 56, seed=i))
+    for i in range(2):
+        write_png(tmp_path / "paintings" / f"painting{i}.png", textured_image(40, 48, seed=10 + i))
+    inner = [sys.executable, str(Path(__file__).resolve()), str(tmp_path), str(synthetic_weights)]
+    command = ["unshare", "-n", "-p", "-f", "--mount-proc", "bash", "-c", f"ip link set lo up && exec {shlex.join(inner)}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0", PYTHONPATH=str(Path(__file__).parent))
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, f"inside the namespaces:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    report = json.loads((tmp_path / "report.json").read_text())
+
+    # The cluster had two nodes and the batch used a worker on each.
+    assert report["nodes"] == 2
+    assert len(set(report["workers"])) >= 2
+    # A worker was killed in the middle of a job; that job was sent again and finished.
+    assert report["killed"] is not None
+    records = [json.loads(line) for line in (tmp_path / "out" / "index.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and {r["status"] for r in records} == {"done"}
+    retried = [r for r in records if r["attempts"] >= 2]
+    assert retried, f"no job was retried after pid {report['killed']} was killed: {records}"
+    # The index and the folder agree: every record's picture is there, and nothing else.
+    pictures = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert pictures == sorted(r["output"] for r in records)
+    assert report["exit_code"] == 0
+    # Run again: everything is finished already, nothing is redone.
+    assert report["second_run"] == {"previous": 6, "run": 0}
+
+
+# -- inside the namespaces --------------------------------------------------------------------------
+
+
+def ray_command(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("ray")), *args]
+
+
+def start_cluster(temp_dir: str) -> None:
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=78643200", "--disable-usage-stats"]
+    subprocess.run(
+        ray_command("start", "--head", f"--port={PORT}", "--include-dashboard=false", f"--temp-dir={temp_dir}", *common),
+        check=True, capture_output=True, timeout=90,
+    )  # fmt: skip
+    subprocess.run(ray_command("start", f"--address=127.0.0.1:{PORT}", *common), check=True, capture_output=True, timeout=90)
+
+
+def busy_worker_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith(WORKER_TITLE):
+                pids.append(int(entry.name))
+    return pids
+
+
+def kill_a_busy_worker(report: dict) -> None:
+    """Wait until a worker has been running a job for a moment, then kill its process."""
+    seen: dict[int, float] = {}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        for pid in busy_worker_pids():
+            if now - seen.setdefault(pid, now) > 0.3:
+                os.kill(pid, signal.SIGKILL)
+                report["killed"] = pid
+                return
+        seen = {pid: t for pid, t in seen.items() if pid in busy_worker_pids()}
+        time.sleep(0.05)
+
+
+def inside(workdir: Path, weights: str) -> int:
+    import ray
+
+    import impasto
+    from impasto.batch.command import main as batch_main
+
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    report: dict = {"killed": None}
+    try:
+        start_cluster(temp_dir)
+        ray.init(address=f"127.0.0.1:{PORT}", logging_level="warning")
+        report["nodes"] = len([n for n in ray.nodes() if n["Alive"]])
+        ray.shutdown()
+        killer = threading.Thread(target=kill_a_busy_worker, args=(report,), daemon=True)
+        killer.start()
+        argv = [
+            "--contents", str(workdir / "photos"), "--styles", str(workdir / "paintings"), "-o", str(workdir / "out"),
+            "--ray", f"127.0.0.1:{PORT}", "--retries", "2", "--weights", weights, "--device", "cpu", "--size", "56",
+            "--no-multiscale", "--iterations", "10", "--style-layers", "conv1_1,conv2_1,conv3_1",
+            "--content-layers", "conv2_2", "--quiet",
+        ]  # fmt: skip
+        report["exit_code"] = batch_main(argv)
+        killer.join(timeout=1)
+        records = [json.loads(line) for line in (workdir / "out" / "index.jsonl").read_text().splitlines()]
+        report["workers"] = [r["worker"] for r in records]
+        again = list(impasto.batch(None, workdir / "out", impasto.Settings(
+            weights=weights, device="cpu", size=56, multiscale=False, iterations=10,
+            style_layers=("conv1_1", "conv2_1", "conv3_1"), content_layers=("conv2_2",)),
+            contents=workdir / "photos", styles=workdir / "paintings", ray=f"127.0.0.1:{PORT}"))  # fmt: skip
+        report["second_run"] = {"previous": sum(r.previous for r in again), "run": sum(not r.previous for r in again)}
+    finally:
+        (workdir / "report.json").write_text(json.dumps(report))
+        subprocess.run(ray_command("stop", "--force"), capture_output=True, timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(inside(Path(sys.argv[1]), sys.argv[2]))
