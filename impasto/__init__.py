@@ -1,6 +1,7 @@
 """impasto: paint a photo in the style of an artwork (Gatys et al. neural style transfer)."""
 
 from .api import Result, Stylizer, stylize
+from .batch import batch  # noqa: F401  the function shadows the module name on purpose: impasto.batch(...)
 from .errors import ImpastoError
 from .images import load_image, save_image
 from .media import plot_losses, write_gif

@@ -1,0 +1,266 @@
+"""impasto batch: manifests, folder pairing, the index, resume and the local workers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import smooth_image, textured_image, write_png
+from PIL import Image
+
+import impasto
+from impasto.batch.plan import pair_folders, read_manifest
+from impasto.cli import main
+from impasto.errors import ImpastoError
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    """photos/ (3 photos) and paintings/ (3 paintings) of tiny images."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "paintings").mkdir()
+    for i in range(3):
+        write_png(tmp_path / "photos" / f"photo{i}.png", smooth_image(36, 44, seed=i))
+        write_png(tmp_path / "paintings" / f"art{i}.png", textured_image(40, 32, seed=20 + i))
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+@pytest.fixture
+def fast(make_settings):
+    return make_settings(size=40, iterations=4)
+
+
+def settings_flags(settings: impasto.Settings) -> list[str]:
+    return [
+        "--weights", settings.weights, "--device", "cpu", "--size", str(settings.size), "--no-multiscale",
+        "--iterations", str(settings.iterations), "--style-layers", ",".join(settings.style_layers),
+        "--content-layers", ",".join(settings.content_layers), "--quiet",
+    ]  # fmt: skip
+
+
+def index_records(folder: Path) -> dict[str, dict]:
+    lines = (folder / "index.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len({r["output"] for r in records}) == len(records), "the index keeps one record per output"
+    return {r["output"]: r for r in records}
+
+
+# -- manifests -----------------------------------------------------------------------------------
+
+
+def test_csv_manifest_rows_become_jobs(data):
+    (data / "jobs.csv").write_text(
+        "content,style,output,style_weight,size\n"
+        "photos/photo0.png,paintings/art0.png,first.png,50,\n"
+        "photos/photo1.png,paintings/art0.png:0.7;paintings/art1.png:0.3,,,64\n"
+        ",,,,\n"  # a blank row is not a job
+    )
+    jobs = read_manifest(data / "jobs.csv")
+    assert len(jobs) == 2
+    first, blend = jobs
+    assert first.output == "first.png" and first.content == str(data / "photos" / "photo0.png")
+    assert first.overrides == {"style_weight": "50"}  # the empty size cell keeps the batch's size
+    assert blend.styles == ((str(data / "paintings" / "art0.png"), 0.7), (str(data / "paintings" / "art1.png"), 0.3))
+    assert blend.output == "photo1__art0+art1.png"
+    assert first.error is None and blend.error is None
+
+
+def test_jsonl_manifest_with_lists_settings_and_bad_lines(data, fast):
+    lines = [
+        {"content": "photos/photo0.png", "style": "paintings/art0.png", "settings": {"style_weight": 5}},
+        {"content": "photos/photo1.png", "styles": [["paintings/art1.png", 2], {"path": "paintings/art2.png", "weight": 1}], "output": "sub/b"},
+        {"content": "photos/photo2.png", "style": "paintings/art0.png", "no_such_setting": 1},
+        {"style": "paintings/art0.png"},
+    ]
+    text = "\n".join(json.dumps(line) for line in lines) + "\n{not json\n[1, 2]\n"
+    (data / "jobs.jsonl").write_text(text)
+    jobs = read_manifest(data / "jobs.jsonl")
+    assert [j.output for j in jobs[:2]] == ["photo0__art0.png", "sub/b.png"]
+    assert jobs[0].overrides == {"style_weight": 5}
+    assert jobs[1].styles[0][1] == 2.0 and jobs[1].styles[1][1] == 1.0
+    from impasto.batch.plan import plan
+
+    planned = plan(jobs, fast)
+    assert planned[0].error is None and planned[0].settings.style_weight == 5
+    assert "unknown setting(s): no_such_setting" in planned[2].error and "jobs.jsonl line 3" in planned[2].error
+    assert planned[3].error == "jobs.jsonl line 4: no content image"
+    assert planned[4].error.startswith("jobs.jsonl line 5: not valid JSON")
+    assert planned[5].error == "jobs.jsonl line 6: each line must be a JSON object"
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("jobs.csv", "photo,painting\na.png,b.png\n", "at least 'content' and 'style'"),
+        ("jobs.csv", "content,style\n", "has no rows"),
+        ("jobs.txt", "content,style\n", "a .csv or .jsonl file"),
+        ("jobs.csv", "content,style,output\na.png,b.png,x.png\nc.png,d.png,X.PNG\n", "would both write"),
+        ("jobs.csv", "content,style,output\na.png,b.png,../x.png\n", "inside the output folder"),
+    ],
+)
+def test_manifest_errors_are_one_clear_line(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ImpastoError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        list(impasto.batch(tmp_path / name, tmp_path / "out"))
+
+
+def test_missing_manifest_and_no_input_exit_2(tmp_path, capsys):
+    assert main(["batch", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "out")]) == 2
+    assert "impasto: error: " in capsys.readouterr().err
+    assert main(["batch", "-o", str(tmp_path / "out")]) == 2
+    assert "give a manifest" in capsys.readouterr().err
+    assert main(["batch", "--contents", str(tmp_path), "-o", str(tmp_path / "out")]) == 2
+    assert "needs both --contents DIR and --styles DIR" in capsys.readouterr().err
+
+
+# -- folders -------------------------------------------------------------------------------------
+
+
+def test_folders_every_pair(data):
+    jobs = pair_folders(data / "photos", data / "paintings")
+    assert len(jobs) == 9  # notes.txt is not an image
+    assert sorted(j.output for j in jobs)[:3] == ["photo0__art0.png", "photo0__art1.png", "photo0__art2.png"]
+
+
+def test_folders_k_random_styles_per_content_repeatable(data):
+    def draw(seed):
+        return [(Path(j.content).name, Path(j.styles[0][0]).name) for j in pair_folders(data / "photos", data / "paintings", 2, seed)]
+
+    first = draw(7)
+    assert len(first) == 6
+    for photo in ("photo0.png", "photo1.png", "photo2.png"):
+        styles = [s for c, s in first if c == photo]
+        assert len(styles) == 2 and len(set(styles)) == 2
+    assert draw(7) == first  # same seed, same pairs
+    assert any(draw(seed) != first for seed in range(8, 14))  # the seed matters
+    # A photo's draw does not depend on the other photos in the folder.
+    (data / "photos" / "photo0.png").unlink()
+    assert [pair for pair in first if pair[0] != "photo0.png"] == draw(7)
+
+
+def test_folder_errors(data, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImpastoError, match="no images in it"):
+        pair_folders(tmp_path / "empty", data / "paintings")
+    with pytest.raises(ImpastoError, match="no such folder"):
+        pair_folders(tmp_path / "absent", data / "paintings")
+    with pytest.raises(ImpastoError, match="only 3 styles"):
+        pair_folders(data / "photos", data / "paintings", per_content=4)
+    with pytest.raises(ImpastoError, match="at least 1"):
+        pair_folders(data / "photos", data / "paintings", per_content=0)
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+def test_bad_rows_fail_alone_and_the_exit_status_says_so(data, fast, capsys):
+    (data / "jobs.csv").write_text(
+        "content,style,output,style_weight,brush\n"
+        "photos/photo0.png,paintings/art0.png,good.png,,\n"
+        "photos/missing.png,paintings/art0.png,missing.png,,\n"
+        "photos/notes.txt,paintings/art0.png,unreadable.png,,\n"
+        "photos/photo1.png,paintings/art1.png,unknown.png,,3\n"
+        "photos/photo2.png,paintings/art2.png,badvalue.png,lots,\n"
+        "photos/photo2.png,paintings/art1.png,good2.png,10,\n"
+    )
+    out = data / "out"
+    code = main(["batch", str(data / "jobs.csv"), "-o", str(out), *settings_flags(fast)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "2 done, 4 failed" in err
+    records = index_records(out)
+    assert {k: r["status"] for k, r in records.items()} == {
+        "good.png": "done", "good2.png": "done", "missing.png": "failed", "unreadable.png": "failed",
+        "unknown.png": "failed", "badvalue.png": "failed",
+    }  # fmt: skip
+    assert records["missing.png"]["error"].endswith("missing.png: no such file")
+    assert "not a readable image" in records["unreadable.png"]["error"]
+    assert records["unknown.png"]["error"] == "jobs.csv line 5: unknown setting(s): brush"
+    assert records["badvalue.png"]["error"] == "jobs.csv line 6: style_weight: 'lots' is not a number"
+    assert records["good2.png"]["overrides"] == {"style_weight": "10"}
+    assert records["good.png"]["settings_hash"] != records["good2.png"]["settings_hash"]
+    assert set(records["good.png"]["losses"]) >= {"content", "style", "total"}
+    assert sorted(p.name for p in out.glob("*.png")) == ["good.png", "good2.png"]
+    assert Image.open(out / "good.png").size == (40, 33)
+
+    # Failed jobs stay failed (and the status says so) until --retry-failed, once the cause is fixed.
+    write_png(data / "photos" / "missing.png", smooth_image(30, 30, seed=5))
+    assert main(["batch", str(data / "jobs.csv"), "-o", str(out), *settings_flags(fast)]) == 1
+    assert index_records(out)["missing.png"]["status"] == "failed"
+    assert main(["batch", str(data / "jobs.csv"), "-o", str(out), *settings_flags(fast), "--retry-failed"]) == 1
+    records = index_records(out)
+    assert records["missing.png"]["status"] == "done" and (out / "missing.png").exists()
+    assert records["unknown.png"]["status"] == "failed"
+
+
+def test_resume_finishes_the_rest_without_redoing_any(data, fast, stylizer):
+    out = data / "out"
+    run = impasto.batch(None, out, fast, contents=data / "photos", styles=data / "paintings", stylizer=stylizer)
+    assert (run.total, run.to_run) == (9, 9)
+    first = [next(run), next(run), next(run)]
+    run.close()  # as a Ctrl-C or a closed notebook would stop it
+    assert all(r.status == "done" and not r.previous for r in first)
+    records = index_records(out)
+    assert set(records) == {r.output.name for r in first}
+    written = {r.output.name: r.output.stat().st_mtime_ns for r in first}
+
+    again = impasto.batch(None, out, fast, contents=data / "photos", styles=data / "paintings", stylizer=stylizer)
+    assert again.to_run == 6
+    results = list(again)
+    assert sum(r.previous for r in results) == 3 and sum(not r.previous for r in results) == 6
+    assert all(r.status == "done" for r in results)
+    assert {name: (out / name).stat().st_mtime_ns for name in written} == written
+    assert len(index_records(out)) == 9
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(index_records(out))
+    assert results[-1].image().size == (40, 33)
+
+    # Other settings are other jobs: the old pictures are not passed off as theirs, nor replaced.
+    other = list(impasto.batch(None, out, fast.replace(style_weight=3), contents=data / "photos", styles=data / "paintings", stylizer=stylizer))
+    assert {r.status for r in other} == {"skipped"}
+    assert "--overwrite" in other[0].error
+    assert {name: (out / name).stat().st_mtime_ns for name in written} == written
+
+
+def test_an_existing_file_is_skipped_unless_overwrite(data, fast, stylizer):
+    out = data / "out"
+    out.mkdir()
+    (out / "photo0__art0.png").write_bytes(b"mine")
+    rows = [{"content": str(data / "photos" / "photo0.png"), "style": str(data / "paintings" / "art0.png")}]
+    [result] = impasto.batch(rows, out, fast, stylizer=stylizer)
+    assert result.status == "skipped" and (out / "photo0__art0.png").read_bytes() == b"mine"
+    [result] = impasto.batch(rows, out, fast, stylizer=stylizer, overwrite=True)
+    assert result.status == "done" and Image.open(out / "photo0__art0.png").size == (40, 33)
+
+
+def test_local_workers_share_four_jobs(data, fast):
+    (data / "photos" / "photo2.png").unlink()
+    out = data / "out"
+    seen = []
+    results = list(impasto.batch(
+        None, out, fast, contents=data / "photos", styles=data / "paintings", per_content=2, seed=1, workers=2,
+        on_progress=lambda worker, name, done, total: seen.append((worker, name, done, total)),
+    ))  # fmt: skip
+    assert len(results) == 4 and {r.status for r in results} == {"done"}
+    records = index_records(out)
+    assert set(records) == {r.output.name for r in results}
+    assert len({r["worker"] for r in records.values()}) == 2, "both worker processes ran jobs"
+    assert {w for w, *_ in seen} == {0, 1} and all(total == 4 for *_, total in seen)
+    assert {name for _, name, *_ in seen} == set(records)
+    for name in records:
+        assert Image.open(out / name).size == (40, 33)
+
+
+def test_cli_folder_mode_and_its_rerun(data, fast, capsys):
+    out = data / "out"
+    (data / "two").mkdir()
+    for name in ("photo0.png", "photo1.png"):
+        (data / "two" / name).write_bytes((data / "photos" / name).read_bytes())
+    argv = ["batch", "--contents", str(data / "two"), "--styles", str(data / "paintings"), "--per-content", "2",
+            "--pair-seed", "3", "-o", str(out), *settings_flags(fast)]  # fmt: skip
+    assert main(argv) == 0
+    assert "4 done, 0 failed" in capsys.readouterr().err
+    assert len(index_records(out)) == 4 and len(list(out.glob("*.png"))) == 4
+    assert main(argv) == 0
+    assert "4 done (4 from an earlier run)" in capsys.readouterr().err
