@@ -204,7 +204,7 @@ def create_app(config: WebConfig) -> FastAPI:
     )
     app.state.manager = manager
     app.state.config = config
-    upload_limit = config.max_upload_bytes * (config.limits.max_styles + 1) + 1_000_000
+    upload_limit = config.max_upload_bytes * (config.limits.max_styles + 1) + 100_000  # + the form fields
     app.add_middleware(BodyLimit, limit=upload_limit)
     if config.allowed_hosts is not None:
         # A page on another site cannot reach a loopback server through DNS rebinding.

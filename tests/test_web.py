@@ -1,0 +1,518 @@
+"""The web app's API (issue #5), driven by FastAPI's TestClient on synthetic weights.
+
+Every job here is a 48 px single-scale run of a few iterations on the random VGG19.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, smooth_image, textured_image, to_uint8
+
+pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'impasto[web]')")
+pytest.importorskip("multipart", reason="the web extra is not installed (pip install 'impasto[web]')")
+pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from impasto import cli  # noqa: E402
+from impasto.errors import ImpastoError  # noqa: E402
+from impasto.web import check_host, cli_main, is_loopback  # noqa: E402
+from impasto.web.app import WebConfig, create_app  # noqa: E402
+from impasto.web.jobs import JOB_FILE, write_json_atomic  # noqa: E402
+from impasto.web.options import Limits  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+LOCAL = "http://127.0.0.1"
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def png_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(array)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo() -> bytes:
+    return png_bytes(smooth_image(40, 48))
+
+
+@pytest.fixture(scope="module")
+def painting() -> bytes:
+    return png_bytes(textured_image(48, 40))
+
+
+@pytest.fixture
+def base_settings(synthetic_weights) -> dict[str, Any]:
+    """The server's own options (`impasto serve --weights ... --size 48 ...`)."""
+    return dict(
+        weights=str(synthetic_weights),
+        device="cpu",
+        size=48,
+        min_size=32,
+        multiscale=False,
+        iterations=6,
+        initial_iterations=6,
+        style_layers=FAST_STYLE_LAYERS,
+        content_layers=FAST_CONTENT_LAYERS,
+    )
+
+
+@pytest.fixture
+def serve(tmp_path, base_settings, stylizer):
+    """serve(**config) -> a context manager giving a TestClient on a fresh app over tmp_path/data."""
+
+    @contextmanager
+    def start(**overrides: Any) -> Iterator[TestClient]:
+        config = dict(data_dir=tmp_path / "data", base_settings=base_settings, stylizer=stylizer,
+                      allowed_hosts=["127.0.0.1", "localhost"])  # fmt: skip
+        config.update(overrides)
+        with TestClient(create_app(WebConfig(**config)), base_url=LOCAL) as client:
+            yield client
+
+    return start
+
+
+def files(photo: bytes, *styles: bytes, names: tuple[str, ...] = ()) -> list[tuple[str, tuple[str, bytes, str]]]:
+    names = names or ("photo.png",) + tuple(f"style{i}.png" for i in range(len(styles)))
+    parts = [("content", (names[0], photo, "image/png"))]
+    parts += [("style", (name, data, "image/png")) for name, data in zip(names[1:], styles)]
+    return parts
+
+
+def create(client: TestClient, photo: bytes, painting: bytes, expect: int = 201, **data: Any) -> dict[str, Any]:
+    form = {k: (json.dumps(v) if isinstance(v, dict) else str(v)) for k, v in data.items()}
+    response = client.post("/api/jobs", files=files(photo, painting), data=form)
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+def wait(client: TestClient, job_id: str, until=("done", "cancelled", "failed", "interrupted"), timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["status"] in until:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s")
+
+
+def wait_for_progress(client: TestClient, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["status"] == "running" and job["progress"] and job["progress"]["done"] >= 2:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} made no progress in {timeout} s")
+
+
+def image_of(response) -> Image.Image:
+    return Image.open(io.BytesIO(response.content))
+
+
+def detail(response) -> str:
+    return response.json()["detail"]
+
+
+# -- the happy path --------------------------------------------------------------------------------
+
+
+def test_a_job_runs_and_its_result_gif_frames_and_inputs_can_be_fetched(serve, photo, painting, tmp_path):
+    with serve() as client:
+        job = create(client, photo, painting, settings={"seed": 3, "style_weight": 50})
+        assert job["status"] in ("queued", "running")
+        assert job["settings"]["style_weight"] == 50 and job["settings"]["size"] == 48
+        assert "weights" not in job["settings"]  # the server's paths are its own business
+        done = wait(client, job["id"])
+        assert done["status"] == "done", done["error"]
+        assert done["progress"]["done"] == done["progress"]["total"] == 6
+        assert set(done["losses"]) >= {"content", "style", "total"}
+
+        result = client.get(done["links"]["result"])
+        assert result.status_code == 200 and result.headers["content-type"] == "image/png"
+        assert image_of(result).size == (48, 40)  # the photo's aspect, long side 48
+        download = client.get(done["links"]["result"] + "?download=1")
+        assert "attachment" in download.headers["content-disposition"]
+
+        gif = client.get(done["links"]["gif"])
+        assert gif.headers["content-type"] == "image/gif" and image_of(gif).n_frames >= 2
+        assert done["frames"] == 6  # every iteration, fewer of them than --gif-frames
+        frame = client.get(f"/api/jobs/{job['id']}/frames/0")
+        assert image_of(frame).size == (48, 40)
+        assert client.get(f"/api/jobs/{job['id']}/frames/6").status_code == 404
+        preview = client.get(done["links"]["preview"])
+        assert preview.headers["content-type"] == "image/jpeg" and image_of(preview).format == "JPEG"
+        stored = client.get(f"/api/jobs/{job['id']}/inputs/style-0")
+        assert image_of(stored).size == (40, 48)
+
+        listing = client.get("/api/jobs").json()
+        assert [j["id"] for j in listing] == [job["id"]]
+
+    folder = tmp_path / "data" / job["id"]
+    assert sorted(p.name for p in folder.iterdir()) == ["content.png", "frames", "job.json", "progress.gif", "result.png", "style-0.png"]
+    assert json.loads((folder / JOB_FILE).read_text())["status"] == "done"
+
+
+def test_events_stream_the_job_until_it_finishes(serve, photo, painting):
+    with serve() as client:
+        job = create(client, photo, painting, settings={"iterations": 10})
+        events = []
+        with client.stream("GET", job["links"]["events"]) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[len("data: "):]))
+        assert events and events[-1]["status"] == "done"
+        done = [e["progress"]["done"] for e in events if e["progress"]]
+        assert done == sorted(done) and done[-1] == 10
+        assert "result" in events[-1]["links"]
+
+
+def test_blend_of_two_styles_and_settings_as_form_fields(serve, photo, painting):
+    other = png_bytes(smooth_image(32, 32, seed=5))
+    with serve() as client:
+        response = client.post("/api/jobs", files=files(photo, painting, other),
+                               data={"style_weights": "0.7,0.3", "size": "40", "preserve_color": "luminance",
+                                     "style_layers": "fine"})  # fmt: skip
+        assert response.status_code == 201, response.text
+        job = response.json()
+        assert [s["weight"] for s in job["styles"]] == [0.7, 0.3]
+        assert job["settings"]["preserve_color"] == "luminance"
+        assert job["settings"]["style_layers"] == ["conv1_1", "conv2_1", "conv3_1"]
+        done = wait(client, job["id"])
+        assert done["status"] == "done", done["error"]
+        assert image_of(client.get(done["links"]["result"])).size == (40, 33)
+
+
+def test_a_preset_from_the_form_applies_under_explicit_settings(serve, photo, painting):
+    with serve() as client:
+        job = create(client, photo, painting, expect=201, preset="fast", settings={"size": 40, "initial_iterations": 4, "iterations": 2})
+        # `fast` sets min_size 181 and two scales; the explicit size wins, so the run has one scale.
+        assert job["request"]["preset"] == "fast" and job["settings"]["size"] == 40
+        assert wait(client, job["id"])["status"] == "done"
+
+
+# -- invalid input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"settings": "{not json"}, "not valid JSON"),
+        ({"settings": "[1, 2]"}, "must be a JSON object"),
+        ({"settings": {"colour": "red"}}, "unknown setting 'colour'"),
+        ({"settings": {"size": "big"}}, "size must be a whole number"),
+        ({"settings": {"size": 12.5}}, "size must be a whole number"),
+        ({"size": "abc"}, "size must be a whole number"),
+        ({"settings": {"size": 8}}, "size must be at least 16"),
+        ({"settings": {"size": 100000}}, "size must be at most 2048"),
+        ({"settings": {"iterations": 10**6}}, "iterations must be at most"),
+        ({"settings": {"style_weight": -1}}, "style-weight must be a non-negative number"),
+        ({"settings": {"style_weight": "NaN"}}, "style_weight must be a finite number"),
+        ({"settings": {"multiscale": "maybe"}}, "multiscale must be true or false"),
+        ({"settings": {"style_layers": ["conv9_9"]}}, "unknown layer 'conv9_9'"),
+        ({"settings": {"style_loss": "best"}}, "style-loss must be one of"),
+        ({"settings": {"preserve_color": "sepia"}}, "preserve-color must be one of"),
+        ({"settings": {"weights": "/etc/passwd"}}, "weights is set by the server"),
+        ({"settings": {"device": "cuda:7"}}, "device is set by the server"),
+        ({"settings": {"init": "/etc/passwd"}}, "init must be one of content, noise, style"),
+        ({"preset": "vangogh"}, "unknown preset 'vangogh'"),
+        ({"style_weights": "1,2"}, "2 weights given for 1 style"),
+        ({"style_weights": "-1"}, "non-negative"),
+        ({"style_weights": "a lot"}, "give numbers"),
+    ],
+)
+def test_bad_settings_get_a_422_with_a_clear_message(serve, photo, painting, data, message, tmp_path):
+    with serve() as client:
+        response = client.post("/api/jobs", files=files(photo, painting),
+                               data={k: json.dumps(v) if isinstance(v, dict) else v for k, v in data.items()})  # fmt: skip
+        assert response.status_code == 422
+        assert message in detail(response)
+        assert client.get("/api/jobs").json() == []
+    assert list((tmp_path / "data").iterdir()) == []  # nothing half-made is left behind
+
+
+def test_missing_files_too_many_styles_and_files_as_settings(serve, photo, painting):
+    with serve(limits=Limits(max_styles=2)) as client:
+        response = client.post("/api/jobs", files=[("style", ("s.png", painting, "image/png"))])
+        assert response.status_code == 422 and "content: Field required" in detail(response)
+        response = client.post("/api/jobs", files=[("content", ("c.png", photo, "image/png"))])
+        assert response.status_code == 422 and "style: Field required" in detail(response)
+        response = client.post("/api/jobs", files=files(photo, painting, painting, painting))
+        assert response.status_code == 422 and "at most 2 style images" in detail(response)
+        response = client.post("/api/jobs", files=files(photo, painting) + [("size", ("s.txt", b"256", "text/plain"))])
+        assert response.status_code == 422 and "size: expected a value" in detail(response)
+
+
+def test_unknown_and_malformed_job_ids(serve):
+    with serve() as client:
+        assert client.get("/api/jobs/00000000-0000-4000-8000-000000000000").status_code == 404
+        assert client.get("/api/jobs/not-a-uuid").status_code == 422
+        assert client.get("/api/jobs/..%2F..%2Fetc%2Fpasswd/result").status_code in (404, 422)
+        assert client.post("/api/jobs/00000000-0000-4000-8000-000000000000/cancel").status_code == 404
+        response = client.get("/api/jobs/00000000-0000-4000-8000-000000000000/inputs/..%2Fjob")
+        assert response.status_code in (404, 422)
+
+
+def test_result_of_an_unfinished_job_is_404_and_a_running_job_cannot_be_deleted(serve, photo, painting):
+    with serve() as client:
+        job = create(client, photo, painting, settings={"iterations": 3000, "size": 32})
+        wait_for_progress(client, job["id"])
+        assert client.get(f"/api/jobs/{job['id']}/result").status_code == 404
+        response = client.delete(f"/api/jobs/{job['id']}")
+        assert response.status_code == 409 and "cancel it first" in detail(response)
+        response = client.post(f"/api/jobs/{job['id']}/rerun")
+        assert response.status_code == 409
+        client.post(f"/api/jobs/{job['id']}/cancel")
+        wait(client, job["id"])
+        assert client.delete(f"/api/jobs/{job['id']}").status_code == 204
+        assert client.get(f"/api/jobs/{job['id']}").status_code == 404
+
+
+# -- hostile uploads -------------------------------------------------------------------------------
+
+
+def png_bomb(width: int, height: int, rows: int = 200) -> bytes:
+    """A 1-bit PNG declaring width x height, with `rows` rows of zeros: a few KB that claim gigapixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    body = zlib.compress(b"\0" * ((width + 7) // 8 + 1) * rows, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("max_pixels", [50_000_000, 10**12])  # ours refuses it, or Pillow's own guard does
+def test_a_png_decompression_bomb_is_refused_before_decoding(serve, photo, max_pixels):
+    bomb = png_bomb(100_000, 100_000)
+    assert len(bomb) < 20_000
+    with serve(max_pixels=max_pixels) as client:
+        started = time.monotonic()
+        response = client.post("/api/jobs", files=[("content", ("bomb.png", bomb, "image/png")), ("style", ("s.png", photo, "image/png"))])
+        assert response.status_code == 413
+        assert "content: " in detail(response) and "too many pixels" in detail(response)
+        assert time.monotonic() - started < 5  # 10 Gpx were never decoded
+
+
+def test_a_text_file_named_jpg_is_refused(serve, photo):
+    with serve() as client:
+        response = client.post("/api/jobs", files=[("content", ("photo.jpg", b"hello, I am text\n" * 20, "image/jpeg")),
+                                                   ("style", ("s.png", photo, "image/png"))])  # fmt: skip
+        assert response.status_code == 415
+        assert detail(response).startswith("content: not a picture")
+
+
+def test_other_formats_pillow_reads_are_refused_too(serve, photo):
+    icon = png_bytes(smooth_image(32, 32), fmt="ICO")
+    with serve() as client:
+        response = client.post("/api/jobs", files=files(photo, icon))
+        assert response.status_code == 415 and "style 1: ICO pictures are not accepted" in detail(response)
+
+
+def test_truncated_and_tiny_pictures_are_refused(serve, photo):
+    tiny = png_bytes(smooth_image(4, 4))
+    with serve() as client:
+        response = client.post("/api/jobs", files=files(photo[: len(photo) // 2], photo))
+        assert response.status_code == 400 and "damaged or truncated" in detail(response)
+        response = client.post("/api/jobs", files=files(photo, tiny))
+        assert response.status_code == 400 and "style 1:" in detail(response) and "too small" in detail(response)
+        response = client.post("/api/jobs", files=files(b"", photo))
+        assert response.status_code == 400 and "content: the file is empty" in detail(response)
+
+
+def test_a_path_in_the_file_name_is_never_used_as_a_path(serve, photo, painting, tmp_path):
+    names = ("../../../escaped.png", "..\\..\\C:\\Windows\\evil.png")
+    with serve() as client:
+        response = client.post("/api/jobs", files=files(photo, painting, names=names))
+        assert response.status_code == 201, response.text
+        job = response.json()
+        assert job["content"]["name"] == "escaped.png" and job["styles"][0]["name"] == "evil.png"
+        wait(client, job["id"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing landed beside the data dir
+    assert [p.name for p in (tmp_path / "data").iterdir()] == [job["id"]]
+    assert not list(tmp_path.rglob("escaped*")) and not list(tmp_path.rglob("evil*"))
+
+
+def test_oversize_uploads_are_refused(serve, photo, painting):
+    noisy = png_bytes(np.random.default_rng(0).uniform(size=(64, 64, 3)))
+    assert len(noisy) > 5000
+    with serve(max_upload_bytes=5000) as client:
+        response = client.post("/api/jobs", files=files(photo, noisy))
+        assert response.status_code == 413 and "style 1: the file is larger than the limit of 5000 bytes" in detail(response)
+        # A body larger than every file allowed together is cut off before it is stored.
+        response = client.post("/api/jobs", files=files(photo, painting), data={"settings": " " * 200_000 + "{}"})
+        assert response.status_code == 413 and "the request is larger than the limit" in detail(response)
+        response = client.post("/api/jobs", content=b"x" * 10, headers={"content-length": "999999999", "content-type": "multipart/form-data; boundary=x"})
+        assert response.status_code == 413
+        assert client.get("/api/jobs").json() == []
+
+
+# -- cancel ----------------------------------------------------------------------------------------
+
+
+def test_cancel_a_running_job_keeps_the_best_picture_so_far(serve, photo, painting):
+    with serve() as client:
+        job = create(client, photo, painting, settings={"iterations": 3000, "size": 32})
+        running = wait_for_progress(client, job["id"])
+        response = client.post(f"/api/jobs/{job['id']}/cancel")
+        assert response.status_code == 200
+        cancelled = wait(client, job["id"], timeout=30)
+        assert cancelled["status"] == "cancelled" and cancelled["partial"] is True
+        assert running["progress"]["done"] <= cancelled["progress"]["done"] < 3000
+        assert image_of(client.get(cancelled["links"]["result"])).size == (32, 27)
+
+
+def test_cancel_a_queued_job_means_it_never_runs(serve, photo, painting):
+    with serve(workers=1) as client:
+        first = create(client, photo, painting, settings={"iterations": 3000, "size": 32})
+        second = create(client, photo, painting)
+        wait_for_progress(client, first["id"])
+        assert client.get(f"/api/jobs/{second['id']}").json()["status"] == "queued"
+        assert client.post(f"/api/jobs/{second['id']}/cancel").json()["status"] == "cancelled"
+        client.post(f"/api/jobs/{first['id']}/cancel")
+        wait(client, first["id"])
+        time.sleep(0.3)  # the worker has taken the cancelled job off the queue by now
+        second = client.get(f"/api/jobs/{second['id']}").json()
+        assert second["status"] == "cancelled" and second["started"] is None and not second["result"]
+
+
+# -- restarts --------------------------------------------------------------------------------------
+
+
+def test_a_restart_keeps_finished_results_and_marks_cut_short_jobs_interrupted(serve, photo, painting, tmp_path):
+    data = tmp_path / "data"
+    with serve() as client:
+        finished = wait(client, create(client, photo, painting)["id"])
+        result_before = client.get(finished["links"]["result"]).content
+        crashed = create(client, photo, painting, settings={"iterations": 3000, "size": 32})
+        wait_for_progress(client, crashed["id"])
+        stopped = create(client, photo, painting)  # still queued when the server stops
+    # Leaving the client shut the server down cleanly: the running job stopped with its best picture.
+    on_disk = json.loads((data / crashed["id"] / JOB_FILE).read_text())
+    assert on_disk["status"] == "interrupted" and on_disk["partial"] is True
+    # And a crash (kill -9) leaves a job.json that still says "running".
+    write_json_atomic(data / crashed["id"] / JOB_FILE, dict(on_disk, status="running", result=False))
+
+    with serve() as client:
+        jobs = {j["id"]: j for j in client.get("/api/jobs").json()}
+        assert jobs[finished["id"]]["status"] == "done"
+        assert client.get(finished["links"]["result"]).content == result_before
+        for job_id in (crashed["id"], stopped["id"]):
+            assert jobs[job_id]["status"] == "interrupted"
+            assert "server stopped" in jobs[job_id]["error"]
+        response = client.post(f"/api/jobs/{stopped['id']}/rerun")
+        assert response.status_code == 202 and response.json()["status"] in ("queued", "running")
+        rerun = wait(client, stopped["id"])
+        assert rerun["status"] == "done" and rerun["error"] is None and rerun["settings"]["size"] == 48
+        assert image_of(client.get(rerun["links"]["result"])).size == (48, 40)
+        # The long one runs again with the settings it asked for (and is cancelled: it is long).
+        assert client.post(f"/api/jobs/{crashed['id']}/rerun").status_code == 202
+        again = wait_for_progress(client, crashed["id"])
+        assert again["settings"]["size"] == 32 and again["progress"]["total"] == 3000 and not again["result"]
+        client.post(f"/api/jobs/{crashed['id']}/cancel")
+        assert wait(client, crashed["id"])["status"] == "cancelled"
+        assert client.post(f"/api/jobs/{finished['id']}/rerun").status_code == 202
+        assert wait(client, finished["id"])["status"] == "done"
+
+
+def fake_finished_job(data: Path, job_id: str, finished: float, status: str = "done") -> None:
+    folder = data / job_id
+    folder.mkdir(parents=True)
+    Image.new("RGB", (16, 16)).save(folder / "content.png")
+    write_json_atomic(folder / JOB_FILE, {
+        "id": job_id, "status": status, "created": finished - 10, "finished": finished, "request": {}, "settings": {},
+        "content": {"file": "content.png", "name": "c.png", "size": [16, 16]}, "styles": [],
+    })  # fmt: skip
+
+
+def test_old_jobs_are_cleaned_up_by_age_and_by_count(serve, tmp_path):
+    data = tmp_path / "data"
+    now = time.time()
+    ids = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(6)]
+    ages_days = [30, 10, 3, 2, 1, 0.5]
+    for job_id, age in zip(ids, ages_days):
+        fake_finished_job(data, job_id, now - age * 86400)
+    fake_finished_job(data, "00000000-0000-4000-8000-00000000000a", now - 90 * 86400, status="running")  # cut short
+    (data / "not-a-job").mkdir()
+    with serve(keep_days=7, keep_jobs=3) as client:
+        kept = {j["id"] for j in client.get("/api/jobs").json()}
+    # 30 and 10 days are too old; of the rest, the 3 newest finished stay. The job found running
+    # becomes interrupted, finished now, so it counts as the newest.
+    assert kept == {"00000000-0000-4000-8000-00000000000a", ids[4], ids[5]}
+    assert sorted(p.name for p in data.iterdir()) == sorted(kept | {"not-a-job"})
+
+
+# -- access ----------------------------------------------------------------------------------------
+
+
+def test_a_token_protects_the_api_but_not_the_page(serve):
+    with serve(token="s3cret") as client:
+        response = client.get("/api/jobs")
+        assert response.status_code == 401 and "token" in detail(response)
+        assert client.get("/api/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/api/jobs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert client.get("/api/jobs?token=s3cret").status_code == 200
+        assert client.post("/api/jobs").status_code == 401  # before any parsing
+        assert client.get("/").status_code == 200 and client.get("/static/app.js").status_code == 200
+        schema = client.get("/openapi.json").json()
+        assert "/api/jobs" in schema["paths"] and "/api/jobs/{job_id}/events" in schema["paths"]
+
+
+def test_the_openapi_schema_documents_the_api(serve):
+    with serve() as client:
+        schema = client.get("/openapi.json").json()
+        assert {"/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/events", "/api/jobs/{job_id}/result",
+                "/api/jobs/{job_id}/progress.gif", "/api/jobs/{job_id}/cancel", "/api/jobs/{job_id}/rerun",
+                "/api/options"} <= set(schema["paths"])  # fmt: skip
+        assert "JobView" in schema["components"]["schemas"]
+        assert client.get("/docs").status_code == 200
+
+
+def test_foreign_host_headers_and_cross_site_posts_are_refused(serve, photo, painting):
+    with serve() as client:
+        assert client.get("/api/jobs", headers={"host": "evil.example"}).status_code == 400  # DNS rebinding
+        response = client.post("/api/jobs", files=files(photo, painting), headers={"origin": "http://evil.example"})
+        assert response.status_code == 403 and "cross-site" in detail(response)
+        assert client.get("/api/jobs").json() == []
+
+
+def test_non_loopback_hosts_are_refused_unless_allowed(capsys):
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1") and is_loopback("127.0.0.2")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.20") and not is_loopback("::")
+    with pytest.raises(ImpastoError, match="refusing to listen on 0.0.0.0.*--allow-remote"):
+        cli_main(["--host", "0.0.0.0"])
+    assert check_host("0.0.0.0", allow_remote=True) is False
+    assert cli.main(["serve", "--host", "192.168.1.20", "--port", "1"]) == 2
+    assert "impasto: error: refusing to listen on 192.168.1.20" in capsys.readouterr().err
+
+
+def test_serve_says_which_extra_is_missing(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    assert cli.main(["serve"]) == 2
+    assert "pip install 'impasto[web]'" in capsys.readouterr().err
+
+
+def test_bad_server_options_fail_at_start(capsys, synthetic_weights, tmp_path):
+    assert cli.main(["serve", "--workers", "0", "--data-dir", str(tmp_path)]) == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err
+    assert cli.main(["serve", "--style-loss", "best", "--data-dir", str(tmp_path)]) == 2
+    assert "style-loss must be one of" in capsys.readouterr().err
