@@ -1,0 +1,137 @@
+"""`impasto audio CONTENT STYLE -o OUT.wav`: the command line over stylize_audio."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..cli import add_settings_arguments, settings_from_args
+from ..errors import ImpastoError
+from ..settings import Settings
+from .transfer import AUDIO_DEFAULTS, SHARED_FIELDS, AudioSettings
+
+# Settings fields that mean nothing for a spectrogram are left out of --help.
+IMAGE_ONLY = tuple(f.name for f in fields(Settings) if f.name not in SHARED_FIELDS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="impasto audio",
+        description="Render CONTENT in the sound texture of STYLE (Ulyanov & Lebedev 2016, 'Audio texture synthesis "
+        "and style transfer'): a random 1-D conv network over the log-magnitude spectrogram, the image engine's content "
+        "and style losses, then Griffin-Lim. Inputs are mixed down to mono; the output has the content's sample rate and "
+        "length.",
+    )
+    p.add_argument("content", help="the sound to keep (WAV, FLAC, OGG, AIFF, ...)")
+    p.add_argument("style", help="the sound whose texture to take")
+    p.add_argument("-o", "--output", required=True, help="output sound file (.wav or .flac, 16-bit)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT, --plot and --json files if they exist")
+    p.add_argument("--plot", metavar="PATH", help="write a PNG of the content, style and output spectrograms side by side")
+    p.add_argument("--json", metavar="PATH", help="write the losses and settings as JSON ('-' for stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_audio_arguments(p)
+    add_settings_arguments(p, skip=IMAGE_ONLY)
+    for action in p._actions:  # say the audio defaults where they differ from the image ones
+        if action.dest in AUDIO_DEFAULTS and action.help:
+            action.help = action.help.rsplit(" (default:", 1)[0] + f" (default for audio: {AUDIO_DEFAULTS[action.dest]:g})"
+    return p
+
+
+def add_audio_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("audio")
+    defaults = AudioSettings()
+    for f in fields(AudioSettings):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text = f"{f.metadata['help']} (default: {shown})"
+        hint = typing.get_type_hints(AudioSettings)[f.name]
+        if typing.get_origin(hint) is tuple:
+            group.add_argument(flag, default=None, metavar="W,W,..", help=text)
+        else:
+            group.add_argument(flag, type=hint, default=None, metavar="N" if hint is int else "X", help=text)
+
+
+def audio_settings_from_args(args: argparse.Namespace) -> AudioSettings:
+    given = {f.name: getattr(args, f.name) for f in fields(AudioSettings) if getattr(args, f.name) is not None}
+    try:
+        return AudioSettings(**given).validate()
+    except ValueError as exc:
+        raise ImpastoError(f"bad audio setting: {exc}") from None
+
+
+def shared_settings_from_args(args: argparse.Namespace) -> Settings:
+    if not args.preset:  # a preset's own values win over the audio defaults
+        for name, value in AUDIO_DEFAULTS.items():
+            if getattr(args, name, None) is None:
+                setattr(args, name, value)
+    return settings_from_args(args)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every file the run will write is checked first, so a long run cannot fail at its end."""
+    from ..images import check_output_path
+    from .io import check_audio_output, require_soundfile
+
+    require_soundfile()
+    check_audio_output(args.output, args.overwrite)
+    if args.plot:
+        from ..media import require_matplotlib
+
+        check_output_path(args.plot, args.overwrite)
+        if Path(args.plot).suffix.lower() != ".png":
+            raise ImpastoError(f"--plot {args.plot}: the file name must end in .png")
+        require_matplotlib()
+    if args.json and args.json != "-":
+        check_output_path(args.json, args.overwrite)
+
+
+def cli_main(argv: Sequence[str]) -> int:
+    from tqdm import tqdm
+
+    from .plot import plot_spectrograms
+    from .transfer import stylize_audio
+
+    args = build_parser().parse_args(argv)
+    settings = shared_settings_from_args(args)
+    audio = audio_settings_from_args(args)
+    check_outputs(args)
+
+    bar: Optional[tqdm] = None
+
+    def callback(progress: Any) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=progress.total, unit="it", disable=args.quiet, dynamic_ncols=True, desc="spectrogram")
+        bar.set_description("spectrogram" if progress.scale == 0 else "waveform", refresh=False)
+        bar.set_postfix({k: f"{v:.3g}" for k, v in progress.losses.items()}, refresh=False)
+        bar.update(1)
+
+    result = stylize_audio(args.content, args.style, settings=settings, audio=audio, callback=callback)
+    if bar is not None:
+        bar.close()
+    result.save(args.output, args.overwrite)
+    if args.plot:
+        plot_spectrograms(result, args.plot, overwrite=args.overwrite)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    first, last = result.initial_losses, result.losses
+    state = f" ({result.stopped_reason}; best so far kept)" if result.interrupted else ""
+    print(
+        f"wrote {args.output} ({len(result.samples) / result.sample_rate:.2f} s, {result.sample_rate} Hz, mono) in "
+        f"{result.seconds:.1f} s{state}; of the sound written: style loss {first['style']:.4g} -> {last['style']:.4g}, "
+        f"content loss {last['content']:.4g}; of the optimised spectrogram: style {result.spectrogram_losses['style']:.4g}; "
+        f"Griffin-Lim spectral convergence {result.spectral_convergence:.3f}",
+        file=sys.stderr,
+    )
+    if args.json:
+        text = json.dumps(result.summary() | {"output": str(args.output)}, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    return 130 if result.stopped_reason == "interrupted" else (1 if result.interrupted else 0)

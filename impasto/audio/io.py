@@ -1,0 +1,160 @@
+"""Reading, checking, resampling and writing sound files.
+
+soundfile (libsndfile) reads WAV, FLAC, OGG/Vorbis, AIFF and more; impasto writes
+WAV or FLAC. Everything is mixed down to mono: the feature network sees one
+spectrogram, and a stereo image would not survive independent per-channel
+optimisation anyway (the two channels' textures would drift apart).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from ..errors import ImpastoError
+
+AUDIO_HINT = "pip install 'impasto[audio]'"
+OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+# Below this peak (-80 dBFS) a file is silence or dither: there is nothing to stylise.
+SILENCE_PEAK = 1e-4
+# Leaves headroom so a player's own resampling does not clip (about -0.9 dBFS).
+OUTPUT_PEAK = 0.9
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class Sound:
+    """A mono signal in [-1, 1] (float32) and its sample rate."""
+
+    samples: np.ndarray
+    rate: int
+    channels: int = 1  # how many channels the source had before the mixdown
+    label: str = "audio"  # what error messages call it: "content speech.wav"
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.rate
+
+
+def require_soundfile() -> Any:
+    try:
+        import soundfile
+    except ImportError:
+        raise ImpastoError(f"audio needs soundfile, an optional extra: {AUDIO_HINT}") from None
+    return soundfile
+
+
+def load_sound(path: PathLike, max_seconds: float, name: str = "audio") -> Sound:
+    """Read `path`, refuse what cannot be stylised, and mix it down to mono."""
+    sf = require_soundfile()
+    path = Path(path)
+    if not path.exists():
+        raise ImpastoError(f"{name} {path}: no such file")
+    if path.is_dir():
+        raise ImpastoError(f"{name} {path}: is a folder, not a sound file")
+    try:
+        info = sf.info(str(path))
+        # Checked from the header, before reading: a two-hour file is refused at once.
+        if info.frames > 0 and info.samplerate > 0 and info.frames / info.samplerate > max_seconds:
+            raise ImpastoError(
+                f"{name} {path}: is {info.frames / info.samplerate:.1f} s long; the limit is {max_seconds:g} s "
+                "(raise it with --max-seconds, or cut the file)"
+            )
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except ImpastoError:
+        raise
+    except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as exc:
+        reason = str(exc).split(": ", 1)[-1] if str(exc) else type(exc).__name__
+        raise ImpastoError(f"{name} {path}: not a sound file impasto can read (WAV, FLAC, OGG, AIFF, ...): {reason}") from None
+    return check_sound(Sound(data.mean(axis=1), int(rate), data.shape[1], f"{name} {path}"), max_seconds)
+
+
+def check_sound(sound: Sound, max_seconds: float) -> Sound:
+    """The checks every input passes, whether it came from a file or from an array."""
+    label = sound.label
+    if sound.rate <= 0:
+        raise ImpastoError(f"{label}: sample rate must be positive, not {sound.rate}")
+    if sound.samples.size == 0:
+        raise ImpastoError(f"{label}: is empty (no samples)")
+    if not np.isfinite(sound.samples).all():
+        raise ImpastoError(f"{label}: has samples that are not numbers (NaN or infinite)")
+    if sound.seconds > max_seconds:
+        raise ImpastoError(
+            f"{label}: is {sound.seconds:.1f} s long; the limit is {max_seconds:g} s (raise it with --max-seconds, or cut the file)"
+        )
+    peak = float(np.abs(sound.samples).max())
+    if peak < SILENCE_PEAK:
+        level = "every sample is zero" if peak == 0 else f"its peak is {20 * math.log10(peak):.0f} dBFS"
+        raise ImpastoError(f"{label}: is silent ({level}); there is nothing to stylise")
+    return sound
+
+
+def sound_from_array(samples: Any, rate: int, max_seconds: float, name: str = "audio") -> Sound:
+    """An in-memory signal, (n,) or (n, channels) as soundfile gives it, mixed down to mono."""
+    data = np.asarray(samples, dtype=np.float32)
+    if data.ndim == 2:
+        channels = data.shape[1]
+        data = data.mean(axis=1)
+    elif data.ndim == 1:
+        channels = 1
+    else:
+        raise ImpastoError(f"{name}: samples must be (n,) or (n, channels), not shape {data.shape}")
+    return check_sound(Sound(data, int(rate), channels, name), max_seconds)
+
+
+def resample(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:
+    """Polyphase resampling (scipy), which band-limits properly: no aliasing when going down."""
+    if rate == new_rate:
+        return samples.astype(np.float32, copy=False)
+    try:
+        from scipy.signal import resample_poly
+    except ImportError:
+        raise ImpastoError(f"resampling needs scipy, part of the audio extra: {AUDIO_HINT}") from None
+    ratio = Fraction(new_rate, rate)
+    return resample_poly(samples, ratio.numerator, ratio.denominator).astype(np.float32)
+
+
+def fit_length(samples: np.ndarray, length: int) -> np.ndarray:
+    """Cut or zero-pad to exactly `length` samples (resampling rounds lengths)."""
+    if len(samples) >= length:
+        return samples[:length]
+    return np.pad(samples, (0, length - len(samples)))
+
+
+def peak_normalise(samples: np.ndarray, peak: float = OUTPUT_PEAK) -> np.ndarray:
+    """Scale so the loudest sample is `peak`: as loud as it can be without clipping."""
+    top = float(np.abs(samples).max()) if samples.size else 0.0
+    if top == 0.0:
+        return samples
+    return (samples * (peak / top)).astype(np.float32)
+
+
+def check_audio_output(path: PathLike, overwrite: bool = False) -> Path:
+    """A writable .wav or .flac path that is not someone's existing file (unless asked)."""
+    from ..images import check_output_path
+
+    path = check_output_path(path, overwrite)
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise ImpastoError(f"{path}: the output must end in .wav or .flac, not {path.suffix or 'no extension'!r}")
+    return path
+
+
+def save_sound(samples: np.ndarray, rate: int, path: PathLike, overwrite: bool = False) -> Path:
+    """Write 16-bit WAV or FLAC atomically (a temporary file, then a rename)."""
+    sf = require_soundfile()
+    path = check_audio_output(path, overwrite)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        sf.write(str(tmp), np.clip(samples, -1.0, 1.0), rate, format=OUTPUT_FORMATS[path.suffix.lower()], subtype="PCM_16")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

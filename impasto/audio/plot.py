@@ -1,0 +1,53 @@
+"""The content, style and output spectrograms side by side, as one PNG."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from ..images import check_output_path
+from .transfer import AudioResult
+
+PANELS = ("content", "style", "output")
+
+
+def plot_spectrograms(result: AudioResult, path: Optional[Union[str, os.PathLike]] = None, overwrite: bool = False) -> Any:
+    """Draw the three log-magnitude spectrograms on one colour scale; return the Figure, write a PNG to `path`."""
+    from ..media import require_matplotlib
+
+    if path is not None:
+        path = check_output_path(path, overwrite)
+    plt = require_matplotlib()
+    audio = result.audio_settings
+    specs = [result.spectrograms[name] for name in PANELS]
+    # One colour scale for all three, so louder really looks brighter across panels.
+    top = max(float(np.max(s)) for s in specs) or 1.0
+    widths = [max(s.shape[1], 1) for s in specs]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100, gridspec_kw={"width_ratios": widths}, constrained_layout=True)
+    nyquist_khz = audio.sample_rate / 2000
+    seconds_per_frame = audio.hop / audio.sample_rate
+    for ax, name, spec in zip(axes, PANELS, specs):
+        extent = (0.0, spec.shape[1] * seconds_per_frame, 0.0, nyquist_khz)
+        image = ax.imshow(spec, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=0.0, vmax=top, interpolation="nearest")
+        ax.set_title(name)
+        ax.set_xlabel("time (s)")
+    axes[0].set_ylabel("frequency (kHz)")
+    first, last = result.initial_losses, result.losses
+    fig.suptitle(
+        f"log(1 + |STFT|), n_fft {audio.n_fft}, hop {audio.hop}, {audio.sample_rate} Hz; the sound written: style loss "
+        f"{first['style']:.3g} → {last['style']:.3g}, content loss {last['content']:.3g}"
+    )
+    fig.colorbar(image, ax=list(axes), shrink=0.9, label="log(1 + magnitude)")
+    if path is not None:
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
+        try:
+            fig.savefig(tmp, format="png")
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    plt.close(fig)
+    return fig
