@@ -234,6 +234,20 @@ def test_an_existing_file_is_skipped_unless_overwrite(data, fast, stylizer):
     assert result.status == "done" and Image.open(out / "photo0__art0.png").size == (40, 33)
 
 
+def test_rows_from_python_and_outputs_in_subfolders(data, fast, stylizer):
+    rows = [
+        {"content": str(data / "photos" / "photo0.png"), "style": str(data / "paintings" / "art0.png"), "output": "a/b/first"},
+        {"content": str(data / "photos" / "photo1.png"), "styles": [str(data / "paintings" / "art1.png")], "tv_weight": 0},
+    ]
+    results = list(impasto.batch(rows, data / "out", fast, stylizer=stylizer, image_format="jpg"))
+    assert [r.status for r in results] == ["done", "done"]
+    assert (data / "out" / "a" / "b" / "first.jpg").exists() and (data / "out" / "photo1__art1.jpg").exists()
+    assert Image.open(results[0].output).format == "JPEG"
+    # The device is not part of a job: the same batch on another device finds it done.
+    again = list(impasto.batch(rows, data / "out", fast.replace(device="auto"), stylizer=stylizer, image_format="jpg"))
+    assert all(r.previous for r in again)
+
+
 def test_local_workers_share_four_jobs(data, fast):
     (data / "photos" / "photo2.png").unlink()
     out = data / "out"
@@ -264,3 +278,38 @@ def test_cli_folder_mode_and_its_rerun(data, fast, capsys):
     assert len(index_records(out)) == 4 and len(list(out.glob("*.png"))) == 4
     assert main(argv) == 0
     assert "4 done (4 from an earlier run)" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_the_command_and_the_same_command_finishes(data, fast):
+    """A real SIGINT to `impasto batch` (in its own process) mid-batch, then the same command again."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import impasto_command
+
+    out = data / "out"
+    argv = [*impasto_command(), "batch", "--contents", str(data / "photos"), "--styles", str(data / "paintings"),
+            "-o", str(out), *settings_flags(fast.replace(iterations=30))]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
+    index = out / "index.jsonl"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (index.exists() and index.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Run the same command again" in err
+    stopped = index_records(out)
+    assert 2 <= len(stopped) < 9 and {r["status"] for r in stopped.values()} == {"done"}
+    # Every record has its picture, and no picture lacks a record (no half-written file either).
+    assert sorted(p.name for p in out.iterdir() if p.name != "index.jsonl") == sorted(stopped)
+    written = {name: (out / name).stat().st_mtime_ns for name in stopped}
+
+    rerun = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"9 done ({len(stopped)} from an earlier run)" in rerun.stderr
+    assert {name: (out / name).stat().st_mtime_ns for name in written} == written
+    assert len(index_records(out)) == 9 and len(list(out.glob("*.png"))) == 9

@@ -302,6 +302,7 @@ def _record(index: Index, folder: Path, job: Job, outcome: dict[str, Any], attem
         error = outcome.get("note") if outcome.get("ok") else outcome.get("error")
         if status == "done":
             try:
+                (folder / job.output).parent.mkdir(parents=True, exist_ok=True)  # a manifest may name subfolders
                 save_image(Image.open(io.BytesIO(outcome["png"])), folder / job.output, overwrite=True if replace else False)
             except ImpastoError as exc:  # the file appeared meanwhile, or the folder is not writable
                 status, error = "failed", f"cannot write the output: {exc}"

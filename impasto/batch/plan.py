@@ -61,7 +61,10 @@ class Job:
 
 
 def settings_hash(settings: Settings) -> str:
-    text = json.dumps(settings.to_dict(), sort_keys=True, default=str)
+    """What decides the picture. Not the device: a batch resumed on another machine keeps its jobs."""
+    values = settings.to_dict()
+    values.pop("device", None)
+    text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
