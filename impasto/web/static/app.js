@@ -128,8 +128,9 @@ function wireDrop(zone, input, onFiles) {
 
 // -- settings ---------------------------------------------------------------------------
 
+// The slider is logarithmic (1 to 1000); two significant digits are all it can aim at.
 function ratioToWeight(value) {
-  return Math.round(Math.pow(10, Number(value)) * 100) / 100;
+  return Number(Math.pow(10, Number(value)).toPrecision(2));
 }
 
 function showRatio() {

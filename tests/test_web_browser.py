@@ -1,0 +1,150 @@
+"""End to end: `impasto serve` in a child process, its page driven in headless Chromium.
+
+Uses Debian's chromium (/usr/bin/chromium; `.ci/run` installs it) through Playwright's
+Python API, never a downloaded browser. The screenshot of the finished page is kept
+in tests/artifacts/ (ignored by git) and its path printed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import http.client
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, impasto_command, smooth_image, textured_image, write_png
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(port: int, path: str, server: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"impasto serve exited with {server.returncode}: {server.stderr.read()}")
+        # http.client, not urllib: conftest switches urllib off so no test reaches the network.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            connection.request("GET", path)
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+        finally:
+            connection.close()
+    raise AssertionError(f"impasto serve did not answer on port {port} in {timeout} s")
+
+
+@pytest.fixture
+def server(tmp_path, synthetic_weights) -> Iterator[str]:
+    """`impasto serve` as a user starts it, with small synthetic-weight runs as its defaults."""
+    port = free_port()
+    command = impasto_command() + [
+        "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+        "--weights", str(synthetic_weights), "--device", "cpu", "--size", "48", "--min-size", "32",
+        "--initial-iterations", "8", "--iterations", "4",
+        "--style-layers", ",".join(FAST_STYLE_LAYERS), "--content-layers", ",".join(FAST_CONTENT_LAYERS),
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", IMPASTO_HOME=str(tmp_path / "home"))
+    env.pop("IMPASTO_TOKEN", None)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_up(port, "/api/options", process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (Debian: apt-get install chromium; .ci/run installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_the_page_paints_a_picture_from_two_uploads(server, browser, tmp_path):
+    photo = write_png(tmp_path / "photo.png", smooth_image(48, 64))
+    painting = write_png(tmp_path / "painting.png", textured_image(56, 48))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda msg: problems.append(f"console: {msg.text}") if msg.type == "error" else None)
+
+    page.goto(server)
+    page.wait_for_function("document.getElementById('size').value !== ''")
+    assert page.input_value("#size") == "48"  # the server's own --size is the page's default
+
+    page.set_input_files("#content-input", str(photo))
+    page.set_input_files("#style-input", str(painting))
+    assert page.is_visible("#content-thumb")
+    assert page.locator("#style-list li").count() == 1
+    page.fill("#seed", "7")
+    page.click("#start")
+
+    try:
+        page.wait_for_selector("#status[data-status=done]", timeout=60_000)
+    except Exception:
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "web-page-failed.png"), full_page=True)
+        status = page.inner_text("#status")
+        message = page.inner_text("#message") if page.is_visible("#message") else ""
+        raise AssertionError(f"no result; status {status!r}, message {message!r}, {problems}; see {ARTIFACTS}") from None
+    picture = page.locator("#picture")
+    page.wait_for_function(
+        "(() => { const img = document.getElementById('picture');"
+        " return img.complete && img.naturalWidth > 0 && img.src.includes('/result'); })()"
+    )
+    assert picture.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [48, 36]
+    assert page.is_visible("#download") and "download=1" in page.get_attribute("#download", "href")
+    assert page.is_visible("#download-gif")
+    page.wait_for_selector("#jobs li[data-status=done]")
+    assert page.locator("#progress").evaluate("p => p.value === p.max && p.max > 0")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "web-page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    print(f"\nscreenshot of the finished page: {shot}", file=sys.stderr)
+    assert not problems, problems
+
+
+def test_a_bad_upload_shows_the_servers_message(server, browser, tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture\n" * 10)
+    painting = write_png(tmp_path / "painting.png", textured_image(56, 48))
+    page = browser.new_page()
+    page.goto(server)
+    page.wait_for_function("document.getElementById('size').value !== ''")
+    # The chooser takes any file; the server decides from the contents, not the name.
+    page.set_input_files("#content-input", {"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": text.read_bytes()})
+    page.set_input_files("#style-input", str(painting))
+    page.click("#start")
+    message = page.locator("#message")
+    message.wait_for(state="visible")
+    assert message.inner_text().startswith("content: not a picture")
