@@ -74,6 +74,17 @@ def test_batch_on_a_two_node_ray_cluster_survives_a_killed_worker(tmp_path, synt
     assert report["second_run"] == {"previous": 6, "run": 0}
 
 
+def test_an_unreachable_cluster_is_a_quick_clear_error(tmp_path, capsys):
+    pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'impasto[ray]')")
+    from impasto.cli import main
+
+    (tmp_path / "jobs.csv").write_text("content,style\na.png,b.png\n")
+    started = time.monotonic()
+    assert main(["batch", str(tmp_path / "jobs.csv"), "-o", str(tmp_path / "out"), "--ray", "127.0.0.1:1"]) == 2
+    assert "impasto: error: cannot reach a Ray cluster at 127.0.0.1:1" in capsys.readouterr().err
+    assert time.monotonic() - started < 30
+
+
 # -- inside the namespaces --------------------------------------------------------------------------
 
 

@@ -195,9 +195,11 @@ def batch(
     if workers is not None and workers < 1:
         raise ImpastoError(f"workers must be at least 1, not {workers}")
     if ray:
-        from .cluster import require_ray
+        from .cluster import check_reachable, require_ray
 
         require_ray()
+        if isinstance(ray, str):
+            check_reachable(ray)
     planned = plan_batch(
         source, output, settings, contents=contents, styles=styles, per_content=per_content, seed=seed,
         image_format=image_format, retry_failed=retry_failed, overwrite=overwrite,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections import deque
 from typing import Any, Iterator, Optional, Sequence
@@ -64,11 +65,24 @@ def connect(address: Optional[str]) -> bool:
     ray = require_ray()
     if ray.is_initialized():
         return False
+    if address:
+        check_reachable(address)
     try:
         ray.init(address=address or None, logging_level=logging.WARNING, configure_logging=True)
     except ConnectionError as exc:
         raise ImpastoError(f"cannot reach a Ray cluster at {address}: {exc}") from None
     return True
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on a wrong HOST:PORT, where Ray itself would keep trying for minutes."""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return  # "auto", "ray://...": Ray's own forms, left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ImpastoError(f"cannot reach a Ray cluster at {address}: {exc.strerror or exc} (is `ray start --head` running there?)") from None
 
 
 def actor_resources(cpus: float, gpus: Optional[bool]) -> tuple[dict[str, float], int]:
