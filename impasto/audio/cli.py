@@ -17,6 +17,11 @@ from .transfer import AUDIO_DEFAULTS, SHARED_FIELDS, AudioSettings
 
 # Settings fields that mean nothing for a spectrogram are left out of --help.
 IMAGE_ONLY = tuple(f.name for f in fields(Settings) if f.name not in SHARED_FIELDS)
+AUDIO_HELP = {
+    "iterations": "iterations on the spectrogram",
+    "init": "start spectrogram: content or noise",
+    "preset": "start from a named group of image settings (`impasto presets`); only the options listed here apply",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_audio_arguments(p)
     add_settings_arguments(p, skip=IMAGE_ONLY)
-    for action in p._actions:  # say the audio defaults where they differ from the image ones
+    for action in p._actions:  # say what the shared options mean for sound, and the audio defaults
+        if action.dest in AUDIO_HELP:
+            default = action.help.rfind(" (default:")
+            action.help = AUDIO_HELP[action.dest] + (action.help[default:] if default >= 0 else "")
         if action.dest in AUDIO_DEFAULTS and action.help:
             action.help = action.help.rsplit(" (default:", 1)[0] + f" (default for audio: {AUDIO_DEFAULTS[action.dest]:g})"
     return p
