@@ -1,4 +1,5 @@
-"""End to end: `impasto serve` in a child process, its page driven in headless Chromium.
+"""End to end: `impasto serve` in a child process, its page driven in headless Chromium,
+and the process stopped with Ctrl-C in the middle of a job.
 
 Uses Debian's chromium (/usr/bin/chromium; `.ci/run` installs it) through Playwright's
 Python API, never a downloaded browser. The screenshot of the finished page is kept
@@ -7,7 +8,9 @@ in tests/artifacts/ (ignored by git) and its path printed.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -51,8 +54,33 @@ def wait_until_up(port: int, path: str, server: subprocess.Popen, timeout: float
 
 
 @pytest.fixture
-def server(tmp_path, synthetic_weights) -> Iterator[str]:
-    """`impasto serve` as a user starts it, with small synthetic-weight runs as its defaults."""
+def server(serve_process) -> Iterator[str]:
+    process, url = serve_process()
+    yield url
+
+
+@pytest.fixture
+def serve_process(tmp_path, synthetic_weights):
+    """serve_process() -> (process, url): `impasto serve` as a user starts it, small synthetic-weight runs its defaults."""
+    started: list[subprocess.Popen] = []
+
+    def start() -> tuple[subprocess.Popen, str]:
+        process, url = launch(tmp_path, synthetic_weights)
+        started.append(process)
+        return process, url
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def launch(tmp_path: Path, synthetic_weights: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = impasto_command() + [
         "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
@@ -63,17 +91,12 @@ def server(tmp_path, synthetic_weights) -> Iterator[str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", IMPASTO_HOME=str(tmp_path / "home"))
     env.pop("IMPASTO_TOKEN", None)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_up(port, "/api/options", process)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    except AssertionError:
+        process.kill()
+        raise
+    return process, f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture
@@ -148,3 +171,35 @@ def test_a_bad_upload_shows_the_servers_message(server, browser, tmp_path):
     message = page.locator("#message")
     message.wait_for(state="visible")
     assert message.inner_text().startswith("content: not a picture")
+
+
+def test_ctrl_c_in_the_middle_of_a_job_stops_at_once_and_a_restart_marks_it_interrupted(serve_process, tmp_path):
+    httpx = pytest.importorskip("httpx")
+    photo = write_png(tmp_path / "photo.png", smooth_image(40, 48))
+    painting = write_png(tmp_path / "painting.png", textured_image(48, 40))
+    process, url = serve_process()
+    with httpx.Client(base_url=url, timeout=30) as client:
+        files = [("content", ("p.png", photo.read_bytes(), "image/png")), ("style", ("s.png", painting.read_bytes(), "image/png"))]
+        job = client.post("/api/jobs", files=files, data={"settings": json.dumps({"initial_iterations": 5000})}).json()
+        deadline = time.monotonic() + 60
+        while (client.get(f"/api/jobs/{job['id']}").json()["progress"] or {}).get("done", 0) < 2:
+            assert time.monotonic() < deadline, "the job never started"
+            time.sleep(0.1)
+        # An open page follows the job: its event stream must not hold the server up.
+        with client.stream("GET", job["links"]["events"]) as events:
+            next(events.iter_lines())
+            process.send_signal(signal.SIGINT)
+            started = time.monotonic()
+            code = process.wait(timeout=30)
+        seconds = time.monotonic() - started
+    log = process.stderr.read()
+    assert code == 130 and seconds < 10, (code, seconds, log[-2000:])  # 130: Ctrl-C, as for every impasto command
+    assert "Traceback" not in log, log[-3000:]
+    on_disk = json.loads((tmp_path / "data" / job["id"] / "job.json").read_text())
+    assert on_disk["status"] == "interrupted" and on_disk["partial"] is True and on_disk["progress"]["done"] < 5000
+
+    process, url = serve_process()
+    with httpx.Client(base_url=url, timeout=30) as client:
+        again = client.get(f"/api/jobs/{job['id']}").json()
+        assert again["status"] == "interrupted"
+        assert client.get(again["links"]["result"]).headers["content-type"] == "image/png"

@@ -74,7 +74,17 @@ def cli_main(argv: Sequence[str]) -> int:
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown_host}:{args.port}/" + (f"?token={token}" if token else "")
     print(f"impasto: serving on {url}  (API docs: /docs; jobs in {config.data_dir}; Ctrl-C stops)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=3)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5))
+    stop_signal = server.handle_exit
+
+    def handle_exit(sig: int, frame: Any) -> None:
+        # Uvicorn waits for open connections before the app hears of the stop; event
+        # streams and the running job must hear at once, or Ctrl-C would wait for the job.
+        app.state.manager.stopping.set()
+        stop_signal(sig, frame)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
+    server.run()
     return 0
 
 

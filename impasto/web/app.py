@@ -129,6 +129,38 @@ def with_links(job: dict[str, Any]) -> dict[str, Any]:
 # -- safety middleware
 
 
+class SecurityHeaders:
+    """Headers that keep the page from being framed, sniffed or fed outside scripts.
+
+    Plain ASGI rather than @app.middleware("http"), which wraps streaming responses
+    (the event streams) in a way that fails noisily when a connection is cut.
+    """
+
+    PAGE_POLICY = (b"default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+                   b"frame-ancestors 'none'")  # fmt: skip
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Swagger UI (/docs) runs an inline script of its own: no policy there.
+        policy = not scope["path"].startswith("/docs")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+                if policy:
+                    headers.append((b"content-security-policy", self.PAGE_POLICY))
+                message = dict(message, headers=headers)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class BodyTooLarge(StarletteHTTPException):
     pass
 
@@ -210,18 +242,7 @@ def create_app(config: WebConfig) -> FastAPI:
         # A page on another site cannot reach a loopback server through DNS rebinding.
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=config.allowed_hosts)
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if not request.url.path.startswith("/docs"):  # Swagger UI loads its own inline script
-            response.headers.setdefault(
-                "Content-Security-Policy",
-                "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
-            )
-        return response
-
+    app.add_middleware(SecurityHeaders)
     add_error_handlers(app)
     app.include_router(api_router(config, manager, resolver), prefix="/api")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -431,9 +452,12 @@ def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolve
 
 
 async def job_events(request: Request, manager: JobManager, job_id: str) -> AsyncIterator[str]:
-    """`event: job` with the job each time it changes; the stream ends when the job does."""
+    """`event: job` with the job each time it changes; the stream ends when the job does.
+
+    It ends too when the server is stopping, so an open page does not hold up a restart.
+    """
     sent, last_write = -1, time.monotonic()
-    while not await request.is_disconnected():
+    while not (manager.stopping.is_set() or await request.is_disconnected()):
         try:
             version = manager.version(job_id)
             view = with_links(manager.view(job_id))
