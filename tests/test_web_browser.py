@@ -59,13 +59,16 @@ def server(serve_process) -> Iterator[str]:
     yield url
 
 
+TOKEN = "page-test-token"
+
+
 @pytest.fixture
 def serve_process(tmp_path, synthetic_weights):
     """serve_process() -> (process, url): `impasto serve` as a user starts it, small synthetic-weight runs its defaults."""
     started: list[subprocess.Popen] = []
 
-    def start() -> tuple[subprocess.Popen, str]:
-        process, url = launch(tmp_path, synthetic_weights)
+    def start(*extra: str) -> tuple[subprocess.Popen, str]:
+        process, url = launch(tmp_path, synthetic_weights, extra)
         started.append(process)
         return process, url
 
@@ -80,19 +83,19 @@ def serve_process(tmp_path, synthetic_weights):
                 process.wait()
 
 
-def launch(tmp_path: Path, synthetic_weights: Path) -> tuple[subprocess.Popen, str]:
+def launch(tmp_path: Path, synthetic_weights: Path, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = impasto_command() + [
         "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
         "--weights", str(synthetic_weights), "--device", "cpu", "--size", "48", "--min-size", "32",
         "--initial-iterations", "8", "--iterations", "4",
-        "--style-layers", ",".join(FAST_STYLE_LAYERS), "--content-layers", ",".join(FAST_CONTENT_LAYERS),
+        "--style-layers", ",".join(FAST_STYLE_LAYERS), "--content-layers", ",".join(FAST_CONTENT_LAYERS), *extra,
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", IMPASTO_HOME=str(tmp_path / "home"))
     env.pop("IMPASTO_TOKEN", None)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        wait_until_up(port, "/api/options", process)
+        wait_until_up(port, "/", process)
     except AssertionError:
         process.kill()
         raise
@@ -112,7 +115,10 @@ def browser():
             browser.close()
 
 
-def test_the_page_paints_a_picture_from_two_uploads(server, browser, tmp_path):
+def test_the_page_paints_a_picture_from_two_uploads(serve_process, browser, tmp_path):
+    # With a token, as on a server others can reach: the page passes it on its requests,
+    # its event stream and its pictures.
+    _, server = serve_process("--token", TOKEN)
     photo = write_png(tmp_path / "photo.png", smooth_image(48, 64))
     painting = write_png(tmp_path / "painting.png", textured_image(56, 48))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -120,9 +126,10 @@ def test_the_page_paints_a_picture_from_two_uploads(server, browser, tmp_path):
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("console", lambda msg: problems.append(f"console: {msg.text}") if msg.type == "error" else None)
 
-    page.goto(server)
+    page.goto(server + "?token=" + TOKEN)
     page.wait_for_function("document.getElementById('size').value !== ''")
     assert page.input_value("#size") == "48"  # the server's own --size is the page's default
+    assert "token" not in page.url  # kept for the tab, not left in the address bar
 
     page.set_input_files("#content-input", str(photo))
     page.set_input_files("#style-input", str(painting))

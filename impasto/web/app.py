@@ -146,8 +146,8 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Swagger UI (/docs) runs an inline script of its own: no policy there.
-        policy = not scope["path"].startswith("/docs")
+        # Swagger UI (/docs) and ReDoc (/redoc) run inline scripts of their own: no policy there.
+        policy = not scope["path"].startswith(("/docs", "/redoc"))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

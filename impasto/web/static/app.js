@@ -43,7 +43,7 @@ function showMessage(text) {
 
 // -- pictures ---------------------------------------------------------------------------
 
-const state = { content: null, styles: [], options: null, job: null, events: null };
+const state = { content: null, styles: [], options: null, job: null, events: null, jobsKey: null };
 
 function thumbnailUrl(file) {
   return URL.createObjectURL(file);
@@ -347,6 +347,10 @@ async function refreshJobs() {
   } catch (error) {
     return showMessage(error.message);
   }
+  // Redrawn only when something changed, so thumbnails are not fetched again every few seconds.
+  const key = JSON.stringify(jobs.map((j) => [j.id, j.status, j.finished]));
+  if (key === state.jobsKey) return;
+  state.jobsKey = key;
   const list = $("jobs");
   list.replaceChildren();
   $("jobs-empty").hidden = jobs.length > 0;
