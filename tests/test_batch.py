@@ -197,10 +197,10 @@ def test_bad_rows_fail_alone_and_the_exit_status_says_so(data, fast, capsys):
 
 def test_resume_finishes_the_rest_without_redoing_any(data, fast, stylizer):
     out = data / "out"
-    run = impasto.batch(None, out, fast, contents=data / "photos", styles=data / "paintings", stylizer=stylizer)
-    assert (run.total, run.to_run) == (9, 9)
-    first = [next(run), next(run), next(run)]
-    run.close()  # as a Ctrl-C or a closed notebook would stop it
+    with impasto.batch(None, out, fast, contents=data / "photos", styles=data / "paintings", stylizer=stylizer) as run:
+        assert (run.total, run.to_run) == (9, 9)
+        first = [next(run), next(run), next(run)]
+    # Leaving the block stopped the batch, as a Ctrl-C or a closed notebook would.
     assert all(r.status == "done" and not r.previous for r in first)
     records = index_records(out)
     assert set(records) == {r.output.name for r in first}
@@ -313,3 +313,37 @@ def test_ctrl_c_stops_the_command_and_the_same_command_finishes(data, fast):
     assert f"9 done ({len(stopped)} from an earlier run)" in rerun.stderr
     assert {name: (out / name).stat().st_mtime_ns for name in written} == written
     assert len(index_records(out)) == 9 and len(list(out.glob("*.png"))) == 9
+
+
+def test_a_local_worker_killed_mid_job_is_replaced_and_its_job_redone(data, fast):
+    import multiprocessing
+    import os
+    import signal
+
+    (data / "photos" / "photo2.png").unlink()
+    killed: list[str] = []
+
+    def kill_once(worker: int, name: str, done: int, total: int) -> None:
+        if not killed and 0 < done < total:
+            process = next(p for p in multiprocessing.active_children() if p.name == f"impasto-batch-{worker}")
+            os.kill(process.pid, signal.SIGKILL)
+            killed.append(name)
+
+    out = data / "out"
+    results = list(impasto.batch(None, out, fast.replace(iterations=20), contents=data / "photos", styles=data / "paintings",
+                                 per_content=2, workers=2, retries=1, on_progress=kill_once))  # fmt: skip
+    assert killed and {r.status for r in results} == {"done"} and len(results) == 4
+    by_name = {r.output.name: r for r in results}
+    assert by_name[killed[0]].attempts == 2
+    assert sum(r.attempts for r in results) == 5
+    assert len(list(out.glob("*.png"))) == 4
+    assert not multiprocessing.active_children()
+
+    # With no retries left, the job is recorded as failed and says why.
+    (data / "photos" / "photo1.png").unlink()
+    killed.clear()
+    results = list(impasto.batch(None, data / "out2", fast.replace(iterations=20), contents=data / "photos",
+                                 styles=data / "paintings", per_content=2, workers=2, retries=0, on_progress=kill_once))  # fmt: skip
+    failed = [r for r in results if r.status == "failed"]
+    assert [r.output.name for r in failed] == killed
+    assert "worker lost 1 time(s)" in failed[0].error and "exited with code -9" in failed[0].error

@@ -225,10 +225,17 @@ class BatchRun(Iterator[JobResult]):
         return next(self._results)
 
     def close(self) -> None:
-        """Stop: workers are ended and the index is tidied (also done when the loop is left early)."""
+        """Stop now: the workers are ended and the index is tidied. `with impasto.batch(...) as run:`
+        does it on leaving the block, however it is left."""
         close = getattr(self._results, "close", None)
         if close is not None:
             close()
+
+    def __enter__(self) -> "BatchRun":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
 
 def _execute(
@@ -305,7 +312,7 @@ def _record(index: Index, folder: Path, job: Job, outcome: dict[str, Any], attem
         if status == "done":
             try:
                 (folder / job.output).parent.mkdir(parents=True, exist_ok=True)  # a manifest may name subfolders
-                save_image(Image.open(io.BytesIO(outcome["png"])), folder / job.output, overwrite=True if replace else False)
+                save_image(Image.open(io.BytesIO(outcome["png"])), folder / job.output, overwrite=replace)
             except ImpastoError as exc:  # the file appeared meanwhile, or the folder is not writable
                 status, error = "failed", f"cannot write the output: {exc}"
             except OSError as exc:

@@ -22,6 +22,7 @@ from .work import make_stylizer, run_job
 # (worker slot, task id, iterations done, iterations in all)
 ProgressHook = Callable[[int, int, int, int], None]
 PROGRESS_INTERVAL_S = 0.2
+DEATH_CHECK_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -96,6 +97,7 @@ def run_pool(
     running: dict[int, int] = {}  # slot -> task id
     queued = 0
     unfinished = len(tasks)
+    finished: set[int] = set()
     processes: dict[int, Any] = {}
 
     def start(slot: int) -> None:
@@ -110,27 +112,43 @@ def run_pool(
             task_queue.put(pending.popleft())
             queued += 1
 
+    def replace_dead_workers() -> list[tuple[Task, dict[str, Any]]]:
+        """Start a new worker for each dead one; its job goes back in line, or fails after `retries`."""
+        given_up = []
+        for slot, process in list(processes.items()):
+            if process.is_alive():
+                continue
+            start(slot)  # even an idle worker: the tasks already queued need hands
+            if slot not in running:
+                continue
+            task = by_id[running.pop(slot)]
+            detail = f"process {process.pid} exited with code {process.exitcode}"
+            task.workers.append(str(process.pid))
+            if task.attempts <= retries:
+                pending.appendleft(task)
+            else:
+                given_up.append((task, lost_worker_outcome(task, detail)))
+        return given_up
+
     try:
         for slot in range(workers):
             start(slot)
         feed()
+        next_check = time.monotonic() + DEATH_CHECK_INTERVAL_S
         while unfinished:
             try:
-                message = results.get(timeout=0.5)
+                message = results.get(timeout=DEATH_CHECK_INTERVAL_S)
             except queue.Empty:
-                for slot, process in list(processes.items()):
-                    if process.is_alive() or slot not in running:
-                        continue
-                    task = by_id[running.pop(slot)]
-                    detail = f"process {process.pid} exited with code {process.exitcode}"
-                    task.workers.append(str(process.pid))
-                    start(slot)
-                    if task.attempts <= retries:
-                        pending.appendleft(task)
-                    else:
-                        unfinished -= 1
-                        yield task, lost_worker_outcome(task, detail)
+                message = None
+            # Checked on a clock, not only when all is quiet: busy workers never leave the queue quiet.
+            if message is None or time.monotonic() >= next_check:
+                next_check = time.monotonic() + DEATH_CHECK_INTERVAL_S
+                for task, outcome in replace_dead_workers():
+                    finished.add(task.id)
+                    unfinished -= 1
+                    yield task, outcome
                 feed()
+            if message is None:
                 continue
             kind, slot = message[0], message[1]
             if kind == "start":
@@ -142,9 +160,16 @@ def run_pool(
                 if on_progress is not None:
                     on_progress(slot, message[2], message[3], message[4])
             elif kind == "done":
-                running.pop(slot, None)
+                if running.get(slot) == message[2]:
+                    running.pop(slot)
+                task = by_id[message[2]]
+                if task.id in finished:  # a late word from a worker already given up for dead
+                    continue
+                finished.add(task.id)
+                if task in pending:
+                    pending.remove(task)
                 unfinished -= 1
-                yield by_id[message[2]], message[3]
+                yield task, message[3]
         for _ in processes:
             task_queue.put(None)
         for process in processes.values():
