@@ -90,6 +90,17 @@ def test_jsonl_manifest_with_lists_settings_and_bad_lines(data, fast):
     assert planned[5].error == "jobs.jsonl line 6: each line must be a JSON object"
 
 
+def test_a_row_may_name_a_preset_under_its_own_values(tmp_path, fast):
+    from impasto.batch.plan import jobs_from_rows, plan
+
+    rows = [{"content": "a.png", "style": "b.png", "preset": "novak2016", "style_weight": "7"},
+            {"content": "a.png", "style": "c.png", "preset": "nosuch"}]  # fmt: skip
+    with_preset, unknown = plan(jobs_from_rows(rows), fast)
+    assert with_preset.settings.style_layer_decay == 2 and with_preset.settings.style_weight == 7
+    assert with_preset.settings.weights == fast.weights  # the batch's own settings stay under the preset
+    assert "nosuch" in unknown.error and unknown.settings is None
+
+
 @pytest.mark.parametrize(
     "name, text, message",
     [

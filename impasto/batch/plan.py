@@ -82,10 +82,18 @@ def typed_override(name: str, value: Any) -> Any:
 
 
 def resolve_settings(base: Settings, overrides: Mapping[str, Any]) -> Settings:
-    """`base` with a row's overrides, checked as a single run checks its settings."""
+    """`base` with a row's overrides, checked as a single run checks its settings.
+
+    A row's `preset` goes on top of the batch's settings, and the row's own values on top of it.
+    """
+    from ..presets import preset_settings
+
+    overrides = dict(overrides)
+    preset = overrides.pop("preset", None)
     try:
         typed = {name: typed_override(name, value) for name, value in overrides.items()}
-        return Settings.from_dict(base.to_dict() | typed).validate()
+        from_preset = preset_settings(str(preset)) if preset else {}
+        return Settings.from_dict(base.to_dict() | from_preset | typed).validate()
     except (TypeError, ValueError) as exc:
         raise ImpastoError(f"bad setting: {exc}") from None
 
