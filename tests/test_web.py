@@ -432,6 +432,16 @@ def test_a_restart_keeps_finished_results_and_marks_cut_short_jobs_interrupted(s
         assert wait(client, finished["id"])["status"] == "done"
 
 
+def test_a_rerun_the_restarted_server_would_refuse_keeps_the_old_result(serve, photo, painting, base_settings):
+    with serve() as client:
+        done = wait(client, create(client, photo, painting, settings={"size": 40})["id"])
+    with serve(limits=Limits(max_size=36), base_settings=dict(base_settings, size=32)) as client:
+        response = client.post(f"/api/jobs/{done['id']}/rerun")
+        assert response.status_code == 422 and "size must be at most 36" in detail(response)
+        job = client.get(f"/api/jobs/{done['id']}").json()
+        assert job["status"] == "done" and client.get(done["links"]["result"]).status_code == 200
+
+
 def fake_finished_job(data: Path, job_id: str, finished: float, status: str = "done") -> None:
     folder = data / job_id
     folder.mkdir(parents=True)

@@ -187,7 +187,8 @@ class JobManager:
 
     def submit(self, job: dict[str, Any]) -> dict[str, Any]:
         job.update(status=QUEUED, created=job.get("created") or time.time(), started=None, finished=None,
-                   progress=None, error=None, result=False, gif=False, frames=0, partial=False, seconds=None)  # fmt: skip
+                   progress=None, error=None, result=False, gif=False, frames=0, partial=False, seconds=None,
+                   losses=None, stopped_reason=None)  # fmt: skip
         with self.lock:
             self.jobs[job["id"]] = job
             self.live[job["id"]] = Live()
@@ -211,12 +212,15 @@ class JobManager:
             job = self._job(job_id)
             if job["status"] in ACTIVE:
                 raise JobConflict(f"job {job_id} is {job['status']}; cancel it first")
+        # Settings are resolved again (the server may have restarted with other options or
+        # limits), before anything is deleted, so a refused re-run loses nothing.
+        settings = public_settings(self.resolve(job["request"]))
+        with self.lock:
             folder = self.store.folder(job_id)
             for name in (RESULT_FILE, GIF_FILE):
                 (folder / name).unlink(missing_ok=True)
             shutil.rmtree(folder / FRAMES_DIR, ignore_errors=True)
-        # Settings are resolved again: the server may have restarted with other weights or limits.
-        job["settings"] = public_settings(self.resolve(job["request"]))
+            job["settings"] = settings
         return self.submit(job)
 
     def delete(self, job_id: str) -> None:
