@@ -73,6 +73,7 @@ def test_jsonl_manifest_with_lists_settings_and_bad_lines(data, fast):
         {"content": "photos/photo1.png", "styles": [["paintings/art1.png", 2], {"path": "paintings/art2.png", "weight": 1}], "output": "sub/b"},
         {"content": "photos/photo2.png", "style": "paintings/art0.png", "no_such_setting": 1},
         {"style": "paintings/art0.png"},
+        {"content": "photos/photo0.png", "style": [{"path": "paintings/art0.png", "weight": "heavy"}]},
     ]
     text = "\n".join(json.dumps(line) for line in lines) + "\n{not json\n[1, 2]\n"
     (data / "jobs.jsonl").write_text(text)
@@ -86,8 +87,9 @@ def test_jsonl_manifest_with_lists_settings_and_bad_lines(data, fast):
     assert planned[0].error is None and planned[0].settings.style_weight == 5
     assert "unknown setting(s): no_such_setting" in planned[2].error and "jobs.jsonl line 3" in planned[2].error
     assert planned[3].error == "jobs.jsonl line 4: no content image"
-    assert planned[4].error.startswith("jobs.jsonl line 5: not valid JSON")
-    assert planned[5].error == "jobs.jsonl line 6: each line must be a JSON object"
+    assert planned[4].error.startswith("jobs.jsonl line 5: cannot read the style")
+    assert planned[5].error.startswith("jobs.jsonl line 6: not valid JSON")
+    assert planned[6].error == "jobs.jsonl line 7: each line must be a JSON object"
 
 
 def test_a_row_may_name_a_preset_under_its_own_values(tmp_path, fast):

@@ -156,7 +156,7 @@ def parse_styles(value: Any, origin: str) -> tuple[tuple[str, float], ...]:
             styles.append(parse_style(item.strip()))
         elif isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], (int, float)):
             styles.append((item[0], float(item[1])))
-        elif isinstance(item, dict) and isinstance(item.get("path"), str):
+        elif isinstance(item, dict) and isinstance(item.get("path"), str) and isinstance(item.get("weight", 1.0), (int, float)):
             styles.append((item["path"], float(item.get("weight", 1.0))))
         else:
             raise ImpastoError(f"{origin}: cannot read the style {item!r} (give a path, 'path:weight', [path, weight] or {{\"path\": .., \"weight\": ..}})")
