@@ -260,6 +260,17 @@ def test_missing_files_too_many_styles_and_files_as_settings(serve, photo, paint
         assert response.status_code == 422 and "size: expected a value" in detail(response)
 
 
+def test_large_inputs_are_stored_no_larger_than_a_job_can_use(serve, painting, tmp_path):
+    wide = png_bytes(smooth_image(60, 120))
+    with serve(limits=Limits(max_size=64, max_style_scale=1.5)) as client:
+        response = client.post("/api/jobs", files=files(wide, wide))
+        assert response.status_code == 201, response.text
+        job = response.json()
+        assert job["content"]["size"] == [64, 32] and job["styles"][0]["size"] == [96, 48]
+        assert Image.open(tmp_path / "data" / job["id"] / "content.png").size == (64, 32)
+        wait(client, job["id"])
+
+
 def test_unknown_and_malformed_job_ids(serve):
     with serve() as client:
         assert client.get("/api/jobs/00000000-0000-4000-8000-000000000000").status_code == 404

@@ -30,7 +30,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ImpastoError
-from ..images import save_image
+from ..images import resize_long_side, save_image
 from ..presets import PRESETS
 from ..settings import COLOR_MODES
 from .jobs import (ACTIVE, CONTENT_FILE, FRAMES_DIR, GIF_FILE, RESULT_FILE, JobConflict, JobManager, JobStore,
@@ -355,15 +355,26 @@ def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolve
             raise ImpastoError(f"at most {config.limits.max_styles} style images, not {len(style)}")
         weights = parse_style_weights(style_weights, len(style))
         labelled = [("content", content)] + [(f"style {i + 1}", s) for i, s in enumerate(style)]
+        # Inputs are kept no larger than any job could use them: the photo at the largest
+        # output size, the styles at that times the largest style scale.
+        limits = config.limits
+        longest = [limits.max_size] + [round(limits.max_size * limits.max_style_scale)] * len(style)
         images = []
-        for label, upload in labelled:
+        for (label, upload), long_side in zip(labelled, longest):
             data = await upload.read(config.max_upload_bytes + 1)
-            images.append(await run_in_threadpool(decode_upload, data, label, config.max_upload_bytes, config.max_pixels))
+            image = await run_in_threadpool(decode_upload, data, label, config.max_upload_bytes, config.max_pixels)
+            if max(image.size) > long_side:
+                image = await run_in_threadpool(resize_long_side, image, long_side)
+            images.append(image)
         job_id = str(uuid.uuid4())
         folder = manager.store.create_folder(job_id)
         names = [CONTENT_FILE] + [style_file(i) for i in range(len(style))]
-        for image, name in zip(images, names):
-            await run_in_threadpool(save_image, image, folder / name)
+        try:
+            for image, name in zip(images, names):
+                await run_in_threadpool(save_image, image, folder / name)
+        except BaseException:
+            manager.store.delete(job_id)  # no folder without a job.json is left behind
+            raise
         described = [{"file": name, "name": display_name(upload.filename), "size": list(image.size)}
                      for name, (_, upload), image in zip(names, labelled, images)]  # fmt: skip
         job = {
