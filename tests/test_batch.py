@@ -210,6 +210,7 @@ def test_bad_rows_fail_alone_and_the_exit_status_says_so(data, fast, capsys):
 
 def test_resume_finishes_the_rest_without_redoing_any(data, fast, stylizer):
     out = data / "out"
+    hits = stylizer.style_cache.hits
     with impasto.batch(None, out, fast, contents=data / "photos", styles=data / "paintings", stylizer=stylizer) as run:
         assert (run.total, run.to_run) == (9, 9)
         first = [next(run), next(run), next(run)]
@@ -226,6 +227,8 @@ def test_resume_finishes_the_rest_without_redoing_any(data, fast, stylizer):
     assert all(r.status == "done" for r in results)
     assert {name: (out / name).stat().st_mtime_ns for name in written} == written
     assert len(index_records(out)) == 9
+    # Jobs sharing a painting ran together: each painting's statistics were computed once per run.
+    assert stylizer.style_cache.hits - hits >= 9 - 3  # at most one miss per painting
     assert sorted(p.name for p in out.glob("*.png")) == sorted(index_records(out))
     assert results[-1].image().size == (40, 33)
 
