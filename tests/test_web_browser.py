@@ -8,6 +8,7 @@ in tests/artifacts/ (ignored by git) and its path printed.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -115,6 +116,21 @@ def browser():
             browser.close()
 
 
+def drop_file(page, selector: str, path: Path) -> None:
+    """Drop a file on an element, as a drag from the desktop does."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    transfer = page.evaluate_handle(
+        """([name, data]) => {
+            const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            return transfer;
+        }""",
+        [path.name, data],
+    )
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
 def test_the_page_paints_a_picture_from_two_uploads(serve_process, browser, tmp_path):
     # With a token, as on a server others can reach: the page passes it on its requests,
     # its event stream and its pictures.
@@ -131,8 +147,8 @@ def test_the_page_paints_a_picture_from_two_uploads(serve_process, browser, tmp_
     assert page.input_value("#size") == "48"  # the server's own --size is the page's default
     assert "token" not in page.url  # kept for the tab, not left in the address bar
 
-    page.set_input_files("#content-input", str(photo))
-    page.set_input_files("#style-input", str(painting))
+    page.set_input_files("#content-input", str(photo))  # chosen in the file dialog
+    drop_file(page, "#style-drop", painting)  # dragged onto the page
     assert page.is_visible("#content-thumb")
     assert page.locator("#style-list li").count() == 1
     page.fill("#seed", "7")
@@ -155,6 +171,9 @@ def test_the_page_paints_a_picture_from_two_uploads(serve_process, browser, tmp_
     assert page.is_visible("#download") and "download=1" in page.get_attribute("#download", "href")
     assert page.is_visible("#download-gif")
     page.wait_for_selector("#jobs li[data-status=done]")
+    jobs = page.request.get(server + "api/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert len(jobs) == 1 and jobs[0]["settings"]["seed"] == 7 and jobs[0]["settings"]["style_weight"] == 30
+    assert [s["name"] for s in jobs[0]["styles"]] == ["painting.png"]
     assert page.locator("#progress").evaluate("p => p.value === p.max && p.max > 0")
 
     ARTIFACTS.mkdir(exist_ok=True)
