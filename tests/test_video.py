@@ -157,13 +157,18 @@ def test_resume_refuses_frames_of_another_run(clips, settings, tmp_path):
     assert again.runs == 3
 
 
-def test_audio_track_kept_with_a_frame_range_and_size(clips, settings, stylizer, tmp_path):
-    output = tmp_path / "cut.mov"
+@pytest.mark.parametrize("suffix", [".mov", ".mkv"])
+def test_audio_track_kept_with_a_frame_range_and_size(clips, settings, stylizer, tmp_path, suffix):
+    output = tmp_path / f"cut{suffix}"
     result = stylize_video(clips["audio"], clips["style"], output, settings, stylizer=stylizer, start_frame=2, end_frame=6, size=32)
     assert result.audio and result.input_audio
     info = probe(output)
     assert (info.frames, info.fps, info.size) == (4, FPS, (32, 24))
     assert audio_codec_of(output) == "aac"
+    # The cut audio must not delay the picture (a copied track once delayed mkv's video by the cut).
+    header = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(output)], capture_output=True, text=True).stderr
+    video_line = next(line for line in header.splitlines() if " Video: " in line)
+    assert ", start " not in video_line or ", start 0.000000" in video_line, video_line
 
 
 def test_output_sizes_are_even():

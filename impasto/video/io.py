@@ -166,14 +166,17 @@ def encode(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float, path
 def mux_audio(video: Path, source: VideoInfo, start_seconds: float, seconds: float, output: Path) -> bool:
     """Write `output`: `video`'s frames with the audio of `source` from `start_seconds`, `seconds` long.
 
-    The audio is copied as it is when the container takes it, else re-encoded.
+    The audio is copied as it is when the container takes it and no cut is needed at its
+    start, else re-encoded.
     Returns False (and writes nothing) when neither works.
     """
     _, _, fallback = CONTAINERS[check_video_output(output)]
     base = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video)]
     base += ["-ss", f"{start_seconds:.6f}", "-t", f"{seconds:.6f}", "-i", str(source.path)]
     base += ["-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy"]
-    for audio_codec in ("copy", fallback):
+    # A copied track cut after its start keeps the timestamps of the packets it starts in, which
+    # some containers (mkv) honour by delaying the video; re-encoding cuts exactly at the frame.
+    for audio_codec in ("copy", fallback) if start_seconds == 0 else (fallback,):
         done = subprocess.run(base + ["-c:a", audio_codec, "-shortest", str(output)], capture_output=True, text=True)
         if done.returncode == 0:
             return True
