@@ -146,6 +146,22 @@ def test_resume_skips_finished_frames(clips, settings, tmp_path):
     assert probe(output).frames == FRAMES
 
 
+def test_a_cut_starts_the_next_shot_afresh(clips, settings, tmp_path):
+    shot_a = panned_frames(frames=3)
+    shot_b = [np.ascontiguousarray(f[::-1, ::-1]) for f in panned_frames(frames=3)]  # another picture, turned over
+    clip = write_clip(tmp_path / "cut.mp4", shot_a + shot_b)
+    starts = []
+
+    class Recording(CountingStylizer):
+        def run(self, *args, **kwargs):
+            starts.append(kwargs.get("init_image") is None)
+            return super().run(*args, **kwargs)
+
+    result = stylize_video(clip, clips["style"], tmp_path / "out.mp4", settings, stylizer=Recording())
+    assert starts == [True, False, False, True, False, False]
+    assert result.cuts == 1 and len(result.pair_errors) == 4
+
+
 def test_resume_refuses_frames_of_another_run(clips, settings, tmp_path):
     output = tmp_path / "out.mp4"
     stylize_video(clips["pan"], clips["style"], output, settings, stylizer=CountingStylizer(), end_frame=3,

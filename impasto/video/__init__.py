@@ -57,8 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write a summary (frames, fps, warping error, ...) as JSON ('-' for stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_mask_arguments(p)
-    # --size is the output's long side here; without it the input's, at most 512.
     add_settings_arguments(p)
+    for action in p._actions:
+        if action.dest == "size":
+            action.help = "output long side in pixels, rounded down to even (default: the input's, at most 512)"
     return p
 
 
@@ -99,12 +101,14 @@ def report(result: VideoResult, args: argparse.Namespace) -> None:
         print(f"stopped after {result.frames} frames ({result.stopped_reason}); they are in {result.frames_dir}", file=sys.stderr)
     if args.report:
         if result.warping_error is None:
-            print("warping error: needs at least two frames", file=sys.stderr)
+            print("warping error: nothing to measure (fewer than two frames, or only cuts)", file=sys.stderr)
         else:
             mode = "temporal" if result.temporal else "per-frame (--no-temporal)"
             print(f"warping error ({mode}): {result.warping_error:.5f} mean squared difference, in [0,1] pixel units, "
                   f"between each frame and the previous one warped by the input's optical flow, outside occlusions, "
                   f"over {len(result.pair_errors)} pairs; the input itself: {result.content_warping_error:.5f}", file=sys.stderr)  # fmt: skip
+        if result.cuts:
+            print(f"({result.cuts} cuts found: those frames were painted afresh and their pairs left out)", file=sys.stderr)
     if args.json:
         text = json.dumps(result.summary(), indent=2)
         if args.json == "-":

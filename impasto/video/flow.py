@@ -33,6 +33,11 @@ class FrameMotion:
     map_y: np.ndarray
     mask: np.ndarray  # (H, W) float32: 1 where the warp is trusted, 0 at occlusions and motion boundaries
 
+    @property
+    def trusted(self) -> float:
+        """The fraction of pixels whose warp is trusted."""
+        return float(self.mask.mean())
+
     def warp(self, previous: np.ndarray) -> np.ndarray:
         """Frame t-1 (HxWxC, float32 or uint8) moved to where its pixels are in frame t."""
         cv2 = require_cv2()

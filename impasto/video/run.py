@@ -32,6 +32,11 @@ from .io import VideoInfo, check_video_output, encode, mux_audio, probe, read_fr
 # Weight of the temporal term: mean over pixels of mask * (image - warped previous)^2,
 # in [0, 1] pixel units. Chosen on real clips (see the README's video section).
 DEFAULT_TEMPORAL_WEIGHT = 1000.0
+# Below this fraction of pixels whose flow can be trusted, a frame is taken for the first of a
+# new shot (a cut): it is painted afresh and its pair is left out of the warping error. An
+# unrelated picture still "matches" in 15-20% of its pixels; a pan of a third of the frame
+# leaves two thirds.
+NEW_SHOT_TRUSTED = 0.4
 RUN_FILE = "run.json"
 FRAME_GLOB = "frame_*.png"
 
@@ -64,6 +69,7 @@ class VideoResult:
     content_warping_error: Optional[float]  # the same for the content frames: the floor set by the flow
     pair_errors: list[float] = field(default_factory=list)
     resumed: int = 0  # frames found on disk and not redone
+    cuts: int = 0  # frames taken for the start of a new shot (see NEW_SHOT_TRUSTED)
     seconds: float = 0.0
     frames_dir: Optional[Path] = None
     interrupted: bool = False
@@ -81,6 +87,7 @@ class VideoResult:
             "warping_error": self.warping_error,
             "content_warping_error": self.content_warping_error,
             "resumed": self.resumed,
+            "cuts": self.cuts,
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
             "stopped_reason": self.stopped_reason,
@@ -134,7 +141,8 @@ def stylize_video(
     `callback(VideoProgress)` hears of every iteration and every finished frame; return
     False to stop (the frames done stay on disk). The result's `warping_error` is the
     temporal-consistency metric: the mean squared difference between each stylised frame
-    and the previous one warped by the content flow, outside occlusions.
+    and the previous one warped by the content flow, outside occlusions. A frame that shares
+    too little with the one before (a cut) is painted afresh and its pair left out.
     """
     started = time.perf_counter()
     settings = (settings or Settings()).validate()
@@ -147,11 +155,13 @@ def stylize_video(
     flows = FlowEstimator()
     previous_content: Optional[np.ndarray] = None
     previous_output: Optional[np.ndarray] = None
-    resumed = 0
+    resumed = cuts = 0
     count = job.end - job.start
     for index, frame in enumerate(read_frames(job.info, job.start, job.end)):
         content = np.asarray(Image.fromarray(frame).resize(job.size, Image.Resampling.LANCZOS))
         motion = flows.motion(previous_content, content) if previous_content is not None else None
+        if motion is not None and motion.trusted < NEW_SHOT_TRUSTED:
+            motion, cuts = None, cuts + 1
         stored = frames.load(index)
         if stored is not None:
             stylised = stored
@@ -159,18 +169,18 @@ def stylize_video(
         else:
             stylised = stylise_frame(stylizer, job, index, content, motion, previous_output, callback, started)
             if stylised is None:
-                return job.result(index, errors, content_errors, resumed, started, stopped=job.stopped_reason)
+                return job.result(index, errors, content_errors, resumed, cuts, started, stopped=job.stopped_reason)
             frames.save(index, stylised)
         if motion is not None:
             errors.append(warping_error(previous_output, stylised, motion))
             content_errors.append(warping_error(previous_content, content, motion))
         if callback is not None and callback(VideoProgress(index, count, None, stored is not None, time.perf_counter() - started)) is False:
-            return job.result(index + 1, errors, content_errors, resumed, started, stopped="stopped by callback")
+            return job.result(index + 1, errors, content_errors, resumed, cuts, started, stopped="stopped by callback")
         previous_content, previous_output = content, stylised
     audio = write_video(job, frames, count)
     if not keep_frames:
         frames.remove()
-    result = job.result(count, errors, content_errors, resumed, started)
+    result = job.result(count, errors, content_errors, resumed, cuts, started)
     result.output, result.audio = job.output, audio
     return result
 
@@ -196,13 +206,13 @@ class Job:
     overwrite: bool = False
     stopped_reason: Optional[str] = None
 
-    def result(self, done: int, errors: list[float], content_errors: list[float], resumed: int, started: float,
+    def result(self, done: int, errors: list[float], content_errors: list[float], resumed: int, cuts: int, started: float,
                stopped: Optional[str] = None) -> VideoResult:  # fmt: skip
         return VideoResult(
             output=None, frames=done, fps=self.info.fps, size=self.size, audio=False, input_audio=self.info.has_audio,
             temporal=self.temporal,
             warping_error=_mean(errors), content_warping_error=_mean(content_errors), pair_errors=list(errors),
-            resumed=resumed, seconds=time.perf_counter() - started, frames_dir=self.frames_dir,
+            resumed=resumed, cuts=cuts, seconds=time.perf_counter() - started, frames_dir=self.frames_dir,
             interrupted=stopped is not None, stopped_reason=stopped,
         )  # fmt: skip
 
@@ -416,7 +426,8 @@ def measure_warping_error(content_video: Union[str, os.PathLike], stylised_video
 
     The flow comes from `content_video` (from `start_frame` on, resized to the result's size),
     as during a run; this measures the file a viewer sees, codec and all, and so works for
-    a video made by any tool.
+    a video made by any tool. Pairs across a cut (see NEW_SHOT_TRUSTED) are left out, as in
+    a run's report.
     """
     content_info, stylised_info = probe(content_video), probe(stylised_video)
     flows = FlowEstimator()
@@ -429,6 +440,9 @@ def measure_warping_error(content_video: Union[str, os.PathLike], stylised_video
         content = np.asarray(Image.fromarray(content_frame).resize((w, h), Image.Resampling.LANCZOS))
         if previous is not None:
             motion = flows.motion(previous[0], content)
+            if motion.trusted < NEW_SHOT_TRUSTED:
+                previous = (content, stylised)
+                continue
             errors.append(warping_error(previous[1], stylised, motion))
             content_errors.append(warping_error(previous[0], content, motion))
         previous = (content, stylised)
