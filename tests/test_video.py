@@ -243,3 +243,11 @@ def test_bad_options_give_errors(clips, settings, tmp_path):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.png", settings)
     with pytest.raises(ImpastoError, match="temporal-weight"):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, temporal_weight=-1)
+
+
+@pytest.mark.parametrize("module", ["cv2", "imageio_ffmpeg"])
+def test_missing_extra_is_named(clips, settings, tmp_path, monkeypatch, module):
+    monkeypatch.setitem(__import__("sys").modules, module, None)  # makes `import module` fail
+    with pytest.raises(ImpastoError, match=r"pip install 'impasto\[video\]'"):
+        stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings)
+    assert not (tmp_path / "out_frames").exists()

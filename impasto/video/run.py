@@ -26,7 +26,7 @@ from ..errors import ImpastoError
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..optimize import Progress, resolve_device
 from ..settings import Settings
-from .flow import FlowEstimator, FrameMotion, warping_error
+from .flow import FlowEstimator, FrameMotion, require_cv2, warping_error
 from .io import VideoInfo, check_video_output, encode, mux_audio, probe, read_frames
 
 # Weight of the temporal term: mean over pixels of mask * (image - warped previous)^2,
@@ -226,6 +226,7 @@ def plan_job(input: Union[str, os.PathLike], style: Any, output: Union[str, os.P
              temporal_weight: float, frame_iterations: Optional[int], size: Optional[int], start: int, end: Optional[int],
              frames_dir: Optional[Union[str, os.PathLike]], overwrite: bool, masks: Any, keep_mask: Any) -> Job:  # fmt: skip
     """Check every input and output before any work, so a long run cannot fail at its end."""
+    require_cv2()  # before anything is written: a missing extra is said at once
     output = Path(output)
     check_video_output(output)
     check_output_path(output, overwrite)
