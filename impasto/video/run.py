@@ -155,7 +155,7 @@ def stylize_video(
     flows = FlowEstimator()
     previous_content: Optional[np.ndarray] = None
     previous_output: Optional[np.ndarray] = None
-    resumed = cuts = 0
+    resumed = cuts = done = 0
     count = job.end - job.start
     for index, frame in enumerate(read_frames(job.info, job.start, job.end)):
         content = np.asarray(Image.fromarray(frame).resize(job.size, Image.Resampling.LANCZOS))
@@ -177,10 +177,12 @@ def stylize_video(
         if callback is not None and callback(VideoProgress(index, count, None, stored is not None, time.perf_counter() - started)) is False:
             return job.result(index + 1, errors, content_errors, resumed, cuts, started, stopped="stopped by callback")
         previous_content, previous_output = content, stylised
-    audio = write_video(job, frames, count)
+        done = index + 1
+    # The count probed beforehand is ffmpeg's; what decoding gave is what the video holds.
+    audio = write_video(job, frames, done)
     if not keep_frames:
         frames.remove()
-    result = job.result(count, errors, content_errors, resumed, cuts, started)
+    result = job.result(done, errors, content_errors, resumed, cuts, started)
     result.output, result.audio = job.output, audio
     return result
 
@@ -405,6 +407,8 @@ def write_video(job: Job, frames: FrameStore, count: int) -> bool:
     Written under a temporary name and renamed, so a failure never leaves a half file.
     Returns whether audio was kept.
     """
+    if count == 0:
+        raise ImpastoError(f"{job.info.path}: ffmpeg decoded no frames from {job.start} on")
     output = job.output
     silent = output.with_name(f".{output.stem}.video{os.getpid()}{output.suffix}")
     muxed = output.with_name(f".{output.stem}.muxed{os.getpid()}{output.suffix}")
