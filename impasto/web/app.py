@@ -203,6 +203,8 @@ class BodyLimit:
 
 
 def create_app(config: WebConfig) -> FastAPI:
+    if not (STATIC / "index.html").is_file():
+        raise ImpastoError(f"the page's files are missing from this installation ({STATIC}); reinstall impasto[web]")
     resolver = SettingsResolver(config.base_settings, config.base_preset, config.limits)
     resolver.defaults()  # the server's own options are checked at start, not at the first job
     if config.stylizer is None:
