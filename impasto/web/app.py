@@ -40,7 +40,7 @@ from .uploads import UploadError, decode_upload, display_name, format_bytes
 
 STATIC = Path(__file__).with_name("static")
 # Form fields the create-job route declares; any other field must be a Settings name.
-DECLARED_FIELDS = ("content", "style", "settings", "preset", "style_weights", "token")
+DECLARED_FIELDS = ("content", "style", "settings", "preset", "style_weights")
 
 
 @dataclass
