@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import resource
 import socket
 import time
 import traceback
@@ -29,8 +30,50 @@ def make_stylizer() -> Any:
     from ..api import Stylizer
 
     stylizer = Stylizer()
-    stylizer.style_cache.capacity = STYLE_CACHE_ENTRIES
+    stylizer.style_cache = timed_stats_cache(STYLE_CACHE_ENTRIES)
     return stylizer
+
+
+def timed_stats_cache(capacity: int) -> Any:
+    """A style statistics cache that also adds up the seconds spent computing what it missed
+    (from a miss to its put), so a job can report its style-target cost apart from the optimisation."""
+    from ..optimize import StatsCache
+
+    class TimedStatsCache(StatsCache):
+        def __init__(self) -> None:
+            super().__init__(capacity)
+            self.seconds = 0.0
+            self._missed_at: Optional[float] = None
+
+        def get(self, key: tuple) -> Any:
+            found = super().get(key)
+            if found is None:
+                self._missed_at = time.perf_counter()
+            return found
+
+        def put(self, key: tuple, value: Any) -> None:
+            super().put(key, value)
+            if self._missed_at is not None:
+                self.seconds += time.perf_counter() - self._missed_at
+                self._missed_at = None
+
+    return TimedStatsCache()
+
+
+def load_model(stylizer: Any, settings: Any) -> float:
+    """Load the weights and build the extractor as Stylizer.run would; seconds taken (about 0 once loaded).
+    Done before the run so a worker's one-time load is timed apart from its first job's work."""
+    from ..optimize import resolve_device
+
+    start = time.perf_counter()
+    model = stylizer.weights(settings).model
+    stylizer.extractor(settings.for_model(model).validate(), resolve_device(settings.device))
+    return time.perf_counter() - start
+
+
+def peak_rss_mib() -> float:
+    """This process's resident-memory high-water mark (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def worker_name() -> str:
@@ -74,28 +117,50 @@ def run_job(
     styles: list[tuple[Source, float]],
     on_progress: Optional[ProgressFn] = None,
 ) -> dict[str, Any]:
-    """Paint one job. Returns {"ok", "png", "losses", "seconds", "note", "worker"} or {"ok": False, "error"}.
+    """Paint one job. Returns {"ok", "png", "losses", "seconds", "note", "worker", "timings"} or {"ok": False, "error"}.
 
     Every error becomes a message here: a bad input fails its job, never the worker.
     A Ctrl-C in the middle of a job (the driver running jobs itself) is raised again,
     so that job is not recorded as done with a half-painted picture.
+    "timings" splits the job's seconds for benchmarks/batch.py: model load (non-zero on a
+    worker's first job), input decoding, style targets (None when the stylizer's cache does
+    not time them), the rest of the run, PNG encoding; plus the wall clock at the start and
+    end and the worker's peak RSS.
     """
     from ..settings import Settings
 
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), time.time()
     try:
         content_image = open_source(content)
         style_images = [(open_source(source), weight) for source, weight in styles]
+        decoded = time.perf_counter()
+        job_settings = Settings.from_dict(settings)
+        load = load_model(stylizer, job_settings)
+        style_before = getattr(stylizer.style_cache, "seconds", None)
 
         def callback(progress: Any) -> None:
             if on_progress is not None:
                 on_progress(progress.done, progress.total)
 
-        result = stylizer.run(content_image, style_images, Settings.from_dict(settings), callback=callback)
+        run_start = time.perf_counter()
+        result = stylizer.run(content_image, style_images, job_settings, callback=callback)
+        run_seconds = time.perf_counter() - run_start
         if result.interrupted and result.stopped_reason == "interrupted":
             raise KeyboardInterrupt
+        style = None if style_before is None else stylizer.style_cache.seconds - style_before
+        encode_start = time.perf_counter()
         buffer = io.BytesIO()
         result.image.save(buffer, format="PNG")
+        timings = {
+            "load": load,
+            "decode": decoded - start,
+            "style": style,
+            "optimise": run_seconds - (style or 0.0),
+            "encode": time.perf_counter() - encode_start,
+            "started_at": started_at,
+            "finished_at": time.time(),
+            "peak_rss_mib": peak_rss_mib(),
+        }
         return {
             "ok": True,
             "png": buffer.getvalue(),
@@ -103,6 +168,7 @@ def run_job(
             "seconds": round(time.perf_counter() - start, 3),
             "note": result.stopped_reason if result.interrupted else None,
             "worker": worker_name(),
+            "timings": timings,
         }
     except ImpastoError as exc:
         return {"ok": False, "error": str(exc), "seconds": round(time.perf_counter() - start, 3), "worker": worker_name()}
