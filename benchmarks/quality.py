@@ -119,6 +119,8 @@ def main() -> None:
             for name, settings in runs.items():
                 if name in todo:
                     result = stylizer.run(content, style, settings)
+                    if result.interrupted:  # the API turns Ctrl-C into a result; here it means stop
+                        raise KeyboardInterrupt
                     outputs[name], seconds[name] = result.image, result.seconds
             for name in names:
                 if name in todo:
