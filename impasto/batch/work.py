@@ -71,6 +71,12 @@ def load_model(stylizer: Any, settings: Any) -> float:
     return time.perf_counter() - start
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def peak_rss_mib() -> float:
     """This process's resident-memory high-water mark (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -125,7 +131,7 @@ def run_job(
     "timings" splits the job's seconds for benchmarks/batch.py: model load (non-zero on a
     worker's first job), input decoding, style targets (None when the stylizer's cache does
     not time them), the rest of the run, PNG encoding; plus the wall clock at the start and
-    end and the worker's peak RSS.
+    end, the worker's peak RSS and its torch threads.
     """
     from ..settings import Settings
 
@@ -160,6 +166,7 @@ def run_job(
             "started_at": started_at,
             "finished_at": time.time(),
             "peak_rss_mib": peak_rss_mib(),
+            "threads": torch_threads(),
         }
         return {
             "ok": True,
