@@ -1,7 +1,7 @@
 """impasto: paint a photo in the style of an artwork (Gatys et al. neural style transfer)."""
 
 from .api import Result, Stylizer, stylize
-from .batch import batch  # noqa: F401  the function shadows the module name on purpose: impasto.batch(...)
+from .batch import batch  # the function shadows the package name on purpose: impasto.batch(...)
 from .errors import ImpastoError
 from .images import load_image, save_image
 from .media import plot_losses, write_gif
@@ -13,6 +13,6 @@ from .sweep import SweepResult, sweep  # the function shadows the module name on
 __version__ = "0.1.0"
 
 __all__ = [
-    "ImpastoError", "PRESETS", "Progress", "Result", "Settings", "Stylizer", "SweepResult", "load_image", "plot_losses",
+    "ImpastoError", "PRESETS", "Progress", "Result", "Settings", "Stylizer", "SweepResult", "batch", "load_image", "plot_losses",
     "save_image", "stylize", "sweep", "write_gif", "__version__",
 ]  # fmt: skip

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 

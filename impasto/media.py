@@ -166,6 +166,13 @@ def plot_losses(
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(loc="upper right")
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: Optional[Union[str, os.PathLike]]) -> Any:
+    """Write a matplotlib figure as PNG atomically (temporary file, then rename), close it, return it."""
+    import matplotlib.pyplot as plt
+
     if path is not None:
         tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
         try:

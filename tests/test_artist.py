@@ -19,7 +19,7 @@ from impasto.optimize import Objective, StyleInput, chain_pairs, style_size
 from impasto.presets import PRESETS
 from impasto.sweep import cells_folder, parse_grid
 
-from conftest import BLUISH, FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, REDDISH, mean_rgb, textured_image, write_png
+from conftest import BLUISH, REDDISH, textured_image, write_png
 from test_cli import FAST, assert_one_line_error, cli
 
 

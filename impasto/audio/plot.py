@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -16,7 +15,7 @@ PANELS = ("content", "style", "output")
 
 def plot_spectrograms(result: AudioResult, path: Optional[Union[str, os.PathLike]] = None, overwrite: bool = False) -> Any:
     """Draw the three log-magnitude spectrograms on one colour scale; return the Figure, write a PNG to `path`."""
-    from ..media import require_matplotlib
+    from ..media import require_matplotlib, save_figure
 
     if path is not None:
         path = check_output_path(path, overwrite)
@@ -41,13 +40,4 @@ def plot_spectrograms(result: AudioResult, path: Optional[Union[str, os.PathLike
         f"{first['style']:.3g} → {last['style']:.3g}, content loss {last['content']:.3g}"
     )
     fig.colorbar(image, ax=list(axes), shrink=0.9, label="log(1 + magnitude)")
-    if path is not None:
-        tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
-        try:
-            fig.savefig(tmp, format="png")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-    plt.close(fig)
-    return fig
+    return save_figure(fig, path)
