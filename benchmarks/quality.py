@@ -145,6 +145,11 @@ def thumbnail(image: Image.Image, side: int) -> Image.Image:
     return image
 
 
+def open_or_blank(path: Path) -> Image.Image:
+    """A run's picture, or a blank tile where that run did not cover this pair."""
+    return Image.open(path) if path.is_file() else Image.new("RGB", (256, 256), "white")
+
+
 def image_stem(photo: str, painting: str, run: str) -> str:
     return f"{Path(photo).stem}-{Path(painting).stem}-{run.replace(' ', '_')}"
 
@@ -161,7 +166,7 @@ def write_outputs(records: list[dict], names: list[str], out: Path) -> None:
     rows = []
     for photo, painting in done:
         inputs = [load_image(IMAGES / name) for name in (photo, painting)]
-        rows.append(inputs + [Image.open(out / f"{image_stem(photo, painting, n)}.jpg") for n in names])
+        rows.append(inputs + [open_or_blank(out / f"{image_stem(photo, painting, n)}.jpg") for n in names])
     labels = [f"{Path(ph).stem} / {Path(pa).stem}" for ph, pa in done]
     if rows:
         thumbs = [[thumbnail(im, 256) for im in row] for row in rows]
