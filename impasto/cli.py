@@ -104,7 +104,8 @@ def build_run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="impasto",
         description="Paint CONTENT in the style of one or more STYLE images (Gatys et al. neural style transfer). "
-        "Other commands: `impasto demo` runs on a bundled photo and painting.",
+        "Other commands (each has --help): `impasto demo` (a bundled photo and painting), `presets`, `sweep` (a grid "
+        "of settings side by side), `batch` (many images, here or on Ray), `serve` (a web page), `video`, `audio`.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  impasto photo.jpg starry_night.jpg -o out.png\n"
         "  impasto photo.jpg a.jpg:0.7 b.jpg:0.3 -o blend.png --size 768\n"
