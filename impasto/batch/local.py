@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
 import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+from ..errors import ImpastoError
 from .work import make_stylizer, run_job
 
 # (worker slot, task id, iterations done, iterations in all)
@@ -61,7 +61,7 @@ def run_inline(tasks: Sequence[Task], stylizer: Any, on_progress: Optional[Progr
         yield task, run_job(stylizer, task.settings, task.content, task.styles, hook)
 
 
-def _worker_main(slot: int, threads: int, tasks: Any, results: Any) -> None:
+def _worker_main(slot: int, threads: int, conn: Any) -> None:
     # Ctrl-C is the driver's to handle: it stops the workers, whose jobs are then redone on resume.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
@@ -69,10 +69,12 @@ def _worker_main(slot: int, threads: int, tasks: Any, results: Any) -> None:
     torch.set_num_threads(threads)
     stylizer = make_stylizer()
     while True:
-        task = tasks.get()
+        try:
+            task = conn.recv()
+        except EOFError:  # the driver is gone
+            return
         if task is None:
             return
-        results.put(("start", slot, task.id))
         last = 0.0
 
         def progress(done: int, total: int) -> None:
@@ -80,105 +82,124 @@ def _worker_main(slot: int, threads: int, tasks: Any, results: Any) -> None:
             now = time.monotonic()
             if now - last >= PROGRESS_INTERVAL_S or done == total:
                 last = now
-                results.put(("progress", slot, task.id, done, total))
+                conn.send(("progress", task.id, done, total))
 
-        results.put(("done", slot, task.id, run_job(stylizer, task.settings, task.content, task.styles, progress)))
+        conn.send(("done", task.id, run_job(stylizer, task.settings, task.content, task.styles, progress)))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Any  # the driver's end of this worker's own pipe
+    task: Optional[Task] = None  # what it is painting: the driver always knows
+
+
+# A worker that dies this many times in a row without finishing a job means something
+# is wrong with every worker (memory, the installation), not with one job.
+MAX_DEATHS_IN_A_ROW = 5
 
 
 def run_pool(
     tasks: Sequence[Task], workers: int, retries: int, on_progress: Optional[ProgressHook]
 ) -> Iterator[tuple[Task, dict[str, Any]]]:
-    """`workers` processes share the tasks; a task whose worker dies is retried up to `retries` times."""
+    """`workers` processes share the tasks; a task whose worker dies is retried up to `retries` times.
+
+    Each worker has a pipe of its own and is handed one task at a time, so the driver
+    always knows which task a dead worker held. (A queue shared by all workers can lose a
+    task, or stay locked for good, when a process is killed while using it.)
+    """
+    from multiprocessing.connection import wait
+
     context = multiprocessing.get_context("spawn")
-    task_queue, results = context.Queue(), context.Queue()
     threads = threads_per_worker(workers)
-    by_id = {task.id: task for task in tasks}
     pending = deque(tasks)
-    running: dict[int, int] = {}  # slot -> task id
-    queued = 0
+    slots: dict[int, _Worker] = {}
+    deaths_in_a_row = 0
     unfinished = len(tasks)
-    finished: set[int] = set()
-    processes: dict[int, Any] = {}
 
     def start(slot: int) -> None:
-        process = context.Process(target=_worker_main, args=(slot, threads, task_queue, results), daemon=True, name=f"impasto-batch-{slot}")
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_worker_main, args=(slot, threads, theirs), daemon=True, name=f"impasto-batch-{slot}")
         process.start()
-        processes[slot] = process
+        theirs.close()  # so the driver sees EOF when the worker dies
+        slots[slot] = _Worker(process, ours)
 
-    def feed() -> None:
-        # Only a few tasks wait in the queue, so a retried one is not stuck behind the rest.
-        nonlocal queued
-        while pending and queued < len(processes):
-            task_queue.put(pending.popleft())
-            queued += 1
+    def assign(slot: int) -> None:
+        worker = slots[slot]
+        if worker.task is None and pending:
+            worker.task = pending.popleft()
+            worker.task.attempts += 1
+            try:
+                worker.conn.send(worker.task)
+            except OSError:  # it died already; the death check below puts the task back
+                pass
 
-    def replace_dead_workers() -> list[tuple[Task, dict[str, Any]]]:
-        """Start a new worker for each dead one; its job goes back in line, or fails after `retries`."""
-        given_up = []
-        for slot, process in list(processes.items()):
-            if process.is_alive():
-                continue
-            start(slot)  # even an idle worker: the tasks already queued need hands
-            if slot not in running:
-                continue
-            task = by_id[running.pop(slot)]
-            detail = f"process {process.pid} exited with code {process.exitcode}"
-            task.workers.append(str(process.pid))
+    def read(slot: int) -> Iterator[tuple[Task, dict[str, Any]]]:
+        """Handle what this worker has sent; raises EOFError once it is gone."""
+        nonlocal unfinished, deaths_in_a_row
+        worker = slots[slot]
+        while worker.conn.poll():
+            message = worker.conn.recv()
+            if message[0] == "progress":
+                if on_progress is not None:
+                    on_progress(slot, message[1], message[2], message[3])
+            elif message[0] == "done" and worker.task is not None and worker.task.id == message[1]:
+                task, worker.task = worker.task, None
+                unfinished -= 1
+                deaths_in_a_row = 0
+                assign(slot)
+                yield task, message[2]
+
+    def bury(slot: int) -> Iterator[tuple[Task, dict[str, Any]]]:
+        """A worker died: start another in its place; its task goes back in line or, after `retries`, fails."""
+        nonlocal unfinished, deaths_in_a_row
+        worker = slots[slot]
+        worker.process.join(timeout=5)
+        worker.conn.close()
+        deaths_in_a_row += 1
+        if deaths_in_a_row > MAX_DEATHS_IN_A_ROW:
+            raise ImpastoError(
+                f"batch worker processes keep dying ({deaths_in_a_row} in a row, last exit code {worker.process.exitcode}): "
+                "is the machine out of memory? Try fewer --workers or a smaller --size"
+            )
+        task = worker.task
+        start(slot)
+        if task is not None:
+            task.workers.append(str(worker.process.pid))
             if task.attempts <= retries:
                 pending.appendleft(task)
             else:
-                given_up.append((task, lost_worker_outcome(task, detail)))
-        return given_up
+                unfinished -= 1
+                yield task, lost_worker_outcome(task, f"process {worker.process.pid} exited with code {worker.process.exitcode}")
+        assign(slot)
 
     try:
         for slot in range(workers):
             start(slot)
-        feed()
-        next_check = time.monotonic() + DEATH_CHECK_INTERVAL_S
+            assign(slot)
         while unfinished:
+            wait([w.conn for w in slots.values()] + [w.process.sentinel for w in slots.values()], timeout=DEATH_CHECK_INTERVAL_S)
+            for slot in list(slots):
+                try:
+                    yield from read(slot)
+                    alive = slots[slot].process.is_alive()
+                    if not alive:
+                        yield from read(slot)  # what it sent just before dying still counts
+                except (EOFError, OSError):
+                    alive = False
+                if not alive:
+                    yield from bury(slot)
+        for worker in slots.values():
             try:
-                message = results.get(timeout=DEATH_CHECK_INTERVAL_S)
-            except queue.Empty:
-                message = None
-            # Checked on a clock, not only when all is quiet: busy workers never leave the queue quiet.
-            if message is None or time.monotonic() >= next_check:
-                next_check = time.monotonic() + DEATH_CHECK_INTERVAL_S
-                for task, outcome in replace_dead_workers():
-                    finished.add(task.id)
-                    unfinished -= 1
-                    yield task, outcome
-                feed()
-            if message is None:
-                continue
-            kind, slot = message[0], message[1]
-            if kind == "start":
-                queued -= 1
-                running[slot] = message[2]
-                by_id[message[2]].attempts += 1
-                feed()
-            elif kind == "progress":
-                if on_progress is not None:
-                    on_progress(slot, message[2], message[3], message[4])
-            elif kind == "done":
-                if running.get(slot) == message[2]:
-                    running.pop(slot)
-                task = by_id[message[2]]
-                if task.id in finished:  # a late word from a worker already given up for dead
-                    continue
-                finished.add(task.id)
-                if task in pending:
-                    pending.remove(task)
-                unfinished -= 1
-                yield task, message[3]
-        for _ in processes:
-            task_queue.put(None)
-        for process in processes.values():
-            process.join(timeout=10)
+                worker.conn.send(None)
+            except OSError:
+                pass
+        for worker in slots.values():
+            worker.process.join(timeout=10)
     finally:
-        for process in processes.values():
-            if process.is_alive():
-                process.terminate()
-        for process in processes.values():
-            process.join(timeout=5)
-        task_queue.close()
-        results.close()
+        for worker in slots.values():
+            if worker.process.is_alive():
+                worker.process.terminate()
+        for worker in slots.values():
+            worker.process.join(timeout=5)
+            worker.conn.close()
