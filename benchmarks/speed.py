@@ -78,12 +78,25 @@ def section_baseline(settings: Settings, size: int, evaluations: int) -> None:
     print(f"| impasto default | {len(result.history)} | {impasto_time:.1f} | {impasto_final:.4f} | {t_imp:.1f} |")
     print(f"\ncommon loss = the higher final loss = {target:.4f}; "
           f"speed-up to it: **{t_base / t_imp:.2f}x** (impasto needs {t_imp / t_base:.1%} of the baseline's time)")
+    print_loss_levels(base_log, fine + [(impasto_time, impasto_final)], base_final, impasto_final)
     reached = first_time_at_or_below(fine, base_final)
     if math.isnan(reached):
         print(f"impasto's final loss is {impasto_final / base_final:.3f}x the baseline's final loss")
     else:
         print(f"impasto reaches the baseline's final loss {base_final:.4f} after {reached:.1f} s "
               f"= {reached / base_time:.1%} of the baseline's {base_time:.1f} s")
+
+
+def print_loss_levels(base_log: list[tuple[float, float]], impasto_log: list[tuple[float, float]], base_final: float, impasto_final: float) -> None:
+    """Time to each of several loss levels, so the speed-up is seen along the whole curve, not at one point."""
+    top = max(base_final, impasto_final)
+    levels = sorted({top * f for f in (2.0, 1.5, 1.25, 1.1, 1.0)} | {base_final}, reverse=True)
+    print("\n| loss level | textbook s | impasto s | speed-up |\n|---:|---:|---:|---:|")
+    for level in levels:
+        tb, ti = first_time_at_or_below(base_log, level), first_time_at_or_below(impasto_log, level)
+        ratio = f"{tb / ti:.2f}x" if not (math.isnan(tb) or math.isnan(ti)) else "—"
+        fmt = lambda t: "not reached" if math.isnan(t) else f"{t:.1f}"  # noqa: E731
+        print(f"| {level:.4f} | {fmt(tb)} | {fmt(ti)} | {ratio} |")
 
 
 def section_floor(settings: Settings, size: int, iterations: int) -> None:

@@ -76,8 +76,8 @@ class Settings:
 
     # -- optimisation
     optimizer: str = field(default="lbfgs", metadata={"help": "lbfgs or adam"})
-    iterations: int = field(default=30, metadata={"help": "iterations at the finest scale"})
-    initial_iterations: int = field(default=200, metadata={"help": "iterations at the coarsest scale (scales between get a geometric blend)"})
+    iterations: int = field(default=40, metadata={"help": "iterations at the finest scale"})
+    initial_iterations: int = field(default=100, metadata={"help": "iterations at the coarsest scale (scales between get a geometric blend)"})
     lr: Optional[float] = field(default=None, metadata={"help": "learning rate (default 1 for lbfgs, 0.02 for adam)"})
     init: str = field(default="content", metadata={"help": "start image: content, noise, style or a file path"})
     seed: Optional[int] = field(default=0, metadata={"help": "random seed (CPU runs are repeatable)"})
