@@ -29,18 +29,6 @@ from impasto.images import pil_to_tensor, resize_tensor  # noqa: E402
 from impasto.optimize import Objective, StyleInput, descend, plan_iterations, plan_scales  # noqa: E402
 
 
-def split(objective: Objective, image: torch.Tensor) -> dict[str, float]:
-    """The weighted terms of `objective` at `image`: content, tv, and style per layer."""
-    s = objective.settings
-    with torch.no_grad():
-        feats = objective.extractor(image)
-        total, parts = objective(image)
-        out = {"total": float(total), "content": s.content_weight * float(parts["content"]), "tv": s.tv_weight * float(parts["tv"])}
-        for layer, weight, fn in objective.style_losses:
-            out[layer] = s.style_weight * weight * float(fn(feats[layer].float()))
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photo", default="chelsea.png")
@@ -71,19 +59,21 @@ def main() -> None:
     objective = Objective(extractor, settings, content, [StyleInput(style)], (w, h))
     entry = resize_tensor(pil_to_tensor(result.image), (h, w))
     small_style = resize_tensor(resize_tensor(style, (round(style.shape[-2] / settings.scale_factor), round(style.shape[-1] / settings.scale_factor))), style.shape[-2:])
-    style_objective = Objective(extractor, settings, content, [StyleInput(style)], (style.shape[-1], style.shape[-2]))
+    # Style terms only: no content target is wanted at the painting's size.
+    style_settings = settings.replace(content_layers=())
+    style_objective = Objective(extractor, style_settings, content, [StyleInput(style)], (style.shape[-1], style.shape[-2]))
 
     rows = {
-        "content photo (the textbook start)": split(objective, content),
-        f"coarse result upsampled (after {coarse_s:.0f} s of coarse scales)": split(objective, entry),
+        "content photo (the textbook start)": objective.terms(content),
+        f"coarse result upsampled (after {coarse_s:.0f} s of coarse scales)": objective.terms(entry),
     }
-    up = split(style_objective, small_style)
+    up = style_objective.terms(small_style)
     rows["the painting, down and up by the scale factor"] = {k: (v if k.startswith("conv") else float("nan")) for k, v in up.items()}
     param = entry.clone()
     n = args.iterations if args.iterations is not None else steps[-1]
     for step in descend(objective, param, n, settings):
         if step.number % 10 == 0 or step.number == n:
-            rows[f"after {step.number} finest iterations"] = split(objective, param.detach())
+            rows[f"after {step.number} finest iterations"] = objective.terms(param.detach())
     keys = ["total", "content", "tv", *settings.style_layers]
     print("\nweighted terms of the finest-scale objective (content weight x content loss, style weight x layer weight x layer loss):\n")
     print("| image | " + " | ".join(keys) + " |\n|---|" + "---:|" * len(keys))

@@ -7,8 +7,9 @@
 Every output is scored with VGG16 (the optimisation uses VGG19): content
 distance (relative feature error at conv4_2 to the photo) and style distance
 (mean relative Gram distance to the painting over conv1_1..conv5_1). Lower is
-better for both. Writes a table (stdout and results/quality.md), every image, and
-one labelled contact sheet (results/quality_sheet.jpg).
+better for both. Writes, under --out (results/quality/): records.jsonl (every run
+ever scored, so --reuse can skip it), each image as PHOTO-PAINTING-RUN-SIZE.jpg,
+the table as table_SIZE.md and one labelled contact sheet as sheet_SIZE.jpg.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -76,10 +79,16 @@ def main() -> None:
     p.add_argument("--reuse", action="store_true",
                    help="keep a run already recorded in OUT/records.jsonl at this size (its image must exist) instead of redoing it")
     args = p.parse_args()
+    # A shell starts background jobs with SIGINT ignored; restore it so `kill -INT` stops a long
+    # run cleanly, with the finished pairs written out, as Ctrl-C does in a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.summarise:
         out = Path(args.out)
         records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
-        return write_outputs(records, list(dict.fromkeys(r["run"] for r in records)), out)
+        records = [r for r in records if r.get("size") == args.size]
+        names = list(dict.fromkeys(r["run"] for r in records))
+        names = ["textbook baseline", *(n for n in names if n != "textbook baseline")]
+        return write_outputs(records, names, out, args.size)
     if not (WEIGHTS / "vgg19-caffe-features.safetensors").is_file() or not (WEIGHTS / "vgg16-caffe-features.safetensors").is_file():
         sys.exit(f"quality.py needs the real VGG19 and VGG16 weights in {WEIGHTS}: the scores mean nothing with random ones")
     out = Path(args.out)
@@ -95,7 +104,7 @@ def main() -> None:
     if args.reuse and (out / "records.jsonl").is_file():
         for line in (out / "records.jsonl").read_text().splitlines():
             r = json.loads(line)
-            if r.get("size") == args.size and r.get("key") == keys.get(r["run"]) and (out / f"{image_stem(r['photo'], r['painting'], r['run'])}.jpg").is_file():
+            if r.get("size") == args.size and r.get("key") == keys.get(r["run"]) and (out / f"{image_stem(r['photo'], r['painting'], r['run'], args.size)}.jpg").is_file():
                 done_before[(r["photo"], r["painting"], r["run"])] = r
     baseline_settings = Settings(weights=str(WEIGHTS), size=args.size, style_loss="gram", multiscale=False)
     names = ["textbook baseline", *runs]
@@ -125,7 +134,7 @@ def main() -> None:
             for name in names:
                 if name in todo:
                     scores = scorer(pil_to_tensor(outputs[name]), content, style)
-                    outputs[name].save(out / f"{image_stem(photo, painting, name)}.jpg", quality=92)
+                    outputs[name].save(out / f"{image_stem(photo, painting, name, args.size)}.jpg", quality=92)
                     rec = {"photo": photo, "painting": painting, "run": name, "size": args.size, "key": keys[name],
                            "content": scores.content, "style": scores.style, "seconds": seconds[name]}
                 else:
@@ -136,7 +145,7 @@ def main() -> None:
     except KeyboardInterrupt:
         # A long benchmark stopped early still reports the pairs it finished.
         print(f"\ninterrupted: {len({(r['photo'], r['painting']) for r in records})} of {len(pairs)} pairs done")
-    write_outputs(records, names, out)
+    write_outputs(records, names, out, args.size)
 
 
 def thumbnail(image: Image.Image, side: int) -> Image.Image:
@@ -150,11 +159,11 @@ def open_or_blank(path: Path) -> Image.Image:
     return Image.open(path) if path.is_file() else Image.new("RGB", (256, 256), "white")
 
 
-def image_stem(photo: str, painting: str, run: str) -> str:
-    return f"{Path(photo).stem}-{Path(painting).stem}-{run.replace(' ', '_')}"
+def image_stem(photo: str, painting: str, run: str, size: int) -> str:
+    return f"{Path(photo).stem}-{Path(painting).stem}-{run.replace(' ', '_')}-{size}"
 
 
-def write_outputs(records: list[dict], names: list[str], out: Path) -> None:
+def write_outputs(records: list[dict], names: list[str], out: Path, size: int) -> None:
     """records.jsonl (merged with earlier runs'), the summary table and the contact sheet of every finished pair."""
     key = lambda r: (r["photo"], r["painting"], r["run"], r.get("size"))  # noqa: E731
     merged = {}
@@ -166,24 +175,36 @@ def write_outputs(records: list[dict], names: list[str], out: Path) -> None:
     rows = []
     for photo, painting in done:
         inputs = [load_image(IMAGES / name) for name in (photo, painting)]
-        rows.append(inputs + [open_or_blank(out / f"{image_stem(photo, painting, n)}.jpg") for n in names])
+        rows.append(inputs + [open_or_blank(out / f"{image_stem(photo, painting, n, size)}.jpg") for n in names])
     labels = [f"{Path(ph).stem} / {Path(pa).stem}" for ph, pa in done]
     if rows:
         thumbs = [[thumbnail(im, 256) for im in row] for row in rows]
         sheet, _ = labelled_sheet(thumbs, ["photo", "painting", *names], labels, "impasto quality benchmark (rows: photo / painting)")
-        sheet.save(out / "sheet.jpg", quality=88)
-        summarise(records, names)
+        sheet.save(out / f"sheet_{size}.jpg", quality=88)
+        (out / f"table_{size}.md").write_text(summarise(records, names))
     print(f"\nimages and sheet: {out}")
 
 
-def summarise(records: list[dict], names: list[str]) -> None:
+def summarise(records: list[dict], names: list[str]) -> str:
+    """Print and return the per-pair table and the per-run summary."""
+    lines = ["| photo / painting | run | content dist | style dist | seconds |", "|---|---|---:|---:|---:|"]
+    for r in records:
+        lines.append(f"| {Path(r['photo']).stem} / {Path(r['painting']).stem} | {r['run']} | {r['content']:.3f} | {r['style']:.4f} | {r['seconds']:.0f} |")
     base = {(r["photo"], r["painting"]): r for r in records if r["run"] == names[0]}
-    print("\n| run | mean content dist | mean style dist | mean s | pairs better than baseline on both |\n|---|---:|---:|---:|---:|")
+    # Distances differ by an order of magnitude between photos, so runs are compared by their
+    # ratio to the baseline on the same pair (geometric mean over pairs): below 1 is better.
+    lines += ["", "| run | content dist / baseline's | style dist / baseline's | time / baseline's | pairs better than baseline on both |",
+              "|---|---:|---:|---:|---:|"]
     for name in names:
-        rs = [r for r in records if r["run"] == name]
-        wins = sum(r["content"] < base[(r["photo"], r["painting"])]["content"] and r["style"] < base[(r["photo"], r["painting"])]["style"] for r in rs)
-        mean = lambda k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
-        print(f"| {name} | {mean('content'):.3f} | {mean('style'):.4f} | {mean('seconds'):.0f} | {wins}/{len(rs)} |")
+        rs = [(r, base[(r["photo"], r["painting"])]) for r in records if r["run"] == name and (r["photo"], r["painting"]) in base]
+        if not rs:
+            continue
+        wins = sum(r["content"] < b["content"] and r["style"] < b["style"] for r, b in rs)
+        ratio = lambda k: math.exp(sum(math.log(r[k] / b[k]) for r, b in rs) / len(rs))  # noqa: E731
+        lines.append(f"| {name} | {ratio('content'):.2f} | {ratio('style'):.2f} | {ratio('seconds'):.2f} | {wins}/{len(rs)} |")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    return text
 
 
 if __name__ == "__main__":

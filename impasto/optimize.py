@@ -186,6 +186,23 @@ class Objective:
                 self.chain_losses.append((a, b, lw / len(groups), chain))
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        total, parts, _ = self._evaluate(image)
+        return total, parts
+
+    def terms(self, image: torch.Tensor) -> dict[str, float]:
+        """The objective at `image` split into its weighted terms: total, content, tv, one per
+        style layer (and chained pair), and any extra loss; they sum to the total. For seeing
+        which terms a run spends its iterations on (benchmarks/fine_scale.py)."""
+        with torch.no_grad():
+            total, parts, weighted = self._evaluate(image)
+        s = self.settings
+        out = {"total": float(total), "content": s.content_weight * float(parts["content"]), "tv": s.tv_weight * float(parts["tv"])}
+        for name, value in weighted:
+            out[name] = out.get(name, 0.0) + s.style_weight * float(value)
+        out.update({k: float(v) for k, v in parts.items() if k not in ("content", "style", "tv")})
+        return out
+
+    def _evaluate(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
         s = self.settings
         feats = self.extractor(image)
         feats = {k: v.float() for k, v in feats.items()}  # losses in fp32 under autocast
@@ -193,8 +210,10 @@ class Objective:
             content = sum(L.content_loss(feats[k], t) for k, t in self.content_targets.items()) / len(self.content_targets)
         else:  # no content layers: texture synthesis
             content = image.new_zeros(())
-        style = sum(w * fn(feats[layer]) for layer, w, fn in self.style_losses)
-        style = style + sum(w * fn(feats[a], feats[b]) for a, b, w, fn in self.chain_losses)
+        # Style terms, each already times its layer weight; named so terms() can report them.
+        weighted = [(layer, w * fn(feats[layer])) for layer, w, fn in self.style_losses]
+        weighted += [(f"{a}x{b}", w * fn(feats[a], feats[b])) for a, b, w, fn in self.chain_losses]
+        style = sum(v for _, v in weighted) if weighted else image.new_zeros(())
         tv = L.tv_loss(image.float())
         total = s.content_weight * content + s.style_weight * style + s.tv_weight * tv
         parts = {"content": content, "style": style, "tv": tv}
@@ -202,7 +221,15 @@ class Objective:
             for name, value in self.extra_loss(image).items():
                 total = total + value
                 parts[name] = value
-        return total, parts
+        return total, parts, weighted
+
+
+def photo_detail(content: torch.Tensor, coarse: tuple[int, int], fine: tuple[int, int]) -> torch.Tensor:
+    """The photo at the (w, h) `fine` size minus its round trip through `coarse`: the detail
+    an upsampled coarse result lacks, which the finest scale would otherwise rebuild slowly."""
+    (cw, ch), (fw, fh) = coarse, fine
+    sharp = resize_tensor(content, (fh, fw))
+    return sharp - resize_tensor(resize_tensor(content, (ch, cw)), (fh, fw))
 
 
 def _mask_like(mask: Optional[torch.Tensor], features: torch.Tensor) -> Optional[torch.Tensor]:
@@ -412,7 +439,13 @@ def optimise(
     outcome.image = best = image.clone()
     for index, (size, n) in enumerate(zip(sizes, steps)):
         w, h = size
-        param = resize_tensor(best, (h, w)).contiguous()
+        param = resize_tensor(best, (h, w))
+        # The coarse scale cannot hold the photo's fine detail, and the finest scale is slow to
+        # rebuild it through the content loss (benchmarks/fine_scale.py): so put it back here.
+        # Not for texture synthesis, where there is no photo to keep.
+        if index > 0 and settings.upsample_detail > 0 and settings.content_layers and settings.content_weight > 0:
+            param = (param + settings.upsample_detail * photo_detail(content, sizes[index - 1], size)).clamp(0, 1)
+        param = param.contiguous()
         outcome.image = best = param.clone()
         best_value = math.inf
         objective = Objective(extractor, settings, content, styles, size, cache, extra_loss)

@@ -90,6 +90,13 @@ class Settings:
     )
     min_size: int = field(default=128, metadata={"help": "long side of the coarsest scale"})
     scale_factor: float = field(default=2.0, metadata={"help": "ratio between successive scales"})
+    upsample_detail: float = field(
+        default=1.0,
+        metadata={
+            "help": "when a scale is upsampled, add back this share (0-1) of the photo's fine detail that "
+            "the coarser scale could not hold (0: plain upsampling; no effect without a content layer)"
+        },
+    )
     multiscale: bool = field(default=True, metadata={"help": "coarse-to-fine optimisation (off: one scale at --size)"})
 
     # -- colour
@@ -210,6 +217,8 @@ class Settings:
             raise ImpastoError(f"style-scale must be positive, not {self.style_scale}")
         if self.min_size < 16:
             raise ImpastoError(f"min-size must be at least 16 pixels, not {self.min_size}")
+        if not (0 <= self.upsample_detail <= 1):
+            raise ImpastoError(f"upsample-detail must be between 0 and 1, not {self.upsample_detail}")
         if not (self.scale_factor > 1):
             raise ImpastoError(f"scale-factor must be above 1, not {self.scale_factor}")
         return self

@@ -185,7 +185,7 @@ def test_extra_loss_is_added_to_the_objective_and_pulls_the_image(stylizer, make
 
     def towards_black(image):
         seen_sizes.add(tuple(image.shape[-2:]))
-        return {"dark": 50.0 * image.pow(2).mean()}
+        return {"dark": 200.0 * image.pow(2).mean()}
 
     plain = stylizer.run(content_array, style_array, settings)
     pulled = stylizer.run(content_array, style_array, settings, extra_loss=towards_black)

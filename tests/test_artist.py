@@ -145,6 +145,23 @@ def test_a_short_run_lowers_the_chain_loss(shallow_extractor, content_array, sty
         assert float(chain_value(image)) < 0.7 * start
 
 
+def test_objective_terms_split_the_total_by_layer(shallow_extractor, content_array, style_array, make_settings):
+    # What benchmarks/fine_scale.py prints: the weighted terms must add up to the objective itself.
+    settings = make_settings(style_chain=True)
+    content = torch.from_numpy(content_array).permute(2, 0, 1)[None].float()
+    style = torch.from_numpy(style_array).permute(2, 0, 1)[None].float()
+    objective = Objective(shallow_extractor, settings, content, [StyleInput(style)], (48, 40))
+    image = torch.rand_like(content)
+    terms = objective.terms(image)
+    assert set(settings.style_layers) < set(terms)
+    assert "conv1_1xconv2_1" in terms
+    with torch.no_grad():
+        total, _ = objective(image)
+    assert terms["total"] == pytest.approx(float(total), rel=1e-5)
+    assert sum(v for k, v in terms.items() if k != "total") == pytest.approx(float(total), rel=1e-4)
+    assert terms["content"] > 0 and objective.terms(content)["content"] == 0
+
+
 def test_novak2016_preset_runs_end_to_end(stylizer, make_settings, content_array, style_array):
     settings = Settings.from_preset("novak2016", **{k: v for k, v in vars(make_settings()).items() if k not in PRESETS["novak2016"].settings})
     result = stylizer.run(content_array, style_array, settings.replace(iterations=3))

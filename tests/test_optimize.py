@@ -156,3 +156,21 @@ def test_init_content_and_style_without_iterations(stylizer, make_settings, cont
     assert np.allclose(mean_rgb(style.image), mean_rgb(style_array), atol=0.03)
     with pytest.raises(ImpastoError, match="no such file"):
         stylizer.run(content_array, style_array, make_settings(init="/nonexistent/start.png"))
+
+
+def test_upsample_detail_carries_the_photos_detail_to_the_finer_scale(stylizer, make_settings, style_array):
+    # A fine checkerboard that a 16 px coarse scale cannot hold: plain upsampling loses it,
+    # upsample_detail=1 puts it back (no iterations, so the output is the upsampled start).
+    h, w = 40, 48
+    yy, xx = np.mgrid[0:h, 0:w]
+    photo = np.repeat((0.3 + 0.4 * ((yy // 2 + xx // 2) % 2))[..., None], 3, axis=2)
+    settings = make_settings(multiscale=True, min_size=16, initial_iterations=0, iterations=0, init="content")
+    plain = np.asarray(stylizer.run(photo, style_array, settings.replace(upsample_detail=0.0)).image) / 255.0
+    carried = np.asarray(stylizer.run(photo, style_array, settings.replace(upsample_detail=1.0)).image) / 255.0
+    # Texture synthesis has no photo to keep: nothing is added.
+    texture = np.asarray(stylizer.run(photo, style_array, settings.replace(content_layers=())).image) / 255.0
+    assert np.abs(plain - photo).mean() > 0.1
+    assert np.abs(carried - photo).mean() < 0.02
+    assert np.abs(texture - plain).max() < 0.01
+    with pytest.raises(ImpastoError, match="upsample-detail"):
+        Settings(upsample_detail=1.5).validate()
