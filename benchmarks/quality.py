@@ -40,9 +40,11 @@ PHOTOS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.png")
 PAINTINGS = ("starry_night.jpg", "the_scream.jpg", "shipwreck.jpg")
 
 
-def variants(size: int, extra: list[str]) -> dict[str, Settings]:
+def variants(size: int, extra: list[str], default_only: bool = False) -> dict[str, Settings]:
     """The default and each other style loss; or the default and the --variant candidates."""
     base = Settings(weights=str(WEIGHTS), size=size)
+    if default_only:
+        return {"impasto default": base}
     if extra:
         return {"impasto default": base, **dict(parse_variant(text, base) for text in extra)}
     return {
@@ -76,6 +78,8 @@ def main() -> None:
     p.add_argument("--summarise", action="store_true", help="only rebuild the table and sheet from OUT/records.jsonl")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=KEY:VALUE,..",
                    help="a candidate setting to compare with the default (repeatable); replaces the per-loss runs")
+    p.add_argument("--default-only", action="store_true",
+                   help="only the baseline and the default (the per-loss runs can follow later with --reuse)")
     p.add_argument("--reuse", action="store_true",
                    help="keep a run already recorded in OUT/records.jsonl at this size (its image must exist) instead of redoing it")
     args = p.parse_args()
@@ -97,7 +101,7 @@ def main() -> None:
     vgg16 = W.load(WEIGHTS / "vgg16-caffe-features.safetensors")
     scorer = Scorer(FeatureExtractor("vgg16", vgg16.state_dict, (CONTENT_LAYER, *STYLE_LAYERS), "max", vgg16.convention))
     stylizer = Stylizer(download=False)
-    runs = variants(args.size, args.variant)
+    runs = variants(args.size, args.variant, args.default_only)
     # What a record must have been made with to be reused: a default that has since changed is redone.
     keys = {name: settings_key(s) for name, s in runs.items()} | {"textbook baseline": f"baseline-{args.baseline_evaluations}"}
     done_before: dict[tuple, dict] = {}
