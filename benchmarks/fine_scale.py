@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/fine_scale.py --iterations 60 --photo astronaut.png
 
 Runs impasto's default coarse scales, upsamples their result to the finest size
-as a run does (with and without the photo's detail, --upsample-detail), and prints the finest-scale objective of that start split into
-content, TV and each style layer, next to the same split for the content photo
+as a run does (with and without the photo's detail, --upsample-detail), and
+prints the finest-scale objective of that start split into content, TV and each style layer, next to the same split for the content photo
 (the textbook run's start) and for the style image upsampled from the coarser
 scale (what upsampling alone costs). Then it runs the finest scale and prints the
 same split every 10 iterations, so one sees which terms the fine iterations
@@ -26,7 +26,7 @@ from common import load_pair, threads_note, weights_note  # noqa: E402
 
 from impasto import Settings, Stylizer  # noqa: E402
 from impasto.images import pil_to_tensor, resize_tensor  # noqa: E402
-from impasto.optimize import Objective, StyleInput, descend, photo_detail, plan_iterations, plan_scales  # noqa: E402
+from impasto.optimize import Objective, StyleInput, descend, plan_iterations, plan_scales, scale_start  # noqa: E402
 
 
 def main() -> None:
@@ -57,9 +57,10 @@ def main() -> None:
     w, h = sizes[-1]
     extractor = stylizer.extractor(settings, torch.device("cpu"))
     objective = Objective(extractor, settings, content, [StyleInput(style)], (w, h))
-    plain = resize_tensor(pil_to_tensor(result.image), (h, w))
-    detailed = (plain + photo_detail(content, sizes[-2], sizes[-1])).clamp(0, 1)
-    entry = detailed if settings.upsample_detail == 1 else (plain + settings.upsample_detail * (detailed - plain)).clamp(0, 1)
+    coarse_image = pil_to_tensor(result.image)
+    plain = scale_start(coarse_image, content, sizes[-2], sizes[-1], settings.replace(upsample_detail=0.0))
+    detailed = scale_start(coarse_image, content, sizes[-2], sizes[-1], settings.replace(upsample_detail=1.0))
+    entry = scale_start(coarse_image, content, sizes[-2], sizes[-1], settings)  # what a run starts from
     small_style = resize_tensor(resize_tensor(style, (round(style.shape[-2] / settings.scale_factor), round(style.shape[-1] / settings.scale_factor))), style.shape[-2:])
     # Style terms only: no content target is wanted at the painting's size.
     style_settings = settings.replace(content_layers=())

@@ -232,6 +232,22 @@ def photo_detail(content: torch.Tensor, coarse: tuple[int, int], fine: tuple[int
     return sharp - resize_tensor(resize_tensor(content, (ch, cw)), (fh, fw))
 
 
+def scale_start(
+    image: torch.Tensor, content: torch.Tensor, coarse: Optional[tuple[int, int]], fine: tuple[int, int], settings: Settings
+) -> torch.Tensor:
+    """The start of the (w, h) `fine` scale from the result at `coarse` (None: the first scale).
+
+    The coarse scale cannot hold the photo's fine detail, and the finer scale is slow to
+    rebuild it through the content loss (benchmarks/fine_scale.py): so it is put back here,
+    `settings.upsample_detail` of it. Not for texture synthesis, where there is no photo to keep.
+    """
+    w, h = fine
+    start = resize_tensor(image, (h, w))
+    if coarse is not None and settings.upsample_detail > 0 and settings.content_layers and settings.content_weight > 0:
+        start = (start + settings.upsample_detail * photo_detail(content, coarse, fine)).clamp(0, 1)
+    return start
+
+
 def _mask_like(mask: Optional[torch.Tensor], features: torch.Tensor) -> Optional[torch.Tensor]:
     """A (1, 1, H, W) output mask as (h, w) at a layer's resolution, or None for everywhere."""
     if mask is None:
@@ -438,14 +454,7 @@ def optimise(
     image = initial_image(settings, content, styles, sizes[0], init_image)
     outcome.image = best = image.clone()
     for index, (size, n) in enumerate(zip(sizes, steps)):
-        w, h = size
-        param = resize_tensor(best, (h, w))
-        # The coarse scale cannot hold the photo's fine detail, and the finest scale is slow to
-        # rebuild it through the content loss (benchmarks/fine_scale.py): so put it back here.
-        # Not for texture synthesis, where there is no photo to keep.
-        if index > 0 and settings.upsample_detail > 0 and settings.content_layers and settings.content_weight > 0:
-            param = (param + settings.upsample_detail * photo_detail(content, sizes[index - 1], size)).clamp(0, 1)
-        param = param.contiguous()
+        param = scale_start(best, content, sizes[index - 1] if index else None, size, settings).contiguous()
         outcome.image = best = param.clone()
         best_value = math.inf
         objective = Objective(extractor, settings, content, styles, size, cache, extra_loss)
