@@ -224,6 +224,23 @@ class Objective:
         return total, parts, weighted
 
 
+def scale_settings(settings: Settings, long_side: int, final: int) -> Settings:
+    """The settings for the scale whose long side is `long_side`, of an output `final` long:
+    the content weight times `settings.coarse_content` at a quarter of the output's size or
+    less, easing geometrically to the user's own weight at the output's size.
+
+    The coarse scales decide the layout, and there a face is a few feature pixels that the
+    style term readily paints over; the finer scales cannot move it back. Tied to the size
+    ratio rather than to the scale's rank, so a scale barely smaller than the output (the
+    fast preset's 181 px before 256) is barely boosted; and the finest scale keeps the
+    user's weights, so the objective a run ends on is the one they asked for.
+    """
+    if settings.coarse_content == 1 or long_side >= final:
+        return settings
+    depth = min(1.0, math.log(final / long_side) / math.log(4))
+    return settings.replace(content_weight=settings.content_weight * settings.coarse_content**depth)
+
+
 def photo_detail(content: torch.Tensor, coarse: tuple[int, int], fine: tuple[int, int]) -> torch.Tensor:
     """The photo at the (w, h) `fine` size minus its round trip through `coarse`: the detail
     an upsampled coarse result lacks, which the finest scale would otherwise rebuild slowly."""
@@ -457,7 +474,7 @@ def optimise(
         param = scale_start(best, content, sizes[index - 1] if index else None, size, settings).contiguous()
         outcome.image = best = param.clone()
         best_value = math.inf
-        objective = Objective(extractor, settings, content, styles, size, cache, extra_loss)
+        objective = Objective(extractor, scale_settings(settings, max(size), max(sizes[-1])), content, styles, size, cache, extra_loss)
         try:
             for step in descend(objective, param, n, settings, autocast=autocast):
                 if step.losses["total"] < best_value:

@@ -97,6 +97,14 @@ class Settings:
             "the coarser scale could not hold (0: plain upsampling; no effect without a content layer)"
         },
     )
+    coarse_content: float = field(
+        default=12.0,
+        metadata={
+            "help": "content weight multiplier at scales a quarter of the output's size or smaller, easing to 1 "
+            "at the output's size: higher keeps the photo's layout (faces, outlines) where the painting's "
+            "own shapes would cover it"
+        },
+    )
     multiscale: bool = field(default=True, metadata={"help": "coarse-to-fine optimisation (off: one scale at --size)"})
 
     # -- colour
@@ -219,6 +227,8 @@ class Settings:
             raise ImpastoError(f"min-size must be at least 16 pixels, not {self.min_size}")
         if not (0 <= self.upsample_detail <= 1):
             raise ImpastoError(f"upsample-detail must be between 0 and 1, not {self.upsample_detail}")
+        if not (self.coarse_content > 0):
+            raise ImpastoError(f"coarse-content must be above 0, not {self.coarse_content}")
         if not (self.scale_factor > 1):
             raise ImpastoError(f"scale-factor must be above 1, not {self.scale_factor}")
         return self

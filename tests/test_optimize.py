@@ -11,7 +11,7 @@ import torch
 from impasto import Settings
 from impasto import losses as L
 from impasto.errors import ImpastoError
-from impasto.optimize import check_memory, plan_iterations, plan_scales
+from impasto.optimize import check_memory, plan_iterations, plan_scales, scale_settings
 
 from conftest import mean_rgb, write_png
 
@@ -174,3 +174,16 @@ def test_upsample_detail_carries_the_photos_detail_to_the_finer_scale(stylizer, 
     assert np.abs(texture - plain).max() < 0.01
     with pytest.raises(ImpastoError, match="upsample-detail"):
         Settings(upsample_detail=1.5).validate()
+
+
+def test_coarse_content_keeps_the_photos_layout_and_leaves_the_finest_scale_alone(stylizer, make_settings, content_array, style_array):
+    # No finest iterations: the output is the coarse result upsampled, where the layout is decided.
+    settings = make_settings(multiscale=True, min_size=16, initial_iterations=15, iterations=0, style_weight=3.0)
+    plain = np.asarray(stylizer.run(content_array, style_array, settings.replace(coarse_content=1.0)).image) / 255.0
+    kept = np.asarray(stylizer.run(content_array, style_array, settings.replace(coarse_content=30.0)).image) / 255.0
+    assert np.abs(kept - content_array).mean() < 0.3 * np.abs(plain - content_array).mean()
+    # Full at a quarter of the output's size or less, easing to none at the output, whose objective is the user's.
+    s = Settings(content_weight=2.0, coarse_content=16.0)
+    assert [scale_settings(s, side, 512).content_weight for side in (64, 128, 256, 512)] == pytest.approx([32.0, 32.0, 8.0, 2.0])
+    with pytest.raises(ImpastoError, match="coarse-content"):
+        Settings(coarse_content=0).validate()
