@@ -198,6 +198,8 @@ class Stylizer:
                         interrupted, reason = True, "stopped by callback"
                         break
         except KeyboardInterrupt:
+            if outcome.image is None:  # stopped before the first image existed: nothing to keep
+                raise
             interrupted, reason = True, "interrupted"
         except NonFiniteLoss as exc:
             if outcome.image is None:
