@@ -5,8 +5,8 @@
 
 Runs impasto's default coarse scales, upsamples their result to the finest size
 as a run does (with and without the photo's detail, --upsample-detail), and
-prints the finest-scale objective of that start split into content, TV and each style layer, next to the same split for the content photo
-(the textbook run's start) and for the style image upsampled from the coarser
+prints the finest-scale objective of that start split into content, TV and each
+style layer, next to the same split for the content photo (the textbook run's start) and for the style image upsampled from the coarser
 scale (what upsampling alone costs). Then it runs the finest scale and prints the
 same split every 10 iterations, so one sees which terms the fine iterations
 are spent on.

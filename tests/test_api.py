@@ -46,7 +46,6 @@ def test_keyboard_interrupt_keeps_the_best_image_so_far(stylizer, make_settings,
     assert result.losses["total"] < result.history[0]["total"]
 
 
-
 def test_keyboard_interrupt_before_the_first_image_is_passed_on(stylizer, make_settings, content_array, style_array, monkeypatch):
     # A Ctrl-C while the start image is made leaves nothing to keep: the caller (the CLI, a
     # batch worker) must see the interrupt itself, not an error about a missing image.
@@ -58,6 +57,7 @@ def test_keyboard_interrupt_before_the_first_image_is_passed_on(stylizer, make_s
     monkeypatch.setattr(impasto.optimize, "initial_image", ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         stylizer.run(content_array, style_array, make_settings())
+
 
 @pytest.mark.parametrize("mode", [None, "luminance", "histogram"])
 def test_preserve_color(stylizer, make_settings, content_array, style_array, mode):
