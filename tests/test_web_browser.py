@@ -116,6 +116,20 @@ def browser():
             browser.close()
 
 
+def wait_until(page, predicate: str, timeout: float = 30.0) -> None:
+    """Poll a JS function until it returns true.
+
+    Not page.wait_for_function: with a string it re-evaluates the string with eval() when
+    the first try is false, which the page's own policy (script-src 'self') forbids, so it
+    failed or passed by timing. page.evaluate calls the function without eval().
+    """
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(predicate):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout:g} s: {predicate}")
+        time.sleep(0.05)
+
+
 def drop_file(page, selector: str, path: Path) -> None:
     """Drop a file on an element, as a drag from the desktop does."""
     data = base64.b64encode(path.read_bytes()).decode()
@@ -143,7 +157,7 @@ def test_the_page_paints_a_picture_from_two_uploads(serve_process, browser, tmp_
     page.on("console", lambda msg: problems.append(f"console: {msg.text}") if msg.type == "error" else None)
 
     page.goto(server + "?token=" + TOKEN)
-    page.wait_for_function("document.getElementById('size').value !== ''")
+    wait_until(page, "() => document.getElementById('size').value !== ''")
     assert page.input_value("#size") == "48"  # the server's own --size is the page's default
     assert "token" not in page.url  # kept for the tab, not left in the address bar
 
@@ -163,9 +177,10 @@ def test_the_page_paints_a_picture_from_two_uploads(serve_process, browser, tmp_
         message = page.inner_text("#message") if page.is_visible("#message") else ""
         raise AssertionError(f"no result; status {status!r}, message {message!r}, {problems}; see {ARTIFACTS}") from None
     picture = page.locator("#picture")
-    page.wait_for_function(
-        "(() => { const img = document.getElementById('picture');"
-        " return img.complete && img.naturalWidth > 0 && img.src.includes('/result'); })()"
+    wait_until(
+        page,
+        "() => { const img = document.getElementById('picture');"
+        " return img.complete && img.naturalWidth > 0 && img.src.includes('/result'); }",
     )
     assert picture.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [48, 36]
     assert page.is_visible("#download") and "download=1" in page.get_attribute("#download", "href")
@@ -189,7 +204,7 @@ def test_a_bad_upload_shows_the_servers_message(server, browser, tmp_path):
     painting = write_png(tmp_path / "painting.png", textured_image(56, 48))
     page = browser.new_page()
     page.goto(server)
-    page.wait_for_function("document.getElementById('size').value !== ''")
+    wait_until(page, "() => document.getElementById('size').value !== ''")
     # The chooser takes any file; the server decides from the contents, not the name.
     page.set_input_files("#content-input", {"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": text.read_bytes()})
     page.set_input_files("#style-input", str(painting))
