@@ -8,7 +8,8 @@ Every output is scored with VGG16 (the optimisation uses VGG19): content
 distance (relative feature error at conv4_2 to the photo) and style distance
 (mean relative Gram distance to the painting over conv1_1..conv5_1). Lower is
 better for both. Writes, under --out (results/quality/): records.jsonl (every run
-ever scored, so --reuse can skip it), each image as PHOTO-PAINTING-RUN-SIZE.jpg,
+ever scored, so --reuse can skip it), each image as PHOTO-PAINTING-RUN-SIZE-KEY.jpg (KEY:
+the settings' hash, so a changed default adds pictures instead of replacing them),
 the table as table_SIZE.md and one labelled contact sheet as sheet_SIZE.jpg.
 """
 
@@ -89,7 +90,8 @@ def main() -> None:
     if args.summarise:
         out = Path(args.out)
         records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
-        records = [r for r in records if r.get("size") == args.size]
+        # The latest record of each run on each pair: older ones are earlier settings of that run.
+        records = list({(r["photo"], r["painting"], r["run"]): r for r in records if r.get("size") == args.size}.values())
         names = list(dict.fromkeys(r["run"] for r in records))
         names = ["textbook baseline", *(n for n in names if n != "textbook baseline")]
         return write_outputs(records, names, out, args.size)
@@ -108,7 +110,7 @@ def main() -> None:
     if args.reuse and (out / "records.jsonl").is_file():
         for line in (out / "records.jsonl").read_text().splitlines():
             r = json.loads(line)
-            if r.get("size") == args.size and r.get("key") == keys.get(r["run"]) and (out / f"{image_stem(r['photo'], r['painting'], r['run'], args.size)}.jpg").is_file():
+            if r.get("size") == args.size and r.get("key") == keys.get(r["run"]) and (out / f"{image_stem(r)}.jpg").is_file():
                 done_before[(r["photo"], r["painting"], r["run"])] = r
     baseline_settings = Settings(weights=str(WEIGHTS), size=args.size, style_loss="gram", multiscale=False)
     names = ["textbook baseline", *runs]
@@ -138,9 +140,9 @@ def main() -> None:
             for name in names:
                 if name in todo:
                     scores = scorer(pil_to_tensor(outputs[name]), content, style)
-                    outputs[name].save(out / f"{image_stem(photo, painting, name, args.size)}.jpg", quality=92)
                     rec = {"photo": photo, "painting": painting, "run": name, "size": args.size, "key": keys[name],
                            "content": scores.content, "style": scores.style, "seconds": seconds[name]}
+                    outputs[name].save(out / f"{image_stem(rec)}.jpg", quality=92)
                 else:
                     rec = done_before[(photo, painting, name)]
                 records.append(rec)
@@ -158,28 +160,31 @@ def thumbnail(image: Image.Image, side: int) -> Image.Image:
     return image
 
 
-def open_or_blank(path: Path) -> Image.Image:
+def open_or_blank(path: Path | None) -> Image.Image:
     """A run's picture, or a blank tile where that run did not cover this pair."""
-    return Image.open(path) if path.is_file() else Image.new("RGB", (256, 256), "white")
+    return Image.open(path) if path is not None and path.is_file() else Image.new("RGB", (256, 256), "white")
 
 
-def image_stem(photo: str, painting: str, run: str, size: int) -> str:
-    return f"{Path(photo).stem}-{Path(painting).stem}-{run.replace(' ', '_')}-{size}"
+def image_stem(record: dict) -> str:
+    photo, painting, run = (Path(record["photo"]).stem, Path(record["painting"]).stem, record["run"].replace(" ", "_"))
+    return f"{photo}-{painting}-{run}-{record['size']}-{record['key']}"
 
 
 def write_outputs(records: list[dict], names: list[str], out: Path, size: int) -> None:
     """records.jsonl (merged with earlier runs'), the summary table and the contact sheet of every finished pair."""
-    key = lambda r: (r["photo"], r["painting"], r["run"], r.get("size"))  # noqa: E731
+    key = lambda r: (r["photo"], r["painting"], r["run"], r.get("size"), r.get("key"))  # noqa: E731
     merged = {}
     if (out / "records.jsonl").is_file():
         merged = {key(r): r for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())}
     merged.update({key(r): r for r in records})
     (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in merged.values()))
     done = list(dict.fromkeys((r["photo"], r["painting"]) for r in records))
+    by_run = {(r["photo"], r["painting"], r["run"]): r for r in records}
     rows = []
     for photo, painting in done:
         inputs = [load_image(IMAGES / name) for name in (photo, painting)]
-        rows.append(inputs + [open_or_blank(out / f"{image_stem(photo, painting, n, size)}.jpg") for n in names])
+        runs = [by_run.get((photo, painting, n)) for n in names]
+        rows.append(inputs + [open_or_blank(out / f"{image_stem(r)}.jpg" if r else None) for r in runs])
     labels = [f"{Path(ph).stem} / {Path(pa).stem}" for ph, pa in done]
     if rows:
         thumbs = [[thumbnail(im, 256) for im in row] for row in rows]
