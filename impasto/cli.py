@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .errors import ImpastoError
-from .settings import COLOR_MODES, MODELS, OPTIMIZERS, POOLINGS, STYLE_LOSSES, Settings
+from .settings import COLOR_MODES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, STYLE_LOSSES, Settings
 
 # Shown in --help; Settings.validate gives the error for anything else.
-CHOICES = {"model": MODELS, "pooling": POOLINGS, "optimizer": OPTIMIZERS, "style_loss": STYLE_LOSSES, "preserve_color": COLOR_MODES}
+CHOICES = {"model": MODELS, "pooling": POOLINGS, "optimizer": OPTIMIZERS, "style_loss": STYLE_LOSSES, "preserve_color": COLOR_MODES, "precision": PRECISIONS}
 
 COMMANDS = ("demo", "presets", "sweep")
 

@@ -205,7 +205,13 @@ class Objective:
     def _evaluate(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
         s = self.settings
         feats = self.extractor(image)
-        feats = {k: v.float() for k, v in feats.items()}  # losses in fp32 under autocast
+        with torch.autocast(device_type=image.device.type, enabled=False):
+            return self._losses(image, {k: v.float() for k, v in feats.items()})
+
+    def _losses(self, image: torch.Tensor, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
+        # In fp32 even under mixed precision: a Gram matrix sums products over every pixel and
+        # overflows fp16 (65504) at the first layers, and its backward needs one dtype.
+        s = self.settings
         if self.content_targets:
             content = sum(L.content_loss(feats[k], t) for k, t in self.content_targets.items()) / len(self.content_targets)
         else:  # no content layers: texture synthesis
@@ -398,30 +404,61 @@ class Step(NamedTuple):
     scored: torch.Tensor
 
 
+# fp16 gradients of these losses underflow to noise near convergence (the per-element
+# gradient is divided by each layer's size): the loss is multiplied by this before the
+# backward pass and the gradient divided after, as a gradient scaler does for training.
+LOSS_SCALE = 2.0**16
+
+
+def mixed_precision(settings: Settings, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of the network's passes, or None for plain fp32."""
+    if settings.precision == "fp16" or (settings.precision == "auto" and device.type == "cuda"):
+        return torch.float16
+    return None
+
+
+def gradient(
+    score: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    param: torch.Tensor,
+    autocast: Optional[torch.dtype] = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`score(param)` with its gradient in `param.grad`; under fp16 autocast, through a scaled loss."""
+    scale = LOSS_SCALE if autocast == torch.float16 else 1.0
+    while True:
+        param.grad = None
+        with torch.autocast(device_type=param.device.type, dtype=autocast, enabled=autocast is not None):
+            value, parts = score(param)
+        (value * scale).backward()
+        if scale == 1.0 or not torch.isfinite(value) or bool(torch.isfinite(param.grad).all()):
+            break
+        scale = max(1.0, scale / 256)  # an fp16 overflow in the backward pass: redo it scaled less
+    if scale != 1.0:
+        param.grad.div_(scale)
+    return value, parts
+
+
 def descend(
     score: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
     param: torch.Tensor,
     steps: int,
     settings: Settings,
     bounds: Optional[tuple[float, float]] = (0.0, 1.0),
-    autocast: bool = False,
+    autocast: Optional[torch.dtype] = None,
 ) -> Iterator[Step]:
     """Minimise `score(param)` in place for `steps` iterations with the settings' optimiser.
 
     The one descent loop of the project: images and audio spectrograms both go
     through it. It yields a Step after each iteration (the caller tracks the best
     and reports), keeps `param` within `bounds`, and raises NonFiniteLoss the
-    moment the loss stops being a number.
+    moment the loss stops being a number. With `autocast` (a dtype) `score` runs
+    under mixed precision and the gradient is computed with a scaled loss.
     """
     param.requires_grad_(True)
     optimizer = make_optimizer(settings, param)
     last: dict[str, float] = {}
 
     def closure() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=autocast):
-            value, parts = score(param)
-        value.backward()
+        value, parts = gradient(score, param, autocast)
         last.clear()
         last.update({k: float(v.detach()) for k, v in parts.items()})
         last["total"] = float(value.detach())
@@ -464,7 +501,7 @@ def optimise(
     check_memory(*sizes[-1], device)
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
-    autocast = device.type == "cuda"
+    autocast = mixed_precision(settings, device)
     start = time.perf_counter()
     done = 0
     history = outcome.history
@@ -487,7 +524,7 @@ def optimise(
             raise NonFiniteLoss(f"at scale {index + 1}: {exc}", best) from None
         if n > 0:
             # The final parameters were never scored; score them so "best" is honest.
-            with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.float16, enabled=autocast):
+            with torch.no_grad(), torch.autocast(device_type=device.type, dtype=autocast, enabled=autocast is not None):
                 value, parts = objective(param.detach())
             final = {k: float(v) for k, v in parts.items()} | {"total": float(value)}
             if math.isfinite(final["total"]) and final["total"] <= best_value:

@@ -13,6 +13,7 @@ MODELS = ("vgg16", "vgg19")
 POOLINGS = ("max", "avg")
 OPTIMIZERS = ("lbfgs", "adam")
 STYLE_LOSSES = ("gram", "w2", "meanstd")
+PRECISIONS = ("auto", "fp32", "fp16")
 # "histogram" is the eigenvalue (image analogies) form of the paper's colour transfer,
 # "histogram-cholesky" its Cholesky form.
 COLOR_MODES = ("luminance", "histogram", "histogram-cholesky")
@@ -38,6 +39,13 @@ class Settings:
     )
     pooling: str = field(default="avg", metadata={"help": "pooling in the network: max or avg (Gatys 2015 prefers avg)"})
     device: str = field(default="auto", metadata={"help": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps"})
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "arithmetic of the network's passes: auto is fp16 mixed precision on CUDA (losses in fp32, "
+            "the loss scaled against fp16 underflow) and fp32 elsewhere; fp16 on a CPU is slow, for checks only"
+        },
+    )
 
     # -- losses
     content_layers: tuple[str, ...] = field(default=("conv4_2",), metadata={"help": "layers whose features the output keeps"})
@@ -188,6 +196,7 @@ class Settings:
         choice("pooling", POOLINGS)
         choice("optimizer", OPTIMIZERS)
         choice("style_loss", STYLE_LOSSES)
+        choice("precision", PRECISIONS)
         if self.preserve_color is not None:
             choice("preserve_color", COLOR_MODES)
         names = layer_names(self.model_name())

@@ -11,7 +11,7 @@ import torch
 from impasto import Settings
 from impasto import losses as L
 from impasto.errors import ImpastoError
-from impasto.optimize import check_memory, plan_iterations, plan_scales, scale_settings
+from impasto.optimize import check_memory, mixed_precision, plan_iterations, plan_scales, scale_settings
 
 from conftest import mean_rgb, write_png
 
@@ -187,3 +187,12 @@ def test_coarse_content_keeps_the_photos_layout_and_leaves_the_finest_scale_alon
     assert [scale_settings(s, side, 512).content_weight for side in (64, 128, 256, 512)] == pytest.approx([32.0, 32.0, 8.0, 2.0])
     with pytest.raises(ImpastoError, match="coarse-content"):
         Settings(coarse_content=0).validate()
+
+
+def test_mixed_precision_is_fp16_on_cuda_by_default_and_chosen_by_the_setting():
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    assert [mixed_precision(Settings(), d) for d in (cpu, cuda, mps)] == [None, torch.float16, None]
+    assert mixed_precision(Settings(precision="fp32"), cuda) is None
+    assert mixed_precision(Settings(precision="fp16"), cpu) == torch.float16
+    with pytest.raises(ImpastoError, match="precision must be one of auto, fp32, fp16"):
+        Settings(precision="fp8").validate()

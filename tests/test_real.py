@@ -54,3 +54,32 @@ def test_starry_night_cat():
     assert result_losses["content"] < 0.6 * painting_losses["content"]
     assert luminance_correlation(output, content) > 0.6
     assert luminance_correlation(painting_resized, content) < 0.2
+
+
+def test_fp16_mixed_precision_keeps_the_gradient_near_convergence(monkeypatch):
+    # A CUDA run's default arithmetic (--precision auto), checked here on the CPU. Near
+    # convergence the fp16 backward pass underflows: the scaled loss must give the fp32 gradient.
+    import impasto.optimize as O
+
+    weights = require(REAL_WEIGHTS / "vgg19-caffe-features.safetensors")
+    photo, painting = require(REAL_IMAGES / "chelsea.png"), require(REAL_IMAGES / "starry_night.jpg")
+    settings = Settings(weights=str(weights), size=128, multiscale=False, iterations=40, device="cpu", seed=0)
+    stylizer = Stylizer(download=False)
+    near = pil_to_tensor(stylizer.run(photo, painting, settings).image)
+    content, style = (pil_to_tensor(resize_long_side(load_image(p), 128)) for p in (photo, painting))
+    objective = Objective(stylizer.extractor(settings, torch.device("cpu")), settings, content, [StyleInput(style)], (128, 85))
+
+    def grad(dtype):
+        x = near.clone().requires_grad_(True)
+        value, _ = O.gradient(objective, x, dtype)
+        return float(value.detach()), x.grad.flatten()
+
+    exact_value, exact = grad(None)
+    value, mixed = grad(torch.float16)
+    assert value == pytest.approx(exact_value, rel=0.01)
+    assert float(torch.nn.functional.cosine_similarity(mixed, exact, dim=0)) > 0.999
+    assert float((mixed - exact).norm() / exact.norm()) < 0.05
+    # The point is one where scaling matters: unscaled, the fp16 gradient is mostly lost.
+    monkeypatch.setattr(O, "LOSS_SCALE", 1.0)
+    _, unscaled = grad(torch.float16)
+    assert float(torch.nn.functional.cosine_similarity(unscaled, exact, dim=0)) < 0.9
