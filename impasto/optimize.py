@@ -468,7 +468,8 @@ def descend(
         before = param.detach().clone()  # what `closure` scores during this step
         optimizer.step(closure)
         if not all(math.isfinite(v) for v in last.values()):
-            raise NonFiniteLoss(f"the loss became {last.get('total')} at iteration {number}; try a lower --lr or smaller weights", before)
+            hint = "a lower --lr or smaller weights" + (", or --precision fp32" if autocast is not None else "")
+            raise NonFiniteLoss(f"the loss became {last.get('total')} at iteration {number}; try {hint}", before)
         if bounds is not None:
             with torch.no_grad():
                 param.clamp_(*bounds)

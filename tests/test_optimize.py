@@ -117,7 +117,8 @@ def test_seed_makes_cpu_runs_repeatable(stylizer, make_settings, content_array, 
     assert np.abs(first.astype(int) - other.astype(int)).mean() > 1.0
 
 
-def test_a_nan_loss_stops_with_the_last_good_image(stylizer, make_settings, content_array, style_array, monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_nan_loss_stops_with_the_last_good_image(stylizer, make_settings, content_array, style_array, monkeypatch, precision):
     calls = {"n": 0}
     real_tv = L.tv_loss
 
@@ -127,9 +128,11 @@ def test_a_nan_loss_stops_with_the_last_good_image(stylizer, make_settings, cont
         return value * float("nan") if calls["n"] > 4 else value
 
     monkeypatch.setattr(L, "tv_loss", tv_that_blows_up)
-    result = stylizer.run(content_array, style_array, make_settings(optimizer="adam", lr=0.01, iterations=10))
+    result = stylizer.run(content_array, style_array, make_settings(optimizer="adam", lr=0.01, iterations=10, precision=precision))
     assert result.interrupted
     assert "nan" in result.stopped_reason.lower()
+    # Under fp16 the advice includes the way out of it.
+    assert ("--precision fp32" in result.stopped_reason) == (precision == "fp16")
     assert len(result.history) == 4  # the fifth iteration was the bad one
     assert all(math.isfinite(v) for v in result.losses.values())
     assert result.image.size == (48, 40)
