@@ -52,8 +52,10 @@ def match_histogram(source: torch.Tensor, reference: torch.Tensor, mode: str = "
     paper's "image analogies" form, it preserves hue better); `cholesky` uses
     A = Lr Ls⁻¹.
     """
-    s = source.reshape(3, -1).double()
-    r = reference.reshape(3, -1).double()
+    # 3x3 statistics in float64 on the CPU: MPS has no float64, and the CPU's identity
+    # below would not add to a GPU tensor. The pictures are small enough to move.
+    s = source.detach().reshape(3, -1).to("cpu", torch.float64)
+    r = reference.detach().reshape(3, -1).to("cpu", torch.float64)
     mu_s, mu_r = s.mean(1, keepdim=True), r.mean(1, keepdim=True)
     eye = torch.eye(3, dtype=s.dtype) * 1e-5
     cov_s = torch.cov(s) + eye
@@ -65,7 +67,7 @@ def match_histogram(source: torch.Tensor, reference: torch.Tensor, mode: str = "
     else:
         raise ValueError(f"unknown histogram matching mode {mode!r}")
     out = a @ (s - mu_s) + mu_r
-    return out.reshape(source.shape).to(source.dtype).clamp(0, 1)
+    return out.reshape(source.shape).to(source.device, source.dtype).clamp(0, 1)
 
 
 def _sym_power(matrix: torch.Tensor, power: float) -> torch.Tensor:

@@ -95,11 +95,16 @@ def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (features - target).pow(2).mean() / (target.pow(2).mean() + EPS)
 
 
+def _float64(matrix: torch.Tensor) -> torch.Tensor:
+    """The matrix in float64, on the CPU where its device has no float64 (MPS)."""
+    return matrix.to("cpu", torch.float64) if matrix.device.type == "mps" else matrix.double()
+
+
 def sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
     """Square root of a symmetric positive semi-definite matrix by eigendecomposition."""
-    vals, vecs = torch.linalg.eigh(matrix.double())
+    vals, vecs = torch.linalg.eigh(_float64(matrix))
     root = (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
-    return root.to(matrix.dtype)
+    return root.to(matrix.device, matrix.dtype)
 
 
 def trace_sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
@@ -107,9 +112,9 @@ def trace_sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
 
     Computed in float64: float32 loses the small eigenvalues of 512x512 covariances.
     """
-    vals = torch.linalg.eigvalsh(matrix.double())
+    vals = torch.linalg.eigvalsh(_float64(matrix))
     floor = vals.detach().abs().max() * 1e-10 + 1e-12
-    return vals.clamp_min(floor).sqrt().sum().to(matrix.dtype)
+    return vals.clamp_min(floor).sqrt().sum().to(matrix.device, matrix.dtype)
 
 
 StyleLossFn = Callable[[torch.Tensor], torch.Tensor]
