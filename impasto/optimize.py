@@ -203,7 +203,6 @@ class Objective:
         return out
 
     def _evaluate(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
-        s = self.settings
         feats = self.extractor(image)
         with torch.autocast(device_type=image.device.type, enabled=False):
             return self._losses(image, {k: v.float() for k, v in feats.items()})
