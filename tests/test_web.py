@@ -140,7 +140,7 @@ def test_a_job_runs_and_its_result_gif_frames_and_inputs_can_be_fetched(serve, p
         job = create(client, photo, painting, settings={"seed": 3, "style_weight": 50})
         assert job["status"] in ("queued", "running")
         assert job["settings"]["style_weight"] == 50 and job["settings"]["size"] == 48
-        assert "weights" not in job["settings"]  # the server's paths are its own business
+        assert not {"weights", "device", "precision"} & set(job["settings"])  # the server's own business
         done = wait(client, job["id"])
         assert done["status"] == "done", done["error"]
         assert done["progress"]["done"] == done["progress"]["total"] == 6
@@ -233,6 +233,7 @@ def test_a_preset_from_the_form_applies_under_explicit_settings(serve, photo, pa
         ({"settings": {"preserve_color": "sepia"}}, "preserve-color must be one of"),
         ({"settings": {"weights": "/etc/passwd"}}, "weights is set by the server"),
         ({"settings": {"device": "cuda:7"}}, "device is set by the server"),
+        ({"settings": {"precision": "fp16"}}, "precision is set by the server"),
         ({"settings": {"init": "/etc/passwd"}}, "init must be one of content, noise, style"),
         ({"preset": "vangogh"}, "unknown preset 'vangogh'"),
         ({"style_weights": "1,2"}, "2 weights given for 1 style"),

@@ -35,6 +35,7 @@ from PIL import Image
 from ..errors import ImpastoError
 from ..images import save_image, tensor_to_pil
 from ..settings import Settings
+from .options import SERVER_ONLY
 
 log = logging.getLogger("impasto.web")
 
@@ -392,8 +393,8 @@ class JobConflict(Exception):
 
 
 def public_settings(settings: Settings) -> dict[str, Any]:
-    """Settings as shown to clients: without the server's own paths and device."""
+    """Settings as shown to clients: without what only the server decides (paths, device)."""
     data = settings.to_dict()
-    for name in ("weights", "device"):
+    for name in SERVER_ONLY:
         data.pop(name, None)
     return data

@@ -18,8 +18,9 @@ from typing import Any, Optional
 from ..errors import ImpastoError
 from ..settings import ALL_LAYERS, GATYS_STYLE_LAYERS, Settings
 
-# The server decides these: a client must not name files or devices on it.
-SERVER_ONLY = ("weights", "device")
+# The server decides these: a client must not name files or devices on it, nor the
+# arithmetic its hardware runs (fp16 on a CPU server would make every job ~25x slower).
+SERVER_ONLY = ("weights", "device", "precision")
 # `init` may name a picture file on the CLI; over the web only the built-in starts.
 WEB_INITS = ("content", "noise", "style")
 
