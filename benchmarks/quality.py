@@ -55,7 +55,10 @@ def variants(size: int, extra: list[str], default_only: bool = False) -> dict[st
 
 
 def settings_key(settings: Settings) -> str:
-    return hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    # Without `precision`: it changes nothing on the CPU, where this runs (auto is fp32 there),
+    # and leaving it out keeps the records made before the setting existed.
+    data = {k: v for k, v in settings.to_dict().items() if k != "precision"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def parse_variant(text: str, base: Settings) -> tuple[str, Settings]:
