@@ -416,6 +416,11 @@ def mixed_precision(settings: Settings, device: torch.device) -> Optional[torch.
     return None
 
 
+def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> torch.autocast:
+    """Mixed precision in `dtype` on the device, or a no-op context for None (plain fp32)."""
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
+
+
 def gradient(
     score: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
     param: torch.Tensor,
@@ -425,7 +430,7 @@ def gradient(
     scale = LOSS_SCALE if autocast == torch.float16 else 1.0
     while True:
         param.grad = None
-        with torch.autocast(device_type=param.device.type, dtype=autocast, enabled=autocast is not None):
+        with autocast_to(param.device, autocast):
             value, parts = score(param)
         (value * scale).backward()
         if scale == 1.0 or not torch.isfinite(value) or bool(torch.isfinite(param.grad).all()):
@@ -524,7 +529,7 @@ def optimise(
             raise NonFiniteLoss(f"at scale {index + 1}: {exc}", best) from None
         if n > 0:
             # The final parameters were never scored; score them so "best" is honest.
-            with torch.no_grad(), torch.autocast(device_type=device.type, dtype=autocast, enabled=autocast is not None):
+            with torch.no_grad(), autocast_to(device, autocast):
                 value, parts = objective(param.detach())
             final = {k: float(v) for k, v in parts.items()} | {"total": float(value)}
             if math.isfinite(final["total"]) and final["total"] <= best_value:

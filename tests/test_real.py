@@ -67,7 +67,7 @@ def test_fp16_mixed_precision_keeps_the_gradient_near_convergence(monkeypatch):
     stylizer = Stylizer(download=False)
     near = pil_to_tensor(stylizer.run(photo, painting, settings).image)
     content, style = (pil_to_tensor(resize_long_side(load_image(p), 128)) for p in (photo, painting))
-    objective = Objective(stylizer.extractor(settings, torch.device("cpu")), settings, content, [StyleInput(style)], (128, 85))
+    objective = Objective(stylizer.extractor(settings, torch.device("cpu")), settings, content, [StyleInput(style)], (content.shape[-1], content.shape[-2]))
 
     def grad(dtype):
         x = near.clone().requires_grad_(True)
