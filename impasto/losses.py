@@ -144,9 +144,27 @@ def w2_loss(target: Stats, mask: Optional[torch.Tensor] = None) -> StyleLossFn:
 
     def loss(features: torch.Tensor) -> torch.Tensor:
         stats = feature_stats(features, mask)
-        cov = stats.cov
-        cross = trace_sqrtm_psd(target_root @ cov @ target_root)
-        dist = (stats.mean - target.mean).pow(2).sum() + torch.trace(cov) + target_trace - 2 * cross
+        f = _flatten(features)
+        if f.shape[1] < f.shape[0]:
+            # Fewer pixels than channels (the deep layers at the coarse scales): with
+            # Σ = X Xᵀ for the weighted, centred features X (C, N), the non-zero
+            # eigenvalues of R Σ R = (R X)(R X)ᵀ are those of (R X)ᵀ(R X), an N x N
+            # matrix. Same value and gradient, and an eigendecomposition of 40x40
+            # instead of 512x512 at conv5_1 of a 128 px scale.
+            if mask is None:
+                weights = torch.full_like(f[:1], 1.0 / f.shape[1])
+            else:
+                w = mask.reshape(1, -1).to(f.dtype)
+                weights = w / w.sum().clamp_min(EPS)
+            x = (f - stats.mean[:, None]) * weights.sqrt()
+            rx = target_root @ x
+            cross = trace_sqrtm_psd(rx.T @ rx)
+            spread = x.pow(2).sum()
+        else:
+            cov = stats.cov
+            cross = trace_sqrtm_psd(target_root @ cov @ target_root)
+            spread = torch.trace(cov)
+        dist = (stats.mean - target.mean).pow(2).sum() + spread + target_trace - 2 * cross
         return dist.clamp_min(0) / scale
 
     return loss
