@@ -35,6 +35,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--device", default="auto")
+    p.add_argument("--against", default="fp16", help="the mixed precision compared with fp32: fp16 or bf16")
     args = p.parse_args()
     weights, note = weights_note()
     if weights is None:
@@ -53,7 +54,7 @@ def main() -> None:
     judge = Objective(stylizer.extractor(settings, device), settings.replace(precision="fp32"), content, [StyleInput(style)],
                       (content.shape[-1], content.shape[-2]))  # fmt: skip
     rows, pictures = [], {}
-    for precision in ("fp32", "fp16"):
+    for precision in ("fp32", args.against):
         run = settings.replace(precision=precision)
         stylizer.run(content, style, run.replace(iterations=1, initial_iterations=1, size=min(64, args.size)))  # warm-up
         if device.type == "cuda":
@@ -71,8 +72,8 @@ def main() -> None:
     for precision, seconds, scored, peak in rows:
         print(f"| {precision} | {seconds:.1f} | {scored:.4f} | {peak} |")
     (_, t32, l32, _), (_, t16, l16, _) = rows
-    diff = np.abs(pictures["fp16"] - pictures["fp32"])
-    print(f"\nfp16 against fp32: {t32 / t16:.2f}x the speed, loss {l16 / l32:.3f}x; "
+    diff = np.abs(pictures[args.against] - pictures["fp32"])
+    print(f"\n{args.against} against fp32: {t32 / t16:.2f}x the speed, loss {l16 / l32:.3f}x; "
           f"pictures differ by {diff.mean():.2f} levels of 255 on average ({np.percentile(diff, 99):.0f} at the 99th percentile)")  # fmt: skip
 
 

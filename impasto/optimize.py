@@ -409,11 +409,25 @@ class Step(NamedTuple):
 LOSS_SCALE = 2.0**16
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
 def mixed_precision(settings: Settings, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype of the network's passes, or None for plain fp32."""
-    if settings.precision == "fp16" or (settings.precision == "auto" and device.type == "cuda"):
-        return torch.float16
-    return None
+    """The autocast dtype of the network's passes, or None for plain fp32.
+
+    auto: fp16 on CUDA; bf16 on a CPU with native bf16, where it makes a pass
+    ~1.9x faster and the result's fp32-scored loss is unchanged (benchmarks/precision.py).
+    """
+    precision = settings.precision
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "fp16"
+        elif device.type == "cpu" and native_bf16_cpu():
+            precision = "bf16"
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
 
 
 def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> torch.autocast:

@@ -13,7 +13,7 @@ MODELS = ("vgg16", "vgg19")
 POOLINGS = ("max", "avg")
 OPTIMIZERS = ("lbfgs", "adam")
 STYLE_LOSSES = ("gram", "w2", "meanstd")
-PRECISIONS = ("auto", "fp32", "fp16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 # "histogram" is the eigenvalue (image analogies) form of the paper's colour transfer,
 # "histogram-cholesky" its Cholesky form.
 COLOR_MODES = ("luminance", "histogram", "histogram-cholesky")
@@ -42,8 +42,9 @@ class Settings:
     precision: str = field(
         default="auto",
         metadata={
-            "help": "arithmetic of the network's passes: auto is fp16 mixed precision on CUDA (losses in fp32, "
-            "the loss scaled against fp16 underflow) and fp32 elsewhere; fp16 on a CPU is slow, for checks only"
+            "help": "arithmetic of the network's passes (the losses are always fp32): auto is fp16 mixed precision "
+            "on CUDA (the loss scaled against fp16 underflow), bf16 on a CPU that has it natively (AVX512-BF16, AMX) "
+            "and fp32 elsewhere; fp16 or bf16 on a CPU without it is slow, for checks only"
         },
     )
 
@@ -84,7 +85,7 @@ class Settings:
 
     # -- optimisation
     optimizer: str = field(default="lbfgs", metadata={"help": "lbfgs or adam"})
-    iterations: int = field(default=40, metadata={"help": "iterations at the finest scale"})
+    iterations: int = field(default=70, metadata={"help": "iterations at the finest scale"})
     initial_iterations: int = field(default=100, metadata={"help": "iterations at the coarsest scale (scales between get a geometric blend)"})
     lr: Optional[float] = field(default=None, metadata={"help": "learning rate (default 1 for lbfgs, 0.02 for adam)"})
     init: str = field(default="content", metadata={"help": "start image: content, noise, style or a file path"})

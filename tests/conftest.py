@@ -104,6 +104,9 @@ def make_settings(synthetic_weights) -> Callable[..., Settings]:
             style_layers=FAST_STYLE_LAYERS,
             content_layers=FAST_CONTENT_LAYERS,
             seed=0,
+            # The same arithmetic on every CPU: auto would be bf16 on CPUs that have it
+            # natively and fp32 elsewhere. Mixed precision has its own tests.
+            precision="fp32",
         )
         base.update(overrides)
         return Settings(**base)

@@ -10,6 +10,7 @@ import torch
 
 from impasto import Settings
 from impasto import losses as L
+from impasto import optimize
 from impasto.errors import ImpastoError
 from impasto.optimize import check_memory, mixed_precision, plan_iterations, plan_scales, scale_settings
 
@@ -192,10 +193,15 @@ def test_coarse_content_keeps_the_photos_layout_and_leaves_the_finest_scale_alon
         Settings(coarse_content=0).validate()
 
 
-def test_mixed_precision_is_fp16_on_cuda_by_default_and_chosen_by_the_setting():
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_mixed_precision_by_device_and_by_the_setting(monkeypatch, native_bf16):
+    monkeypatch.setattr(optimize, "native_bf16_cpu", lambda: native_bf16)
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
-    assert [mixed_precision(Settings(), d) for d in (cpu, cuda, mps)] == [None, torch.float16, None]
+    auto_cpu = torch.bfloat16 if native_bf16 else None  # emulated bf16 would be slower than fp32
+    assert [mixed_precision(Settings(), d) for d in (cpu, cuda, mps)] == [auto_cpu, torch.float16, None]
     assert mixed_precision(Settings(precision="fp32"), cuda) is None
+    assert mixed_precision(Settings(precision="fp32"), cpu) is None
     assert mixed_precision(Settings(precision="fp16"), cpu) == torch.float16
-    with pytest.raises(ImpastoError, match="precision must be one of auto, fp32, fp16"):
+    assert mixed_precision(Settings(precision="bf16"), cuda) == torch.bfloat16
+    with pytest.raises(ImpastoError, match="precision must be one of auto, fp32, fp16, bf16"):
         Settings(precision="fp8").validate()

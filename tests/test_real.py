@@ -83,3 +83,25 @@ def test_fp16_mixed_precision_keeps_the_gradient_near_convergence(monkeypatch):
     monkeypatch.setattr(O, "LOSS_SCALE", 1.0)
     _, unscaled = grad(torch.float16)
     assert float(torch.nn.functional.cosine_similarity(unscaled, exact, dim=0)) < 0.9
+
+
+def test_bf16_mixed_precision_gives_the_fp32_result():
+    # A CPU run's default arithmetic where the CPU has native bf16: the picture it ends on
+    # must score, by the fp32 objective, as well as the fp32 run's (bf16 keeps fp32's
+    # range, so there is no underflow to scale against, only 8 bits of mantissa).
+    weights = require(REAL_WEIGHTS / "vgg19-caffe-features.safetensors")
+    photo, painting = require(REAL_IMAGES / "chelsea.png"), require(REAL_IMAGES / "starry_night.jpg")
+    settings = Settings(weights=str(weights), size=128, multiscale=False, iterations=40, device="cpu", seed=0)
+    stylizer = Stylizer(download=False)
+    content, style = (pil_to_tensor(resize_long_side(load_image(p), 128)) for p in (photo, painting))
+    judge = Objective(stylizer.extractor(settings, torch.device("cpu")), settings.replace(precision="fp32"), content,
+                      [StyleInput(style)], (content.shape[-1], content.shape[-2]))  # fmt: skip
+
+    def score(image: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(judge(image)[0])
+
+    start = score(content)
+    scored = {p: score(pil_to_tensor(stylizer.run(photo, painting, settings.replace(precision=p)).image)) for p in ("fp32", "bf16")}
+    assert scored["fp32"] < 0.5 * start  # the runs went somewhere
+    assert scored["bf16"] < 1.05 * scored["fp32"]
