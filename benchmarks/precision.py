@@ -1,14 +1,16 @@
 """Mixed precision against fp32: the same default run in each, on the device at hand.
 
-    .venv/bin/python benchmarks/precision.py                      # 512 px on the best device here
+    .venv/bin/python benchmarks/precision.py                      # fp16 against fp32, 512 px on the best device here
+    .venv/bin/python benchmarks/precision.py --device cpu --against bf16   # a CPU with native bf16
     .venv/bin/python benchmarks/precision.py --size 1024 --device cuda
-    .venv/bin/python benchmarks/precision.py --size 64 --device cpu   # a quick check of the maths
+    .venv/bin/python benchmarks/precision.py --size 64 --device cpu   # a quick check of the fp16 maths
 
-The check for a machine with a GPU: `--precision auto` runs the network's passes in fp16
-there (losses in fp32, the loss scaled against underflow). This prints, for fp32 and for
-fp16, the wall time and the result's loss scored by one fp32 objective at the output's
-size (so the two are compared on the same scale), and how far the two pictures are
-apart. fp16 on a CPU is emulated and slow (~25x): only small sizes make sense there.
+`--precision auto` runs the network's passes in fp16 on CUDA (losses in fp32, the loss
+scaled against underflow) and in bf16 on a CPU that computes bf16 natively. This prints,
+for fp32 and for the mixed precision (`--against`), the wall time and the result's loss
+scored by one fp32 objective at the output's size (so the two are compared on the same
+scale), and how far the two pictures are apart. fp16 on a CPU is emulated and slow
+(~25x): only small sizes make sense there.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def main() -> None:
         sys.exit("precision.py needs the real VGG19 in ../shared/weights: with random weights the losses mean nothing")
     device = resolve_device(args.device)
     settings = Settings(weights=weights, size=args.size, device=str(device), seed=0)
-    print(f"# fp16 mixed precision against fp32: {CONTENT} / {STYLE} at {args.size} px on {device}\n")
+    print(f"# {args.against} mixed precision against fp32: {CONTENT} / {STYLE} at {args.size} px on {device}\n")
     print(f"{note}; {threads_note()}")
     if device.type == "cuda":
         print(f"GPU: {torch.cuda.get_device_name(device)}")

@@ -34,6 +34,7 @@ from impasto import Settings, Stylizer  # noqa: E402
 from impasto import weights as W  # noqa: E402
 from impasto.images import load_image, pil_to_tensor, tensor_to_pil  # noqa: E402
 from impasto.metrics import CONTENT_LAYER, STYLE_LAYERS, Scorer  # noqa: E402
+from impasto.optimize import mixed_precision  # noqa: E402
 from impasto.sweep import labelled_sheet  # noqa: E402
 from impasto.vgg import FeatureExtractor  # noqa: E402
 
@@ -55,9 +56,12 @@ def variants(size: int, extra: list[str], default_only: bool = False) -> dict[st
 
 
 def settings_key(settings: Settings) -> str:
-    # Without `precision`: it changes nothing on the CPU, where this runs (auto is fp32 there),
-    # and leaving it out keeps the records made before the setting existed.
+    # The setting `precision` is replaced by the arithmetic it resolves to on this CPU, and
+    # left out where that is fp32, so records made before the setting existed still match.
     data = {k: v for k, v in settings.to_dict().items() if k != "precision"}
+    arithmetic = mixed_precision(settings, torch.device("cpu"))
+    if arithmetic is not None:
+        data["arithmetic"] = str(arithmetic)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

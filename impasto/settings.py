@@ -85,7 +85,7 @@ class Settings:
 
     # -- optimisation
     optimizer: str = field(default="lbfgs", metadata={"help": "lbfgs or adam"})
-    iterations: int = field(default=70, metadata={"help": "iterations at the finest scale"})
+    iterations: int = field(default=40, metadata={"help": "iterations at the finest scale"})
     initial_iterations: int = field(default=100, metadata={"help": "iterations at the coarsest scale (scales between get a geometric blend)"})
     lr: Optional[float] = field(default=None, metadata={"help": "learning rate (default 1 for lbfgs, 0.02 for adam)"})
     init: str = field(default="content", metadata={"help": "start image: content, noise, style or a file path"})
