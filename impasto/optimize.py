@@ -418,8 +418,8 @@ def native_bf16_cpu() -> bool:
 def mixed_precision(settings: Settings, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype of the network's passes, or None for plain fp32.
 
-    auto: fp16 on CUDA; bf16 on a CPU with native bf16, where it makes a pass
-    ~1.9x faster and the result's fp32-scored loss is unchanged (benchmarks/precision.py).
+    auto: fp16 on CUDA; bf16 on a CPU with native bf16, where it makes a default
+    run 1.6x faster and the result's fp32-scored loss is unchanged (benchmarks/precision.py).
     """
     precision = settings.precision
     if precision == "auto":

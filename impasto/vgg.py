@@ -133,7 +133,7 @@ class FeatureExtractor(nn.Module):
 
 def _fastest_format(device: torch.device) -> torch.memory_format:
     """oneDNN (CPU) and cuDNN run 3x3 convolutions fastest on channels-last tensors
-    (~15% off a VGG forward+backward on this project's CPU); MPS is left as it was."""
+    (a default 512 px fp32 run on this project's CPU: 111 s against 122 s); MPS is left as it was."""
     return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
 
 

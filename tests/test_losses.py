@@ -146,7 +146,7 @@ def test_w2_with_fewer_pixels_than_channels_matches_the_full_formula(masked):
             - 2 * L.trace_sqrtm_psd(root @ stats.cov @ root)) / size
     full.backward()
     # Both routes floor the zero eigenvalues before the square root (seven of the 12x12
-    # matrix's, one of the 6x6's after centring), each a bias of ~1e-6 of the value, so
+    # matrix's, one of the 6x6's after centring), each a bias of a few parts in a million, so
     # both are checked against the exact value.
     vals = torch.linalg.eigvalsh((root @ stats.cov @ root).detach())
     exact = ((stats.mean - target.mean).pow(2).sum() + torch.trace(stats.cov) + torch.trace(target.cov)
