@@ -33,7 +33,7 @@ from common import (  # noqa: E402
 )
 
 from impasto import Settings, Stylizer  # noqa: E402
-from impasto.optimize import autocast_to, mixed_precision  # noqa: E402
+from impasto.optimize import AUTOCAST_DTYPES, autocast_to, mixed_precision  # noqa: E402
 
 CONTENT, STYLE = "chelsea.png", "starry_night.jpg"
 
@@ -108,7 +108,8 @@ def print_loss_levels(base_log: list[tuple[float, float]], impasto_log: list[tup
 
 
 def precision_name(dtype: Optional[torch.dtype]) -> str:
-    return {torch.float16: "fp16 mixed precision", torch.bfloat16: "bf16 mixed precision"}.get(dtype, "fp32")
+    names = {d: f"{name} mixed precision" for name, d in AUTOCAST_DTYPES.items()}
+    return names.get(dtype, "fp32")
 
 
 def section_floor(settings: Settings, size: int, iterations: int) -> None:

@@ -58,15 +58,20 @@ class _SelfProduct(torch.autograd.Function):
         return (grad + grad.T) @ f
 
 
+def _pixel_weights(f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A (H, W) mask as (1, H*W) weights summing to 1 over the pixels of `f` (C, H*W)."""
+    w = mask.reshape(1, -1).to(f.dtype)
+    return w / w.sum().clamp_min(EPS)
+
+
 def feature_stats(features: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Stats:
     """Mean and second moment, optionally weighted by a (H, W) mask in [0, 1]."""
     f = _flatten(features)
     if mask is None:
         n = f.shape[1]
         return Stats(f.mean(dim=1), _SelfProduct.apply(f) / n)
-    w = mask.reshape(1, -1).to(f.dtype)
-    total = w.sum().clamp_min(EPS)
-    return Stats((f * w).sum(dim=1) / total, ((f * w) @ f.T) / total)
+    fw = f * _pixel_weights(f, mask)
+    return Stats(fw.sum(dim=1), fw @ f.T)
 
 
 def blend_stats(stats: Sequence[Stats], weights: Sequence[float]) -> Stats:
@@ -143,28 +148,26 @@ def w2_loss(target: Stats, mask: Optional[torch.Tensor] = None) -> StyleLossFn:
     scale = target.mean.pow(2).sum() + target_trace + EPS
 
     def loss(features: torch.Tensor) -> torch.Tensor:
-        stats = feature_stats(features, mask)
         f = _flatten(features)
         if f.shape[1] < f.shape[0]:
             # Fewer pixels than channels (the deep layers at the coarse scales): with
             # Σ = X Xᵀ for the weighted, centred features X (C, N), the non-zero
             # eigenvalues of R Σ R = (R X)(R X)ᵀ are those of (R X)ᵀ(R X), an N x N
             # matrix. Same value and gradient, and an eigendecomposition of 40x40
-            # instead of 512x512 at conv5_1 of a 128 px scale.
-            if mask is None:
-                weights = torch.full_like(f[:1], 1.0 / f.shape[1])
-            else:
-                w = mask.reshape(1, -1).to(f.dtype)
-                weights = w / w.sum().clamp_min(EPS)
-            x = (f - stats.mean[:, None]) * weights.sqrt()
+            # instead of 512x512 at conv5_1 of a 128 px scale; the C x C moment is
+            # never formed.
+            weights = torch.full_like(f[:1], 1.0 / f.shape[1]) if mask is None else _pixel_weights(f, mask)
+            mean = (f * weights).sum(dim=1)
+            x = (f - mean[:, None]) * weights.sqrt()
             rx = target_root @ x
             cross = trace_sqrtm_psd(rx.T @ rx)
             spread = x.pow(2).sum()
         else:
-            cov = stats.cov
+            stats = feature_stats(features, mask)
+            mean, cov = stats.mean, stats.cov
             cross = trace_sqrtm_psd(target_root @ cov @ target_root)
             spread = torch.trace(cov)
-        dist = (stats.mean - target.mean).pow(2).sum() + spread + target_trace - 2 * cross
+        dist = (mean - target.mean).pow(2).sum() + spread + target_trace - 2 * cross
         return dist.clamp_min(0) / scale
 
     return loss

@@ -415,6 +415,10 @@ def native_bf16_cpu() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
+# The --precision values that mean mixed precision, and the autocast dtype of each.
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def mixed_precision(settings: Settings, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype of the network's passes, or None for plain fp32.
 
@@ -427,7 +431,7 @@ def mixed_precision(settings: Settings, device: torch.device) -> Optional[torch.
             precision = "fp16"
         elif device.type == "cpu" and native_bf16_cpu():
             precision = "bf16"
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+    return AUTOCAST_DTYPES.get(precision)
 
 
 def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> torch.autocast:
