@@ -59,6 +59,8 @@ def settings_key(settings: Settings) -> str:
     # The setting `precision` is replaced by the arithmetic it resolves to on this CPU, and
     # left out where that is fp32, so records made before the setting existed still match.
     data = {k: v for k, v in settings.to_dict().items() if k != "precision"}
+    if data.get("tile") == 0:
+        del data["tile"]  # a setting added later; 0 (no tiles at 512 px) is what earlier records ran
     arithmetic = mixed_precision(settings, torch.device("cpu"))
     if arithmetic is not None:
         data["arithmetic"] = str(arithmetic)

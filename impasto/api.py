@@ -14,7 +14,7 @@ from . import weights as W
 from .errors import ImpastoError, NonFiniteLoss
 from .images import ImageLike, fit_long_side, load_image, pil_to_tensor, resize_long_side, resize_tensor, tensor_to_pil
 from .media import FrameRecorder
-from .optimize import ExtraLoss, Outcome, Progress, StatsCache, StyleInput, check_memory, optimise, resolve_device
+from .optimize import ExtraLoss, Outcome, Progress, StatsCache, StyleInput, choose_tile, optimise, resolve_device
 from .settings import Settings
 from .vgg import FeatureExtractor
 
@@ -129,7 +129,7 @@ class Stylizer:
         # Inputs and memory first: a typo or an absurd size fails at once, before
         # weights are loaded (or downloaded) and before any large image is made.
         source = load_image(content)
-        check_memory(*fit_long_side(source.width, source.height, settings.size), device)
+        choose_tile(*fit_long_side(source.width, source.height, settings.size), settings, device)
         content_img = resize_long_side(source, settings.size)
         content_t = pil_to_tensor(content_img, device)
         style_specs = normalize_styles(style)

@@ -206,7 +206,8 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         nonlocal bar
         if bar is None:
             bar = tqdm(total=progress.total, unit="it", disable=args.quiet, dynamic_ncols=True)
-        bar.set_description(f"scale {progress.scale + 1}/{progress.scales} {progress.size[0]}x{progress.size[1]}")
+        tile = f" tile {progress.tile + 1}/{progress.tiles}" if progress.tiles > 1 else ""
+        bar.set_description(f"scale {progress.scale + 1}/{progress.scales} {progress.size[0]}x{progress.size[1]}{tile}")
         bar.set_postfix({k: f"{v:.3g}" for k, v in progress.losses.items()}, refresh=False)
         bar.update(1)
         if args.save_every and (progress.done % args.save_every == 0 or progress.is_last):

@@ -4,7 +4,8 @@ A run goes coarse to fine. Each scale starts from the previous result
 upsampled, recomputes the content and style targets at its own size (the
 style image is resized with the output, so strokes keep their size relative
 to the picture), and spends its iterations where they are cheap: many at the
-coarsest scale, few at the finest.
+coarsest scale, few at the finest. A scale too large for memory is optimised in
+overlapping tiles, one after another, blended into one picture (choose_tile).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Progress:
     losses: dict[str, float]
     image: torch.Tensor
     elapsed: float
+    tile: int = 0  # 0-based, of `tiles` this scale is cut into (plan_tiles)
+    tiles: int = 1
 
     @property
     def is_last(self) -> bool:
@@ -132,14 +135,94 @@ def available_bytes(device: torch.device) -> int:
         return 1 << 62  # unknown: let the run try
 
 
-def check_memory(width: int, height: int, device: torch.device) -> None:
-    need, have = estimate_bytes(width, height), available_bytes(device)
+# The picture and its copies at the largest scale (start, best, the content, the
+# optimiser's state for a tile) outside the network's passes, per pixel.
+CANVAS_BYTES_PER_PIXEL = 64
+# An automatic tile smaller than this would be mostly overlap: refuse instead.
+MIN_AUTO_TILE = 256
+
+Region = tuple[int, int, int, int]  # (x0, y0, x1, y1), pixels of one scale
+
+
+def choose_tile(width: int, height: int, settings: Settings, device: torch.device) -> int:
+    """The tile side for a `width` x `height` output: 0 to run every scale whole.
+
+    Automatic (settings.tile == 0): whole when the finest scale's passes fit in free
+    memory, else the largest tile that fits beside the picture. Raises a clear error,
+    with the memory needed, when not even that fits.
+    """
+    have = available_bytes(device)
+    canvas = width * height * CANVAS_BYTES_PER_PIXEL
+    tile = settings.tile
+    if tile == 0:
+        if canvas + estimate_bytes(width, height) <= have:
+            return 0
+        # Tiles take at most 80% of what is free: their estimate is a measurement, not a bound.
+        tile = int(math.sqrt(max(0.8 * have - canvas, 0) / BYTES_PER_PIXEL)) // 64 * 64
+    if settings.tile == 0 and tile < MIN_AUTO_TILE:
+        tile = MIN_AUTO_TILE  # only to say what the smallest tiles would need
+    need = canvas + estimate_bytes(min(tile, width), min(tile, height))
     if need > have:
         gib = 1024**3
+        whole = (canvas + estimate_bytes(width, height)) / gib
         raise ImpastoError(
-            f"a {width}x{height} output needs about {need / gib:.1f} GiB but only {have / gib:.1f} GiB is free on "
-            f"{device.type}; choose a smaller --size"
+            f"a {width}x{height} output needs about {whole:.1f} GiB, or {need / gib:.1f} GiB in {tile} px tiles, "
+            f"but only {have / gib:.1f} GiB is free on {device.type}; choose a smaller --size"
         )
+    return 0 if tile >= max(width, height) else tile
+
+
+def plan_tiles(width: int, height: int, tile: int) -> list[Region]:
+    """Overlapping regions, each at most `tile` on a side, covering the picture row by row
+    (one region, the whole picture, when it fits). Spread evenly, so no tile is a sliver."""
+    if tile <= 0 or max(width, height) <= tile:
+        return [(0, 0, width, height)]
+    overlap = tile_overlap(tile)
+    xs, ys = _tile_spans(width, tile, overlap), _tile_spans(height, tile, overlap)
+    return [(x0, y0, x1, y1) for y0, y1 in ys for x0, x1 in xs]
+
+
+def tile_overlap(tile: int) -> int:
+    # VGG's padding disturbs a tile's edge for a few dozen pixels; a quarter of the tile
+    # leaves room to cut that off and blend (blend_weights) at ~1.5x the work of no tiles.
+    return max(48, tile // 4)
+
+
+def _tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    if length <= tile:
+        return [(0, length)]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    size = math.ceil((length + (n - 1) * overlap) / n)
+    starts = [round(i * (length - size) / (n - 1)) for i in range(n)]
+    return [(a, a + size) for a in starts]
+
+
+def blend_weights(region: Region, overlap: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """(1, 1, h, w) weights of a tile's pixels when pasted over the (w, h) `size` picture.
+
+    A tile's outermost pixels are its worst: VGG pads the tile with zeros there, and the
+    optimiser bends them to suit. So each overlap is cut in thirds. On the sides shared
+    with tiles still to come (right and below, in plan_tiles' order) the tile fades out
+    over its last third: those tiles start from its result, easing into the unpainted
+    picture there rather than meeting it at a hard edge they would have to repaint. On
+    the sides shared with tiles done before it, the tile leaves their result in the first
+    third, fades in over the second and has the last, their fading one, to itself.
+    """
+    x0, y0, x1, y1 = region
+    width, height = size
+    third = overlap // 3
+
+    def ramp(n: int, after_another: bool, before_another: bool) -> torch.Tensor:
+        r = torch.ones(n)
+        if after_another:
+            r[:third] = 0
+            r[third : 2 * third] = torch.linspace(0, 1, third + 2)[1:-1]
+        if before_another:
+            r[n - third :] = torch.linspace(1, 0, third + 2)[1:-1]
+        return r
+
+    wy, wx = ramp(y1 - y0, y0 > 0, y1 < height), ramp(x1 - x0, x0 > 0, x1 < width)
+    return torch.minimum(wy[:, None], wx[None, :])[None, None].to(device)
 
 
 class Objective:
@@ -154,21 +237,31 @@ class Objective:
         size: tuple[int, int],
         cache: Optional["StatsCache"] = None,
         extra_loss: Optional["ExtraLoss"] = None,
+        region: Optional[Region] = None,
+        tile: int = 0,
     ) -> None:
+        """The objective of the (w, h) `size` scale; with `region`, of that tile of it: the
+        content target is the tile's, the style targets the whole picture's (so strokes keep
+        their size), computed in `tile`-sized pieces where the style image is that large."""
         self.extractor = extractor
         self.extra_loss = extra_loss
         self.settings = settings
         w, h = size
+        x0, y0, x1, y1 = region or (0, 0, w, h)
         pairs = chain_pairs(settings)
         with torch.no_grad():
-            content_feats = extractor(resize_tensor(content, (h, w)))
+            content_feats = extractor(resize_tensor(content, (h, w))[..., y0:y1, x0:x1])
             self.content_targets = {k: content_feats[k].detach() for k in settings.content_layers}
             per_style, per_style_chain = [], []
             for style in styles:
                 sw, sh = style_size(style.image, max(16, round(max(w, h) * settings.style_scale)))
-                stats, chain = style_statistics(extractor, style.image, (sh, sw), settings.style_layers, pairs, cache)
+                stats, chain = style_statistics(extractor, style.image, (sh, sw), settings.style_layers, pairs, cache, tile)
                 per_style.append(stats)
                 per_style_chain.append(chain)
+        if region is not None:
+            # One crop per mask tensor: styles sharing a mask must still share it (_group_by_mask).
+            crops = {id(s.mask): _crop_mask(s.mask, size, region) for s in styles if s.mask is not None}
+            styles = [StyleInput(s.image, s.weight, crops.get(id(s.mask))) for s in styles]
         self.style_losses: list[tuple[str, float, L.StyleLossFn]] = []
         layer_weights = settings.layer_weights()
         groups = _group_by_mask(styles)
@@ -270,6 +363,13 @@ def scale_start(
     return start
 
 
+def _crop_mask(mask: torch.Tensor, size: tuple[int, int], region: Region) -> torch.Tensor:
+    """The part of a (1, 1, H, W) output mask over `region` of the (w, h) `size` scale."""
+    w, h = size
+    x0, y0, x1, y1 = region
+    return torch.nn.functional.interpolate(mask, size=(h, w), mode="bilinear", align_corners=False)[..., y0:y1, x0:x1]
+
+
 def _mask_like(mask: Optional[torch.Tensor], features: torch.Tensor) -> Optional[torch.Tensor]:
     """A (1, 1, H, W) output mask as (h, w) at a layer's resolution, or None for everywhere."""
     if mask is None:
@@ -347,21 +447,66 @@ def style_statistics(
     layers: Sequence[str],
     pairs: Sequence[tuple[str, str]] = (),
     cache: Optional[StatsCache] = None,
+    tile: int = 0,
 ) -> tuple[dict[str, L.Stats], dict[tuple[str, str], L.CrossStats]]:
-    """Per-layer statistics and adjacent-layer cross statistics of a style image at `size_hw`."""
+    """Per-layer statistics and adjacent-layer cross statistics of a style image at `size_hw`;
+    larger than `tile` (> 0) on a side, taken piece by piece so that memory stays a tile's."""
     key = None
     if cache is not None:
-        key = (extractor, cache.fingerprint(image), tuple(size_hw), tuple(layers), tuple(pairs))
+        key = (extractor, cache.fingerprint(image), tuple(size_hw), tuple(layers), tuple(pairs), tile)
         found = cache.get(key)
         if found is not None:
             return found
     with torch.no_grad():
-        feats = extractor(resize_tensor(image, size_hw))
-        stats = {k: L.feature_stats(feats[k]) for k in layers}
-        chain = {(a, b): L.cross_stats(feats[a], feats[b]) for a, b in pairs}
+        resized = resize_tensor(image, size_hw)
+        if tile > 0 and max(size_hw) > tile:
+            stats, chain = _statistics_in_pieces(extractor, resized, tile, layers, pairs)
+        else:
+            feats = extractor(resized)
+            stats = {k: L.feature_stats(feats[k]) for k in layers}
+            chain = {(a, b): L.cross_stats(feats[a], feats[b]) for a, b in pairs}
     if cache is not None and key is not None:
         cache.put(key, (stats, chain))
     return stats, chain
+
+
+# Context around each piece of a style image, so that its features near the cut are
+# nearly those of the whole image; only the piece's own pixels are counted.
+PIECE_MARGIN = 64
+
+
+def _statistics_in_pieces(
+    extractor: FeatureExtractor, image: torch.Tensor, tile: int, layers: Sequence[str], pairs: Sequence[tuple[str, str]]
+) -> tuple[dict[str, L.Stats], dict[tuple[str, str], L.CrossStats]]:
+    """Statistics are averages over pixels, so those of the whole are the pixel-weighted
+    blend of those of disjoint pieces."""
+    h, w = image.shape[-2:]
+    parts: list[tuple[float, dict[str, L.Stats], dict[tuple[str, str], L.CrossStats]]] = []
+    for y0, y1 in _pieces(h, tile):
+        for x0, x1 in _pieces(w, tile):
+            ey0, ey1, ex0, ex1 = max(0, y0 - PIECE_MARGIN), min(h, y1 + PIECE_MARGIN), max(0, x0 - PIECE_MARGIN), min(w, x1 + PIECE_MARGIN)
+            feats = extractor(image[..., ey0:ey1, ex0:ex1])
+
+            def own(f: torch.Tensor) -> torch.Tensor:
+                # The piece's own pixels at this layer's resolution (a pooled layer is smaller).
+                fh, fw = f.shape[-2:]
+                top, left = round((y0 - ey0) * fh / (ey1 - ey0)), round((x0 - ex0) * fw / (ex1 - ex0))
+                bottom, right = round((y1 - ey0) * fh / (ey1 - ey0)), round((x1 - ex0) * fw / (ex1 - ex0))
+                return f[..., top : max(bottom, top + 1), left : max(right, left + 1)]
+
+            stats = {k: L.feature_stats(own(feats[k])) for k in layers}
+            chain = {(a, b): L.cross_stats(own(feats[a]), own(feats[b])) for a, b in pairs}
+            parts.append(((y1 - y0) * (x1 - x0), stats, chain))
+    weights = [p[0] for p in parts]
+    return (
+        {k: L.blend_stats([p[1][k] for p in parts], weights) for k in layers},
+        {pair: L.blend_cross_stats([p[2][pair] for p in parts], weights) for pair in pairs},
+    )
+
+
+def _pieces(length: int, tile: int) -> list[tuple[int, int]]:
+    n = math.ceil(length / tile)
+    return [(round(i * length / n), round((i + 1) * length / n)) for i in range(n)]
 
 
 def initial_image(settings: Settings, content: torch.Tensor, styles: Sequence[StyleInput], size: tuple[int, int], init_image: Optional[torch.Tensor]) -> torch.Tensor:
@@ -519,9 +664,14 @@ def optimise(
     width, height = content.shape[-1], content.shape[-2]
     sizes = plan_scales(width, height, settings)
     steps = plan_iterations(len(sizes), settings)
-    total = sum(steps)
     device = content.device
-    check_memory(*sizes[-1], device)
+    tile = choose_tile(*sizes[-1], settings, device)
+    if tile and extra_loss is not None:
+        raise ImpastoError(f"a {sizes[-1][0]}x{sizes[-1][1]} output would be cut into tiles, which an extra loss (video's temporal term) cannot follow; choose a smaller --size")
+    tiles_per_scale = [plan_tiles(w, h, tile) for w, h in sizes]
+    if tile and cache is None:
+        cache = StatsCache()  # each tile's objective needs the same style statistics: take them once
+    total = sum(n * len(tiles) for n, tiles in zip(steps, tiles_per_scale))
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
     autocast = mixed_precision(settings, device)
@@ -529,29 +679,67 @@ def optimise(
     done = 0
     history = outcome.history
     image = initial_image(settings, content, styles, sizes[0], init_image)
-    outcome.image = best = image.clone()
-    for index, (size, n) in enumerate(zip(sizes, steps)):
-        param = scale_start(best, content, sizes[index - 1] if index else None, size, settings).contiguous()
-        outcome.image = best = param.clone()
-        best_value = math.inf
-        objective = Objective(extractor, scale_settings(settings, max(size), max(sizes[-1])), content, styles, size, cache, extra_loss)
-        try:
-            for step in descend(objective, param, n, settings, autocast=autocast):
-                if step.losses["total"] < best_value:
-                    best_value, best = step.losses["total"], step.scored
-                    outcome.image, outcome.losses = best, step.losses
-                done += 1
-                history.append({"scale": index, "iteration": done, **step.losses})
-                yield Progress(index, len(sizes), size, step.number, n, done, total, step.losses, param.detach(), time.perf_counter() - start)
-        except NonFiniteLoss as exc:
-            raise NonFiniteLoss(f"at scale {index + 1}: {exc}", best) from None
-        if n > 0:
-            # The final parameters were never scored; score them so "best" is honest.
-            with torch.no_grad(), autocast_to(device, autocast):
-                value, parts = objective(param.detach())
-            final = {k: float(v) for k, v in parts.items()} | {"total": float(value)}
-            if math.isfinite(final["total"]) and final["total"] <= best_value:
-                best = param.detach().clone()
-                outcome.image, outcome.losses = best, final
-        else:
-            outcome.image = best = param.detach().clone()
+    outcome.image = image.clone()
+    for index, (size, n, tiles) in enumerate(zip(sizes, steps, tiles_per_scale)):
+        # The picture of this scale, holding the best pixels found so far (of each tile).
+        canvas = scale_start(outcome.image, content, sizes[index - 1] if index else None, size, settings).contiguous()
+        outcome.image = canvas
+        whole = len(tiles) == 1
+        settings_here = scale_settings(settings, max(size), max(sizes[-1]))
+        kept: list[tuple[int, dict[str, float]]] = []  # (pixels, best losses) of each tile done
+        for number, region in enumerate(tiles):
+            x0, y0, x1, y1 = region
+            if whole:
+                objective = Objective(extractor, settings_here, content, styles, size, cache, extra_loss)
+            else:
+                objective = Objective(extractor, settings_here, content, styles, size, cache, region=region, tile=tile)
+            param = canvas[..., y0:y1, x0:x1].clone()
+            under = param.clone()
+            weight = blend_weights(region, tile_overlap(tile), size, device) if not whole else None
+            best: dict[str, float] = {}
+
+            def keep(pixels: torch.Tensor, losses: dict[str, float]) -> None:
+                canvas[..., y0:y1, x0:x1] = pixels if weight is None else under + weight * (pixels - under)
+                outcome.losses = losses
+                best.clear()
+                best.update(losses)
+
+            try:
+                for step in _descend_keeping_best(objective, param, n, settings, autocast, keep):
+                    done += 1
+                    history.append({"scale": index, "iteration": done, **step.losses})
+                    shown = param.detach() if whole else canvas
+                    yield Progress(index, len(sizes), size, number * n + step.number, n * len(tiles), done, total, step.losses, shown,
+                                   time.perf_counter() - start, number, len(tiles))
+            except NonFiniteLoss as exc:
+                where = f"scale {index + 1}" + ("" if whole else f", tile {number + 1} of {len(tiles)}")
+                raise NonFiniteLoss(f"at {where}: {exc}", canvas) from None
+            kept.append(((x1 - x0) * (y1 - y0), dict(best)))
+        if not whole and all(losses for _, losses in kept):
+            # Each tile's terms are means over its own pixels: their area-weighted mean is the picture's.
+            area = sum(a for a, _ in kept)
+            outcome.losses = {k: sum(a * losses[k] for a, losses in kept) / area for k in kept[0][1]}
+
+
+def _descend_keeping_best(
+    objective: Objective,
+    param: torch.Tensor,
+    steps: int,
+    settings: Settings,
+    autocast: Optional[torch.dtype],
+    keep: Callable[[torch.Tensor, dict[str, float]], None],
+) -> Iterator[Step]:
+    """descend(), calling `keep(pixels, losses)` each time pixels score better than any before."""
+    best_value = math.inf
+    for step in descend(objective, param, steps, settings, autocast=autocast):
+        if step.losses["total"] < best_value:
+            best_value = step.losses["total"]
+            keep(step.scored, step.losses)
+        yield step
+    if steps > 0:
+        # The final parameters were never scored; score them so "best" is honest.
+        with torch.no_grad(), autocast_to(param.device, autocast):
+            value, parts = objective(param.detach())
+        final = {k: float(v) for k, v in parts.items()} | {"total": float(value)}
+        if math.isfinite(final["total"]) and final["total"] <= best_value:
+            keep(param.detach().clone(), final)

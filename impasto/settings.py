@@ -20,6 +20,8 @@ COLOR_MODES = ("luminance", "histogram", "histogram-cholesky")
 # style_layers=("all",): every conv layer of the model (Novak & Nikulin 2016), resolved
 # once the weights have said which model they are (Settings.for_model).
 ALL_LAYERS = "all"
+# Below this a tile is mostly its own overlap and border.
+MIN_TILE = 64
 
 # Gatys et al. 2015: style from the first conv of each block, content from conv4_2.
 GATYS_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
@@ -115,6 +117,14 @@ class Settings:
         },
     )
     multiscale: bool = field(default=True, metadata={"help": "coarse-to-fine optimisation (off: one scale at --size)"})
+    tile: int = field(
+        default=0,
+        metadata={
+            "help": "cut scales wider or taller than this many pixels into overlapping tiles, optimised one at a "
+            "time and blended (for prints larger than memory); 0: only when a scale would not fit, in the "
+            "largest tiles that do"
+        },
+    )
 
     # -- colour
     preserve_color: Optional[str] = field(
@@ -239,6 +249,8 @@ class Settings:
             raise ImpastoError(f"upsample-detail must be between 0 and 1, not {self.upsample_detail}")
         if not (self.coarse_content > 0):
             raise ImpastoError(f"coarse-content must be above 0, not {self.coarse_content}")
+        if self.tile != 0 and self.tile < MIN_TILE:
+            raise ImpastoError(f"tile must be 0 (automatic) or at least {MIN_TILE} pixels, not {self.tile}")
         if not (self.scale_factor > 1):
             raise ImpastoError(f"scale-factor must be above 1, not {self.scale_factor}")
         return self

@@ -12,9 +12,9 @@ from impasto import Settings
 from impasto import losses as L
 from impasto import optimize
 from impasto.errors import ImpastoError
-from impasto.optimize import check_memory, mixed_precision, plan_iterations, plan_scales, scale_settings
+from impasto.optimize import blend_weights, choose_tile, mixed_precision, plan_tiles, plan_iterations, plan_scales, scale_settings
 
-from conftest import mean_rgb, write_png
+from conftest import mean_rgb, smooth_image, textured_image, write_png
 
 # -- plans ----------------------------------------------------------------------------------------
 
@@ -78,8 +78,55 @@ def test_progress_follows_the_plan(stylizer, make_settings, content_array, style
 
 def test_memory_check_refuses_absurd_sizes():
     with pytest.raises(ImpastoError, match="GiB"):
-        check_memory(200_000, 150_000, torch.device("cpu"))
-    check_memory(64, 48, torch.device("cpu"))
+        choose_tile(200_000, 150_000, Settings(), torch.device("cpu"))
+    assert choose_tile(64, 48, Settings(), torch.device("cpu")) == 0
+
+
+def test_an_output_larger_than_memory_is_cut_into_tiles_that_fit(monkeypatch):
+    gib = 1024**3
+    monkeypatch.setattr(optimize, "available_bytes", lambda device: 8 * gib)
+    cpu = torch.device("cpu")
+    assert choose_tile(1024, 683, Settings(), cpu) == 0  # fits whole: ~2 GiB
+    tile = choose_tile(4096, 2731, Settings(), cpu)  # whole it would need ~32 GiB
+    assert 256 <= tile < 4096
+    assert optimize.CANVAS_BYTES_PER_PIXEL * 4096 * 2731 + optimize.estimate_bytes(tile, tile) <= 8 * gib
+    assert choose_tile(1024, 683, Settings(tile=300), cpu) == 300  # asked for
+    assert choose_tile(200, 100, Settings(tile=300), cpu) == 0  # smaller than one tile
+    monkeypatch.setattr(optimize, "available_bytes", lambda device: gib // 8)
+    with pytest.raises(ImpastoError, match=r"needs about .* GiB, or .* GiB in 256 px tiles, but only 0.1 GiB is free"):
+        choose_tile(4096, 2731, Settings(), cpu)
+
+
+@pytest.mark.parametrize("width, height, tile", [(1000, 700, 256), (4096, 2731, 1600), (300, 90, 64), (257, 256, 256)])
+def test_tiles_cover_the_picture_with_overlapping_tiles_no_larger_than_asked(width, height, tile):
+    regions = plan_tiles(width, height, tile)
+    covered = np.zeros((height, width), dtype=int)
+    for x0, y0, x1, y1 in regions:
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert x1 - x0 <= tile and y1 - y0 <= tile
+        covered[y0:y1, x0:x1] += 1
+    assert covered.min() >= 1  # every pixel
+    overlap = optimize.tile_overlap(tile)
+    xs = sorted({(x0, x1) for x0, _, x1, _ in regions})
+    assert all(a1 - b0 >= overlap for (_, a1), (b0, _) in zip(xs, xs[1:]))  # neighbours share a seam wide enough to blend
+    assert plan_tiles(width, height, max(width, height)) == [(0, 0, width, height)]
+    assert plan_tiles(width, height, 0) == [(0, 0, width, height)]
+
+
+def test_a_tile_pastes_nothing_it_drew_at_its_edge_over_a_neighbour():
+    cpu = torch.device("cpu")
+    alone = blend_weights((0, 0, 100, 80), 48, (100, 80), cpu)[0, 0]
+    assert torch.all(alone == 1)  # the only tile: its pixels as they are
+    # Two tiles side by side, overlapping in columns 52-100 (thirds of 16).
+    first = blend_weights((0, 0, 100, 80), 48, (148, 80), cpu)[0, 0]
+    second = blend_weights((52, 0, 148, 80), 48, (148, 80), cpu)[0, 0]
+    assert torch.all(first[:, :84] == 1) and torch.all(first[:, 84:].diff(dim=1) < 0) and first[:, -1].max() < 0.1
+    assert torch.all(second[:, :16] == 0) and torch.all(second[:, 16:32].diff(dim=1) > 0) and torch.all(second[:, 32:] == 1)
+    # Pasted one after the other: the first tile's pixels up to column 68, a blend to 84, then
+    # the second tile's, which is full where the first one faded out.
+    assert torch.all(second[:, 84 - 52 :] == 1)
+    below = blend_weights((52, 40, 148, 120), 48, (148, 120), cpu)[0, 0]
+    assert below[0, 50] == 0 and below[50, 0] == 0 and below[50, 50] == 1
 
 
 # -- the loop -------------------------------------------------------------------------------------
@@ -205,3 +252,48 @@ def test_mixed_precision_by_device_and_by_the_setting(monkeypatch, native_bf16):
     assert mixed_precision(Settings(precision="bf16"), cuda) == torch.bfloat16
     with pytest.raises(ImpastoError, match="precision must be one of auto, fp32, fp16, bf16"):
         Settings(precision="fp8").validate()
+
+
+# -- tiled runs -----------------------------------------------------------------------------------
+
+
+def test_style_statistics_taken_in_pieces_are_those_of_the_whole(shallow_extractor):
+    style = torch.from_numpy(textured_image(150, 200)).permute(2, 0, 1)[None].float()
+    layers = ("conv1_1", "conv2_1", "conv3_1")
+    whole, _ = optimize.style_statistics(shallow_extractor, style, (150, 200), layers)
+    pieces, _ = optimize.style_statistics(shallow_extractor, style, (150, 200), layers, tile=64)
+    for k in layers:
+        for mine, true in ((pieces[k].mean, whole[k].mean), (pieces[k].moment, whole[k].moment)):
+            err = float((mine - true).norm() / true.norm())
+            assert err < 0.02, (k, err)
+
+
+def test_a_tiled_run_paints_every_tile_and_scores_like_a_whole_one(stylizer, make_settings, tmp_path):
+    content, style = smooth_image(96, 160), textured_image(64, 64)
+    settings = make_settings(size=160, tile=80, iterations=8, style_weight=30.0)
+    events = []
+    tiled = stylizer.run(content, style, settings, callback=events.append)
+    tiles = plan_tiles(160, 96, 80)
+    assert len({x for x, *_ in tiles}) == 4 and len({y for _, y, *_ in tiles}) == 2
+    assert [e.done for e in events] == list(range(1, 8 * 8 + 1))
+    assert [e.step for e in events] == list(range(1, 8 * 8 + 1)) and {e.steps for e in events} == {64}
+    assert [e.tile for e in events] == [i // 8 for i in range(64)] and {e.tiles for e in events} == {8}
+    assert [e.is_last for e in events] == [False] * 63 + [True]
+    assert all(tuple(e.image.shape[-2:]) == (96, 160) for e in events)  # the whole picture as it forms
+    assert tiled.image.size == (160, 96)
+    out = np.asarray(tiled.image, dtype=np.float64) / 255
+    for x0, y0, x1, y1 in tiles:  # the bluish style reached every tile of the reddish photo
+        before, after = content[y0:y1, x0:x1].reshape(-1, 3).mean(0), out[y0:y1, x0:x1].reshape(-1, 3).mean(0)
+        assert after[2] - after[0] > before[2] - before[0] + 0.05
+    whole = stylizer.run(content, style, settings.replace(tile=0))
+    # One objective over the whole picture judges both: tiles cost little of the result.
+    extractor = stylizer.extractor(settings, torch.device("cpu"))
+    objective = optimize.Objective(extractor, settings, torch.from_numpy(content).permute(2, 0, 1)[None].float(),
+                                   [optimize.StyleInput(torch.from_numpy(style).permute(2, 0, 1)[None].float())], (160, 96))
+
+    def score(image) -> float:
+        return float(objective(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None])[0])
+
+    start = score((content * 255).round())
+    assert score(tiled.image) < 0.7 * start  # (0.56 when written)
+    assert score(tiled.image) < 1.25 * score(whole.image)  # (0.89: each tile had the whole run's iterations)
