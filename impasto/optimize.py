@@ -686,20 +686,18 @@ def optimise(
         outcome.image = canvas
         whole = len(tiles) == 1
         settings_here = scale_settings(settings, max(size), max(sizes[-1]))
-        kept: list[tuple[int, dict[str, float]]] = []  # (pixels, best losses) of each tile done
+        kept: list[tuple[int, dict[str, float]]] = []  # (area, best losses) of each tile done
         for number, region in enumerate(tiles):
             x0, y0, x1, y1 = region
-            if whole:
-                objective = Objective(extractor, settings_here, content, styles, size, cache, extra_loss)
-            else:
-                objective = Objective(extractor, settings_here, content, styles, size, cache, region=region, tile=tile)
+            objective = Objective(extractor, settings_here, content, styles, size, cache, extra_loss, None if whole else region, tile)
             param = canvas[..., y0:y1, x0:x1].clone()
-            under = param.clone()
-            weight = blend_weights(region, tile_overlap(tile), size, device) if not whole else None
+            # A tile is pasted over what was there before it, by its blend weights.
+            under = None if whole else param.clone()
+            weight = None if whole else blend_weights(region, tile_overlap(tile), size, device)
             best: dict[str, float] = {}
 
             def keep(pixels: torch.Tensor, losses: dict[str, float]) -> None:
-                canvas[..., y0:y1, x0:x1] = pixels if weight is None else under + weight * (pixels - under)
+                canvas[..., y0:y1, x0:x1] = pixels if under is None or weight is None else under + weight * (pixels - under)
                 outcome.losses = losses
                 best.clear()
                 best.update(losses)
@@ -716,7 +714,8 @@ def optimise(
                 raise NonFiniteLoss(f"at {where}: {exc}", canvas) from None
             kept.append(((x1 - x0) * (y1 - y0), dict(best)))
         if not whole and all(losses for _, losses in kept):
-            # Each tile's terms are means over its own pixels: their area-weighted mean is the picture's.
+            # A summary for the caller: the tiles' own objectives, weighted by area. Each is
+            # normalised by its own part of the photo, so it is not the whole picture's objective.
             area = sum(a for a, _ in kept)
             outcome.losses = {k: sum(a * losses[k] for a, losses in kept) / area for k in kept[0][1]}
 
