@@ -20,8 +20,8 @@ COLOR_MODES = ("luminance", "histogram", "histogram-cholesky")
 # style_layers=("all",): every conv layer of the model (Novak & Nikulin 2016), resolved
 # once the weights have said which model they are (Settings.for_model).
 ALL_LAYERS = "all"
-# Below this a tile is mostly its own overlap and border.
-MIN_TILE = 64
+# Below this a tile is mostly its own overlap (48 px at least, optimize.tile_overlap).
+MIN_TILE = 128
 
 # Gatys et al. 2015: style from the first conv of each block, content from conv4_2.
 GATYS_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")

@@ -120,7 +120,7 @@ def test_paths_and_stylize_function(stylizer, make_settings, content_path, style
         (dict(pooling="min"), "pooling"),
         (dict(lr=0.0), "lr must be positive"),
         (dict(size=8), "size must be at least"),
-        (dict(tile=32), "tile must be 0 (automatic) or at least 64 pixels, not 32"),
+        (dict(tile=100), "tile must be 0 (automatic) or at least 128 pixels, not 100"),
         (dict(device="tpu"), "unknown device"),
     ],
 )

@@ -269,18 +269,18 @@ def test_style_statistics_taken_in_pieces_are_those_of_the_whole(shallow_extract
 
 
 def test_a_tiled_run_paints_every_tile_and_scores_like_a_whole_one(stylizer, make_settings, tmp_path):
-    content, style = smooth_image(96, 160), textured_image(64, 64)
-    settings = make_settings(size=160, tile=80, iterations=8, style_weight=30.0)
+    content, style = smooth_image(180, 300), textured_image(64, 64)
+    settings = make_settings(size=300, tile=128, iterations=8, style_weight=30.0)
     events = []
     tiled = stylizer.run(content, style, settings, callback=events.append)
-    tiles = plan_tiles(160, 96, 80)
+    tiles = plan_tiles(300, 180, 128)
     assert len({x for x, *_ in tiles}) == 4 and len({y for _, y, *_ in tiles}) == 2
     assert [e.done for e in events] == list(range(1, 8 * 8 + 1))
     assert [e.step for e in events] == list(range(1, 8 * 8 + 1)) and {e.steps for e in events} == {64}
     assert [e.tile for e in events] == [i // 8 for i in range(64)] and {e.tiles for e in events} == {8}
     assert [e.is_last for e in events] == [False] * 63 + [True]
-    assert all(tuple(e.image.shape[-2:]) == (96, 160) for e in events)  # the whole picture as it forms
-    assert tiled.image.size == (160, 96)
+    assert all(tuple(e.image.shape[-2:]) == (180, 300) for e in events)  # the whole picture as it forms
+    assert tiled.image.size == (300, 180)
     out = np.asarray(tiled.image, dtype=np.float64) / 255
     for x0, y0, x1, y1 in tiles:  # the bluish style reached every tile of the reddish photo
         before, after = content[y0:y1, x0:x1].reshape(-1, 3).mean(0), out[y0:y1, x0:x1].reshape(-1, 3).mean(0)
@@ -289,11 +289,11 @@ def test_a_tiled_run_paints_every_tile_and_scores_like_a_whole_one(stylizer, mak
     # One objective over the whole picture judges both: tiles cost little of the result.
     extractor = stylizer.extractor(settings, torch.device("cpu"))
     objective = optimize.Objective(extractor, settings, torch.from_numpy(content).permute(2, 0, 1)[None].float(),
-                                   [optimize.StyleInput(torch.from_numpy(style).permute(2, 0, 1)[None].float())], (160, 96))
+                                   [optimize.StyleInput(torch.from_numpy(style).permute(2, 0, 1)[None].float())], (300, 180))
 
     def score(image) -> float:
         return float(objective(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None])[0])
 
     start = score((content * 255).round())
-    assert score(tiled.image) < 0.7 * start  # (0.56 when written)
-    assert score(tiled.image) < 1.25 * score(whole.image)  # (0.89: each tile had the whole run's iterations)
+    assert score(tiled.image) < 0.7 * start  # (0.45 when written)
+    assert score(tiled.image) < 1.25 * score(whole.image)  # (0.86: each tile had the whole run's iterations)
