@@ -697,7 +697,7 @@ def optimise(
             best: dict[str, float] = {}
 
             def keep(pixels: torch.Tensor, losses: dict[str, float]) -> None:
-                canvas[..., y0:y1, x0:x1] = pixels if under is None or weight is None else under + weight * (pixels - under)
+                canvas[..., y0:y1, x0:x1] = pixels if whole else under + weight * (pixels - under)  # type: ignore[operator]
                 outcome.losses = losses
                 best.clear()
                 best.update(losses)
