@@ -11,6 +11,10 @@ class ImpastoError(Exception):
     """A problem with the user's input, settings or environment."""
 
 
+class ImpastoWarning(UserWarning):
+    """Something the run can do, but not as well as the user may expect; the CLI prints it on one line."""
+
+
 class NonFiniteLoss(ImpastoError):
     """The loss became NaN or infinite; `image` is the last good one."""
 

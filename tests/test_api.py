@@ -207,3 +207,9 @@ def test_extra_loss_is_added_to_the_objective_and_pulls_the_image(stylizer, make
     assert "dark" in pulled.losses and "dark" not in plain.losses
     assert mean_rgb(pulled.image).mean() < mean_rgb(plain.image).mean() - 0.1
     assert len(seen_sizes) == 2  # called at both scales, with that scale's image
+
+
+def test_a_much_enlarged_painting_warns_through_python_warnings(stylizer, make_settings, content_array, style_array):
+    settings = make_settings(size=48)
+    with pytest.warns(impasto.ImpastoWarning, match=r"is 10x8 but is used at 48 px"):
+        stylizer.run(content_array, style_array[:16:2, :20:2], settings)

@@ -167,3 +167,20 @@ def test_absurd_size_is_one_line_and_fast(tmp_path, content_path, style_path, fa
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("impasto: error:") and "GiB" in lines[0], done.stderr[-2000:]
     assert not (tmp_path / "o.png").exists()
+
+
+def test_a_painting_much_smaller_than_its_use_is_one_warning_line_and_the_run_goes_on(capsys, tmp_path, content_path, style_array, fast):
+    small, out = tmp_path / "small.png", tmp_path / "out.png"
+    write_png(small, style_array[:16:2, :20:2])  # 10x8 px, to be used at 48 px: 4.8x enlarged
+    code, _, err = cli(capsys, content_path, small, "-o", out, *fast)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("impasto: warning:")]
+    assert len(warnings) == 1, err
+    assert f"{small} is 10x8" in warnings[0] and "--style-scale 0.42" in warnings[0]
+    assert "Warning" not in err.replace("impasto: warning:", "")  # no Python warning block around it
+    assert Image.open(out).size == (48, 40)
+
+
+def test_a_painting_large_enough_gives_no_warning(capsys, tmp_path, content_path, style_path, fast):
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "out.png", *fast)
+    assert code == 0 and "warning" not in err.lower(), err
