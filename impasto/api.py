@@ -243,7 +243,7 @@ class Stylizer:
                 f"will be soft: a larger scan keeps them crisp, or --style-scale "
                 f"{max(img.size) * MAX_STYLE_UPSCALE / settings.size:.2f} paints finer ones",
                 ImpastoWarning,
-                stacklevel=2,
+                stacklevel=3,  # the caller of Stylizer.run
             )
         return StyleInput(pil_to_tensor(img, device), weight)
 
