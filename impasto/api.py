@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -13,7 +12,7 @@ from PIL import Image
 
 from . import color
 from . import weights as W
-from .errors import ImpastoError, ImpastoWarning, NonFiniteLoss
+from .errors import ImpastoError, NonFiniteLoss, warn
 from .images import ImageLike, fit_long_side, load_image, pil_to_tensor, resize_long_side, resize_tensor, tensor_to_pil
 from .media import FrameRecorder
 from .optimize import ExtraLoss, Outcome, Progress, StatsCache, StyleInput, choose_tile, optimise, resolve_device
@@ -238,12 +237,10 @@ class Stylizer:
             img = resize_long_side(img, needed)
         elif max(img.size) * MAX_STYLE_UPSCALE < needed:
             name = image if isinstance(image, (str, Path)) else "a style image"
-            warnings.warn(
+            warn(
                 f"{name} is {img.width}x{img.height} but is used at {needed} px on its long side, so its strokes "
                 f"will be soft: a larger scan keeps them crisp, or --style-scale "
-                f"{max(img.size) * MAX_STYLE_UPSCALE / settings.size:.2f} paints finer ones",
-                ImpastoWarning,
-                stacklevel=3,  # the caller of Stylizer.run
+                f"{max(img.size) * MAX_STYLE_UPSCALE / settings.size:.2f} paints finer ones"
             )
         return StyleInput(pil_to_tensor(img, device), weight)
 

@@ -4,6 +4,9 @@ The CLI prints its message on one line and exits non-zero; anything else that
 escapes is a bug and keeps its traceback.
 """
 
+import os
+import sys
+import warnings
 from typing import Any
 
 
@@ -13,6 +16,15 @@ class ImpastoError(Exception):
 
 class ImpastoWarning(UserWarning):
     """Something the run can do, but not as well as the user may expect; the CLI prints it on one line."""
+
+
+def warn(message: str) -> None:
+    """An ImpastoWarning, attributed to the first caller outside this package (the user's line)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, ImpastoWarning, stacklevel=level)
 
 
 class NonFiniteLoss(ImpastoError):

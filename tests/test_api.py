@@ -211,5 +211,6 @@ def test_extra_loss_is_added_to_the_objective_and_pulls_the_image(stylizer, make
 
 def test_a_much_enlarged_painting_warns_through_python_warnings(stylizer, make_settings, content_array, style_array):
     settings = make_settings(size=48)
-    with pytest.warns(impasto.ImpastoWarning, match=r"is 10x8 but is used at 48 px"):
+    with pytest.warns(impasto.ImpastoWarning, match=r"is 10x8 but is used at 48 px") as caught:
         stylizer.run(content_array, style_array[:16:2, :20:2], settings)
+    assert caught[0].filename == __file__  # Python's warning line points at the caller's code
