@@ -1,0 +1,127 @@
+"""Held-out inputs: the default on kinds of picture the quality benchmark's pairs are not.
+
+The quality benchmark's 12 pairs chose the defaults, so they cannot show how the defaults
+generalise. This script makes eight other inputs from the same public-domain files (a
+greyscale photo, a tall crop, a 3:1 panorama, a 160 px painting, a cut-out on white, a
+flat-colour graphic, a line drawing, a painting as the photo) and renders each with the
+default settings, into one labelled sheet to look at. There is no score: it is a check
+by eye, for grey casts, noise, seams and patterns the benchmark's pairs would not show.
+
+    .venv/bin/python benchmarks/heldout.py            # 512 px, ~9 min here
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import IMAGES, WEIGHTS, threads_note  # noqa: E402
+
+from impasto import Settings, Stylizer  # noqa: E402
+from impasto.sweep import labelled_sheet  # noqa: E402
+
+
+def _open(name: str) -> Image.Image:
+    return Image.open(IMAGES / name).convert("RGB")
+
+
+def grey_photo() -> Image.Image:
+    return _open("chelsea.png").convert("L").convert("RGB")
+
+
+def tall_crop() -> Image.Image:
+    return _open("astronaut.png").crop((100, 0, 356, 512))
+
+
+def panorama() -> Image.Image:
+    rocket = _open("rocket.png")
+    middle = rocket.height // 2
+    return rocket.crop((0, middle - 100, rocket.width, middle + 100))
+
+
+def small_painting() -> Image.Image:
+    painting = _open("starry_night.jpg")
+    painting.thumbnail((160, 160))
+    return painting
+
+
+def cut_out_on_white() -> Image.Image:
+    """A product shot's transparent background, flattened on white: a flat quarter."""
+    photo = _open("coffee.png")
+    ImageDraw.Draw(photo).rectangle((0, 0, photo.width // 4, photo.height), fill="white")
+    return photo
+
+
+def flat_colour_graphic() -> Image.Image:
+    """Flat colour fields and black bars, in the manner of a Mondrian composition."""
+    art = Image.new("RGB", (600, 600), "white")
+    draw = ImageDraw.Draw(art)
+    for box, colour in [((0, 0, 380, 240), (220, 30, 30)), ((390, 250, 600, 600), (20, 40, 160)),
+                        ((0, 430, 180, 600), (240, 200, 20)), ((390, 0, 600, 120), (240, 200, 20))]:
+        draw.rectangle(box, fill=colour)
+    for at in (180, 380, 390):
+        draw.rectangle((at, 0, at + 12, 600), fill="black")
+    for at in (120, 240, 430):
+        draw.rectangle((0, at, 600, at + 12), fill="black")
+    return art
+
+
+def line_drawing() -> Image.Image:
+    edges = ImageOps.invert(_open("coffee.png").convert("L").filter(ImageFilter.FIND_EDGES))
+    return edges.point(lambda v: 255 if v > 200 else int(v * 0.6)).convert("RGB")
+
+
+Case = tuple[str, Callable[[], Image.Image], Callable[[], Image.Image]]
+CASES: list[Case] = [
+    ("greyscale photo", grey_photo, lambda: _open("starry_night.jpg")),
+    ("tall crop (1:2)", tall_crop, lambda: _open("the_scream.jpg")),
+    ("panorama (3.2:1)", panorama, lambda: _open("starry_night.jpg")),
+    ("160 px painting", lambda: _open("chelsea.png"), small_painting),
+    ("cut-out on white", cut_out_on_white, lambda: _open("shipwreck.jpg")),
+    ("flat-colour graphic", lambda: _open("astronaut.png"), flat_colour_graphic),
+    ("line drawing", lambda: _open("chelsea.png"), line_drawing),
+    ("painting as photo", lambda: _open("the_scream.jpg"), lambda: _open("starry_night.jpg")),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "heldout"))
+    args = parser.parse_args()
+    if not (WEIGHTS / "vgg19-caffe-features.safetensors").is_file():
+        sys.exit(f"needs the real VGG19 in {WEIGHTS}: pictures from random weights would show nothing")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stylizer = Stylizer(download=False)
+    settings = Settings(weights=str(WEIGHTS), size=args.size)
+    print(f"default settings at {args.size} px; {threads_note()}")
+    rows, labels = [], []
+    for label, make_photo, make_painting in CASES:
+        photo, painting = make_photo(), make_painting()
+        started = time.perf_counter()
+        result = stylizer.run(photo, painting, settings)
+        seconds = time.perf_counter() - started
+        name = label.split(" (")[0].replace(" ", "_")
+        result.image.save(out / f"{name}.png")
+        print(f"{label:22s} {photo.width}x{photo.height} in the style of {painting.width}x{painting.height}: "
+              f"{seconds:5.1f} s, final loss {result.losses.get('total', float('nan')):.3f}", flush=True)
+        cell = args.size // 2
+        rows.append([im.copy() for im in (photo, painting, result.image)])
+        for im in rows[-1]:
+            im.thumbnail((cell, cell))
+        labels.append(label)
+    sheet, _ = labelled_sheet(rows, ["photo", "painting", "impasto default"], labels, "held-out inputs, default settings")
+    sheet.save(out / "sheet.jpg", quality=90)
+    print(f"sheet: {out / 'sheet.jpg'}")
+    print(f"reproduce: .venv/bin/python benchmarks/heldout.py --size {args.size}")
+
+
+if __name__ == "__main__":
+    main()
