@@ -307,7 +307,9 @@ def test_ctrl_c_stops_the_command_and_the_same_command_finishes(data, fast):
 
     out = data / "out"
     argv = [*impasto_command(), "batch", "--contents", str(data / "photos"), "--styles", str(data / "paintings"),
-            "-o", str(out), *settings_flags(fast.replace(iterations=60))]  # fmt: skip
+            "-o", str(out), *settings_flags(fast.replace(iterations=150))]  # fmt: skip
+    # Jobs of ~1.5 s: once (in one full-suite run of 9 sessions') 60 iterations' 0.7 s jobs
+    # all finished before the Ctrl-C landed, and the test saw a batch that was never stopped.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
     index = out / "index.jsonl"
