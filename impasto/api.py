@@ -13,7 +13,10 @@ from PIL import Image
 from . import color
 from . import weights as W
 from .errors import ImpastoError, NonFiniteLoss, warn
-from .images import ImageLike, fit_long_side, load_image, pil_to_tensor, resize_long_side, resize_tensor, tensor_to_pil
+from .images import (
+    ImageLike, fit_long_side, flatten, load_image, load_image_and_alpha, pil_to_tensor, resize_long_side, resize_tensor,
+    tensor_to_pil, with_alpha,
+)  # fmt: skip
 from .media import FrameRecorder
 from .optimize import ExtraLoss, Outcome, Progress, StatsCache, StyleInput, choose_tile, optimise, resolve_device
 from .settings import Settings
@@ -30,7 +33,8 @@ MAX_STYLE_UPSCALE = 2.0
 
 @dataclass
 class Result:
-    """What a run produced. `image` is the final picture at the requested size."""
+    """What a run produced. `image` is the final picture at the requested size: RGBA, with
+    the photo's transparency, when the photo had any."""
 
     image: Image.Image
     losses: dict[str, float]
@@ -134,7 +138,7 @@ class Stylizer:
         start = time.perf_counter()
         # Inputs and memory first: a typo or an absurd size fails at once, before
         # weights are loaded (or downloaded) and before any large image is made.
-        source = load_image(content)
+        source, alpha = load_image_and_alpha(content)
         choose_tile(*fit_long_side(source.width, source.height, settings.size), settings, device)
         content_img = resize_long_side(source, settings.size)
         content_t = pil_to_tensor(content_img, device)
@@ -214,10 +218,12 @@ class Stylizer:
         final = finish(outcome.image)
         if tuple(final.shape[-2:]) != (content_t.shape[-2], content_t.shape[-1]):
             final = resize_tensor(final, tuple(content_t.shape[-2:]))
-        image = tensor_to_pil(final)
+        image = with_alpha(tensor_to_pil(final), alpha)  # a cut-out stays a cut-out
         kept_frames = recorder.frames if recorder is not None else []
         if kept_frames and not interrupted:
             kept_frames[-1] = image  # the last iteration's pixels may not be the best ones kept
+        if alpha is not None:  # frames (a GIF) show the picture as it looks on white
+            kept_frames = [flatten(with_alpha(frame, alpha)) for frame in kept_frames]
         return Result(
             image=image,
             frames=kept_frames,

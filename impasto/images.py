@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -21,6 +21,8 @@ ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 # Pillow's own guard is 89 Mpx; we refuse earlier with our message.
 MAX_INPUT_PIXELS = 80_000_000
 MIN_SIDE = 8
+# Formats that keep a picture's transparency; the others get it flattened on white.
+ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
 
 
 def load_image(source: ImageLike) -> Image.Image:
@@ -29,13 +31,18 @@ def load_image(source: ImageLike) -> Image.Image:
     EXIF orientation is applied; greyscale, palette, RGBA (composited on white)
     and 16-bit inputs are converted to 8-bit RGB.
     """
+    return load_image_and_alpha(source)[0]
+
+
+def load_image_and_alpha(source: ImageLike) -> tuple[Image.Image, Optional[Image.Image]]:
+    """load_image's RGB picture, and the source's transparency as an "L" image (None when it
+    is opaque everywhere, or an array or tensor)."""
+    if isinstance(source, np.ndarray):
+        return _check_size(array_to_pil(source), "array"), None
+    if isinstance(source, torch.Tensor):
+        return _check_size(tensor_to_pil(source), "tensor"), None
     if isinstance(source, Image.Image):
-        image = source
-        name = "image"
-    elif isinstance(source, np.ndarray):
-        return _check_size(array_to_pil(source), "array")
-    elif isinstance(source, torch.Tensor):
-        return _check_size(tensor_to_pil(source), "tensor")
+        image, name = source, "image"
     else:
         path = Path(source)
         name = str(path)
@@ -55,7 +62,33 @@ def load_image(source: ImageLike) -> Image.Image:
                 raise ImpastoError(f"{path}: image is too large to read safely") from None
             raise ImpastoError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
     image = ImageOps.exif_transpose(image)
-    return _check_size(_to_rgb(image), name)
+    alpha = None
+    if _has_alpha(image):
+        alpha = image.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] == 255:
+            alpha = None
+    return _check_size(_to_rgb(image), name), alpha
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+
+
+def flatten(image: Image.Image) -> Image.Image:
+    """An RGB picture of `image` as it looks on white (its transparency composited away)."""
+    if not _has_alpha(image):
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+
+
+def with_alpha(image: Image.Image, alpha: Optional[Image.Image]) -> Image.Image:
+    """`image` with the transparency `alpha` (resized to it); `image` itself when alpha is None."""
+    if alpha is None:
+        return image
+    out = image.convert("RGB")
+    out.putalpha(alpha.resize(out.size, Image.Resampling.BILINEAR))
+    return out
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -64,11 +97,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         # 16-bit modes are 0-65535 whatever the values; 32-bit "I"/"F" carry no range, so guess.
         hi = 65535.0 if image.mode.startswith("I;16") or a.max() > 255 else 255.0
         image = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    return flatten(image)
 
 
 def _check_size(image: Image.Image, name: str) -> Image.Image:
@@ -137,6 +166,8 @@ def save_image(image: Image.Image, path: Union[str, os.PathLike], overwrite: boo
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise ImpastoError(f"{path}: unknown image extension {path.suffix!r} (use .png, .jpg, .webp, ...)")
+    if fmt not in ALPHA_FORMATS and _has_alpha(image):
+        image = flatten(image)  # a transparent picture written as JPEG looks as it would on white
     try:
         params = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
         image.save(tmp, format=fmt, **params)

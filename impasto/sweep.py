@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import ImpastoError
-from .images import ImageLike, check_output_path, save_image
+from .images import ImageLike, check_output_path, flatten, save_image
 from .settings import Settings
 
 Grid = Union[Mapping[str, Sequence[Any]], Sequence[tuple[str, Sequence[Any]]]]
@@ -250,7 +250,7 @@ def labelled_sheet(
             x = left + c * (cw + pad)
             # A cell smaller than the largest (a swept size) is centred in its box.
             ox, oy = x + (cw - image.width) // 2, y + (ch - image.height) // 2
-            sheet.paste(image.convert("RGB"), (ox, oy))
+            sheet.paste(flatten(image), (ox, oy))  # a cut-out as it looks on the sheet's white
             boxes[(r, c)] = (ox, oy, ox + image.width, oy + image.height)
     return sheet, boxes
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from impasto.cli import main
 
-from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, impasto_command, run_child, write_png
+from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, impasto_command, run_child, to_uint8, write_png
 
 FAST = [
     "--size", "48", "--min-size", "24", "--iterations", "3", "--initial-iterations", "3", "--device", "cpu",
@@ -184,3 +185,25 @@ def test_a_painting_much_smaller_than_its_use_is_one_warning_line_and_the_run_go
 def test_a_painting_large_enough_gives_no_warning(capsys, tmp_path, content_path, style_path, fast):
     code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "out.png", *fast)
     assert code == 0 and "warning" not in err.lower(), err
+
+
+def test_a_cut_out_photo_gives_a_cut_out_picture(capsys, tmp_path, content_array, style_path, fast):
+    rgba = np.dstack([to_uint8(content_array), np.full(content_array.shape[:2], 255, np.uint8)])
+    rgba[:, :12, 3] = 0  # the left quarter of the 48x40 photo is transparent
+    photo = tmp_path / "cut.png"
+    Image.fromarray(rgba, "RGBA").save(photo)
+    png, jpg, gif = tmp_path / "out.png", tmp_path / "out.jpg", tmp_path / "out.gif"
+    code, _, err = cli(capsys, photo, style_path, "-o", png, "--gif", gif, *fast)
+    assert code == 0, err
+    out = np.asarray(Image.open(png))
+    assert out.shape == (40, 48, 4)
+    assert out[:, :11, 3].max() == 0 and out[:, 13:, 3].min() == 255  # the photo's transparency, at the output's size
+    assert out[:, 13:, :3].std() > 0  # and a painted picture where it is opaque
+    code, _, err = cli(capsys, photo, style_path, "-o", jpg, *fast)
+    assert code == 0, err
+    flat = np.asarray(Image.open(jpg)).astype(int)
+    assert flat.shape == (40, 48, 3) and flat[:, :10].min() > 240  # a JPEG shows it as it would look on white
+    with Image.open(gif) as animation:
+        animation.seek(animation.n_frames - 1)
+        last = np.asarray(animation.convert("RGB")).astype(int)
+    assert last[:, :10].min() > 240  # the GIF's frames too

@@ -9,7 +9,7 @@ from PIL import Image
 
 from impasto import color
 from impasto.errors import ImpastoError
-from impasto.images import load_image, pil_to_tensor, save_image
+from impasto.images import load_image, load_image_and_alpha, pil_to_tensor, save_image, with_alpha
 
 from conftest import smooth_image, textured_image, to_uint8
 
@@ -233,3 +233,26 @@ def test_dark_16_bit_image_stays_dark(tmp_path):
     assert Image.open(path).mode.startswith("I")
     rgb = np.asarray(load_image(path))
     assert rgb.max() <= 1
+
+
+def test_transparency_is_read_beside_the_picture_and_kept_by_formats_that_hold_it(tmp_path):
+    a = np.full((20, 30, 4), 200, np.uint8)
+    a[..., 3] = 255
+    a[:, :10, 3] = 0  # a cut-out: the left third transparent
+    Image.fromarray(a, "RGBA").save(tmp_path / "cut.png")
+    picture, alpha = load_image_and_alpha(tmp_path / "cut.png")
+    assert picture.mode == "RGB" and alpha is not None
+    assert np.asarray(alpha)[:, :10].max() == 0 and np.asarray(alpha)[:, 10:].min() == 255
+    a[..., 3] = 255  # an alpha band that hides nothing is no transparency
+    Image.fromarray(a, "RGBA").save(tmp_path / "opaque.png")
+    assert load_image_and_alpha(tmp_path / "opaque.png")[1] is None
+    assert load_image_and_alpha(tmp_path / "cut.png")[0].size == load_image(tmp_path / "cut.png").size
+
+    rgba = with_alpha(Image.new("RGB", (30, 20), (10, 20, 30)), alpha)
+    save_image(rgba, tmp_path / "out.png")
+    save_image(rgba, tmp_path / "out.jpg")
+    kept = np.asarray(Image.open(tmp_path / "out.png"))
+    assert kept.shape == (20, 30, 4) and kept[:, :10, 3].max() == 0 and kept[:, 10:, 3].min() == 255
+    flat = np.asarray(Image.open(tmp_path / "out.jpg")).astype(int)
+    assert flat.shape == (20, 30, 3)
+    assert flat[:, :8].min() > 245 and flat[:, 12:].max() < 40  # on white where transparent, itself elsewhere
