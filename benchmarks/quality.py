@@ -59,8 +59,10 @@ def settings_key(settings: Settings) -> str:
     # The setting `precision` is replaced by the arithmetic it resolves to on this CPU, and
     # left out where that is fp32, so records made before the setting existed still match.
     data = {k: v for k, v in settings.to_dict().items() if k != "precision"}
-    if data.get("tile") == 0:
-        del data["tile"]  # a setting added later; 0 (no tiles at 512 px) is what earlier records ran
+    # Settings added later, at the values earlier records ran with.
+    for name, before in (("tile", 0), ("flat_content", 1.0)):
+        if data.get(name) == before:
+            del data[name]
     arithmetic = mixed_precision(settings, torch.device("cpu"))
     if arithmetic is not None:
         data["arithmetic"] = str(arithmetic)

@@ -96,8 +96,13 @@ def gram_from_stats(stats: Stats, shift: float = 0.0) -> torch.Tensor:
     return stats.moment + shift * (m[:, None] + m[None, :]) + shift * shift
 
 
-def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return (features - target).pow(2).mean() / (target.pow(2).mean() + EPS)
+def content_loss(features: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Squared feature error relative to the target's energy; `weight` (broadcast over the
+    features) scales it pixel by pixel."""
+    error = (features - target).pow(2)
+    if weight is not None:
+        error = error * weight
+    return error.mean() / (target.pow(2).mean() + EPS)
 
 
 def _float64(matrix: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ overlapping tiles, one after another, blended into one picture (choose_tile).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -231,6 +232,29 @@ def blend_weights(region: Region, overlap: int, size: tuple[int, int], device: t
     return torch.minimum(wy[:, None], wx[None, :])[None, None].to(device)
 
 
+# Local contrast (standard deviation of luminance, 0-1) at and above which an area of the
+# photo counts as detailed: its content weight is whole. 0.05 is ~13 grey levels; the
+# white quarter of benchmarks/heldout.py's cut-out has 0, the coffee cup beside it more.
+FLAT_CONTRAST = 0.05
+
+
+def flat_weights(content: torch.Tensor, floor: float) -> torch.Tensor:
+    """(1, 1, H, W) content weights for a (1, 3, H, W) photo: `floor` where it is flat, 1 where
+    its local contrast reaches FLAT_CONTRAST, in proportion between.
+
+    On a flat area the content loss holds the painting's larger shapes back and leaves a
+    regular pattern of small cells (benchmarks/README.md, held-out inputs); there is nothing
+    of the photo to keep there, so a lower weight lets the painting fill it.
+    """
+    # In float64: E[y²] - E[y]² of a flat area is rounding noise in float32 (weights of ~0.002, not 0).
+    luma = content.to("cpu", torch.float64).mean(dim=1, keepdim=True)
+    k = max(3, max(content.shape[-2:]) // 16 | 1)  # a window of 1/16 of the picture, odd
+    pool = functools.partial(torch.nn.functional.avg_pool2d, kernel_size=k, stride=1, padding=k // 2, count_include_pad=False)
+    mean = pool(luma)
+    spread = (pool(luma * luma) - mean * mean).clamp_min(0).sqrt()
+    return (spread / FLAT_CONTRAST).clamp(floor, 1.0).to(content.device, content.dtype)
+
+
 class Objective:
     """The weighted sum of content, style and TV losses at one scale."""
 
@@ -256,8 +280,15 @@ class Objective:
         x0, y0, x1, y1 = region or (0, 0, w, h)
         pairs = chain_pairs(settings)
         with torch.no_grad():
-            content_feats = extractor(resize_tensor(content, (h, w))[..., y0:y1, x0:x1])
+            photo = resize_tensor(content, (h, w))
+            content_feats = extractor(photo[..., y0:y1, x0:x1])
             self.content_targets = {k: content_feats[k].detach() for k in settings.content_layers}
+            # None (one weight everywhere) unless asked: the default objective stays Gatys'.
+            self.content_weights: dict[str, Optional[torch.Tensor]] = {k: None for k in settings.content_layers}
+            if settings.flat_content < 1:
+                flat = flat_weights(photo, settings.flat_content)[..., y0:y1, x0:x1]  # of the whole picture: a tile's edge is not an edge of the photo
+                for k in settings.content_layers:
+                    self.content_weights[k] = _mask_like(flat, content_feats[k])
             per_style, per_style_chain = [], []
             for style in styles:
                 sw, sh = style_size(style.image, max(16, round(max(w, h) * settings.style_scale)))
@@ -311,7 +342,7 @@ class Objective:
         # overflows fp16 (65504) at the first layers, and its backward needs one dtype.
         s = self.settings
         if self.content_targets:
-            content = sum(L.content_loss(feats[k], t) for k, t in self.content_targets.items()) / len(self.content_targets)
+            content = sum(L.content_loss(feats[k], t, self.content_weights[k]) for k, t in self.content_targets.items()) / len(self.content_targets)
         else:  # no content layers: texture synthesis
             content = image.new_zeros(())
         # Style terms, each already times its layer weight; named so terms() can report them.

@@ -116,6 +116,14 @@ class Settings:
             "own shapes would cover it"
         },
     )
+    flat_content: float = field(
+        default=1.0,
+        metadata={
+            "help": "content weight where the photo is flat (a clear sky, a backdrop), as a share (0-1) of the "
+            "weight elsewhere: below 1 such areas are painted freely instead of in a regular pattern of small "
+            "cells; 1 keeps one weight everywhere"
+        },
+    )
     multiscale: bool = field(default=True, metadata={"help": "coarse-to-fine optimisation (off: one scale at --size)"})
     tile: int = field(
         default=0,
@@ -249,6 +257,8 @@ class Settings:
             raise ImpastoError(f"upsample-detail must be between 0 and 1, not {self.upsample_detail}")
         if not (self.coarse_content > 0):
             raise ImpastoError(f"coarse-content must be above 0, not {self.coarse_content}")
+        if not (0 <= self.flat_content <= 1):
+            raise ImpastoError(f"flat-content must be between 0 and 1, not {self.flat_content}")
         if self.tile != 0 and self.tile < MIN_TILE:
             raise ImpastoError(f"tile must be 0 (automatic) or at least {MIN_TILE} pixels, not {self.tile}")
         if not (self.scale_factor > 1):

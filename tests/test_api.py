@@ -121,6 +121,7 @@ def test_paths_and_stylize_function(stylizer, make_settings, content_path, style
         (dict(lr=0.0), "lr must be positive"),
         (dict(size=8), "size must be at least"),
         (dict(tile=100), "tile must be 0 (automatic) or at least 128 pixels, not 100"),
+        (dict(flat_content=1.5), "flat-content must be between 0 and 1, not 1.5"),
         (dict(device="tpu"), "unknown device"),
     ],
 )

@@ -56,6 +56,10 @@ def test_content_loss_hand_value_and_zero_for_identical():
     assert L.content_loss(features, target).item() == pytest.approx(3.5, rel=1e-6)
     f = torch.rand(1, 8, 5, 5, generator=gen(1))
     assert L.content_loss(f, f.clone()).item() == 0.0
+    # A pixel weight scales each pixel's error: only the last pixel counts, 9 / 4.
+    weight = torch.tensor([0.0, 0.0, 0.0, 1.0]).reshape(2, 2)
+    assert L.content_loss(features, target, weight).item() == pytest.approx(2.25, rel=1e-6)
+    assert L.content_loss(features, target, torch.ones(2, 2)).item() == pytest.approx(3.5, rel=1e-6)
 
 
 def test_tv_loss_hand_value_and_zero_on_constant():

@@ -298,3 +298,33 @@ def test_a_tiled_run_paints_every_tile_and_scores_like_a_whole_one(stylizer, mak
     start = score((content * 255).round())
     assert score(tiled.image) < 0.7 * start  # (0.45 when written)
     assert score(tiled.image) < 1.25 * score(whole.image)  # (0.86: each tile had the whole run's iterations)
+
+
+# -- flat areas -----------------------------------------------------------------------------------
+
+
+def test_flat_weights_are_the_floor_where_the_photo_is_flat_and_whole_where_it_has_detail():
+    photo = torch.full((1, 3, 64, 128), 0.5)
+    photo[..., 64:] = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))  # right half: grain
+    weights = optimize.flat_weights(photo, 0.1)
+    assert weights.shape == (1, 1, 64, 128)
+    assert torch.all(weights[..., :48] == 0.1) and torch.all(weights[..., 72:] == 1.0)
+    assert torch.all((weights >= 0.1) & (weights <= 1.0))
+    assert torch.all(optimize.flat_weights(photo, 1.0) == 1.0)  # 1 is one weight everywhere
+
+
+def test_flat_content_frees_a_flat_photo_from_its_content_term(stylizer, make_settings, style_array):
+    settings = make_settings(size=48)
+    extractor = stylizer.extractor(settings, torch.device("cpu"))
+    flat_photo = torch.full((1, 3, 40, 48), 0.6)
+    style = [optimize.StyleInput(torch.from_numpy(style_array).permute(2, 0, 1)[None].float())]
+    image = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(1))
+
+    def content_term(flat_content: float) -> float:
+        objective = optimize.Objective(extractor, settings.replace(flat_content=flat_content), flat_photo, style, (48, 40))
+        return float(objective(image)[1]["content"])
+
+    whole = content_term(1.0)
+    assert whole > 0
+    assert content_term(0.25) == pytest.approx(0.25 * whole, rel=1e-4)  # all of it is flat: the floor everywhere
+    assert content_term(0.0) < 1e-3 * whole  # nothing left but rounding
