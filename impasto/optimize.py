@@ -283,7 +283,7 @@ class Objective:
             photo = resize_tensor(content, (h, w))
             content_feats = extractor(photo[..., y0:y1, x0:x1])
             self.content_targets = {k: content_feats[k].detach() for k in settings.content_layers}
-            # None (one weight everywhere) unless asked: the default objective stays Gatys'.
+            # None (one weight everywhere) unless asked: the default's objective is as it was.
             self.content_weights: dict[str, Optional[torch.Tensor]] = {k: None for k in settings.content_layers}
             if settings.flat_content < 1:
                 flat = flat_weights(photo, settings.flat_content)[..., y0:y1, x0:x1]  # of the whole picture: a tile's edge is not an edge of the photo
