@@ -365,3 +365,14 @@ def test_a_local_worker_killed_mid_job_is_replaced_and_its_job_redone(data, fast
     failed = [r for r in results if r.status == "failed"]
     assert [r.output.name for r in failed] == killed
     assert "worker lost 1 time(s)" in failed[0].error and "exited with code -9" in failed[0].error
+
+
+def test_a_setting_added_later_leaves_earlier_indexes_matching_at_its_default():
+    import hashlib
+
+    from impasto.batch.plan import settings_hash
+
+    settings = impasto.Settings(size=64)
+    before = {k: v for k, v in settings.to_dict().items() if k not in ("device", "flat_content")}  # as an index written before it existed
+    assert settings_hash(settings) == hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert settings_hash(settings.replace(flat_content=0.5)) != settings_hash(settings)  # and it still tells runs apart
