@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import IMAGES, WEIGHTS, baseline_objective, load_pair, textbook_baseline, threads_note  # noqa: E402
 
 from impasto import Settings, Stylizer  # noqa: E402
+from impasto.settings import ADDED_LATER  # noqa: E402
 from impasto import weights as W  # noqa: E402
 from impasto.images import load_image, pil_to_tensor, tensor_to_pil  # noqa: E402
 from impasto.metrics import CONTENT_LAYER, STYLE_LAYERS, Scorer  # noqa: E402
@@ -59,8 +60,9 @@ def settings_key(settings: Settings) -> str:
     # The setting `precision` is replaced by the arithmetic it resolves to on this CPU, and
     # left out where that is fp32, so records made before the setting existed still match.
     data = {k: v for k, v in settings.to_dict().items() if k != "precision"}
-    # Settings added later, at the values earlier records ran with.
-    for name, before in (("tile", 0), ("flat_content", 1.0)):
+    # Settings added later, at the values earlier records ran with (tile before the others:
+    # batch indexes and video frames of session 8 already hold it).
+    for name, before in (("tile", 0), *ADDED_LATER.items()):
         if data.get(name) == before:
             del data[name]
     arithmetic = mixed_precision(settings, torch.device("cpu"))

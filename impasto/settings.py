@@ -27,6 +27,11 @@ MIN_TILE = 128
 GATYS_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 
+# Settings added after batch indexes and video frames were first written, with the value
+# those runs had: Settings.identity leaves them out at that value, so earlier work still matches.
+ADDED_LATER: dict[str, Any] = {"flat_content": 1.0}
+
+
 @dataclass
 class Settings:
     """Every knob of a run. Field docs double as the CLI's --help text."""
@@ -163,6 +168,16 @@ class Settings:
             if isinstance(v, tuple):
                 d[k] = list(v)
         return d
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the picture, for matching a run against earlier ones (a batch's index,
+        a video's frames on disk): every setting but the device, less those added later
+        while they hold the value every earlier run had."""
+        data = {k: v for k, v in self.to_dict().items() if k != "device"}
+        for name, before in ADDED_LATER.items():
+            if data.get(name) == before:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Settings":

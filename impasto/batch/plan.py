@@ -62,12 +62,7 @@ class Job:
 
 def settings_hash(settings: Settings) -> str:
     """What decides the picture. Not the device: a batch resumed on another machine keeps its jobs."""
-    values = settings.to_dict()
-    values.pop("device", None)
-    # A setting added later, at the value every earlier index ran with: those jobs still match.
-    if values.get("flat_content") == 1.0:
-        del values["flat_content"]
-    text = json.dumps(values, sort_keys=True, default=str)
+    text = json.dumps(settings.identity(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

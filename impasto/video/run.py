@@ -269,7 +269,7 @@ def plan_job(input: Union[str, os.PathLike], style: Any, output: Union[str, os.P
         "temporal_weight": temporal_weight if temporal else None,
         "frame_iterations": following.iterations if temporal else None,
         # The device does not change what a frame should look like, so a run may resume on another.
-        "settings": {k: v for k, v in first.to_dict().items() if k != "device"},
+        "settings": first.identity(),
         "styles": [[_image_digest(image), weight] for image, weight in styles],
         "masks": None if mask_images is None else [None if m is None else _image_digest(m) for m in mask_images],
         "keep_mask": None if keep_image is None else _image_digest(keep_image),
