@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,10 @@ from .images import (
     tensor_to_pil, with_alpha,
 )  # fmt: skip
 from .media import FrameRecorder
-from .optimize import ExtraLoss, Outcome, Progress, StatsCache, StyleInput, choose_tile, optimise, resolve_device
+from .optimize import (
+    MIN_SCALE_SIDE, ExtraLoss, Outcome, Progress, StatsCache, StyleInput, choose_tile, optimise, resolve_device,
+    style_pieces,
+)
 from .settings import Settings
 from .vgg import FeatureExtractor
 
@@ -59,13 +63,16 @@ class Result:
 
 def normalize_styles(style: Union[StyleSpec, Sequence[StyleSpec]]) -> list[tuple[ImageLike, float]]:
     """Accept one style, a list of styles, or (style, weight) pairs."""
-    if isinstance(style, (list, tuple)) and not (len(style) == 2 and isinstance(style[1], (int, float)) and not isinstance(style[0], (int, float))):
+    def weight(x: Any) -> bool:  # numpy's float32 too; not a bool
+        return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+    if isinstance(style, (list, tuple)) and not (len(style) == 2 and weight(style[1]) and not weight(style[0])):
         items = list(style)
     else:
         items = [style]
     out: list[tuple[ImageLike, float]] = []
     for item in items:
-        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], (int, float)):
+        if isinstance(item, tuple) and len(item) == 2 and weight(item[1]):
             out.append((item[0], float(item[1])))
         else:
             out.append((item, 1.0))
@@ -139,7 +146,13 @@ class Stylizer:
         # Inputs and memory first: a typo or an absurd size fails at once, before
         # weights are loaded (or downloaded) and before any large image is made.
         source, alpha = load_image_and_alpha(content)
-        choose_tile(*fit_long_side(source.width, source.height, settings.size), settings, device)
+        out_w, out_h = fit_long_side(source.width, source.height, settings.size)
+        if min(out_w, out_h) < MIN_SCALE_SIDE:
+            raise ImpastoError(
+                f"the output would be {out_w}x{out_h}: its short side must be at least {MIN_SCALE_SIDE} px "
+                f"(a larger size, or a less elongated photo)"
+            )
+        choose_tile(out_w, out_h, settings, device)
         content_img = resize_long_side(source, settings.size)
         content_t = pil_to_tensor(content_img, device)
         style_specs = normalize_styles(style)
@@ -147,9 +160,11 @@ class Stylizer:
         if masks is not None:
             if len(masks) != len(styles):
                 raise ImpastoError(f"{len(masks)} masks given for {len(styles)} styles")
-            for s, mask in zip(styles, masks):
+            for number, (s, mask) in enumerate(zip(styles, masks), 1):
                 if mask is not None:
                     s.mask = load_mask(mask, content_img.size, device)
+                    if float(s.mask.max()) <= 0:
+                        warn(f"the mask of style {number} is black everywhere, so that painting is used nowhere")
         keep_t: Optional[torch.Tensor] = None
         if keep_mask is not None:
             # Style is matched only outside the kept region (its statistics are taken over
@@ -167,6 +182,8 @@ class Stylizer:
         if init_image is not None:
             init_t = pil_to_tensor(load_image(init_image), device)
         elif settings.init not in ("content", "noise", "style"):
+            if not Path(settings.init).exists():
+                raise ImpastoError(f"init must be content, noise, style or an image file; {settings.init}: no such file")
             init_t = pil_to_tensor(load_image(settings.init), device)
 
         target_content = content_t
@@ -237,6 +254,7 @@ class Stylizer:
 
     def _style_input(self, image: ImageLike, weight: float, settings: Settings, device: torch.device) -> StyleInput:
         img = load_image(image)
+        style_pieces((img.height, img.width), settings.size, settings, device)  # memory first, as for the output
         # Never needed larger than its size at the finest scale.
         needed = max(16, round(settings.size * settings.style_scale))
         if max(img.size) > needed:

@@ -68,7 +68,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] 
         kind, is_tuple = _field_type(f)
         default = getattr(defaults, f.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        text = f"{f.metadata.get('help', '')}{EXTRA_HELP.get(f.name, '')} (default: {shown})"
+        text = f"{f.metadata.get('help', '')}{EXTRA_HELP.get(f.name, '')}"
+        if default is not None:  # a None default is explained in the field's own words
+            text += f" (default: {shown})"
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif is_tuple:
@@ -78,8 +80,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] 
             group.add_argument(flag, type=kind, default=None, metavar=metavar, help=text)
 
 
+def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (each option defaults to None)."""
+    return {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name, None) is not None}
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    explicit = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name, None) is not None}
+    explicit = explicit_settings(args)
     if explicit.get("weights") and "model" not in explicit:
         explicit["model"] = None  # a weights file decides its model
     try:
@@ -117,6 +124,9 @@ def build_run_parser() -> argparse.ArgumentParser:
         "  impasto sweep photo.jpg painting.jpg --grid style_weight=10,30,100 --grid tv_weight=0,2,10 -o sheet.png\n"
         "  impasto demo",
     )
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"impasto {__version__}")
     p.add_argument("content", help="the photo to paint")
     p.add_argument("styles", nargs="+", metavar="STYLE[:WEIGHT]", help="style image(s); blend several with weights")
     add_mask_arguments(p)
@@ -196,9 +206,21 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
 
         check_output_path(args.plot, args.overwrite)
         require_matplotlib()
+    named = {"-o": output, "--json": args.json if args.json != "-" else None, "--gif": args.gif, "--plot": args.plot}
+    seen: dict[Path, str] = {}
+    for flag, path in named.items():
+        if path:
+            key = Path(path).resolve()
+            if key in seen:
+                raise ImpastoError(f"{flag} {path}: the same file as {seen[key]}; give each output its own name")
+            seen[key] = flag
     masks = masks_from_args(args, len(styles))
     frames_dir = output.with_name(output.stem + "_frames")
     if args.save_every:
+        if frames_dir.exists() and not frames_dir.is_dir():
+            raise ImpastoError(f"{frames_dir}: exists and is not a folder (--save-every writes its frames there)")
+        if frames_dir.is_dir() and any(frames_dir.glob("[0-9]*.png")) and not args.overwrite:
+            raise ImpastoError(f"{frames_dir}: already holds frames (pass --overwrite to replace them)")
         frames_dir.mkdir(exist_ok=True)
 
     bar: Optional[tqdm] = None
@@ -231,7 +253,7 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
 
         plot_losses(result, args.plot, overwrite=args.overwrite)
         print(f"wrote {args.plot}", file=sys.stderr)
-    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items()) or "none (no iterations ran)"
     state = f" ({result.stopped_reason}; best image so far kept)" if result.interrupted else ""
     print(f"wrote {output} in {result.seconds:.1f} s{state}; final losses: {losses}", file=sys.stderr)
     if args.json:
@@ -293,6 +315,9 @@ def cmd_sweep(argv: Sequence[str]) -> int:
         "--grid style_weight=10,100 -o layers.png\n(a value of a list setting joins its items with '+': "
         "--grid style_layers=conv1_1+conv2_1,conv3_1+conv4_1)",
     )
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"impasto {__version__}")
     p.add_argument("content", help="the photo to paint")
     p.add_argument("styles", nargs="+", metavar="STYLE[:WEIGHT]", help="style image(s); blend several with weights")
     p.add_argument("--grid", action="append", required=True, metavar="SETTING=V1,V2,..",
@@ -353,6 +378,11 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
             import importlib
 
             return importlib.import_module(PLUGIN_COMMANDS[argv[0]]).cli_main(argv[1:])
+        first = argv[0] if argv else ""
+        if first.isalpha() and first.islower() and not Path(first).exists() and len([a for a in argv if not a.startswith("-")]) < 3:
+            # `impasto frobnicate` (or a mistyped `impasto sweeep a.jpg b.jpg`) is not a photo named so.
+            known = ", ".join((*COMMANDS, *PLUGIN_COMMANDS))
+            raise ImpastoError(f"unknown command {first!r}: the commands are {known}; a run is `impasto PHOTO PAINTING -o OUT`")
         return cmd_run(argv)
     except ImpastoError as exc:
         print(f"impasto: error: {exc}", file=sys.stderr)

@@ -5,9 +5,12 @@ Tensors are float32 RGB in [0, 1], shaped (1, 3, H, W).
 
 from __future__ import annotations
 
+import io
 import os
+import tempfile
+import typing
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -16,7 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImpastoError
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+ImageLike = Union[str, os.PathLike, bytes, typing.BinaryIO, Image.Image, np.ndarray, torch.Tensor]
 
 # Pillow's own guard is 89 Mpx; we refuse earlier with our message.
 MAX_INPUT_PIXELS = 80_000_000
@@ -36,31 +39,28 @@ def load_image(source: ImageLike) -> Image.Image:
 
 def load_image_and_alpha(source: ImageLike) -> tuple[Image.Image, Optional[Image.Image]]:
     """load_image's RGB picture, and the source's transparency as an "L" image (None when it
-    is opaque everywhere, or an array or tensor)."""
-    if isinstance(source, np.ndarray):
-        return _check_size(array_to_pil(source), "array"), None
+    is opaque everywhere)."""
     if isinstance(source, torch.Tensor):
-        return _check_size(tensor_to_pil(source), "tensor"), None
-    if isinstance(source, Image.Image):
+        t = source.detach().cpu()
+        t = t.float() if t.is_floating_point() else t
+        image, name = array_to_pil((t[0] if t.ndim == 4 else t).numpy()), "tensor"
+    elif isinstance(source, np.ndarray):
+        image, name = array_to_pil(source), "array"
+    elif isinstance(source, Image.Image):
         image, name = source, "image"
-    else:
+    elif isinstance(source, (bytes, bytearray)) or hasattr(source, "read"):  # an upload, a file opened in a notebook
+        name = "the given file"
+        image = _open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, name)
+    elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = str(path)
         if not path.exists():
             raise ImpastoError(f"{path}: no such file")
         if path.is_dir():
             raise ImpastoError(f"{path}: is a folder, not an image")
-        try:
-            image = Image.open(path)
-            if image.width * image.height > MAX_INPUT_PIXELS:
-                raise ImpastoError(
-                    f"{path}: {image.width}x{image.height} is too large to read (limit {MAX_INPUT_PIXELS // 1_000_000} Mpx)"
-                )
-            image.load()
-        except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
-            if isinstance(exc, Image.DecompressionBombError):
-                raise ImpastoError(f"{path}: image is too large to read safely") from None
-            raise ImpastoError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+        image = _open(path, name)
+    else:
+        raise ImpastoError(f"cannot read a picture from {type(source).__name__}: give a file path, a PIL image, an array or a tensor")
     image = ImageOps.exif_transpose(image)
     alpha = None
     if _has_alpha(image):
@@ -68,6 +68,21 @@ def load_image_and_alpha(source: ImageLike) -> tuple[Image.Image, Optional[Image
         if alpha.getextrema()[0] == 255:
             alpha = None
     return _check_size(_to_rgb(image), name), alpha
+
+
+def _open(target: Any, name: str) -> Image.Image:
+    try:
+        image = Image.open(target)
+        if image.width * image.height > MAX_INPUT_PIXELS:
+            raise ImpastoError(
+                f"{name}: {image.width}x{image.height} is too large to read (limit {MAX_INPUT_PIXELS // 1_000_000} Mpx)"
+            )
+        image.load()
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
+        if isinstance(exc, Image.DecompressionBombError):
+            raise ImpastoError(f"{name}: image is too large to read safely") from None
+        raise ImpastoError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
+    return image
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -107,20 +122,24 @@ def _check_size(image: Image.Image, name: str) -> Image.Image:
 
 
 def array_to_pil(array: np.ndarray) -> Image.Image:
+    """An 8-bit PIL image (L, RGB or RGBA) of an HxW, HxWxC or CxHxW array: floats are 0-1, or
+    0-255 when they reach well past 1 (`np.asarray(image).astype(np.float32)`), uint16 0-65535."""
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
         a = np.moveaxis(a, 0, -1)  # CHW -> HWC
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.dtype.kind == "f":
-        a = np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        a = np.nan_to_num(a.astype(np.float64))
+        scale = 255.0 if a.size == 0 or a.max() <= 2.0 else 1.0
+        a = np.clip(a * scale + 0.5, 0, 255).astype(np.uint8)
     elif a.dtype == np.uint16:
         a = (a >> 8).astype(np.uint8)
     elif a.dtype != np.uint8:
         a = np.clip(a, 0, 255).astype(np.uint8)
-    if a.ndim not in (2, 3):
-        raise ImpastoError(f"an image array needs 2 or 3 dimensions, got shape {a.shape}")
-    return _to_rgb(Image.fromarray(a))
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ImpastoError(f"an image array needs the shape HxW, HxWx3 or HxWx4 (or CxHxW), not {a.shape}")
+    return Image.fromarray(a)
 
 
 def pil_to_tensor(image: Image.Image, device: Union[str, torch.device] = "cpu") -> torch.Tensor:
@@ -186,4 +205,17 @@ def check_output_path(path: Union[str, os.PathLike], overwrite: bool = False) ->
         raise ImpastoError(f"{path}: folder {path.parent} does not exist")
     if path.exists() and not overwrite:
         raise ImpastoError(f"{path}: already exists (pass --overwrite to replace it)")
+    check_writable(path.parent, what=path)
     return path
+
+
+def check_writable(folder: Union[str, os.PathLike], what: Union[str, os.PathLike, None] = None) -> None:
+    """Refuse a folder nothing can be written in now, not after a long run.
+
+    By trying: os.access says yes to root even in a read-only mount or an immutable folder.
+    """
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".impasto-probe-"):
+            pass
+    except OSError as exc:
+        raise ImpastoError(f"{what or folder}: cannot write in {folder} ({exc.strerror or exc})") from None

@@ -16,7 +16,7 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import torch
 
@@ -63,6 +63,10 @@ class Outcome:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+# The shortest side VGG's four poolings leave something of at conv5.
+MIN_SCALE_SIDE = 16
+
+
 def plan_scales(width: int, height: int, settings: Settings) -> list[tuple[int, int]]:
     """(w, h) of each scale, coarse to fine, the last at `settings.size`."""
     long_sides = [settings.size]
@@ -71,14 +75,17 @@ def plan_scales(width: int, height: int, settings: Settings) -> list[tuple[int, 
         while s >= settings.min_size * 0.99:
             long_sides.append(round(s))
             s /= settings.scale_factor
-    return [fit_long_side(width, height, side) for side in reversed(long_sides)]
+    sizes = [fit_long_side(width, height, side) for side in reversed(long_sides)]
+    # A coarse scale of a thin picture (a 12:1 panorama's 128 px is 11 px high) pools away to
+    # nothing before conv5: such scales are left out, and the finest is checked by the caller.
+    return [wh for wh in sizes[:-1] if min(wh) >= MIN_SCALE_SIDE] + sizes[-1:]
 
 
 def plan_iterations(scales: int, settings: Settings) -> list[int]:
     """Geometric from `initial_iterations` at the coarsest scale to `iterations` at the finest.
 
     A multiscale run too small for a second scale is all coarsest scale, and gets
-    `initial_iterations` (its 30 fine-tuning iterations alone would leave it half painted);
+    `initial_iterations` (its 40 fine-tuning iterations alone would leave it half painted);
     `--no-multiscale` runs `iterations` at the one scale.
     """
     if scales == 1:
@@ -99,7 +106,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ImpastoError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):  # torch knows others (meta, xpu, ...) this code was never run on
+        raise ImpastoError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ImpastoError("--device cuda asked for, but PyTorch sees no CUDA GPU")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -440,14 +449,32 @@ def chain_pairs(settings: Settings) -> list[tuple[str, str]]:
     return list(zip(settings.style_layers[:-1], settings.style_layers[1:]))
 
 
-def style_size(image: torch.Tensor, long_side: int) -> tuple[int, int]:
-    """(w, h) for a style image at `long_side`, but with a short side of at least 16 pixels:
-    a panorama or a strip squeezed thinner would pool away to nothing before conv5."""
-    w, h = fit_long_side(image.shape[-1], image.shape[-2], long_side)
+def style_size(image: Union[torch.Tensor, torch.Size], long_side: int) -> tuple[int, int]:
+    """(w, h) for a style image (or its shape) at `long_side`, but with a short side of at least
+    16 pixels: a panorama or a strip squeezed thinner would pool away to nothing before conv5."""
+    shape = image if isinstance(image, torch.Size) else image.shape
+    w, h = fit_long_side(shape[-1], shape[-2], long_side)
     if min(w, h) < 16:
         grow = 16 / min(w, h)
         w, h = max(16, round(w * grow)), max(16, round(h * grow))
     return w, h
+
+
+def style_pieces(shape: Sequence[int], final: int, settings: Settings, device: torch.device, tile: int = 0) -> int:
+    """The side of the pieces the statistics of a style image of `shape` (..., H, W) are taken
+    in (0: whole) for an output `final` px long: the output's tile, or for a painting used
+    larger than free memory allows whole (a high --style-scale), the largest piece that fits.
+    Refused when not even those would fit."""
+    if tile:
+        return tile
+    w, h = style_size(torch.Size(shape), max(16, round(final * settings.style_scale)))
+    try:
+        return choose_tile(w, h, settings.replace(tile=0), device)
+    except ImpastoError:
+        raise ImpastoError(
+            f"the painting would be used at {w}x{h} px (--style-scale {settings.style_scale:g} of a {final} px "
+            f"output), more than free memory allows; choose a smaller --style-scale"
+        ) from None
 
 
 class StatsCache:
@@ -705,6 +732,8 @@ def optimise(
     tile = choose_tile(*sizes[-1], settings, device)
     if tile and extra_loss is not None:
         raise ImpastoError(f"a {sizes[-1][0]}x{sizes[-1][1]} output would be cut into tiles, which an extra loss (video's temporal term) cannot follow; choose a smaller --size")
+    # The smallest pieces any painting needs serve them all.
+    pieces = min((p for s in styles if (p := style_pieces(s.image.shape, max(sizes[-1]), settings, device, tile))), default=0)
     tiles_per_scale = [plan_tiles(w, h, tile) for w, h in sizes]
     if tile and cache is None:
         cache = StatsCache()  # each tile's objective needs the same style statistics: take them once
@@ -726,7 +755,7 @@ def optimise(
         kept: list[tuple[int, dict[str, float]]] = []  # (area, best losses) of each tile done
         for number, region in enumerate(tiles):
             x0, y0, x1, y1 = region
-            objective = Objective(extractor, settings_here, content, styles, size, cache, extra_loss, None if whole else region, tile)
+            objective = Objective(extractor, settings_here, content, styles, size, cache, extra_loss, None if whole else region, pieces)
             param = canvas[..., y0:y1, x0:x1].clone()
             # A tile is pasted over what was there before it, by its blend weights.
             under = None if whole else param.clone()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import numbers
+import os
+import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from .errors import ImpastoError
 
@@ -30,6 +34,28 @@ GATYS_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 # Settings added after batch indexes and video frames were first written, with the value
 # those runs had: Settings.identity leaves them out at that value, so earlier work still matches.
 ADDED_LATER: dict[str, Any] = {"flat_content": 1.0}
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:  # numpy's integers too; a bool is not a count
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+@functools.lru_cache(maxsize=1)
+def _scalar_kinds() -> dict[str, tuple[type, ...]]:
+    """The scalar settings and the types each accepts (`Optional[int]`: int or None), from the
+    annotations: "50" or "no" from a notebook is named, not turned into a crash or into True."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(Settings).items():
+        args = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
+        if all(a in (int, float, bool, str, type(None)) for a in args):
+            kinds[name] = args
+    return kinds
 
 
 @dataclass
@@ -92,8 +118,14 @@ class Settings:
 
     # -- optimisation
     optimizer: str = field(default="lbfgs", metadata={"help": "lbfgs or adam"})
-    iterations: int = field(default=40, metadata={"help": "iterations at the finest scale"})
-    initial_iterations: int = field(default=100, metadata={"help": "iterations at the coarsest scale (scales between get a geometric blend)"})
+    iterations: int = field(default=40, metadata={"help": "iterations at the finest scale (with --no-multiscale, at the one scale)"})
+    initial_iterations: int = field(
+        default=100,
+        metadata={
+            "help": "iterations at the coarsest scale (scales between get a geometric blend); an output no larger "
+            "than --min-size is one scale, and gets these"
+        },
+    )
     lr: Optional[float] = field(default=None, metadata={"help": "learning rate (default 1 for lbfgs, 0.02 for adam)"})
     init: str = field(default="content", metadata={"help": "start image: content, noise, style or a file path"})
     seed: Optional[int] = field(default=0, metadata={"help": "random seed (CPU runs are repeatable)"})
@@ -142,10 +174,13 @@ class Settings:
     # -- colour
     preserve_color: Optional[str] = field(
         default=None,
-        metadata={"help": "keep the content's colours (Gatys et al. 2016): luminance or histogram"},
+        metadata={"help": "keep the content's colours (Gatys et al. 2016): luminance, histogram or histogram-cholesky (default: off)"},
     )
 
     def __post_init__(self) -> None:
+        for name in ("weights", "init"):  # paths as pathlib gives them
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         # Accept lists from JSON/CLI and keep the object hashable-friendly.
         for name in ("content_layers", "style_layers"):
             value = getattr(self, name)
@@ -225,6 +260,11 @@ class Settings:
             if getattr(self, name) not in options:
                 raise ImpastoError(f"{name.replace('_', '-')} must be one of {', '.join(options)}, not {getattr(self, name)!r}")
 
+        for name, kinds in _scalar_kinds().items():
+            value = getattr(self, name)
+            if not any(_is_kind(value, kind) for kind in kinds):
+                wanted = " or ".join("None" if k is type(None) else ("a whole number" if k is int else "a number" if k is float else "True or False" if k is bool else "text") for k in kinds)  # fmt: skip
+                raise ImpastoError(f"{name.replace('_', '-')} must be {wanted}, not {value!r}")
         if self.model is not None:
             choice("model", MODELS)
         choice("pooling", POOLINGS)
@@ -238,7 +278,11 @@ class Settings:
             raise ImpastoError("style-layers 'all' stands alone: give it or a list of layer names, not both")
         for layer in self.content_layers + tuple(v for v in self.style_layers if v != ALL_LAYERS):
             if layer not in names:
-                raise ImpastoError(f"unknown layer {layer!r} for {self.model_name()}; valid names are conv1_1 … e.g. {', '.join(names[:5])}, …, {names[-1]}")
+                convs = [n for n in names if n.startswith("conv")]
+                blocks = [[n for n in convs if n.startswith(f"conv{b}_")] for b in sorted({n[4] for n in convs})]
+                ranges = ", ".join(f"{b[0]}-{b[-1].split('_')[1]}" for b in blocks)
+                raise ImpastoError(f"unknown layer {layer!r} for {self.model_name()}; its layers are {ranges} "
+                                   f"(and reluN_M after each convN_M, poolN after each block)")  # fmt: skip
         if not self.style_layers:
             raise ImpastoError("at least one style layer is needed")
         if self.style_chain and len(self.style_layers) < 2 and self.style_layers != (ALL_LAYERS,):

@@ -148,8 +148,10 @@ def download_file(url: str, target: Path, expected: Optional[str] = None) -> Pat
 
 def _unreadable(path: Path, exc: Exception) -> ImpastoError:
     lines = str(exc).strip().splitlines()
-    detail = f"{exc.__class__.__name__}: {lines[0][:120]}" if lines else exc.__class__.__name__
-    return ImpastoError(f"{path}: cannot read weights ({detail})")
+    # torch's own first line can be a paragraph about its pickle settings: kept only when short.
+    detail = f"{exc.__class__.__name__}: {lines[0]}" if lines and len(lines[0]) <= 80 else exc.__class__.__name__
+    return ImpastoError(f"{path}: cannot read weights ({detail}); expected a VGG16/VGG19 state dict in "
+                        f"torchvision's format, as .safetensors or a PyTorch .pth")
 
 
 def read_metadata(path: Path) -> dict[str, str]:

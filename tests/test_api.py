@@ -123,6 +123,12 @@ def test_paths_and_stylize_function(stylizer, make_settings, content_path, style
         (dict(tile=100), "tile must be 0 (automatic) or at least 128 pixels, not 100"),
         (dict(flat_content=1.5), "flat-content must be between 0 and 1, not 1.5"),
         (dict(device="tpu"), "unknown device"),
+        # From a notebook, a wrong type is named, not a crash deep inside nor a silent True.
+        (dict(size="64"), "size must be a whole number, not '64'"),
+        (dict(iterations=2.5), "iterations must be a whole number, not 2.5"),
+        (dict(style_weight="50"), "style-weight must be a number, not '50'"),
+        (dict(multiscale="no"), "multiscale must be True or False, not 'no'"),
+        (dict(init="noize"), "init must be content, noise, style or an image file; noize: no such file"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(stylizer, make_settings, content_array, style_array, overrides, message):

@@ -101,6 +101,9 @@ def test_a_row_may_name_a_preset_under_its_own_values(tmp_path, fast):
     assert with_preset.settings.style_layer_decay == 2 and with_preset.settings.style_weight == 7
     assert with_preset.settings.weights == fast.weights  # the batch's own settings stay under the preset
     assert "nosuch" in unknown.error and unknown.settings is None
+    # Options given explicitly (the command line's) beat a row's preset, as in a single run.
+    [fixed] = plan(jobs_from_rows(rows[:1]), fast.replace(style_layer_decay=0.5), fixed={"style_layer_decay"})
+    assert fixed.settings.style_layer_decay == 0.5 and fixed.settings.gram_shift == -1 and fixed.settings.style_weight == 7
 
 
 @pytest.mark.parametrize(
@@ -237,6 +240,9 @@ def test_resume_finishes_the_rest_without_redoing_any(data, fast, stylizer):
     assert {r.status for r in other} == {"skipped"}
     assert "--overwrite" in other[0].error
     assert {name: (out / name).stat().st_mtime_ns for name in written} == written
+    # ...nor disowned: the batch that made them, run again, still finds all nine done.
+    assert {r["status"] for r in index_records(out).values()} == {"done"}
+    assert all(r.previous and r.status == "done" for r in impasto.batch(None, out, fast, contents=data / "photos", styles=data / "paintings", stylizer=stylizer))
 
 
 def test_an_existing_file_is_skipped_unless_overwrite(data, fast, stylizer):

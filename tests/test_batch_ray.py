@@ -53,8 +53,12 @@ def test_batch_on_a_two_node_ray_cluster_survives_a_killed_worker(tmp_path, synt
         write_png(tmp_path / "paintings" / f"painting{i}.png", textured_image(40, 48, seed=10 + i))
     inner = [sys.executable, str(Path(__file__).resolve()), str(tmp_path), str(synthetic_weights)]
     command = ["unshare", "-n", "-p", "-f", "--mount-proc", "bash", "-c", f"ip link set lo up && exec {shlex.join(inner)}"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0")
-    env.pop("RAY_ADDRESS", None)
+    # A home of its own: a ~/.ray/auth_token left by some other Ray use makes the second node's
+    # `ray start` fail with InvalidAuthToken against this cluster, which has no token.
+    (tmp_path / "home").mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0", HOME=str(tmp_path / "home"))
+    for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        env.pop(name, None)
     proc = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert proc.returncode == 0, f"inside the namespaces:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
     report = json.loads((tmp_path / "report.json").read_text())

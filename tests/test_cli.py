@@ -113,6 +113,9 @@ BAD_INPUTS = {
     "missing weights": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--weights", d / "none.pth"], ["none.pth"]),
     "unknown preserve-color": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--preserve-color", "sepia"], ["sepia"]),
     "negative save-every": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--save-every", "-1"], ["save-every"]),
+    "two outputs, one file": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--json", d / "out.png"], ["--json", "the same file as -o"]),
+    "output too thin": (lambda d: [d / "strip.png", d / "style.png", "-o", d / "out.png"], ["short side must be at least 16"]),
+    "painting too large": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--style-scale", "100000"], ["smaller --style-scale"]),
 }
 
 
@@ -121,12 +124,52 @@ def test_bad_input_is_one_line_on_stderr(capsys, tmp_path, content_array, style_
     write_png(tmp_path / "content.png", content_array)
     write_png(tmp_path / "style.png", style_array)
     write_png(tmp_path / "dot.png", content_array[:1, :1])
+    write_png(tmp_path / "strip.png", np.tile(content_array[:8], (1, 6, 1)))  # 48 px wide at most: 48x1 or so
     (tmp_path / "notes.png").write_text("shopping list\n")
     build, fragments = BAD_INPUTS[case]
     # A --weights given by the case comes last and wins over the synthetic one.
     code, _, err = cli(capsys, *fast, *build(tmp_path))
     assert_one_line_error(code, err, *fragments)
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nothing can be written in, even by root (CI runs as root): immutable, or skipped."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here to make a folder root cannot write in")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_run(capsys, read_only_folder, content_path, style_path, fast):
+    for flags in (["-o", read_only_folder / "out.png"], ["-o", read_only_folder.parent / "out.png", "--gif", read_only_folder / "g.gif"]):
+        code, _, err = cli(capsys, content_path, style_path, *flags, *fast)
+        assert_one_line_error(code, err, f"cannot write in {read_only_folder}")
+        assert "wrote" not in err  # refused before the run, not after it
+    assert not (read_only_folder.parent / "out.png").exists()
+
+
+def test_frames_of_an_earlier_run_are_refused_before_the_run(capsys, tmp_path, content_path, style_path, fast):
+    out = tmp_path / "painting.png"
+    (tmp_path / "painting_frames").mkdir()
+    (tmp_path / "painting_frames" / "00002.png").write_bytes(b"an earlier frame")
+    code, _, err = cli(capsys, content_path, style_path, "-o", out, "--save-every", "2", *fast)
+    assert_one_line_error(code, err, "painting_frames", "already holds frames", "--overwrite")
+    assert not out.exists() and (tmp_path / "painting_frames" / "00002.png").read_bytes() == b"an earlier frame"
+    code, _, err = cli(capsys, content_path, style_path, "-o", out, "--save-every", "2", "--overwrite", *fast)
+    assert code == 0, err
+    assert Image.open(tmp_path / "painting_frames" / "00002.png").size == (24, 20)
 
 
 # -- in a child process ---------------------------------------------------------------------------

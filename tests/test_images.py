@@ -111,6 +111,9 @@ def test_arrays_and_tensors_are_accepted():
         "tensor 1x3xHxW": torch.from_numpy(as_float).permute(2, 0, 1)[None],
         "tensor 3xHxW": torch.from_numpy(as_float).permute(2, 0, 1),
         "pil": Image.fromarray(rgb),
+        # np.asarray(image).astype(np.float32) keeps 0-255: read as such, not as a white picture.
+        "hwc float 0-255": rgb.astype(np.float32),
+        "tensor float 0-255": torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1),
     }
     for name, source in sources.items():
         image = load_image(source)
@@ -118,6 +121,27 @@ def test_arrays_and_tensors_are_accepted():
         assert np.abs(np.asarray(image).astype(int) - rgb).max() <= 1, name
     grey = load_image(np.full((9, 9), 0.5))
     assert np.asarray(grey).shape == (9, 9, 3) and np.allclose(np.asarray(grey), 128, atol=1)
+    # An RGBA array keeps its transparency, as the same picture from a file does.
+    rgba = np.dstack([rgb, np.full((10, 14), 255, np.uint8)])
+    rgba[:, :7, 3] = 0
+    image, alpha = load_image_and_alpha(rgba)
+    assert alpha is not None and np.asarray(alpha)[:, :7].max() == 0 and np.asarray(alpha)[:, 7:].min() == 255
+    assert np.asarray(image)[:, :7].min() == 255  # the picture itself is as it looks on white
+    with pytest.raises(ImpastoError, match="HxWx3"):
+        load_image(np.zeros((10, 14, 2), np.uint8))
+
+
+def test_bytes_and_open_files_are_read_and_other_things_refused(tmp_path):
+    rgb = to_uint8(smooth_image(10, 14))
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    with open(tmp_path / "a.png", "rb") as handle:
+        for source in (data, handle):
+            assert np.array_equal(np.asarray(load_image(source)), rgb)
+    with pytest.raises(ImpastoError, match="the given file: not a readable image"):
+        load_image(b"not a picture")
+    with pytest.raises(ImpastoError, match="cannot read a picture from NoneType"):
+        load_image(None)
 
 
 def test_save_refuses_to_overwrite_unless_asked(tmp_path):

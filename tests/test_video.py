@@ -193,6 +193,9 @@ def test_output_sizes_are_even():
     assert output_size((65, 49), None, Settings()) == (64, 48)  # the input's size, made even
     assert output_size((1920, 1080), None, Settings()) == (512, 288)  # at most the settings' size
     assert output_size((1920, 1080), 300, Settings()) == (300, 168)  # 168.75 -> 169 -> even
+    # Not squeezed into a square: too small a size for the aspect is said, not distorted.
+    with pytest.raises(ImpastoError, match="would be 16x11: their short side must be at least 16"):
+        output_size((96, 64), 16, Settings())
 
 
 def test_flow_tracks_a_pan_and_masks_what_enters_the_frame():

@@ -20,9 +20,10 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Sequence, Union
 
 from ..errors import ImpastoError
+from ..images import check_writable
 from ..settings import Settings
 from .index import INDEX_NAME, Index
 from .local import ProgressHook as RunnerHook
@@ -122,14 +123,19 @@ def plan_batch(
     image_format: str = "png",
     retry_failed: bool = False,
     overwrite: bool = False,
+    fixed: Collection[str] = (),
 ) -> BatchPlan:
     """Read the jobs and the index and decide which jobs run now (see `batch`)."""
     base = (settings or Settings()).validate()
-    jobs = plan(collect_jobs(source, contents, styles, per_content, seed, image_format), base)
+    jobs = plan(collect_jobs(source, contents, styles, per_content, seed, image_format), base, fixed)
     folder = Path(output)
     if folder.exists() and not folder.is_dir():
         raise ImpastoError(f"{folder}: exists and is not a folder (the batch's output folder)")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImpastoError(f"{folder}: cannot make the batch's output folder ({exc.strerror or exc})") from None
+    check_writable(folder)
     index = Index(folder / INDEX_NAME)
     to_run, finished, failed_before = [], [], []
     for job in jobs:
@@ -164,6 +170,7 @@ def batch(
     image_format: str = "png",
     stylizer: Any = None,
     on_progress: Optional[ProgressHook] = None,
+    fixed: Collection[str] = (),
 ) -> "BatchRun":
     """Run many stylisations; yield a JobResult for each job as it finishes.
 
@@ -171,7 +178,8 @@ def batch(
     fields: content, style or styles, output, settings or any setting name), or from the
     folders `contents` x `styles`: every pair, or `per_content` styles drawn at random per
     content (repeatably for a given `seed`). `settings` applies to every job; a row's
-    own values override it.
+    preset overrides it but for the settings named in `fixed` (the command line's explicit
+    options), and a row's own values override both.
 
     Results are written into the folder `output` with deterministic names, and an index
     (`output/index.jsonl`) records every job. Jobs done by an earlier run with the same
@@ -202,7 +210,7 @@ def batch(
             check_reachable(ray)
     planned = plan_batch(
         source, output, settings, contents=contents, styles=styles, per_content=per_content, seed=seed,
-        image_format=image_format, retry_failed=retry_failed, overwrite=overwrite,
+        image_format=image_format, retry_failed=retry_failed, overwrite=overwrite, fixed=fixed,
     )  # fmt: skip
     address = None if ray is True else (ray or None)
     return BatchRun(planned, _execute(planned, workers, bool(ray), address, ray_cpus, ray_gpus, retries, stylizer, on_progress))
@@ -263,7 +271,9 @@ def _execute(
             elif target.exists() and not planned.replace:
                 outcome = {"ok": False, "skip": True, "error": f"{target} already exists and this batch did not make it "
                            "with these inputs and settings (pass --overwrite to replace it)"}  # fmt: skip
-                yield _record(index, folder, job, outcome, 0)
+                # The record of the batch that did make it stays: rerun, that batch still finds its work done.
+                earlier = index.get(job.output) or {}
+                yield _record(index, folder, job, outcome, 0, keep=earlier.get("status") == "done")
             else:
                 runnable.append(job)
         # Jobs that share a style run one after another, so a worker's cached style statistics serve them all.
@@ -300,8 +310,10 @@ def _by_output_name(on_progress: ProgressHook, runnable: list[Job]) -> RunnerHoo
     return hook
 
 
-def _record(index: Index, folder: Path, job: Job, outcome: dict[str, Any], attempts: int, replace: bool = False) -> JobResult:
-    """Write a job's picture (if any) and its index record, together: a Ctrl-C waits until both are on disk."""
+def _record(index: Index, folder: Path, job: Job, outcome: dict[str, Any], attempts: int, replace: bool = False,
+            keep: bool = False) -> JobResult:  # fmt: skip
+    """Write a job's picture (if any) and its index record, together: a Ctrl-C waits until both are on disk.
+    With `keep`, the index keeps the record it has for that output (the result is reported only)."""
     from PIL import Image
 
     from ..images import save_image
@@ -326,7 +338,8 @@ def _record(index: Index, folder: Path, job: Job, outcome: dict[str, Any], attem
             "worker": outcome.get("worker"),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        index.append(record)
+        if not keep:
+            index.append(record)
     return JobResult.from_record(record, folder)
 
 

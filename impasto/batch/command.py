@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     from tqdm import tqdm
 
-    from ..cli import settings_from_args
+    from ..cli import explicit_settings, settings_from_args
     from ..errors import ImpastoError
     from . import JobResult, batch
 
@@ -88,6 +88,7 @@ def main(argv: Sequence[str]) -> int:
         args.manifest, args.output, settings, contents=args.contents, styles=args.styles, per_content=args.per_content,
         seed=args.pair_seed, workers=args.workers, ray=args.ray, ray_cpus=args.ray_cpus, retries=args.retries,
         retry_failed=args.retry_failed, overwrite=args.overwrite, image_format=args.format, on_progress=on_progress,
+        fixed=set(explicit_settings(args)),
     )  # fmt: skip
     counts = {"done": 0, "failed": 0, "skipped": 0, "earlier": 0}
     first_errors: list[JobResult] = []

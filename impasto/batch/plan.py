@@ -15,7 +15,7 @@ import random
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Collection, Iterable, Mapping, Optional, Sequence, Union
 
 from ..errors import ImpastoError
 from ..settings import Settings
@@ -79,10 +79,11 @@ def typed_override(name: str, value: Any) -> Any:
     return value
 
 
-def resolve_settings(base: Settings, overrides: Mapping[str, Any]) -> Settings:
+def resolve_settings(base: Settings, overrides: Mapping[str, Any], fixed: Collection[str] = ()) -> Settings:
     """`base` with a row's overrides, checked as a single run checks its settings.
 
-    A row's `preset` goes on top of the batch's settings, and the row's own values on top of it.
+    A row's `preset` goes on top of the batch's settings but for those named in `fixed` (options
+    given explicitly, which beat a preset as in a single run), and the row's own values on top.
     """
     from ..presets import preset_settings
 
@@ -90,17 +91,17 @@ def resolve_settings(base: Settings, overrides: Mapping[str, Any]) -> Settings:
     preset = overrides.pop("preset", None)
     try:
         typed = {name: typed_override(name, value) for name, value in overrides.items()}
-        from_preset = preset_settings(str(preset)) if preset else {}
+        from_preset = {k: v for k, v in (preset_settings(str(preset)) if preset else {}).items() if k not in fixed}
         return Settings.from_dict(base.to_dict() | from_preset | typed).validate()
     except (TypeError, ValueError) as exc:
         raise ImpastoError(f"bad setting: {exc}") from None
 
 
-def finish_job(job: Job, base: Settings) -> Job:
+def finish_job(job: Job, base: Settings, fixed: Collection[str] = ()) -> Job:
     """Fill in the job's settings, hash and key, or its error."""
     if job.error is None:
         try:
-            job.settings = resolve_settings(base, job.overrides)
+            job.settings = resolve_settings(base, job.overrides, fixed)
         except ImpastoError as exc:
             job.error = f"{job.origin}: {exc}" if job.origin else str(exc)
     if job.settings is not None:
@@ -304,7 +305,7 @@ def pair_folders(contents: PathLike, styles: PathLike, per_content: Optional[int
     return jobs
 
 
-def plan(jobs: Sequence[Job], base: Settings) -> list[Job]:
+def plan(jobs: Sequence[Job], base: Settings, fixed: Collection[str] = ()) -> list[Job]:
     """Settings, hashes and keys for every job; two jobs writing one file is an error."""
     check_unique_outputs(jobs)
-    return [finish_job(job, base) for job in jobs]
+    return [finish_job(job, base, fixed) for job in jobs]

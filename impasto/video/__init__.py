@@ -103,9 +103,9 @@ def report(result: VideoResult, args: argparse.Namespace) -> None:
             print("warping error: nothing to measure (fewer than two frames, or only cuts)", file=sys.stderr)
         else:
             mode = "temporal" if result.temporal else "per-frame (--no-temporal)"
-            print(f"warping error ({mode}): {result.warping_error:.5f} mean squared difference, in [0,1] pixel units, "
+            print(f"warping error ({mode}): {result.warping_error:.3g} mean squared difference, in [0,1] pixel units, "
                   f"between each frame and the previous one warped by the input's optical flow, outside occlusions, "
-                  f"over {len(result.pair_errors)} pairs; the input itself: {result.content_warping_error:.5f}", file=sys.stderr)  # fmt: skip
+                  f"over {len(result.pair_errors)} pairs; the input itself: {result.content_warping_error:.3g}", file=sys.stderr)  # fmt: skip
         if result.cuts:
             print(f"({result.cuts} cuts found: those frames were painted afresh and their pairs left out)", file=sys.stderr)
     if args.json:
