@@ -146,6 +146,8 @@ class Stylizer:
         # Inputs and memory first: a typo or an absurd size fails at once, before
         # weights are loaded (or downloaded) and before any large image is made.
         source, alpha = load_image_and_alpha(content)
+        if alpha is not None and alpha.getextrema()[1] == 0:
+            warn("the photo is transparent everywhere, so the picture will be too; it is painted as it looks on white")
         out_w, out_h = fit_long_side(source.width, source.height, settings.size)
         if min(out_w, out_h) < MIN_SCALE_SIDE:
             raise ImpastoError(

@@ -13,7 +13,7 @@ import impasto
 from impasto import ImpastoError, Settings, Stylizer
 from impasto.api import normalize_styles
 
-from conftest import REDDISH, mean_rgb, run_python, textured_image
+from conftest import REDDISH, mean_rgb, run_python, textured_image, to_uint8
 
 
 def test_callback_returning_false_stops_early(stylizer, make_settings, content_array, style_array):
@@ -221,3 +221,14 @@ def test_a_much_enlarged_painting_warns_through_python_warnings(stylizer, make_s
     with pytest.warns(impasto.ImpastoWarning, match=r"is 10x8 but is used at 48 px") as caught:
         stylizer.run(content_array, style_array[:16:2, :20:2], settings)
     assert caught[0].filename == __file__  # Python's warning line points at the caller's code
+
+
+def test_a_black_mask_and_a_wholly_transparent_photo_warn(stylizer, make_settings, content_array, style_array):
+    settings = make_settings(size=48, iterations=2, initial_iterations=2)
+    black = np.zeros(content_array.shape[:2], np.uint8)
+    with pytest.warns(impasto.ImpastoWarning, match="the mask of style 2 is black everywhere"):
+        stylizer.run(content_array, [style_array, style_array], settings, masks=[None, black])
+    clear = np.dstack([to_uint8(content_array), np.zeros(content_array.shape[:2], np.uint8)])
+    with pytest.warns(impasto.ImpastoWarning, match="transparent everywhere"):
+        result = stylizer.run(clear, style_array, settings)
+    assert result.image.mode == "RGBA" and result.image.getchannel("A").getextrema() == (0, 0)

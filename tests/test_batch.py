@@ -166,6 +166,14 @@ def test_folder_errors(data, tmp_path):
         pair_folders(data / "photos", data / "paintings", per_content=4)
     with pytest.raises(ImpastoError, match="at least 1"):
         pair_folders(data / "photos", data / "paintings", per_content=0)
+    with pytest.raises(ImpastoError, match="is a file; --contents takes a folder"):
+        pair_folders(data / "photos" / "photo0.png", data / "paintings")
+    (data / "photos" / "photo0.jpg").write_bytes((data / "photos" / "photo0.png").read_bytes())
+    with pytest.raises(ImpastoError, match="both write photo0__art0.png; rename one of the pictures"):
+        impasto.batch(None, data / "out", contents=data / "photos", styles=data / "paintings")
+    # Outputs among the photos would be painted as photos by the same command run again.
+    with pytest.raises(ImpastoError, match="the output folder is the --contents folder"):
+        impasto.batch(None, data / "photos", contents=data / "photos", styles=data / "paintings")
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -245,6 +253,23 @@ def test_resume_finishes_the_rest_without_redoing_any(data, fast, stylizer):
     assert all(r.previous and r.status == "done" for r in impasto.batch(None, out, fast, contents=data / "photos", styles=data / "paintings", stylizer=stylizer))
 
 
+def test_a_picture_written_by_a_run_killed_before_its_record_is_redone(data, fast, stylizer):
+    out = data / "out"
+    rows = [{"content": str(data / "photos" / f"photo{i}.png"), "style": str(data / "paintings" / "art0.png")} for i in range(2)]
+    first = list(impasto.batch(rows, out, fast, stylizer=stylizer))
+    assert [r.status for r in first] == ["done", "done"]
+    # The index as a SIGKILL between writing photo1's picture and its record leaves it.
+    records = index_records(out)
+    records["photo1__art0.png"]["status"] = "writing"
+    (out / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records.values()))
+    (out / "photo1__art0.png").write_bytes(b"cut short")
+    again = {r.output.name: r for r in impasto.batch(rows, out, fast, stylizer=stylizer)}
+    assert again["photo0__art0.png"].previous and again["photo0__art0.png"].status == "done"
+    assert not again["photo1__art0.png"].previous and again["photo1__art0.png"].status == "done"
+    assert Image.open(out / "photo1__art0.png").size == (40, 33)
+    assert {r["status"] for r in index_records(out).values()} == {"done"}
+
+
 def test_an_existing_file_is_skipped_unless_overwrite(data, fast, stylizer):
     out = data / "out"
     out.mkdir()
@@ -320,7 +345,7 @@ def test_ctrl_c_stops_the_command_and_the_same_command_finishes(data, fast):
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
     index = out / "index.jsonl"
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not (index.exists() and index.read_text().count("\n") >= 2):
+    while time.monotonic() < deadline and not (index.exists() and index.read_text().count('"status": "done"') >= 2):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -229,6 +229,7 @@ def test_cli_end_to_end_with_report(clips, synthetic_weights, tmp_path, capsys):
         ("audio_only", "has no video track"),
         ("no_tracks", "holds no video frames"),
         ("missing", "no such file"),
+        ("style", "is a single picture, not a video"),  # a photo given as the video
     ],
 )
 def test_bad_inputs_give_one_line_errors(clips, synthetic_weights, tmp_path, capsys, which, message):

@@ -171,6 +171,18 @@ def test_a_job_runs_and_its_result_gif_frames_and_inputs_can_be_fetched(serve, p
     assert json.loads((folder / JOB_FILE).read_text())["status"] == "done"
 
 
+def test_a_cut_out_photo_gives_a_cut_out_result(serve, photo, painting):
+    rgba = np.asarray(Image.open(io.BytesIO(photo)).convert("RGBA")).copy()
+    rgba[:, :12, 3] = 0  # the left quarter transparent
+    buffer = io.BytesIO()
+    Image.fromarray(rgba).save(buffer, format="PNG")
+    with serve() as client:
+        done = wait(client, create(client, buffer.getvalue(), painting)["id"])
+        assert done["status"] == "done", done["error"]
+        alpha = np.asarray(image_of(client.get(done["links"]["result"])).getchannel("A"))
+        assert alpha.shape == (40, 48) and alpha[:, :10].max() == 0 and alpha[:, 14:].min() == 255
+
+
 def test_events_stream_the_job_until_it_finishes(serve, photo, painting):
     with serve() as client:
         job = create(client, photo, painting, settings={"iterations": 10})

@@ -70,9 +70,13 @@ class AudioSettings:
     max_seconds: float = field(default=30.0, metadata={"help": "longest input accepted, in seconds"})
 
     def __post_init__(self) -> None:
-        if isinstance(self.kernel_widths, (int, str)):
-            self.kernel_widths = tuple(int(v) for v in str(self.kernel_widths).split(",") if v.strip())
-        self.kernel_widths = tuple(int(v) for v in self.kernel_widths)
+        widths = self.kernel_widths
+        if isinstance(widths, (int, str)):
+            widths = [v for v in str(widths).split(",") if v.strip()]
+        try:
+            self.kernel_widths = tuple(int(v) for v in widths)
+        except (TypeError, ValueError):
+            raise ImpastoError(f"kernel-widths must be whole numbers of frames such as 3,11,31, not {widths!r}") from None
 
     def replace(self, **changes: Any) -> "AudioSettings":
         return AudioSettings(**(asdict(self) | changes))

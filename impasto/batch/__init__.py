@@ -83,6 +83,8 @@ class BatchPlan:
     finished: list[Job]  # done by an earlier run: left alone
     failed_before: list[Job]  # failed in an earlier run and not retried this time
     replace: bool  # outputs of jobs to run may replace files (only with overwrite)
+    # Outputs an earlier run of these jobs was writing when it died: the file there is its own.
+    ours: frozenset[str] = frozenset()
 
 
 def collect_jobs(
@@ -127,8 +129,12 @@ def plan_batch(
 ) -> BatchPlan:
     """Read the jobs and the index and decide which jobs run now (see `batch`)."""
     base = (settings or Settings()).validate()
-    jobs = plan(collect_jobs(source, contents, styles, per_content, seed, image_format), base, fixed)
     folder = Path(output)
+    for given, flag in ((contents, "--contents"), (styles, "--styles")):
+        if given is not None and folder.resolve() == Path(given).resolve():
+            # Its pictures would be read as new photos (or paintings) by the same command run again.
+            raise ImpastoError(f"{folder}: the output folder is the {flag} folder; give the outputs a folder of their own")
+    jobs = plan(collect_jobs(source, contents, styles, per_content, seed, image_format), base, fixed)
     if folder.exists() and not folder.is_dir():
         raise ImpastoError(f"{folder}: exists and is not a folder (the batch's output folder)")
     try:
@@ -137,7 +143,7 @@ def plan_batch(
         raise ImpastoError(f"{folder}: cannot make the batch's output folder ({exc.strerror or exc})") from None
     check_writable(folder)
     index = Index(folder / INDEX_NAME)
-    to_run, finished, failed_before = [], [], []
+    to_run, finished, failed_before, ours = [], [], [], set()
     for job in jobs:
         record = index.get(job.output)
         same = record is not None and record.get("key") == job.key
@@ -147,8 +153,10 @@ def plan_batch(
         elif same and record["status"] == "failed" and not (retry_failed or overwrite):
             failed_before.append(job)
         else:
+            if same and record["status"] == "writing":
+                ours.add(job.output)  # redone, and its half-recorded picture replaced
             to_run.append(job)
-    return BatchPlan(folder, index, jobs, to_run, finished, failed_before, replace=overwrite)
+    return BatchPlan(folder, index, jobs, to_run, finished, failed_before, replace=overwrite, ours=frozenset(ours))
 
 
 def batch(
@@ -268,7 +276,7 @@ def _execute(
             target = folder / job.output
             if job.error is not None:
                 yield _record(index, folder, job, {"ok": False, "error": job.error}, 0)
-            elif target.exists() and not planned.replace:
+            elif target.exists() and not planned.replace and job.output not in planned.ours:
                 outcome = {"ok": False, "skip": True, "error": f"{target} already exists and this batch did not make it "
                            "with these inputs and settings (pass --overwrite to replace it)"}  # fmt: skip
                 # The record of the batch that did make it stays: rerun, that batch still finds its work done.
@@ -292,7 +300,8 @@ def _execute(
             finished = run_pool(tasks, min(workers or 1, len(tasks)), retries, hook)
         try:
             for task, outcome in finished:
-                yield _record(index, folder, runnable[task.id], outcome, task.attempts, planned.replace)
+                job = runnable[task.id]
+                yield _record(index, folder, job, outcome, task.attempts, planned.replace or job.output in planned.ours)
         finally:
             close = getattr(finished, "close", None)
             if close is not None:
@@ -322,6 +331,9 @@ def _record(index: Index, folder: Path, job: Job, outcome: dict[str, Any], attem
         status = "done" if outcome.get("ok") else ("skipped" if outcome.get("skip") else "failed")
         error = outcome.get("note") if outcome.get("ok") else outcome.get("error")
         if status == "done":
+            # Said before the picture is written: a run killed between the two (SIGKILL, power) leaves a
+            # picture its next run knows to be its own, and redoes, instead of one it must not touch.
+            index.append(job.record() | {"status": "writing"})
             try:
                 (folder / job.output).parent.mkdir(parents=True, exist_ok=True)  # a manifest may name subfolders
                 save_image(Image.open(io.BytesIO(outcome["png"])), folder / job.output, overwrite=replace)

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 INDEX_NAME = "index.jsonl"
-STATUSES = ("done", "failed", "skipped")
+# "writing": the picture was being written when the run stopped; a record of that status is
+# always followed by the job's final one, unless the process died in between.
+STATUSES = ("done", "failed", "skipped", "writing")
 
 
 class Index:

@@ -134,7 +134,8 @@ def check_unique_outputs(jobs: Sequence[Job]) -> None:
     for job in jobs:
         other = seen.get(job.output.lower())
         if other is not None:
-            raise ImpastoError(f"{other.origin} and {job.origin} would both write {job.output}; give each row its own output name")
+            raise ImpastoError(f"{other.origin} and {job.origin} would both write {job.output}; rename one of the "
+                               "pictures, or give each job its own output name in a manifest")  # fmt: skip
         seen[job.output.lower()] = job
 
 
@@ -272,6 +273,8 @@ def jobs_from_rows(rows: Iterable[Row], fmt: str = "png", folder: Optional[PathL
 
 def list_images(folder: PathLike, what: str) -> list[Path]:
     folder = Path(folder)
+    if folder.is_file():
+        raise ImpastoError(f"{folder}: is a file; --{what} takes a folder of images (a list of jobs is a manifest)")
     if not folder.is_dir():
         raise ImpastoError(f"{folder}: no such folder (--{what})")
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())

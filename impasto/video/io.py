@@ -95,6 +95,8 @@ def probe(path: os.PathLike | str) -> VideoInfo:
         raise ImpastoError(f"{path}: ffmpeg cannot decode its video ({_first_line(exc)})") from None
     if not count:
         raise ImpastoError(f"{path}: the video track has no frames")
+    if count == 1:  # ffmpeg reads a photo as a one-frame video
+        raise ImpastoError(f"{path}: is a single picture, not a video; paint it with `impasto PHOTO PAINTING -o OUT`")
     fps = float(meta.get("fps") or 0)
     if fps <= 0:
         raise ImpastoError(f"{path}: the video has no frame rate ffmpeg can read")

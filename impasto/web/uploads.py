@@ -17,7 +17,7 @@ from typing import Optional
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImpastoError
-from ..images import load_image
+from ..images import load_image_and_alpha, with_alpha
 
 # Formats a browser or a camera produces; anything else Pillow can open (EPS, PSD,
 # ICNS, ...) is not worth the extra decoder surface on a server.
@@ -33,7 +33,8 @@ class UploadError(Exception):
 
 
 def decode_upload(data: bytes, label: str, max_bytes: int, max_pixels: int) -> Image.Image:
-    """The uploaded picture as 8-bit RGB, or UploadError (400, 413 or 415)."""
+    """The uploaded picture as 8-bit RGB (RGBA when it has transparency: a cut-out photo gives
+    a cut-out picture, as from the CLI), or UploadError (400, 413 or 415)."""
     if not data:
         raise UploadError(400, f"{label}: the file is empty")
     if len(data) > max_bytes:
@@ -56,7 +57,7 @@ def decode_upload(data: bytes, label: str, max_bytes: int, max_pixels: int) -> I
             )
         try:
             image.load()
-            return load_image(image)
+            return with_alpha(*load_image_and_alpha(image))
         except ImpastoError as exc:  # too small
             raise UploadError(400, f"{label}: {str(exc).removeprefix('image: ')}") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
