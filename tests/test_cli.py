@@ -91,6 +91,16 @@ def test_overwrite(capsys, tmp_path, content_path, style_path, fast):
     assert Image.open(out).size == (48, 40)
 
 
+def test_version_and_an_unknown_command(capsys):
+    import impasto
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0 and capsys.readouterr().out.strip() == f"impasto {impasto.__version__}"
+    code, _, err = cli(capsys, "frobnicate")
+    assert_one_line_error(code, err, "unknown command 'frobnicate'", "batch", "video", "impasto PHOTO PAINTING -o OUT")
+
+
 def test_demo(capsys, tmp_path, monkeypatch, fast):
     monkeypatch.chdir(tmp_path)
     code, _, err = cli(capsys, "demo", "-o", "demo.png", *fast)
