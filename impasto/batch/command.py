@@ -74,7 +74,7 @@ def main(argv: Sequence[str]) -> int:
     overall: Optional[Any] = None
 
     def on_progress(slot: int, job: str, done: int, total: int) -> None:
-        if args.quiet:
+        if args.quiet or not sys.stderr.isatty():  # a log gets the jobs' bar, not cursor moves between stacked bars
             return
         bar = bars.get(slot)
         if bar is None:

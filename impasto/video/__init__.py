@@ -136,7 +136,9 @@ class ProgressBars:
             return
         p = news.step
         if self.steps is None:
-            self.steps = tqdm(total=p.total, unit="it", disable=self.quiet, dynamic_ncols=True, position=1, leave=False)
+            # Stacked under the frames' bar only on a terminal: in a log its cursor moves are noise.
+            self.steps = tqdm(total=p.total, unit="it", disable=self.quiet or not sys.stderr.isatty(), dynamic_ncols=True,
+                              position=1, leave=False)  # fmt: skip
         if news.frame != self.frame:
             self.frame = news.frame
             self.steps.reset(total=p.total)
