@@ -315,9 +315,6 @@ def cmd_sweep(argv: Sequence[str]) -> int:
         "--grid style_weight=10,100 -o layers.png\n(a value of a list setting joins its items with '+': "
         "--grid style_layers=conv1_1+conv2_1,conv3_1+conv4_1)",
     )
-    from . import __version__
-
-    p.add_argument("--version", action="version", version=f"impasto {__version__}")
     p.add_argument("content", help="the photo to paint")
     p.add_argument("styles", nargs="+", metavar="STYLE[:WEIGHT]", help="style image(s); blend several with weights")
     p.add_argument("--grid", action="append", required=True, metavar="SETTING=V1,V2,..",

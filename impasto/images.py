@@ -137,8 +137,8 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
         a = (a >> 8).astype(np.uint8)
     elif a.dtype != np.uint8:
         a = np.clip(a, 0, 255).astype(np.uint8)
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
-        raise ImpastoError(f"an image array needs the shape HxW, HxWx3 or HxWx4 (or CxHxW), not {a.shape}")
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (2, 3, 4)):
+        raise ImpastoError(f"an image array needs the shape HxW or HxWxC with 2-4 channels (or CxHxW), not {a.shape}")
     return Image.fromarray(a)
 
 

@@ -127,8 +127,8 @@ def test_arrays_and_tensors_are_accepted():
     image, alpha = load_image_and_alpha(rgba)
     assert alpha is not None and np.asarray(alpha)[:, :7].max() == 0 and np.asarray(alpha)[:, 7:].min() == 255
     assert np.asarray(image)[:, :7].min() == 255  # the picture itself is as it looks on white
-    with pytest.raises(ImpastoError, match="HxWx3"):
-        load_image(np.zeros((10, 14, 2), np.uint8))
+    with pytest.raises(ImpastoError, match="HxWxC with 2-4 channels"):
+        load_image(np.zeros((10, 14, 5), np.uint8))
 
 
 def test_bytes_and_open_files_are_read_and_other_things_refused(tmp_path):
