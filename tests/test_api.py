@@ -123,6 +123,7 @@ def test_paths_and_stylize_function(stylizer, make_settings, content_path, style
         (dict(tile=100), "tile must be 0 (automatic) or at least 128 pixels, not 100"),
         (dict(flat_content=1.5), "flat-content must be between 0 and 1, not 1.5"),
         (dict(device="tpu"), "unknown device"),
+        (dict(device="meta"), "unknown device 'meta'"),  # torch knows it; impasto never ran on it
         # From a notebook, a wrong type is named, not a crash deep inside nor a silent True.
         (dict(size="64"), "size must be a whole number, not '64'"),
         (dict(iterations=2.5), "iterations must be a whole number, not 2.5"),
@@ -232,3 +233,12 @@ def test_a_black_mask_and_a_wholly_transparent_photo_warn(stylizer, make_setting
     with pytest.warns(impasto.ImpastoWarning, match="transparent everywhere"):
         result = stylizer.run(clear, style_array, settings)
     assert result.image.mode == "RGBA" and result.image.getchannel("A").getextrema() == (0, 0)
+
+
+def test_numpy_weights_and_pathlib_paths_are_taken_as_given(tmp_path):
+    from impasto.api import normalize_styles
+
+    assert normalize_styles(("a.png", np.float32(0.5))) == [("a.png", 0.5)]
+    assert normalize_styles([("a.png", np.float64(0.7)), ("b.png", 0.3)]) == [("a.png", 0.7), ("b.png", 0.3)]
+    settings = Settings(weights=tmp_path / "w.safetensors", init=tmp_path / "start.png")
+    assert settings.weights == str(tmp_path / "w.safetensors") and settings.init == str(tmp_path / "start.png")
