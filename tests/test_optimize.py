@@ -37,6 +37,12 @@ def test_plan_scales_go_coarse_to_fine(width, height, size, min_size, factor):
         assert w / h == pytest.approx(width / height, rel=0.05)
 
 
+def test_a_thin_panorama_skips_the_coarse_scales_too_thin_for_conv5():
+    # 1000x80 at 256 px: 128x10 would pool away to nothing before conv5, 256x20 is kept.
+    assert plan_scales(1000, 80, Settings(size=256)) == [(256, 20)]
+    assert plan_scales(1000, 80, Settings(size=512)) == [(256, 20), (512, 41)]
+
+
 def test_plan_scales_hand_checked():
     sizes = plan_scales(640, 480, Settings(size=512, min_size=128, scale_factor=2 ** 0.5))
     assert [w for w, _ in sizes] == [128, 181, 256, 362, 512]
