@@ -185,7 +185,7 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
     from tqdm import tqdm
 
     from .api import Stylizer
-    from .images import check_output_path, save_image, tensor_to_pil
+    from .images import check_output_path, load_image_and_alpha, save_image, tensor_to_pil, with_alpha
 
     output = check_output_path(args.output, args.overwrite)
     if args.json and args.json != "-":
@@ -222,6 +222,8 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         if frames_dir.is_dir() and any(frames_dir.glob("[0-9]*.png")) and not args.overwrite:
             raise ImpastoError(f"{frames_dir}: already holds frames (pass --overwrite to replace them)")
         frames_dir.mkdir(exist_ok=True)
+    # A cut-out photo's frames are cut out too, as its picture is.
+    alpha = load_image_and_alpha(content)[1] if args.save_every else None
 
     bar: Optional[tqdm] = None
 
@@ -234,7 +236,8 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         bar.set_postfix({k: f"{v:.3g}" for k, v in progress.losses.items()}, refresh=False)
         bar.update(1)
         if args.save_every and (progress.done % args.save_every == 0 or progress.is_last):
-            save_image(tensor_to_pil(progress.image), frames_dir / f"{progress.done:05d}.png", overwrite=args.overwrite)
+            frame = with_alpha(tensor_to_pil(progress.image), alpha)
+            save_image(frame, frames_dir / f"{progress.done:05d}.png", overwrite=args.overwrite)
 
     result = Stylizer().run(
         content, styles, settings, callback=callback, masks=masks, keep_mask=getattr(args, "keep_mask", None),

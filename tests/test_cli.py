@@ -246,8 +246,10 @@ def test_a_cut_out_photo_gives_a_cut_out_picture(capsys, tmp_path, content_array
     photo = tmp_path / "cut.png"
     Image.fromarray(rgba, "RGBA").save(photo)
     png, jpg, gif = tmp_path / "out.png", tmp_path / "out.jpg", tmp_path / "out.gif"
-    code, _, err = cli(capsys, photo, style_path, "-o", png, "--gif", gif, *fast)
+    code, _, err = cli(capsys, photo, style_path, "-o", png, "--gif", gif, "--save-every", "3", *fast)
     assert code == 0, err
+    coarse = np.asarray(Image.open(tmp_path / "out_frames" / "00003.png"))  # the 24x20 coarse scale's last
+    assert coarse.shape == (20, 24, 4) and coarse[:, :5, 3].max() == 0 and coarse[:, 7:, 3].min() == 255
     out = np.asarray(Image.open(png))
     assert out.shape == (40, 48, 4)
     assert out[:, :11, 3].max() == 0 and out[:, 13:, 3].min() == 255  # the photo's transparency, at the output's size
