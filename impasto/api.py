@@ -21,7 +21,7 @@ from .images import (
 from .media import FrameRecorder
 from .optimize import (
     MIN_SCALE_SIDE, ExtraLoss, Outcome, Progress, StatsCache, StyleInput, choose_tile, optimise, resolve_device,
-    style_pieces,
+    style_long_side, style_pieces,
 )
 from .settings import Settings
 from .vgg import FeatureExtractor
@@ -258,7 +258,7 @@ class Stylizer:
         img = load_image(image)
         style_pieces((img.height, img.width), settings.size, settings, device)  # memory first, as for the output
         # Never needed larger than its size at the finest scale.
-        needed = max(16, round(settings.size * settings.style_scale))
+        needed = style_long_side(settings.size, settings)
         if max(img.size) > needed:
             img = resize_long_side(img, needed)
         elif max(img.size) * MAX_STYLE_UPSCALE < needed:

@@ -16,7 +16,7 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import torch
 
@@ -300,7 +300,7 @@ class Objective:
                     self.content_weights[k] = _mask_like(flat, content_feats[k])
             per_style, per_style_chain = [], []
             for style in styles:
-                sw, sh = style_size(style.image, max(16, round(max(w, h) * settings.style_scale)))
+                sw, sh = style_size(style.image.shape, style_long_side(max(w, h), settings))
                 stats, chain = style_statistics(extractor, style.image, (sh, sw), settings.style_layers, pairs, cache, tile)
                 per_style.append(stats)
                 per_style_chain.append(chain)
@@ -449,14 +449,19 @@ def chain_pairs(settings: Settings) -> list[tuple[str, str]]:
     return list(zip(settings.style_layers[:-1], settings.style_layers[1:]))
 
 
-def style_size(image: Union[torch.Tensor, torch.Size], long_side: int) -> tuple[int, int]:
-    """(w, h) for a style image (or its shape) at `long_side`, but with a short side of at least
-    16 pixels: a panorama or a strip squeezed thinner would pool away to nothing before conv5."""
-    shape = image if isinstance(image, torch.Size) else image.shape
+def style_long_side(output_long_side: int, settings: Settings) -> int:
+    """The painting's long side for an output (or scale) `output_long_side` px long."""
+    return max(MIN_SCALE_SIDE, round(output_long_side * settings.style_scale))
+
+
+def style_size(shape: Sequence[int], long_side: int) -> tuple[int, int]:
+    """(w, h) for a style image of `shape` (..., H, W) at `long_side`, but with a short side of
+    at least MIN_SCALE_SIDE: a panorama or a strip squeezed thinner would pool away to nothing
+    before conv5."""
     w, h = fit_long_side(shape[-1], shape[-2], long_side)
-    if min(w, h) < 16:
-        grow = 16 / min(w, h)
-        w, h = max(16, round(w * grow)), max(16, round(h * grow))
+    if min(w, h) < MIN_SCALE_SIDE:
+        grow = MIN_SCALE_SIDE / min(w, h)
+        w, h = max(MIN_SCALE_SIDE, round(w * grow)), max(MIN_SCALE_SIDE, round(h * grow))
     return w, h
 
 
@@ -467,7 +472,7 @@ def style_pieces(shape: Sequence[int], final: int, settings: Settings, device: t
     Refused when not even those would fit."""
     if tile:
         return tile
-    w, h = style_size(torch.Size(shape), max(16, round(final * settings.style_scale)))
+    w, h = style_size(shape, style_long_side(final, settings))
     try:
         return choose_tile(w, h, settings.replace(tile=0), device)
     except ImpastoError:
