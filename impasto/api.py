@@ -13,7 +13,7 @@ from PIL import Image
 
 from . import color
 from . import weights as W
-from .errors import ImpastoError, NonFiniteLoss, warn
+from .errors import ImpastoError, NonFiniteLoss, option, warn
 from .images import (
     ImageLike, fit_long_side, flatten, load_image, load_image_and_alpha, pil_to_tensor, resize_long_side, resize_tensor,
     tensor_to_pil, with_alpha,
@@ -265,8 +265,8 @@ class Stylizer:
             name = image if isinstance(image, (str, Path)) else "a style image"
             warn(
                 f"{name} is {img.width}x{img.height} but is used at {needed} px on its long side, so its strokes "
-                f"will be soft: a larger scan keeps them crisp, or --style-scale "
-                f"{max(img.size) * MAX_STYLE_UPSCALE / settings.size:.2f} paints finer ones"
+                f"will be soft: a larger scan keeps them crisp, or "
+                f"{option('style_scale', round(max(img.size) * MAX_STYLE_UPSCALE / settings.size, 2))} paints finer ones"
             )
         return StyleInput(pil_to_tensor(img, device), weight)
 

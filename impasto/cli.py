@@ -19,7 +19,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import ImpastoError, ImpastoWarning
+from .errors import ImpastoError, ImpastoWarning, command_line
 from .settings import COLOR_MODES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, STYLE_LOSSES, Settings
 
 # Shown in --help; Settings.validate gives the error for anything else.
@@ -362,7 +362,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 others(message, category, filename, lineno, file, line)
 
         warnings.showwarning = show
-        return _main(argv)
+        with command_line():
+            return _main(argv)
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:

@@ -4,10 +4,11 @@ The CLI prints its message on one line and exits non-zero; anything else that
 escapes is a bug and keeps its traceback.
 """
 
+import contextlib
 import os
 import sys
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 
 class ImpastoError(Exception):
@@ -25,6 +26,34 @@ def warn(message: str) -> None:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         level, frame = level + 1, frame.f_back
     warnings.warn(message, ImpastoWarning, stacklevel=level)
+
+
+# Set for the command line's whole run: its messages then name settings as its flags.
+_command_line = False
+
+
+@contextlib.contextmanager
+def command_line() -> Iterator[None]:
+    """Within it, option() names settings as command-line flags instead of keyword arguments."""
+    global _command_line
+    before, _command_line = _command_line, True
+    try:
+        yield
+    finally:
+        _command_line = before
+
+
+def option(name: str, value: Any = None, placeholder: bool = False) -> str:
+    """A setting as the user would give it: `--style-scale 0.62` on the command line,
+    `style_scale=0.62` from Python (a message's advice has to be typeable where it is read).
+    A `placeholder` value (PATH) stands for one the user fills in, so it is never quoted."""
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    if _command_line:
+        flag = "--" + name.replace("_", "-")
+        return flag if value is None or value is True else f"{flag} {shown}"
+    if value is None:
+        return name
+    return f"{name}={shown}" if placeholder or not isinstance(value, str) else f"{name}={value!r}"
 
 
 class NonFiniteLoss(ImpastoError):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImpastoError
+from .errors import ImpastoError, option
 
 ImageLike = Union[str, os.PathLike, bytes, typing.BinaryIO, Image.Image, np.ndarray, torch.Tensor]
 
@@ -204,7 +204,7 @@ def check_output_path(path: Union[str, os.PathLike], overwrite: bool = False) ->
     if not path.parent.exists():
         raise ImpastoError(f"{path}: folder {path.parent} does not exist")
     if path.exists() and not overwrite:
-        raise ImpastoError(f"{path}: already exists (pass --overwrite to replace it)")
+        raise ImpastoError(f"{path}: already exists (pass {option('overwrite', True)} to replace it)")
     check_writable(path.parent, what=path)
     return path
 

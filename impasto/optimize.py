@@ -21,7 +21,7 @@ from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 import torch
 
 from . import losses as L
-from .errors import ImpastoError, NonFiniteLoss
+from .errors import ImpastoError, NonFiniteLoss, option
 from .images import fit_long_side, resize_tensor
 from .settings import Settings
 from .vgg import FeatureExtractor
@@ -110,9 +110,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device is None or device.type not in ("cpu", "cuda", "mps"):  # torch knows others (meta, xpu, ...) this code was never run on
         raise ImpastoError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ImpastoError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+        raise ImpastoError(f"{option('device', 'cuda')} asked for, but PyTorch sees no CUDA GPU")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ImpastoError("--device mps asked for, but MPS is not available")
+        raise ImpastoError(f"{option('device', 'mps')} asked for, but MPS is not available")
     return device
 
 
@@ -177,7 +177,7 @@ def choose_tile(width: int, height: int, settings: Settings, device: torch.devic
         whole = (canvas + estimate_bytes(width, height)) / gib
         raise ImpastoError(
             f"a {width}x{height} output needs about {whole:.1f} GiB, or {need / gib:.1f} GiB in {tile} px tiles, "
-            f"but only {have / gib:.1f} GiB is free on {device.type}; choose a smaller --size"
+            f"but only {have / gib:.1f} GiB is free on {device.type}; choose a smaller {option('size')}"
         )
     return 0 if tile >= max(width, height) else tile
 
@@ -477,8 +477,8 @@ def style_pieces(shape: Sequence[int], final: int, settings: Settings, device: t
         return choose_tile(w, h, settings.replace(tile=0), device)
     except ImpastoError:
         raise ImpastoError(
-            f"the painting would be used at {w}x{h} px (--style-scale {settings.style_scale:g} of a {final} px "
-            f"output), more than free memory allows; choose a smaller --style-scale"
+            f"the painting would be used at {w}x{h} px ({option('style_scale', settings.style_scale)} of a {final} px "
+            f"output), more than free memory allows; choose a smaller {option('style_scale')}"
         ) from None
 
 
@@ -704,7 +704,7 @@ def descend(
         before = param.detach().clone()  # what `closure` scores during this step
         optimizer.step(closure)
         if not all(math.isfinite(v) for v in last.values()):
-            hint = "a lower --lr or smaller weights" + (", or --precision fp32" if autocast is not None else "")
+            hint = f"a lower {option('lr')} or smaller weights" + (f", or {option('precision', 'fp32')}" if autocast is not None else "")
             raise NonFiniteLoss(f"the loss became {last.get('total')} at iteration {number}; try {hint}", before)
         if bounds is not None:
             with torch.no_grad():
@@ -736,7 +736,7 @@ def optimise(
     device = content.device
     tile = choose_tile(*sizes[-1], settings, device)
     if tile and extra_loss is not None:
-        raise ImpastoError(f"a {sizes[-1][0]}x{sizes[-1][1]} output would be cut into tiles, which an extra loss (video's temporal term) cannot follow; choose a smaller --size")
+        raise ImpastoError(f"a {sizes[-1][0]}x{sizes[-1][1]} output would be cut into tiles, which an extra loss (video's temporal term) cannot follow; choose a smaller {option('size')}")
     # The smallest pieces any painting needs serve them all.
     pieces = min((p for s in styles if (p := style_pieces(s.image.shape, max(sizes[-1]), settings, device, tile))), default=0)
     tiles_per_scale = [plan_tiles(w, h, tile) for w, h in sizes]

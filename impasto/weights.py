@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .errors import ImpastoError
+from .errors import ImpastoError, option
 from .vgg import BLOCKS, WIDTHS, conv_indices
 
 OFFICIAL_URLS = {
@@ -118,7 +118,7 @@ def resolve(model: str, explicit: Optional[str] = None, download: bool = True) -
         reason = "downloads are off"
     raise ImpastoError(
         f"no {model} weights found and {reason}. Put {official_name(model)} (from {url}) or "
-        f"{model}-caffe-features.safetensors in {cache_dir()}, or pass --weights PATH "
+        f"{model}-caffe-features.safetensors in {cache_dir()}, or pass {option('weights', 'PATH', placeholder=True)} "
         f"(searched: {', '.join(str(p) for p in searched)})"
     )
 
@@ -223,7 +223,7 @@ def load(path: Path, model: Optional[str] = None) -> Weights:
     if arch is None:
         raise ImpastoError(f"{path}: not VGG16/VGG19 features (no 'features.N.weight' keys of a VGG)")
     if model is not None and model != arch:
-        raise ImpastoError(f"{path}: holds {arch} weights but --model {model} was asked for")
+        raise ImpastoError(f"{path}: holds {arch} weights but {option('model', model)} was asked for")
     _check_shapes(path, arch, tensors)
     return Weights(model=arch, convention=parse_convention(meta.get("input", "")), state_dict=tensors, path=path)
 

@@ -222,6 +222,8 @@ def test_a_much_enlarged_painting_warns_through_python_warnings(stylizer, make_s
     with pytest.warns(impasto.ImpastoWarning, match=r"is 10x8 but is used at 48 px") as caught:
         stylizer.run(content_array, style_array[:16:2, :20:2], settings)
     assert caught[0].filename == __file__  # Python's warning line points at the caller's code
+    # Its advice is the keyword a Python caller types; the CLI's test sees --style-scale 0.42.
+    assert "style_scale=0.42" in str(caught[0].message) and "--" not in str(caught[0].message)
 
 
 def test_a_black_mask_and_a_wholly_transparent_photo_warn(stylizer, make_settings, content_array, style_array):
