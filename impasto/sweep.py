@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import ImpastoError
+from .errors import ImpastoError, option
 from .images import ImageLike, check_output_path, flatten, save_image
 from .settings import Settings
 
@@ -297,5 +297,5 @@ def check_sweep_outputs(sheet_path: Union[str, os.PathLike], axes: Sequence[tupl
         raise ImpastoError("two grid cells would share a file name; make the grid values distinct")
     for target in targets:
         if target.exists() and not overwrite:
-            raise ImpastoError(f"{target}: already exists (pass --overwrite to replace it)")
+            raise ImpastoError(f"{target}: already exists (pass {option('overwrite', True)} to replace it)")
     return targets

@@ -278,7 +278,7 @@ def test_gif_and_plot_from_python(stylizer, make_settings, content_array, style_
     content_line = ax.get_lines()[labels.index("content")]
     assert list(content_line.get_xdata()) == list(range(1, 11))
     assert Image.open(tmp_path / "l.png").format == "PNG"
-    with pytest.raises(ImpastoError, match="already exists"):
+    with pytest.raises(ImpastoError, match=r"already exists \(pass overwrite=True to replace it\)"):
         plot_losses(result, tmp_path / "l.png")
 
 

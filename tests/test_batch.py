@@ -172,7 +172,7 @@ def test_folder_errors(data, tmp_path):
     with pytest.raises(ImpastoError, match="both write photo0__art0.png; rename one of the pictures"):
         impasto.batch(None, data / "out", contents=data / "photos", styles=data / "paintings")
     # Outputs among the photos would be painted as photos by the same command run again.
-    with pytest.raises(ImpastoError, match="the output folder is the --contents folder"):
+    with pytest.raises(ImpastoError, match="the output folder is the contents folder"):
         impasto.batch(None, data / "photos", contents=data / "photos", styles=data / "paintings")
 
 
@@ -246,7 +246,7 @@ def test_resume_finishes_the_rest_without_redoing_any(data, fast, stylizer):
     # Other settings are other jobs: the old pictures are not passed off as theirs, nor replaced.
     other = list(impasto.batch(None, out, fast.replace(style_weight=3), contents=data / "photos", styles=data / "paintings", stylizer=stylizer))
     assert {r.status for r in other} == {"skipped"}
-    assert "--overwrite" in other[0].error
+    assert "overwrite=True" in other[0].error  # from Python, the keyword to pass
     assert {name: (out / name).stat().st_mtime_ns for name in written} == written
     # ...nor disowned: the batch that made them, run again, still finds all nine done.
     assert {r["status"] for r in index_records(out).values()} == {"done"}

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Sequence, Union
 
-from ..errors import ImpastoError
+from ..errors import ImpastoError, option
 from ..images import check_writable
 from ..settings import Settings
 from .index import INDEX_NAME, Index
@@ -87,6 +87,10 @@ class BatchPlan:
     ours: frozenset[str] = frozenset()
 
 
+def _folders() -> str:
+    return f"{option('contents', 'DIR', placeholder=True)} and {option('styles', 'DIR', placeholder=True)}"
+
+
 def collect_jobs(
     source: Union[PathLike, Sequence[Mapping[str, Any]], None],
     contents: Optional[PathLike],
@@ -99,15 +103,15 @@ def collect_jobs(
         raise ImpastoError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r}")
     folders = contents is not None or styles is not None
     if source is not None and folders:
-        raise ImpastoError("give either a manifest or --contents/--styles folders, not both")
+        raise ImpastoError(f"give either a manifest or {option('contents')}/{option('styles')} folders, not both")
     if folders:
         if contents is None or styles is None:
-            raise ImpastoError("folder mode needs both --contents DIR and --styles DIR")
+            raise ImpastoError(f"folder mode needs both {_folders()}")
         return pair_folders(contents, styles, per_content, seed, fmt)
     if per_content is not None:
-        raise ImpastoError("--per-content pairs folders; with a manifest, each row names its styles")
+        raise ImpastoError(f"{option('per_content')} pairs folders; with a manifest, each row names its styles")
     if source is None:
-        raise ImpastoError("nothing to do: give a manifest (.csv or .jsonl) or --contents DIR --styles DIR")
+        raise ImpastoError(f"nothing to do: give a manifest (.csv or .jsonl) or {_folders()}")
     if isinstance(source, (str, Path)) or hasattr(source, "__fspath__"):
         return read_manifest(source, fmt)  # type: ignore[arg-type]
     return jobs_from_rows(source, fmt)
@@ -130,7 +134,7 @@ def plan_batch(
     """Read the jobs and the index and decide which jobs run now (see `batch`)."""
     base = (settings or Settings()).validate()
     folder = Path(output)
-    for given, flag in ((contents, "--contents"), (styles, "--styles")):
+    for given, flag in ((contents, option("contents")), (styles, option("styles"))):
         if given is not None and folder.resolve() == Path(given).resolve():
             # Its pictures would be read as new photos (or paintings) by the same command run again.
             raise ImpastoError(f"{folder}: the output folder is the {flag} folder; give the outputs a folder of their own")
@@ -278,7 +282,7 @@ def _execute(
                 yield _record(index, folder, job, {"ok": False, "error": job.error}, 0)
             elif target.exists() and not planned.replace and job.output not in planned.ours:
                 outcome = {"ok": False, "skip": True, "error": f"{target} already exists and this batch did not make it "
-                           "with these inputs and settings (pass --overwrite to replace it)"}  # fmt: skip
+                           f"with these inputs and settings (pass {option('overwrite', True)} to replace it)"}  # fmt: skip
                 # The record of the batch that did make it stays: rerun, that batch still finds its work done.
                 earlier = index.get(job.output) or {}
                 yield _record(index, folder, job, outcome, 0, keep=earlier.get("status") == "done")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any, Collection, Iterable, Mapping, Optional, Sequence, Union
 
-from ..errors import ImpastoError
+from ..errors import ImpastoError, option
 from ..settings import Settings
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -202,7 +202,7 @@ def read_manifest(path: PathLike, fmt: str = "png") -> list[Job]:
     if not path.exists():
         raise ImpastoError(f"{path}: no such manifest")
     if path.is_dir():
-        raise ImpastoError(f"{path}: is a folder; give a manifest (.csv or .jsonl), or use --contents DIR --styles DIR")
+        raise ImpastoError(f"{path}: is a folder; give a manifest (.csv or .jsonl), or use {option('contents', 'DIR', placeholder=True)} {option('styles', 'DIR', placeholder=True)}")
     suffix = path.suffix.lower()
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -293,9 +293,9 @@ def pair_folders(contents: PathLike, styles: PathLike, per_content: Optional[int
     style_paths = list_images(styles, "styles")
     if per_content is not None:
         if per_content < 1:
-            raise ImpastoError(f"--per-content must be at least 1, not {per_content}")
+            raise ImpastoError(f"{option('per_content')} must be at least 1, not {per_content}")
         if per_content > len(style_paths):
-            raise ImpastoError(f"--per-content {per_content}: there are only {len(style_paths)} styles in {styles}")
+            raise ImpastoError(f"{option('per_content', per_content)}: there are only {len(style_paths)} styles in {styles}")
     jobs = []
     for content in content_paths:
         if per_content is None:
