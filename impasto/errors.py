@@ -28,19 +28,23 @@ def warn(message: str) -> None:
     warnings.warn(message, ImpastoWarning, stacklevel=level)
 
 
-# Set for the command line's whole run: its messages then name settings as its flags.
-_command_line = False
+# Set for the command line's whole run: its messages then name settings as its flags. An
+# environment variable, so that the batch's worker processes, started by it, do the same.
+COMMAND_LINE_ENV = "IMPASTO_COMMAND_LINE"
 
 
 @contextlib.contextmanager
 def command_line() -> Iterator[None]:
     """Within it, option() names settings as command-line flags instead of keyword arguments."""
-    global _command_line
-    before, _command_line = _command_line, True
+    before = os.environ.get(COMMAND_LINE_ENV)
+    os.environ[COMMAND_LINE_ENV] = "1"
     try:
         yield
     finally:
-        _command_line = before
+        if before is None:
+            os.environ.pop(COMMAND_LINE_ENV, None)
+        else:
+            os.environ[COMMAND_LINE_ENV] = before
 
 
 def option(name: str, value: Any = None, placeholder: bool = False) -> str:
@@ -48,7 +52,7 @@ def option(name: str, value: Any = None, placeholder: bool = False) -> str:
     `style_scale=0.62` from Python (a message's advice has to be typeable where it is read).
     A `placeholder` value (PATH) stands for one the user fills in, so it is never quoted."""
     shown = f"{value:g}" if isinstance(value, float) else str(value)
-    if _command_line:
+    if os.environ.get(COMMAND_LINE_ENV) == "1":
         flag = "--" + name.replace("_", "-")
         return flag if value is None or value is True else f"{flag} {shown}"
     if value is None:

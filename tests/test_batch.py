@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -311,6 +312,22 @@ def test_local_workers_share_four_jobs(data, fast):
     assert {name for _, name, *_ in seen} == set(records)
     for name in records:
         assert Image.open(out / name).size == (40, 33)
+
+
+def test_a_job_error_from_a_worker_process_names_the_command_line_flag(data, fast, capsys):
+    # The memory check fails in the worker process; its advice must still be a flag, not a keyword.
+    manifest = data / "jobs.jsonl"
+    photo, art = data / "photos" / "photo0.png", data / "paintings" / "art0.png"
+    rows = [{"content": str(photo), "style": str(art), "output": "small.png"},
+            {"content": str(photo), "style": str(art), "output": "huge.png", "size": 200_000}]  # fmt: skip
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = data / "out"
+    assert main(["batch", str(manifest), "-o", str(out), "--workers", "2", *settings_flags(fast)]) == 1
+    capsys.readouterr()
+    records = index_records(out)
+    assert records["small.png"]["status"] == "done"
+    assert "choose a smaller --size" in records["huge.png"]["error"], records["huge.png"]
+    assert "IMPASTO_COMMAND_LINE" not in os.environ  # the command line's run is over
 
 
 def test_cli_folder_mode_and_its_rerun(data, fast, capsys):

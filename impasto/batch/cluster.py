@@ -17,7 +17,7 @@ import time
 from collections import deque
 from typing import Any, Iterator, Optional, Sequence
 
-from ..errors import ImpastoError
+from ..errors import COMMAND_LINE_ENV, ImpastoError
 from .local import Task, lost_worker_outcome
 from .work import read_source, run_job
 
@@ -43,10 +43,12 @@ def require_ray() -> Any:
 class BatchWorker:
     """A Ray actor's state: one Stylizer for its whole life."""
 
-    def __init__(self, weights_hint: Optional[str] = None) -> None:
+    def __init__(self, weights_hint: Optional[str] = None, command_line: bool = False) -> None:
         # The driver's $IMPASTO_WEIGHTS helps only where that path exists on this node too.
         if weights_hint and os.path.exists(weights_hint):
             os.environ["IMPASTO_WEIGHTS"] = weights_hint
+        if command_line:  # the jobs' messages name the flags the driver's user typed
+            os.environ[COMMAND_LINE_ENV] = "1"
         from .work import make_stylizer
 
         self.stylizer = make_stylizer()
@@ -122,7 +124,8 @@ def run_ray(
         # max_restarts=-1: a killed actor comes back (and reloads VGG); the driver, not Ray,
         # decides whether its job is sent again, so the retries are counted per job.
         remote_worker = ray.remote(max_restarts=-1, max_task_retries=0, **resources)(BatchWorker)
-        actors = [remote_worker.remote(os.environ.get("IMPASTO_WEIGHTS")) for _ in range(count)]
+        on_command_line = os.environ.get(COMMAND_LINE_ENV) == "1"
+        actors = [remote_worker.remote(os.environ.get("IMPASTO_WEIGHTS"), on_command_line) for _ in range(count)]
         styles: dict[str, Any] = {}  # path -> object ref of its bytes, sent once
         free = deque(actors)
         pending = deque(tasks)
