@@ -46,6 +46,10 @@ def _is_kind(value: Any, kind: type) -> bool:
     return isinstance(value, kind)
 
 
+# How a message names each kind _scalar_kinds() can give.
+_KIND_NAMES = {int: "a whole number", float: "a number", bool: "True or False", str: "text", type(None): "None"}
+
+
 @functools.lru_cache(maxsize=1)
 def _scalar_kinds() -> dict[str, tuple[type, ...]]:
     """The scalar settings and the types each accepts (`Optional[int]`: int or None), from the
@@ -263,7 +267,7 @@ class Settings:
         for name, kinds in _scalar_kinds().items():
             value = getattr(self, name)
             if not any(_is_kind(value, kind) for kind in kinds):
-                wanted = " or ".join("None" if k is type(None) else ("a whole number" if k is int else "a number" if k is float else "True or False" if k is bool else "text") for k in kinds)  # fmt: skip
+                wanted = " or ".join(_KIND_NAMES[k] for k in kinds)
                 raise ImpastoError(f"{name.replace('_', '-')} must be {wanted}, not {value!r}")
         if self.model is not None:
             choice("model", MODELS)
