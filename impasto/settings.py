@@ -26,6 +26,8 @@ COLOR_MODES = ("luminance", "histogram", "histogram-cholesky")
 ALL_LAYERS = "all"
 # Below this a tile is mostly its own overlap (48 px at least, optimize.tile_overlap).
 MIN_TILE = 128
+# More scales than a 4096 px output has at a factor of 1.2 (20) is a mistyped factor, not a plan.
+MAX_SCALES = 24
 
 # Gatys et al. 2015: style from the first conv of each block, content from conv4_2.
 GATYS_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
@@ -326,6 +328,15 @@ class Settings:
             raise ImpastoError(f"tile must be 0 (automatic) or at least {MIN_TILE} pixels, not {self.tile}")
         if not (self.scale_factor > 1):
             raise ImpastoError(f"scale-factor must be above 1, not {self.scale_factor}")
+        if self.multiscale and self.size > self.min_size:
+            # A factor just above 1 is a typo more often than a wish: 1.01 from 128 to 512 px would
+            # be 140 scales, each with its own iterations, hours of work.
+            scales = 1 + math.floor(math.log(self.size / (self.min_size * 0.99)) / math.log(self.scale_factor))
+            if scales > MAX_SCALES:
+                raise ImpastoError(
+                    f"scale-factor {self.scale_factor:g} makes {scales} scales from min-size {self.min_size} to size "
+                    f"{self.size}; at most {MAX_SCALES} are allowed: choose a larger scale-factor (2 by default)"
+                )
         return self
 
 

@@ -122,6 +122,7 @@ def test_paths_and_stylize_function(stylizer, make_settings, content_path, style
         (dict(size=8), "size must be at least"),
         (dict(tile=100), "tile must be 0 (automatic) or at least 128 pixels, not 100"),
         (dict(flat_content=1.5), "flat-content must be between 0 and 1, not 1.5"),
+        (dict(multiscale=True, size=512, min_size=128, scale_factor=1.01), "scale-factor 1.01 makes 141 scales from min-size 128 to size 512"),
         (dict(device="tpu"), "unknown device"),
         (dict(device="meta"), "unknown device 'meta'"),  # torch knows it; impasto never ran on it
         # From a notebook, a wrong type is named, not a crash deep inside nor a silent True.
