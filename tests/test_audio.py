@@ -163,7 +163,7 @@ def _bad_input(kind: str, folder) -> str:
         ("not audio", "not a sound file impasto can read"),
         ("empty", "is empty"),
         ("silent", "is silent"),
-        ("too long", "is 3.0 s long; the limit is 2 s"),
+        ("too long", "is 3.0 s long; the limit is 2 s (raise it with --max-seconds,"),
         ("too short", "it must last at least"),
         ("folder", "is a folder"),
     ],
@@ -236,6 +236,8 @@ def test_api_overrides_reach_either_settings_object():
         stylize_audio((melody(), RATE), (texture(), RATE), colour="blue")
     with pytest.raises(ImpastoError, match="n-fft must be at least 16"):
         stylize_audio((melody(), RATE), (texture(), RATE), n_fft=8)
+    with pytest.raises(ImpastoError, match=r"the limit is 0.1 s \(raise it with max_seconds, or cut"):
+        stylize_audio((melody(), RATE), (texture(), RATE), max_seconds=0.1)
     with pytest.raises(ImpastoError, match="style: is silent"):
         stylize_audio((melody(), RATE), (np.zeros(RATE), RATE), device="cpu")
 

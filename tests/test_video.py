@@ -194,7 +194,8 @@ def test_output_sizes_are_even():
     assert output_size((1920, 1080), None, Settings()) == (512, 288)  # at most the settings' size
     assert output_size((1920, 1080), 300, Settings()) == (300, 168)  # 168.75 -> 169 -> even
     # Not squeezed into a square: too small a size for the aspect is said, not distorted.
-    with pytest.raises(ImpastoError, match="would be 16x11: their short side must be at least 16"):
+    # From Python the advice names the keyword, not the flag.
+    with pytest.raises(ImpastoError, match=r"would be 16x11: their short side must be at least 16 px \(a larger size, or"):
         output_size((96, 64), 16, Settings())
 
 
@@ -247,6 +248,9 @@ def test_bad_options_give_errors(clips, settings, tmp_path):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.png", settings)
     with pytest.raises(ImpastoError, match="temporal-weight"):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, temporal_weight=-1)
+    (tmp_path / "a_file").write_text("mine")
+    with pytest.raises(ImpastoError, match=r"exists and is not a folder \(choose another frames_dir\)"):
+        stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, frames_dir=tmp_path / "a_file")
 
 
 @pytest.mark.parametrize("module", ["cv2", "imageio_ffmpeg"])

@@ -17,7 +17,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from ..errors import ImpastoError
+from ..errors import ImpastoError, option
 
 AUDIO_HINT = "pip install 'impasto[audio]'"
 OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
@@ -65,7 +65,7 @@ def load_sound(path: PathLike, max_seconds: float, name: str = "audio") -> Sound
         if info.frames > 0 and info.samplerate > 0 and info.frames / info.samplerate > max_seconds:
             raise ImpastoError(
                 f"{name} {path}: is {info.frames / info.samplerate:.1f} s long; the limit is {max_seconds:g} s "
-                "(raise it with --max-seconds, or cut the file)"
+                f"(raise it with {option('max_seconds')}, or cut the file)"
             )
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except ImpastoError:
@@ -87,7 +87,7 @@ def check_sound(sound: Sound, max_seconds: float) -> Sound:
         raise ImpastoError(f"{label}: has samples that are not numbers (NaN or infinite)")
     if sound.seconds > max_seconds:
         raise ImpastoError(
-            f"{label}: is {sound.seconds:.1f} s long; the limit is {max_seconds:g} s (raise it with --max-seconds, or cut the file)"
+            f"{label}: is {sound.seconds:.1f} s long; the limit is {max_seconds:g} s (raise it with {option('max_seconds')}, or cut the file)"
         )
     peak = float(np.abs(sound.samples).max())
     if peak < SILENCE_PEAK:

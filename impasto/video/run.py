@@ -22,7 +22,7 @@ from PIL import Image
 
 from .. import color
 from ..api import StyleSpec, Stylizer, normalize_styles
-from ..errors import ImpastoError
+from ..errors import ImpastoError, option
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..optimize import MIN_SCALE_SIDE, Progress, resolve_device
 from ..settings import Settings
@@ -105,7 +105,7 @@ def output_size(source: tuple[int, int], size: Optional[int], settings: Settings
     if min(w, h) < MIN_SCALE_SIDE:
         raise ImpastoError(
             f"the frames would be {w}x{h}: their short side must be at least {MIN_SCALE_SIDE} px "
-            f"(a larger --size, or a less elongated video)"
+            f"(a larger {option('size')}, or a less elongated video)"
         )  # fmt: skip
     return w - w % 2, h - h % 2
 
@@ -260,7 +260,7 @@ def plan_job(input: Union[str, os.PathLike], style: Any, output: Union[str, os.P
     following = first.replace(multiscale=False, iterations=frame_iterations or settings.iterations)
     folder = Path(frames_dir) if frames_dir is not None else output.with_name(output.stem + "_frames")
     if folder.exists() and not folder.is_dir():
-        raise ImpastoError(f"{folder}: exists and is not a folder (choose another --frames-dir)")
+        raise ImpastoError(f"{folder}: exists and is not a folder (choose another {option('frames_dir')})")
     if not folder.parent.exists():
         raise ImpastoError(f"{folder}: folder {folder.parent} does not exist")
     fingerprint = {
@@ -294,7 +294,7 @@ class FrameStore:
         stored = self._read_fingerprint()
         existing = sorted(folder.glob(FRAME_GLOB)) if folder.is_dir() else []
         if folder.is_dir() and stored is None and any(folder.iterdir()):
-            raise ImpastoError(f"{folder}: exists and is not an impasto frames folder (choose another --frames-dir or empty it)")
+            raise ImpastoError(f"{folder}: exists and is not an impasto frames folder (choose another {option('frames_dir')} or empty it)")
         if stored is not None and stored != fingerprint:
             changed = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
             if not overwrite:
