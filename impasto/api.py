@@ -20,7 +20,7 @@ from .images import (
 )  # fmt: skip
 from .media import FrameRecorder
 from .optimize import (
-    MIN_SCALE_SIDE, ExtraLoss, Outcome, Progress, StatsCache, StyleInput, choose_tile, optimise, resolve_device,
+    ExtraLoss, Outcome, Progress, StatsCache, StyleInput, check_short_side, choose_tile, optimise, resolve_device,
     style_long_side, style_pieces,
 )
 from .settings import Settings
@@ -149,11 +149,7 @@ class Stylizer:
         if alpha is not None and alpha.getextrema()[1] == 0:
             warn("the photo is transparent everywhere, so the picture will be too; it is painted as it looks on white")
         out_w, out_h = fit_long_side(source.width, source.height, settings.size)
-        if min(out_w, out_h) < MIN_SCALE_SIDE:
-            raise ImpastoError(
-                f"the output would be {out_w}x{out_h}: its short side must be at least {MIN_SCALE_SIDE} px "
-                f"(a larger size, or a less elongated photo)"
-            )
+        check_short_side((out_w, out_h), "the output", "photo")
         choose_tile(out_w, out_h, settings, device)
         content_img = resize_long_side(source, settings.size)
         content_t = pil_to_tensor(content_img, device)

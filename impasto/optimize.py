@@ -67,6 +67,16 @@ class Outcome:
 MIN_SCALE_SIDE = 16
 
 
+def check_short_side(size: tuple[int, int], picture: str, source: str) -> None:
+    """Refuse a `picture` ("the output") of `size` too thin for the network, made from a `source` ("photo")."""
+    w, h = size
+    if min(w, h) < MIN_SCALE_SIDE:
+        raise ImpastoError(
+            f"{picture} would be {w}x{h}: the short side must be at least {MIN_SCALE_SIDE} px "
+            f"(a larger {option('size')}, or a less elongated {source})"
+        )
+
+
 def plan_scales(width: int, height: int, settings: Settings) -> list[tuple[int, int]]:
     """(w, h) of each scale, coarse to fine, the last at `settings.size`."""
     long_sides = [settings.size]

@@ -124,7 +124,7 @@ BAD_INPUTS = {
     "unknown preserve-color": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--preserve-color", "sepia"], ["sepia"]),
     "negative save-every": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--save-every", "-1"], ["save-every"]),
     "two outputs, one file": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--json", d / "out.png"], ["--json", "the same file as -o"]),
-    "output too thin": (lambda d: [d / "strip.png", d / "style.png", "-o", d / "out.png"], ["short side must be at least 16"]),
+    "output too thin": (lambda d: [d / "strip.png", d / "style.png", "-o", d / "out.png"], ["the output would be 48x1: the short side must be at least 16 px (a larger --size, or"]),
     "painting too large": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--style-scale", "100000"], ["smaller --style-scale"]),
 }
 

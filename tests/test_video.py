@@ -195,7 +195,7 @@ def test_output_sizes_are_even():
     assert output_size((1920, 1080), 300, Settings()) == (300, 168)  # 168.75 -> 169 -> even
     # Not squeezed into a square: too small a size for the aspect is said, not distorted.
     # From Python the advice names the keyword, not the flag.
-    with pytest.raises(ImpastoError, match=r"would be 16x11: their short side must be at least 16 px \(a larger size, or"):
+    with pytest.raises(ImpastoError, match=r"would be 16x11: the short side must be at least 16 px \(a larger size, or"):
         output_size((96, 64), 16, Settings())
 
 

@@ -24,7 +24,7 @@ from .. import color
 from ..api import StyleSpec, Stylizer, normalize_styles
 from ..errors import ImpastoError, option
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
-from ..optimize import MIN_SCALE_SIDE, Progress, resolve_device
+from ..optimize import Progress, check_short_side, resolve_device
 from ..settings import Settings
 from .flow import FlowEstimator, FrameMotion, require_cv2, warping_error
 from .io import VideoInfo, check_video_output, encode, mux_audio, probe, read_frames
@@ -102,11 +102,7 @@ def output_size(source: tuple[int, int], size: Optional[int], settings: Settings
     capped at the settings' size; both even, as H.264 in yuv420p needs."""
     long_side = size if size is not None else min(max(source), settings.size)
     w, h = fit_long_side(source[0], source[1], long_side)
-    if min(w, h) < MIN_SCALE_SIDE:
-        raise ImpastoError(
-            f"the frames would be {w}x{h}: their short side must be at least {MIN_SCALE_SIDE} px "
-            f"(a larger {option('size')}, or a less elongated video)"
-        )  # fmt: skip
+    check_short_side((w, h), "the frames", "video")
     return w - w % 2, h - h % 2
 
 
