@@ -95,7 +95,7 @@ def plan_iterations(scales: int, settings: Settings) -> list[int]:
     """Geometric from `initial_iterations` at the coarsest scale to `iterations` at the finest.
 
     A multiscale run too small for a second scale is all coarsest scale, and gets
-    `initial_iterations` (its 40 fine-tuning iterations alone would leave it half painted);
+    `initial_iterations` (its 50 fine-tuning iterations alone would leave it half painted);
     `--no-multiscale` runs `iterations` at the one scale.
     """
     if scales == 1:

@@ -124,7 +124,7 @@ class Settings:
 
     # -- optimisation
     optimizer: str = field(default="lbfgs", metadata={"help": "lbfgs or adam"})
-    iterations: int = field(default=40, metadata={"help": "iterations at the finest scale (with --no-multiscale, at the one scale)"})
+    iterations: int = field(default=50, metadata={"help": "iterations at the finest scale (with --no-multiscale, at the one scale)"})
     initial_iterations: int = field(
         default=100,
         metadata={
