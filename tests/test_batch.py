@@ -330,6 +330,21 @@ def test_a_job_error_from_a_worker_process_names_the_command_line_flag(data, fas
     assert "IMPASTO_COMMAND_LINE" not in os.environ  # the command line's run is over
 
 
+def test_a_ray_actor_names_flags_only_when_the_driver_ran_from_the_command_line(data, fast, monkeypatch):
+    # The actor class itself, without a cluster: what run_ray gives each actor decides its messages.
+    from impasto.batch.cluster import BatchWorker
+    from impasto.errors import COMMAND_LINE_ENV
+
+    monkeypatch.setenv(COMMAND_LINE_ENV, "0")  # so the test's end removes what an actor sets
+    photo = (data / "photos" / "photo0.png").read_bytes()
+    art = (data / "paintings" / "art0.png").read_bytes()
+    huge = fast.replace(size=200_000).to_dict()
+    from_python = BatchWorker(None, command_line=False).run(huge, ["photo0.png", "art0.png"], [1.0], photo, art)
+    assert not from_python["ok"] and from_python["error"].endswith("choose a smaller size"), from_python
+    from_cli = BatchWorker(None, command_line=True).run(huge, ["photo0.png", "art0.png"], [1.0], photo, art)
+    assert not from_cli["ok"] and "choose a smaller --size" in from_cli["error"], from_cli
+
+
 def test_cli_folder_mode_and_its_rerun(data, fast, capsys):
     out = data / "out"
     (data / "two").mkdir()
