@@ -330,7 +330,7 @@ class Settings:
             raise ImpastoError(f"scale-factor must be above 1, not {self.scale_factor}")
         if self.multiscale and self.size > self.min_size:
             # A factor just above 1 is a typo more often than a wish: 1.01 from 128 to 512 px would
-            # be 140 scales, each with its own iterations, hours of work.
+            # be 141 scales, each with its own iterations: hours of work.
             scales = 1 + math.floor(math.log(self.size / (self.min_size * 0.99)) / math.log(self.scale_factor))
             if scales > MAX_SCALES:
                 raise ImpastoError(
