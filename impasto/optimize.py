@@ -79,12 +79,10 @@ def check_short_side(size: tuple[int, int], picture: str, source: str) -> None:
 
 def plan_scales(width: int, height: int, settings: Settings) -> list[tuple[int, int]]:
     """(w, h) of each scale, coarse to fine, the last at `settings.size`."""
-    long_sides = [settings.size]
-    if settings.multiscale:
-        s = settings.size / settings.scale_factor
-        while s >= settings.min_size * 0.99:
-            long_sides.append(round(s))
-            s /= settings.scale_factor
+    long_sides, s = [settings.size], float(settings.size)
+    for _ in range(settings.scale_count() - 1):
+        s /= settings.scale_factor
+        long_sides.append(round(s))
     sizes = [fit_long_side(width, height, side) for side in reversed(long_sides)]
     # A coarse scale of a thin picture (a 12:1 panorama's 128 px is 11 px high) pools away to
     # nothing before conv5: such scales are left out, and the finest is checked by the caller.

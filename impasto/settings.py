@@ -236,6 +236,13 @@ class Settings:
             return self.lr
         return 1.0 if self.optimizer == "lbfgs" else 0.02
 
+    def scale_count(self) -> int:
+        """How many scales a run paints: the output's, and below it one per `scale_factor` while
+        the long side stays at `min_size` or above (1% under it is allowed for rounding)."""
+        if not self.multiscale or self.size <= self.min_size * 0.99:
+            return 1
+        return 1 + math.floor(math.log(self.size / (self.min_size * 0.99)) / math.log(self.scale_factor))
+
     def layer_weights(self) -> tuple[float, ...]:
         raw = self.style_layer_weights or tuple(1.0 for _ in self.style_layers)
         # The decay multiplies explicit weights too, so a preset's decay composes with them.
@@ -328,15 +335,13 @@ class Settings:
             raise ImpastoError(f"tile must be 0 (automatic) or at least {MIN_TILE} pixels, not {self.tile}")
         if not (self.scale_factor > 1):
             raise ImpastoError(f"scale-factor must be above 1, not {self.scale_factor}")
-        if self.multiscale and self.size > self.min_size:
-            # A factor just above 1 is a typo more often than a wish: 1.01 from 128 to 512 px would
-            # be 141 scales, each with its own iterations: hours of work.
-            scales = 1 + math.floor(math.log(self.size / (self.min_size * 0.99)) / math.log(self.scale_factor))
-            if scales > MAX_SCALES:
-                raise ImpastoError(
-                    f"scale-factor {self.scale_factor:g} makes {scales} scales from min-size {self.min_size} to size "
-                    f"{self.size}; at most {MAX_SCALES} are allowed: choose a larger scale-factor (2 by default)"
-                )
+        # A factor just above 1 is a typo more often than a wish: 1.01 from 128 to 512 px would
+        # be 141 scales, each with its own iterations: hours of work.
+        if (scales := self.scale_count()) > MAX_SCALES:
+            raise ImpastoError(
+                f"scale-factor {self.scale_factor:g} makes {scales} scales from min-size {self.min_size} to size "
+                f"{self.size}; at most {MAX_SCALES} are allowed: choose a larger scale-factor (2 by default)"
+            )
         return self
 
 
