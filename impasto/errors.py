@@ -47,12 +47,17 @@ def command_line() -> Iterator[None]:
             os.environ[COMMAND_LINE_ENV] = before
 
 
+def on_command_line() -> bool:
+    """Whether this process (or the command line that started it) names settings as flags."""
+    return os.environ.get(COMMAND_LINE_ENV) == "1"
+
+
 def option(name: str, value: Any = None, placeholder: bool = False) -> str:
     """A setting as the user would give it: `--style-scale 0.62` on the command line,
     `style_scale=0.62` from Python (a message's advice has to be typeable where it is read).
     A `placeholder` value (PATH) stands for one the user fills in, so it is never quoted."""
     shown = f"{value:g}" if isinstance(value, float) else str(value)
-    if os.environ.get(COMMAND_LINE_ENV) == "1":
+    if on_command_line():
         flag = "--" + name.replace("_", "-")
         return flag if value is None or value is True else f"{flag} {shown}"
     if value is None:

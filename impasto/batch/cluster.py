@@ -17,7 +17,7 @@ import time
 from collections import deque
 from typing import Any, Iterator, Optional, Sequence
 
-from ..errors import COMMAND_LINE_ENV, ImpastoError
+from ..errors import COMMAND_LINE_ENV, ImpastoError, on_command_line
 from .local import Task, lost_worker_outcome
 from .work import read_source, run_job
 
@@ -124,8 +124,7 @@ def run_ray(
         # max_restarts=-1: a killed actor comes back (and reloads VGG); the driver, not Ray,
         # decides whether its job is sent again, so the retries are counted per job.
         remote_worker = ray.remote(max_restarts=-1, max_task_retries=0, **resources)(BatchWorker)
-        on_command_line = os.environ.get(COMMAND_LINE_ENV) == "1"
-        actors = [remote_worker.remote(os.environ.get("IMPASTO_WEIGHTS"), on_command_line) for _ in range(count)]
+        actors = [remote_worker.remote(os.environ.get("IMPASTO_WEIGHTS"), on_command_line()) for _ in range(count)]
         styles: dict[str, Any] = {}  # path -> object ref of its bytes, sent once
         free = deque(actors)
         pending = deque(tasks)
