@@ -28,7 +28,7 @@ from ..settings import Settings
 from .index import INDEX_NAME, Index
 from .local import ProgressHook as RunnerHook
 from .local import Task, run_inline, run_pool
-from .plan import OUTPUT_FORMATS, Job, PathLike, jobs_from_rows, pair_folders, plan, read_manifest
+from .plan import OUTPUT_FORMATS, Job, PathLike, folder_options, jobs_from_rows, pair_folders, plan, read_manifest
 
 # (worker slot, output name, iterations done, iterations in all)
 ProgressHook = Callable[[int, str, int, int], None]
@@ -87,10 +87,6 @@ class BatchPlan:
     ours: frozenset[str] = frozenset()
 
 
-def _folders() -> str:
-    return f"{option('contents', 'DIR', placeholder=True)} and {option('styles', 'DIR', placeholder=True)}"
-
-
 def collect_jobs(
     source: Union[PathLike, Sequence[Mapping[str, Any]], None],
     contents: Optional[PathLike],
@@ -106,12 +102,12 @@ def collect_jobs(
         raise ImpastoError(f"give either a manifest or {option('contents')}/{option('styles')} folders, not both")
     if folders:
         if contents is None or styles is None:
-            raise ImpastoError(f"folder mode needs both {_folders()}")
+            raise ImpastoError(f"folder mode needs both {folder_options()}")
         return pair_folders(contents, styles, per_content, seed, fmt)
     if per_content is not None:
         raise ImpastoError(f"{option('per_content')} pairs folders; with a manifest, each row names its styles")
     if source is None:
-        raise ImpastoError(f"nothing to do: give a manifest (.csv or .jsonl) or {_folders()}")
+        raise ImpastoError(f"nothing to do: give a manifest (.csv or .jsonl) or {folder_options()}")
     if isinstance(source, (str, Path)) or hasattr(source, "__fspath__"):
         return read_manifest(source, fmt)  # type: ignore[arg-type]
     return jobs_from_rows(source, fmt)

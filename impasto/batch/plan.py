@@ -196,13 +196,18 @@ def resolve_path(path: str, folder: Path) -> Path:
     return p if p.is_absolute() else folder / p
 
 
+def folder_options() -> str:
+    """Folder mode's two settings, as the reader types them (flags or keywords)."""
+    return f"{option('contents', 'DIR', placeholder=True)} and {option('styles', 'DIR', placeholder=True)}"
+
+
 def read_manifest(path: PathLike, fmt: str = "png") -> list[Job]:
     """Jobs from a CSV (header row; columns content, style, output, then settings) or a JSONL file."""
     path = Path(path)
     if not path.exists():
         raise ImpastoError(f"{path}: no such manifest")
     if path.is_dir():
-        raise ImpastoError(f"{path}: is a folder; give a manifest (.csv or .jsonl), or use {option('contents', 'DIR', placeholder=True)} {option('styles', 'DIR', placeholder=True)}")
+        raise ImpastoError(f"{path}: is a folder; give a manifest (.csv or .jsonl), or use {folder_options()}")
     suffix = path.suffix.lower()
     try:
         text = path.read_text(encoding="utf-8-sig")
