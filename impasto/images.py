@@ -9,6 +9,7 @@ import io
 import os
 import tempfile
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -71,16 +72,28 @@ def load_image_and_alpha(source: ImageLike) -> tuple[Image.Image, Optional[Image
 
 
 def _open(target: Any, name: str) -> Image.Image:
+    # A path is opened here, and closed here; a file object is the caller's to close.
+    owned = isinstance(target, (str, os.PathLike))
+    image = None
     try:
-        image = Image.open(target)
+        with warnings.catch_warnings():
+            # Pillow warns from 89 Mpx on; the check below refuses from 80 with a clearer message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(target)
         if image.width * image.height > MAX_INPUT_PIXELS:
             raise ImpastoError(
                 f"{name}: {image.width}x{image.height} is too large to read (limit {MAX_INPUT_PIXELS // 1_000_000} Mpx)"
             )
         image.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
+    except (ImpastoError, UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
+        if image is not None and owned:
+            image.close()  # the file Pillow opened, not left for the garbage collector
+        if isinstance(exc, ImpastoError):
+            raise
         if isinstance(exc, Image.DecompressionBombError):
-            raise ImpastoError(f"{name}: image is too large to read safely") from None
+            # Pillow refuses past twice its own limit before the size can be checked here.
+            over = 2 * (Image.MAX_IMAGE_PIXELS or 0) // 1_000_000
+            raise ImpastoError(f"{name}: over {over} Mpx, too large to read (limit {MAX_INPUT_PIXELS // 1_000_000} Mpx)") from None
         raise ImpastoError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
     return image
 

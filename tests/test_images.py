@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from impasto import color
+from impasto import color, images
 from impasto.errors import ImpastoError
 from impasto.images import load_image, load_image_and_alpha, pil_to_tensor, save_image, with_alpha
 
@@ -99,6 +101,20 @@ def test_bad_inputs_are_user_errors(tmp_path):
         load_image(tmp_path)
     with pytest.raises(ImpastoError, match="too small"):
         load_image(np.zeros((1, 1, 3), np.uint8))
+
+
+def test_huge_images_are_refused_with_their_size_and_the_limit(tmp_path, monkeypatch):
+    # The limits lowered so the test needs no 80 Mpx file; the paths are the ones a huge file takes.
+    monkeypatch.setattr(images, "MAX_INPUT_PIXELS", 1_000_000)
+    Image.new("RGB", (2000, 1500)).save(tmp_path / "wide.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no stray warning from Pillow before the message, no file left open
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2_500_000)  # Pillow warns past 2.5 Mpx, refuses past 5
+        with pytest.raises(ImpastoError, match=r"wide.png: 2000x1500 is too large to read \(limit 1 Mpx\)"):
+            load_image(tmp_path / "wide.png")
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_200_000)  # now Pillow refuses (past 2.4 Mpx) first
+        with pytest.raises(ImpastoError, match=r"wide.png: over 2 Mpx, too large to read \(limit 1 Mpx\)"):
+            load_image(tmp_path / "wide.png")
 
 
 def test_arrays_and_tensors_are_accepted():
