@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/quality.py                      # 4 photos x 3 paintings at 512 px (hours here)
     .venv/bin/python benchmarks/quality.py --size 256 --baseline-evaluations 300
     .venv/bin/python benchmarks/quality.py --size 256 --reuse --variant "sw15=style_weight:15"
+    .venv/bin/python benchmarks/quality.py --default-only --no-baseline --jitter 2   # the scores' own noise
 
 Every output is scored with VGG16 (the optimisation uses VGG19): content
 distance (relative feature error at conv4_2 to the photo) and style distance
@@ -20,6 +21,7 @@ import hashlib
 import json
 import math
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,7 +41,11 @@ from impasto.optimize import mixed_precision  # noqa: E402
 from impasto.sweep import labelled_sheet  # noqa: E402
 from impasto.vgg import FeatureExtractor  # noqa: E402
 
+BASELINE = "textbook baseline"
 PHOTOS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.png")
+# --jitter's change to a photo: Gaussian noise of one grey level, before the API rounds the photo
+# to 8 bits again. Invisible, and no larger than what saving the photo once more can do.
+JITTER = 1 / 255
 PAINTINGS = ("starry_night.jpg", "the_scream.jpg", "shipwreck.jpg")
 
 
@@ -54,6 +60,19 @@ def variants(size: int, extra: list[str], default_only: bool = False) -> dict[st
         "impasto default": base,
         **{f"loss {k}": base.replace(style_loss=k) for k in ("gram", "w2", "meanstd") if k != base.style_loss},
     }
+
+
+def jittered(photo: torch.Tensor, seed: int) -> torch.Tensor:
+    """The photo moved by --jitter's invisible noise, drawn from `seed` (0: the photo itself)."""
+    if not seed:
+        return photo
+    noise = torch.randn(photo.shape, generator=torch.Generator().manual_seed(seed))
+    return (photo + JITTER * noise).clamp(0, 1)
+
+
+def with_jitter(runs: dict[str, Settings], count: int) -> dict[str, tuple[Settings, int]]:
+    """Each run on the photo as it is (seed 0), then on `count` jittered copies of it."""
+    return {f"{name}, jitter {seed}" if seed else name: (settings, seed) for name, settings in runs.items() for seed in range(count + 1)}
 
 
 def settings_key(settings: Settings) -> str:
@@ -94,6 +113,10 @@ def main() -> None:
                    help="a candidate setting to compare with the default (repeatable); replaces the per-loss runs")
     p.add_argument("--default-only", action="store_true",
                    help="only the baseline and the default (the per-loss runs can follow later with --reuse)")
+    p.add_argument("--jitter", type=int, default=0, metavar="N",
+                   help="also run impasto's runs on N copies of each photo moved by invisible noise (one grey level, seeds "
+                   "1..N), and print how far each pair's distances move with it: the benchmark's own noise floor")
+    p.add_argument("--no-baseline", action="store_true", help="leave out the textbook run (--jitter's spread does not need it)")
     p.add_argument("--reuse", action="store_true",
                    help="keep a run already recorded in OUT/records.jsonl at this size (its image must exist) instead of redoing it")
     args = p.parse_args()
@@ -106,7 +129,7 @@ def main() -> None:
         # The latest record of each run on each pair: older ones are earlier settings of that run.
         records = list({(r["photo"], r["painting"], r["run"]): r for r in records if r.get("size") == args.size}.values())
         names = list(dict.fromkeys(r["run"] for r in records))
-        names = ["textbook baseline", *(n for n in names if n != "textbook baseline")]
+        names = [BASELINE, *(n for n in names if n != BASELINE)] if BASELINE in names else names
         return write_outputs(records, names, out, args.size)
     if not (WEIGHTS / "vgg19-caffe-features.safetensors").is_file() or not (WEIGHTS / "vgg16-caffe-features.safetensors").is_file():
         sys.exit(f"quality.py needs the real VGG19 and VGG16 weights in {WEIGHTS}: the scores mean nothing with random ones")
@@ -116,9 +139,10 @@ def main() -> None:
     vgg16 = W.load(WEIGHTS / "vgg16-caffe-features.safetensors")
     scorer = Scorer(FeatureExtractor("vgg16", vgg16.state_dict, (CONTENT_LAYER, *STYLE_LAYERS), "max", vgg16.convention))
     stylizer = Stylizer(download=False)
-    runs = variants(args.size, args.variant, args.default_only)
+    runs = with_jitter(variants(args.size, args.variant, args.default_only), args.jitter)
     # What a record must have been made with to be reused: a default that has since changed is redone.
-    keys = {name: settings_key(s) for name, s in runs.items()} | {"textbook baseline": f"baseline-{args.baseline_evaluations}"}
+    keys = {name: settings_key(s) + (f"-jitter{seed}" if seed else "") for name, (s, seed) in runs.items()}
+    keys[BASELINE] = f"baseline-{args.baseline_evaluations}"
     done_before: dict[tuple, dict] = {}
     if args.reuse and (out / "records.jsonl").is_file():
         for line in (out / "records.jsonl").read_text().splitlines():
@@ -126,7 +150,7 @@ def main() -> None:
             if r.get("size") == args.size and r.get("key") == keys.get(r["run"]) and (out / f"{image_stem(r)}.jpg").is_file():
                 done_before[(r["photo"], r["painting"], r["run"])] = r
     baseline_settings = Settings(weights=str(WEIGHTS), size=args.size, style_loss="gram", multiscale=False)
-    names = ["textbook baseline", *runs]
+    names = [*([] if args.no_baseline else [BASELINE]), *runs]
     records: list[dict] = []
     print(f"# impasto quality benchmark at {args.size} px\n\n{threads_note()}")
     print(f"reproduce: .venv/bin/python benchmarks/quality.py {' '.join(sys.argv[1:])}".rstrip())
@@ -138,21 +162,21 @@ def main() -> None:
             outputs: dict[str, Image.Image] = {}
             seconds: dict[str, float] = {}
             todo = [n for n in names if (photo, painting, n) not in done_before]
-            if names[0] in todo:
+            if BASELINE in todo:
                 start = time.perf_counter()
                 extractor = stylizer.extractor(baseline_settings, torch.device("cpu"))
                 objective = baseline_objective(extractor, baseline_settings, content, style)
-                outputs[names[0]] = tensor_to_pil(textbook_baseline(objective, content, args.baseline_evaluations, []))
-                seconds[names[0]] = time.perf_counter() - start
-            for name, settings in runs.items():
+                outputs[BASELINE] = tensor_to_pil(textbook_baseline(objective, content, args.baseline_evaluations, []))
+                seconds[BASELINE] = time.perf_counter() - start
+            for name, (settings, seed) in runs.items():
                 if name in todo:
-                    result = stylizer.run(content, style, settings)
+                    result = stylizer.run(jittered(content, seed), style, settings)
                     if result.interrupted:  # the API turns Ctrl-C into a result; here it means stop
                         raise KeyboardInterrupt
                     outputs[name], seconds[name] = result.image, result.seconds
             for name in names:
                 if name in todo:
-                    scores = scorer(pil_to_tensor(outputs[name]), content, style)
+                    scores = scorer(pil_to_tensor(outputs[name]), content, style)  # against the photo itself
                     rec = {"photo": photo, "painting": painting, "run": name, "size": args.size, "key": keys[name],
                            "content": scores.content, "style": scores.style, "seconds": seconds[name]}
                     outputs[name].save(out / f"{image_stem(rec)}.jpg", quality=92)
@@ -179,7 +203,7 @@ def open_or_blank(path: Path | None) -> Image.Image:
 
 
 def image_stem(record: dict) -> str:
-    photo, painting, run = (Path(record["photo"]).stem, Path(record["painting"]).stem, record["run"].replace(" ", "_"))
+    photo, painting, run = (Path(record["photo"]).stem, Path(record["painting"]).stem, record["run"].replace(",", "").replace(" ", "_"))
     return f"{photo}-{painting}-{run}-{record['size']}-{record['key']}"
 
 
@@ -208,15 +232,16 @@ def write_outputs(records: list[dict], names: list[str], out: Path, size: int) -
 
 
 def summarise(records: list[dict], names: list[str]) -> str:
-    """Print and return the per-pair table and the per-run summary."""
+    """Print and return the per-pair table, the per-run summary and --jitter's spread."""
     lines = ["| photo / painting | run | content dist | style dist | seconds |", "|---|---|---:|---:|---:|"]
     for r in records:
         lines.append(f"| {Path(r['photo']).stem} / {Path(r['painting']).stem} | {r['run']} | {r['content']:.3f} | {r['style']:.4f} | {r['seconds']:.0f} |")
-    base = {(r["photo"], r["painting"]): r for r in records if r["run"] == names[0]}
+    base = {(r["photo"], r["painting"]): r for r in records if r["run"] == BASELINE}
     # Distances differ by an order of magnitude between photos, so runs are compared by their
     # ratio to the baseline on the same pair (geometric mean over pairs): below 1 is better.
-    lines += ["", "| run | content dist / baseline's | style dist / baseline's | time / baseline's | pairs better than baseline on both |",
-              "|---|---:|---:|---:|---:|"]
+    if base:
+        lines += ["", "| run | content dist / baseline's | style dist / baseline's | time / baseline's | pairs better than baseline on both |",
+                  "|---|---:|---:|---:|---:|"]
     for name in names:
         rs = [(r, base[(r["photo"], r["painting"])]) for r in records if r["run"] == name and (r["photo"], r["painting"]) in base]
         if not rs:
@@ -224,9 +249,38 @@ def summarise(records: list[dict], names: list[str]) -> str:
         wins = sum(r["content"] < b["content"] and r["style"] < b["style"] for r, b in rs)
         ratio = lambda k: math.exp(sum(math.log(r[k] / b[k]) for r, b in rs) / len(rs))  # noqa: E731
         lines.append(f"| {name} | {ratio('content'):.2f} | {ratio('style'):.2f} | {ratio('seconds'):.2f} | {wins}/{len(rs)} |")
+    lines += jitter_spread(records)
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     return text
+
+
+def jitter_spread(records: list[dict]) -> list[str]:
+    """--jitter's table: per pair and run, each distance's range over the photo and its jittered
+    copies, as a share of the distance on the photo itself; then the median share over pairs."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in records:
+        run = r["run"].split(", jitter ")[0]
+        groups.setdefault((r["photo"], r["painting"], run), []).append(r)
+    groups = {k: rs for k, rs in groups.items() if len(rs) > 1 and any(r["run"] == k[2] for r in rs)}
+    if not groups:
+        return []
+    lines = ["", "| photo / painting | run | runs (photo + copies) | content dist: range (spread) | style dist: range (spread) |", "|---|---|---:|---|---|"]
+    spreads: dict[str, dict[str, list[float]]] = {}
+    for (photo, painting, run), rs in groups.items():
+        clean = next(r for r in rs if r["run"] == run)
+        cells = []
+        for k in ("content", "style"):
+            values = [r[k] for r in rs]
+            share = (max(values) - min(values)) / clean[k]
+            spreads.setdefault(run, {}).setdefault(k, []).append(share)
+            cells.append(f"{min(values):.4g}-{max(values):.4g} ({share:.1%})")
+        lines.append(f"| {Path(photo).stem} / {Path(painting).stem} | {run} | {len(rs)} | {cells[0]} | {cells[1]} |")
+    lines += ["", "| run | median content spread | median style spread | largest content / style spread |", "|---|---:|---:|---:|"]
+    for run, by in spreads.items():
+        lines.append(f"| {run} | {statistics.median(by['content']):.1%} | {statistics.median(by['style']):.1%} "
+                     f"| {max(by['content']):.1%} / {max(by['style']):.1%} |")
+    return lines
 
 
 if __name__ == "__main__":

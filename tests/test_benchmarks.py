@@ -34,3 +34,39 @@ def test_textbook_baseline_runs_exactly_the_evaluations_asked(evaluations):
     assert len(log) == evaluations
     assert evaluations == 1 or log[-1][1] < log[0][1]  # and it descends
     assert float(image.min()) >= 0 and float(image.max()) <= 1
+
+
+def test_jitter_moves_a_photo_by_about_one_grey_level_and_the_same_way_for_a_seed():
+    from quality import jittered, with_jitter
+
+    photo = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1  # away from the clamp
+    assert jittered(photo, 0) is photo  # seed 0: the photo itself
+    once, again, other = jittered(photo, 1), jittered(photo, 1), jittered(photo, 2)
+    assert torch.equal(once, again) and not torch.equal(once, other)
+    assert 0.8 / 255 < float((once - photo).std()) < 1.2 / 255
+    assert list(with_jitter({"impasto default": None}, 2).items()) == [
+        ("impasto default", (None, 0)), ("impasto default, jitter 1", (None, 1)), ("impasto default, jitter 2", (None, 2))]
+
+
+def test_jitter_spread_is_each_distances_range_over_the_runs_of_a_pair_as_a_share_of_the_photos_own():
+    from quality import jitter_spread
+
+    def record(photo: str, run: str, content: float, style: float) -> dict:
+        return {"photo": photo, "painting": "art.jpg", "run": run, "content": content, "style": style, "seconds": 1.0}
+
+    records = [
+        record("a.png", "impasto default", 1.0, 0.010),
+        record("a.png", "impasto default, jitter 1", 1.1, 0.009),
+        record("a.png", "impasto default, jitter 2", 0.95, 0.0105),
+        record("b.png", "impasto default", 2.0, 0.020),  # no jittered copies: not in the table
+        record("c.png", "impasto default", 0.5, 0.004),
+        record("c.png", "impasto default, jitter 1", 0.51, 0.004),
+    ]
+    lines = jitter_spread(records)
+    rows = [line for line in lines if line.startswith("| a /") or line.startswith("| b /") or line.startswith("| c /")]
+    assert rows == [
+        "| a / art | impasto default | 3 | 0.95-1.1 (15.0%) | 0.009-0.0105 (15.0%) |",
+        "| c / art | impasto default | 2 | 0.5-0.51 (2.0%) | 0.004-0.004 (0.0%) |",
+    ]
+    assert lines[-1] == "| impasto default | 8.5% | 7.5% | 15.0% / 15.0% |"  # medians over the two pairs
+    assert jitter_spread(records[3:4]) == []  # nothing jittered: no table
