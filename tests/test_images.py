@@ -108,7 +108,7 @@ def test_huge_images_are_refused_with_their_size_and_the_limit(tmp_path, monkeyp
     monkeypatch.setattr(images, "MAX_INPUT_PIXELS", 1_000_000)
     Image.new("RGB", (2000, 1500)).save(tmp_path / "wide.png")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no stray warning from Pillow before the message, no file left open
+        warnings.simplefilter("error")  # no stray warning from Pillow before the message
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2_500_000)  # Pillow warns past 2.5 Mpx, refuses past 5
         with pytest.raises(ImpastoError, match=r"wide.png: 2000x1500 is too large to read \(limit 1 Mpx\)"):
             load_image(tmp_path / "wide.png")
