@@ -103,6 +103,13 @@ def test_bad_inputs_are_user_errors(tmp_path):
         load_image(np.zeros((1, 1, 3), np.uint8))
 
 
+def test_a_heic_photo_gets_advice_instead_of_not_an_image(tmp_path):
+    # The start of an iPhone's HEIC file: a box that names the brand, which Pillow does not read.
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    with pytest.raises(ImpastoError, match=r"IMG_0001.HEIC: HEIC photos cannot be read; convert it to JPEG or PNG first"):
+        load_image(tmp_path / "IMG_0001.HEIC")
+
+
 def test_huge_images_are_refused_with_their_size_and_the_limit(tmp_path, monkeypatch):
     # The limits lowered so the test needs no 80 Mpx file; the paths are the ones a huge file takes.
     monkeypatch.setattr(images, "MAX_INPUT_PIXELS", 1_000_000)
