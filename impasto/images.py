@@ -94,11 +94,30 @@ def _open(target: Any, name: str) -> Image.Image:
             # Pillow refuses past twice its own limit before the size can be checked here.
             over = 2 * (Image.MAX_IMAGE_PIXELS or 0) // 1_000_000
             raise ImpastoError(f"{name}: over {over} Mpx, too large to read (limit {MAX_INPUT_PIXELS // 1_000_000} Mpx)") from None
-        if isinstance(exc, UnidentifiedImageError) and Path(name).suffix.lower() in (".heic", ".heif"):
+        if isinstance(exc, UnidentifiedImageError) and looks_like_heic(target):
             # A phone's default format, which Pillow does not read; saying so beats "not an image".
             raise ImpastoError(f"{name}: HEIC photos cannot be read; convert it to JPEG or PNG first (a phone's photo app can export it)") from None
         raise ImpastoError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
     return image
+
+
+# The brands an ISO media file names in its first box when it holds a HEIC/HEIF picture.
+HEIC_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1")
+
+
+def looks_like_heic(target: Any) -> bool:
+    """Whether a file Pillow could not identify is HEIC, by its first box: a path, or the
+    bytes of an upload, whatever its name."""
+    try:
+        if isinstance(target, (str, os.PathLike)):
+            with open(target, "rb") as f:
+                head = f.read(12)
+        else:
+            target.seek(0)
+            head = target.read(12)
+    except (OSError, AttributeError, ValueError):
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in HEIC_BRANDS
 
 
 def _has_alpha(image: Image.Image) -> bool:

@@ -345,6 +345,15 @@ def test_a_text_file_named_jpg_is_refused(serve, photo):
         assert detail(response).startswith("content: not a picture")
 
 
+def test_a_heic_photo_is_refused_with_advice(serve, photo):
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)  # how an iPhone's photo starts
+    with serve() as client:
+        response = client.post("/api/jobs", files=[("content", ("IMG_0001.HEIC", heic, "image/heic")),
+                                                   ("style", ("s.png", photo, "image/png"))])  # fmt: skip
+        assert response.status_code == 415
+        assert detail(response).startswith("content: HEIC pictures are not accepted; convert it to JPEG or PNG first")
+
+
 def test_other_formats_pillow_reads_are_refused_too(serve, photo):
     icon = png_bytes(smooth_image(32, 32), fmt="ICO")
     with serve() as client:

@@ -17,7 +17,7 @@ from typing import Optional
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImpastoError
-from ..images import load_image_and_alpha, with_alpha
+from ..images import load_image_and_alpha, looks_like_heic, with_alpha
 
 # Formats a browser or a camera produces; anything else Pillow can open (EPS, PSD,
 # ICNS, ...) is not worth the extra decoder surface on a server.
@@ -47,6 +47,9 @@ def decode_upload(data: bytes, label: str, max_bytes: int, max_pixels: int) -> I
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise UploadError(413, f"{label}: the picture has too many pixels (limit {format_pixels(max_pixels)})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            if looks_like_heic(io.BytesIO(data)):  # a phone's photo: it is a picture, of a kind not read here
+                raise UploadError(415, f"{label}: HEIC pictures are not accepted; convert it to JPEG or PNG first "
+                                  f"(accepted: {', '.join(ALLOWED_FORMATS)})") from None
             raise UploadError(415, f"{label}: not a picture (accepted: {', '.join(ALLOWED_FORMATS)})") from None
         if image.format not in ALLOWED_FORMATS:
             raise UploadError(415, f"{label}: {image.format} pictures are not accepted (accepted: {', '.join(ALLOWED_FORMATS)})")
