@@ -96,7 +96,7 @@ def _open(target: Any, name: str) -> Image.Image:
             raise ImpastoError(f"{name}: over {over} Mpx, too large to read (limit {MAX_INPUT_PIXELS // 1_000_000} Mpx)") from None
         if isinstance(exc, UnidentifiedImageError) and looks_like_heic(target):
             # A phone's default format, which Pillow does not read; saying so beats "not an image".
-            raise ImpastoError(f"{name}: HEIC photos cannot be read; convert it to JPEG or PNG first (a phone's photo app can export it)") from None
+            raise ImpastoError(f"{name}: HEIC/HEIF photos cannot be read; convert it to JPEG or PNG first (a phone's photo app can export it)") from None
         raise ImpastoError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
     return image
 

@@ -106,11 +106,11 @@ def test_bad_inputs_are_user_errors(tmp_path):
 def test_a_heic_photo_gets_advice_instead_of_not_an_image(tmp_path):
     # The start of an iPhone's HEIC file: a box that names the brand, which Pillow does not read.
     (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
-    with pytest.raises(ImpastoError, match=r"IMG_0001.HEIC: HEIC photos cannot be read; convert it to JPEG or PNG first"):
+    with pytest.raises(ImpastoError, match=r"IMG_0001.HEIC: HEIC/HEIF photos cannot be read; convert it to JPEG or PNG first"):
         load_image(tmp_path / "IMG_0001.HEIC")
     # Known by its content, so an upload (bytes, no name) gets the advice too, and a file that
     # is not HEIC whatever its name does not.
-    with pytest.raises(ImpastoError, match=r"the given file: HEIC photos cannot be read"):
+    with pytest.raises(ImpastoError, match=r"the given file: HEIC/HEIF photos cannot be read"):
         load_image((tmp_path / "IMG_0001.HEIC").read_bytes())
     (tmp_path / "notes.heic").write_text("not a picture at all\n")
     with pytest.raises(ImpastoError, match=r"notes.heic: not a readable image"):

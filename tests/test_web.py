@@ -351,7 +351,7 @@ def test_a_heic_photo_is_refused_with_advice(serve, photo):
         response = client.post("/api/jobs", files=[("content", ("IMG_0001.HEIC", heic, "image/heic")),
                                                    ("style", ("s.png", photo, "image/png"))])  # fmt: skip
         assert response.status_code == 415
-        assert detail(response).startswith("content: HEIC pictures are not accepted; convert it to JPEG or PNG first")
+        assert detail(response).startswith("content: HEIC/HEIF pictures are not accepted; convert it to JPEG or PNG first")
 
 
 def test_other_formats_pillow_reads_are_refused_too(serve, photo):

@@ -48,7 +48,7 @@ def decode_upload(data: bytes, label: str, max_bytes: int, max_pixels: int) -> I
             raise UploadError(413, f"{label}: the picture has too many pixels (limit {format_pixels(max_pixels)})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
             if looks_like_heic(io.BytesIO(data)):  # a phone's photo: it is a picture, of a kind not read here
-                raise UploadError(415, f"{label}: HEIC pictures are not accepted; convert it to JPEG or PNG first "
+                raise UploadError(415, f"{label}: HEIC/HEIF pictures are not accepted; convert it to JPEG or PNG first "
                                   f"(accepted: {', '.join(ALLOWED_FORMATS)})") from None
             raise UploadError(415, f"{label}: not a picture (accepted: {', '.join(ALLOWED_FORMATS)})") from None
         if image.format not in ALLOWED_FORMATS:
