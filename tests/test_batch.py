@@ -13,7 +13,7 @@ from PIL import Image
 import impasto
 from impasto.batch.plan import pair_folders, read_manifest
 from impasto.cli import main
-from impasto.errors import ImpastoError
+from impasto.errors import ImpastoError, ImpastoWarning
 
 
 @pytest.fixture
@@ -155,6 +155,19 @@ def test_folders_k_random_styles_per_content_repeatable(data):
     # A photo's draw does not depend on the other photos in the folder.
     (data / "photos" / "photo0.png").unlink()
     assert [pair for pair in first if pair[0] != "photo0.png"] == draw(7)
+
+
+def test_heic_photos_in_a_folder_are_named_not_skipped_silently(data, tmp_path):
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    for name in ("IMG_0001.HEIC", "IMG_0002.heic"):
+        (phone / name).write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(16))
+    with pytest.raises(ImpastoError, match=r"phone: no images in it \(looked for .*\); 2 HEIC/HEIF photos in it cannot be read: convert them to JPEG or PNG first"):
+        pair_folders(phone, data / "paintings")
+    (data / "photos" / "IMG_0003.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(16))
+    with pytest.warns(ImpastoWarning, match=r"photos: 1 HEIC/HEIF photo in it cannot be read: convert it to JPEG or PNG first; the batch leaves it out"):
+        jobs = pair_folders(data / "photos", data / "paintings")
+    assert len(jobs) == 9 and not any("IMG_0003" in str(job.content) for job in jobs)
 
 
 def test_folder_errors(data, tmp_path):

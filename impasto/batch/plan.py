@@ -17,10 +17,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any, Collection, Iterable, Mapping, Optional, Sequence, Union
 
-from ..errors import ImpastoError, option
+from ..errors import ImpastoError, option, warn
 from ..settings import Settings
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+HEIC_SUFFIXES = (".heic", ".heif")
 OUTPUT_FORMATS = ("png", "jpg", "webp")
 # Manifest fields that are not settings; every other field overrides a setting for its row.
 CONTENT_FIELD, STYLE_FIELDS, OUTPUT_FIELD, SETTINGS_FIELD = "content", ("style", "styles"), "output", "settings"
@@ -282,9 +283,15 @@ def list_images(folder: PathLike, what: str) -> list[Path]:
         raise ImpastoError(f"{folder}: is a file; --{what} takes a folder of images (a list of jobs is a manifest)")
     if not folder.is_dir():
         raise ImpastoError(f"{folder}: no such folder (--{what})")
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+    files = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
+    images = sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
+    # A phone's photos: left out like any other file, but said, so a folder of them is not a mystery.
+    heic = [p for p in files if p.suffix.lower() in HEIC_SUFFIXES]
+    advice = f"{len(heic)} HEIC/HEIF photo{'s' if len(heic) > 1 else ''} in it cannot be read: convert {'them' if len(heic) > 1 else 'it'} to JPEG or PNG first"
     if not images:
-        raise ImpastoError(f"{folder}: no images in it (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise ImpastoError(f"{folder}: no images in it (looked for {', '.join(IMAGE_SUFFIXES)})" + (f"; {advice}" if heic else ""))
+    if heic:
+        warn(f"{folder}: {advice}; the batch leaves {'them' if len(heic) > 1 else 'it'} out")
     return images
 
 
