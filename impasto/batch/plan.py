@@ -287,11 +287,13 @@ def list_images(folder: PathLike, what: str) -> list[Path]:
     images = sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
     # A phone's photos: left out like any other file, but said, so a folder of them is not a mystery.
     heic = [p for p in files if p.suffix.lower() in HEIC_SUFFIXES]
-    advice = f"{len(heic)} HEIC/HEIF photo{'s' if len(heic) > 1 else ''} in it cannot be read: convert {'them' if len(heic) > 1 else 'it'} to JPEG or PNG first"
-    if not images:
-        raise ImpastoError(f"{folder}: no images in it (looked for {', '.join(IMAGE_SUFFIXES)})" + (f"; {advice}" if heic else ""))
+    advice, them = "", "them" if len(heic) > 1 else "it"
     if heic:
-        warn(f"{folder}: {advice}; the batch leaves {'them' if len(heic) > 1 else 'it'} out")
+        advice = f"{len(heic)} HEIC/HEIF photo{'s' if len(heic) > 1 else ''} in it cannot be read: convert {them} to JPEG or PNG first"
+    if not images:
+        raise ImpastoError(f"{folder}: no images in it (looked for {', '.join(IMAGE_SUFFIXES)})" + (f"; {advice}" if advice else ""))
+    if advice:
+        warn(f"{folder}: {advice}; the batch leaves {them} out")
     return images
 
 
