@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,22 @@ def test_heic_photos_in_a_folder_are_named_not_skipped_silently(data, tmp_path):
     with pytest.warns(ImpastoWarning, match=r"photos: 1 HEIC/HEIF photo in it cannot be read: convert it to JPEG or PNG first; the batch leaves it out"):
         jobs = pair_folders(data / "photos", data / "paintings")
     assert len(jobs) == 9 and not any("IMG_0003" in str(job.content) for job in jobs)
+
+
+def test_gif_and_avif_paintings_in_a_folder_are_used(data, monkeypatch):
+    plan = sys.modules["impasto.batch.plan"]  # the package's `plan` is a function of that module
+
+    art = data / "paintings"
+    Image.open(art / "art0.png").save(art / "poster.gif")
+    (art / "scan.AVIF").write_bytes(b"\x00\x00\x00\x1cftypavif" + bytes(16))
+    monkeypatch.setattr(plan, "avif_readable", lambda: True)
+    styles = {Path(job.styles[0][0]).name for job in pair_folders(data / "photos", art)}
+    assert {"poster.gif", "scan.AVIF"} <= styles
+    # A Pillow too old for AVIF: the file is named, with what it needs, not skipped silently.
+    monkeypatch.setattr(plan, "avif_readable", lambda: False)
+    with pytest.warns(ImpastoWarning, match=r"paintings: 1 AVIF picture in it cannot be read: reading it needs Pillow 11.3 or later; the batch leaves it out"):
+        styles = {Path(job.styles[0][0]).name for job in pair_folders(data / "photos", art)}
+    assert "poster.gif" in styles and "scan.AVIF" not in styles
 
 
 def test_folder_errors(data, tmp_path):

@@ -20,7 +20,8 @@ from typing import Any, Collection, Iterable, Mapping, Optional, Sequence, Union
 from ..errors import ImpastoError, option, warn
 from ..settings import Settings
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+AVIF_SUFFIXES = (".avif",)  # listed only where this Pillow reads them (11.3+)
 HEIC_SUFFIXES = (".heic", ".heif")
 OUTPUT_FORMATS = ("png", "jpg", "webp")
 # Manifest fields that are not settings; every other field overrides a setting for its row.
@@ -284,17 +285,33 @@ def list_images(folder: PathLike, what: str) -> list[Path]:
     if not folder.is_dir():
         raise ImpastoError(f"{folder}: no such folder (--{what})")
     files = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
-    images = sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
-    # A phone's photos: left out like any other file, but said, so a folder of them is not a mystery.
-    heic = [p for p in files if p.suffix.lower() in HEIC_SUFFIXES]
-    advice, them = "", "them" if len(heic) > 1 else "it"
-    if heic:
-        advice = f"{len(heic)} HEIC/HEIF photo{'s' if len(heic) > 1 else ''} in it cannot be read: convert {them} to JPEG or PNG first"
+    avif = avif_readable()
+    suffixes = IMAGE_SUFFIXES + (AVIF_SUFFIXES if avif else ())
+    images = sorted(p for p in files if p.suffix.lower() in suffixes)
+    # Pictures a user would expect in a batch but this machine cannot read: left out like any
+    # other file, but said, so a folder of them is not a mystery.
+    unreadable = (
+        (HEIC_SUFFIXES, "HEIC/HEIF photo", "convert {them} to JPEG or PNG first"),
+        (() if avif else AVIF_SUFFIXES, "AVIF picture", "reading {them} needs Pillow 11.3 or later"),
+    )
+    notes = []  # (what, it or them)
+    for kinds, name, advice in unreadable:
+        count = sum(p.suffix.lower() in kinds for p in files)
+        if count:
+            them = "them" if count > 1 else "it"
+            notes.append((f"{count} {name}{'s' if count > 1 else ''} in it cannot be read: {advice.format(them=them)}", them))
     if not images:
-        raise ImpastoError(f"{folder}: no images in it (looked for {', '.join(IMAGE_SUFFIXES)})" + (f"; {advice}" if advice else ""))
-    if advice:
-        warn(f"{folder}: {advice}; the batch leaves {them} out")
+        raise ImpastoError(f"{folder}: no images in it (looked for {', '.join(suffixes)})" + "".join(f"; {n}" for n, _ in notes))
+    for note, them in notes:
+        warn(f"{folder}: {note}; the batch leaves {them} out")
     return images
+
+
+def avif_readable() -> bool:
+    """Whether this Pillow opens AVIF files (built in from 11.3)."""
+    from PIL import features
+
+    return "avif" in features.modules and bool(features.check("avif"))
 
 
 def pair_folders(contents: PathLike, styles: PathLike, per_content: Optional[int] = None, seed: int = 0, fmt: str = "png") -> list[Job]:
