@@ -155,46 +155,11 @@ class Stylizer:
         content_t = pil_to_tensor(content_img, device)
         style_specs = normalize_styles(style)
         styles = [self._style_input(image, weight, settings, device) for image, weight in style_specs]
-        if masks is not None:
-            if len(masks) != len(styles):
-                raise ImpastoError(f"{len(masks)} masks given for {len(styles)} styles")
-            for number, (s, mask) in enumerate(zip(styles, masks), 1):
-                if mask is not None:
-                    s.mask = load_mask(mask, content_img.size, device)
-                    if float(s.mask.max()) <= 0:
-                        warn(f"the mask of style {number} is black everywhere, so that painting is used nowhere")
-        keep_t: Optional[torch.Tensor] = None
-        if keep_mask is not None:
-            # Style is matched only outside the kept region (its statistics are taken over
-            # those pixels), and the kept pixels are the content's in every picture handed out.
-            keep_t = load_mask(keep_mask, content_img.size, device)
-            free = 1.0 - keep_t
-            if float(free.max()) <= 0:
-                raise ImpastoError("the keep mask is white everywhere: nothing is left to paint")
-            for s in styles:
-                # One shared tensor for the unmasked styles, so they still blend into one target.
-                s.mask = free if s.mask is None else s.mask * free
+        keep_t = attach_masks(styles, masks, keep_mask, content_img.size, device)
         if frames < 0:
             raise ImpastoError(f"frames must be zero or more, not {frames}")
-        init_t = None
-        if init_image is not None:
-            init_t = pil_to_tensor(load_image(init_image), device)
-        elif settings.init not in ("content", "noise", "style"):
-            if not Path(settings.init).exists():
-                raise ImpastoError(f"init must be content, noise, style or an image file; {settings.init}: no such file")
-            init_t = pil_to_tensor(load_image(settings.init), device)
-
-        target_content = content_t
-        if settings.preserve_color == "luminance":
-            target_content = color.luminance(content_t)
-            for s in styles:
-                s.image = color.match_luminance(s.image, content_t)
-            if init_t is not None:
-                init_t = color.luminance(init_t)
-        elif settings.preserve_color in ("histogram", "histogram-cholesky"):
-            mode = "cholesky" if settings.preserve_color == "histogram-cholesky" else "eigen"
-            for s in styles:
-                s.image = color.match_histogram(s.image, content_t, mode=mode)
+        init_t = initial_image(init_image, settings, device)
+        target_content, init_t = colour_targets(settings, content_t, styles, init_t)
 
         def finish(image: torch.Tensor) -> torch.Tensor:
             if settings.preserve_color == "luminance":
@@ -297,3 +262,62 @@ def stylize(
     overrides change single settings: ``stylize(a, b, size=768, style_weight=50)``.
     """
     return default_stylizer().run(content, style, settings, callback, **overrides).image
+
+
+def attach_masks(
+    styles: Sequence[StyleInput],
+    masks: Optional[Sequence[Optional[ImageLike]]],
+    keep_mask: Optional[ImageLike],
+    size: tuple[int, int],
+    device: torch.device,
+) -> Optional[torch.Tensor]:
+    """Give each style its mask (Gatys et al. 2017) and return the keep mask as a tensor, if any."""
+    if masks is not None:
+        if len(masks) != len(styles):
+            raise ImpastoError(f"{len(masks)} masks given for {len(styles)} styles")
+        for number, (s, mask) in enumerate(zip(styles, masks), 1):
+            if mask is not None:
+                s.mask = load_mask(mask, size, device)
+                if float(s.mask.max()) <= 0:
+                    warn(f"the mask of style {number} is black everywhere, so that painting is used nowhere")
+    keep_t: Optional[torch.Tensor] = None
+    if keep_mask is not None:
+        # Style is matched only outside the kept region (its statistics are taken over
+        # those pixels), and the kept pixels are the content's in every picture handed out.
+        keep_t = load_mask(keep_mask, size, device)
+        free = 1.0 - keep_t
+        if float(free.max()) <= 0:
+            raise ImpastoError("the keep mask is white everywhere: nothing is left to paint")
+        for s in styles:
+            # One shared tensor for the unmasked styles, so they still blend into one target.
+            s.mask = free if s.mask is None else s.mask * free
+    return keep_t
+
+
+def initial_image(init_image: Optional[ImageLike], settings: Settings, device: torch.device) -> Optional[torch.Tensor]:
+    """The picture to start from when it is not the content, noise or the style."""
+    if init_image is not None:
+        return pil_to_tensor(load_image(init_image), device)
+    if settings.init in ("content", "noise", "style"):
+        return None
+    if not Path(settings.init).exists():
+        raise ImpastoError(f"init must be content, noise, style or an image file; {settings.init}: no such file")
+    return pil_to_tensor(load_image(settings.init), device)
+
+
+def colour_targets(
+    settings: Settings, content: torch.Tensor, styles: Sequence[StyleInput], init: Optional[torch.Tensor]
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The content target and start for `settings.preserve_color`; the styles' images are recoloured in place."""
+    target_content = content
+    if settings.preserve_color == "luminance":
+        target_content = color.luminance(content)
+        for s in styles:
+            s.image = color.match_luminance(s.image, content)
+        if init is not None:
+            init = color.luminance(init)
+    elif settings.preserve_color in ("histogram", "histogram-cholesky"):
+        mode = "cholesky" if settings.preserve_color == "histogram-cholesky" else "eigen"
+        for s in styles:
+            s.image = color.match_histogram(s.image, content, mode=mode)
+    return target_content, init
