@@ -97,8 +97,24 @@ def _open(target: Any, name: str) -> Image.Image:
         if isinstance(exc, UnidentifiedImageError) and looks_like_heic(target):
             # A phone's default format, which Pillow does not read; saying so beats "not an image".
             raise ImpastoError(f"{name}: HEIC/HEIF photos cannot be read; convert it to JPEG or PNG first (a phone's photo app can export it)") from None
+        medium = other_medium(name)
+        if isinstance(exc, UnidentifiedImageError) and medium:
+            # The likeliest mistake with impasto's other commands: the right file, the wrong command.
+            what = {"video": "a video, not an image; `impasto video` paints videos",
+                    "audio": "a sound file, not an image; `impasto audio` restyles sounds"}[medium]
+            raise ImpastoError(f"{name}: {what}") from None
         raise ImpastoError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
     return image
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".aiff", ".aif")
+
+
+def other_medium(name: str) -> str:
+    """"video" or "audio" when a file's name says it is one (impasto has a command for each), else ""."""
+    suffix = os.path.splitext(name)[1].lower()
+    return "video" if suffix in VIDEO_SUFFIXES else "audio" if suffix in AUDIO_SUFFIXES else ""
 
 
 # The brands an ISO media file names in its first box when it holds a HEIC/HEIF picture.

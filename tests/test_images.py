@@ -117,6 +117,15 @@ def test_a_heic_photo_gets_advice_instead_of_not_an_image(tmp_path):
         load_image(tmp_path / "notes.heic")
 
 
+def test_a_video_or_sound_given_as_a_picture_points_to_its_command(tmp_path):
+    (tmp_path / "clip.MP4").write_bytes(b"\x00\x00\x00\x20ftypisom" + bytes(64))
+    (tmp_path / "voice.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(64))
+    with pytest.raises(ImpastoError, match=r"clip.MP4: a video, not an image; `impasto video` paints videos"):
+        load_image(tmp_path / "clip.MP4")
+    with pytest.raises(ImpastoError, match=r"voice.wav: a sound file, not an image; `impasto audio` restyles sounds"):
+        load_image(tmp_path / "voice.wav")
+
+
 def test_huge_images_are_refused_with_their_size_and_the_limit(tmp_path, monkeypatch):
     # The limits lowered so the test needs no 80 Mpx file; the paths are the ones a huge file takes.
     monkeypatch.setattr(images, "MAX_INPUT_PIXELS", 1_000_000)
