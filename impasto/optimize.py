@@ -383,8 +383,8 @@ def scale_settings(settings: Settings, long_side: int, final: int) -> Settings:
 
     The coarse scales decide the layout, and there a face is a few feature pixels that the
     style term readily paints over; the finer scales cannot move it back. Tied to the size
-    ratio rather than to the scale's rank, so a scale barely smaller than the output (the
-    fast preset's 181 px before 256) is barely boosted; and the finest scale keeps the
+    ratio rather than to the scale's rank, so a scale barely smaller than the output (362 px
+    before 512 with --scale-factor 1.41) is barely boosted; and the finest scale keeps the
     user's weights, so the objective a run ends on is the one they asked for.
     """
     if settings.coarse_content == 1 or long_side >= final:

@@ -64,7 +64,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "fast",
             "a quick preview: 256 px, two scales and few iterations",
-            dict(size=256, min_size=181, initial_iterations=60, iterations=30),
+            dict(size=256, min_size=128, initial_iterations=60, iterations=30),
         ),
         Preset(
             "hq",

@@ -12,6 +12,7 @@ from impasto import Settings
 from impasto import losses as L
 from impasto import optimize
 from impasto.errors import ImpastoError
+from impasto.presets import get_preset, preset_settings
 from impasto.optimize import blend_weights, choose_tile, mixed_precision, plan_tiles, plan_iterations, plan_scales, scale_settings
 
 from conftest import mean_rgb, smooth_image, textured_image, write_png
@@ -335,3 +336,11 @@ def test_flat_content_frees_a_flat_photo_from_its_content_term(stylizer, make_se
     assert whole > 0
     assert content_term(0.25) == pytest.approx(0.25 * whole, rel=1e-4)  # all of it is flat: the floor everywhere
     assert content_term(0.0) < 1e-3 * whole  # nothing left but rounding
+
+
+
+def test_the_fast_preset_paints_the_two_scales_it_promises():
+    # A min-size above half the size would leave one scale of the coarse iterations.
+    settings = Settings().replace(**preset_settings("fast"))
+    assert "two scales" in get_preset("fast").description
+    assert [max(wh) for wh in plan_scales(512, 340, settings)] == [128, 256]
