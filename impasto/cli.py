@@ -279,17 +279,22 @@ def cmd_demo(argv: Sequence[str]) -> int:
 
     p = argparse.ArgumentParser(prog="impasto demo", description="Stylise the bundled photo with the bundled painting.")
     add_output_arguments(p)
-    p.set_defaults(output="impasto-demo.png")
     for action in p._actions:
         if action.dest == "output":
             action.required = False
-            action.help = "output image (default: impasto-demo.png)"
+            action.help = "output image (default: impasto-demo.png, or impasto-demo-2.png ... when it exists)"
     add_settings_arguments(p)
     args = p.parse_args(argv)
+    if args.output is None:
+        # Running the demo again is the likeliest second step: a new name, not a refusal (nor
+        # an overwrite of the first picture, which the user may have kept).
+        names = ("impasto-demo.png", *(f"impasto-demo-{n}.png" for n in range(2, 10_000)))
+        args.output = names[0] if args.overwrite else next(name for name in names if not Path(name).exists())
     content, style = demo_paths()
     print(f"demo: painting {content.name} in the style of {style.name}", file=sys.stderr)
     code = run_and_save(content, [(str(style), 1.0)], settings_from_args(args), args)
-    print(f"result: {Path(args.output).resolve()}", file=sys.stderr)
+    if code == 0:
+        print(f"result: {Path(args.output).resolve()}", file=sys.stderr)
     return code
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Set up and run the demo. Where there is no internet but a ../shared/weights folder
 # (the machines this project is built on), the weights are read from there.
+# The picture is written where the script is run from, like any command's output.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-if [ -z "${IMPASTO_WEIGHTS:-}" ] && [ -d ../shared/weights ]; then
-    export IMPASTO_WEIGHTS="$(cd ../shared/weights && pwd)"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+(cd "$root" && bash scripts/setup.sh)
+if [ -z "${IMPASTO_WEIGHTS:-}" ] && [ -d "$root/../shared/weights" ]; then
+    export IMPASTO_WEIGHTS="$(cd "$root/../shared/weights" && pwd)"
 fi
-exec .venv/bin/impasto demo "$@"
+exec "$root/.venv/bin/impasto" demo "$@"

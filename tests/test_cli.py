@@ -107,6 +107,11 @@ def test_demo(capsys, tmp_path, monkeypatch, fast):
     assert code == 0, err
     assert "chelsea" in err and "starry_night" in err
     assert max(Image.open(tmp_path / "demo.png").size) == 48
+    # Without -o, a second demo gets a name of its own instead of a refusal or an overwrite.
+    for _ in range(2):
+        code, _, err = cli(capsys, "demo", *fast)
+        assert code == 0, err
+    assert (tmp_path / "impasto-demo.png").is_file() and "impasto-demo-2.png" in err
 
 
 BAD_INPUTS = {
