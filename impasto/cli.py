@@ -185,9 +185,9 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
     from tqdm import tqdm
 
     from .api import Stylizer
-    from .images import check_output_path, load_image_and_alpha, save_image, tensor_to_pil, with_alpha
+    from .images import check_image_output, check_output_path, load_image_and_alpha, save_image, tensor_to_pil, with_alpha
 
-    output = check_output_path(args.output, args.overwrite)
+    output = check_image_output(args.output, args.overwrite)
     if args.json and args.json != "-":
         check_output_path(args.json, args.overwrite)
     if args.save_every < 0:

@@ -230,12 +230,9 @@ def resize_tensor(tensor: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tenso
 
 def save_image(image: Image.Image, path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
     """Write atomically; refuse to replace an existing file unless asked."""
-    path = Path(path)
-    check_output_path(path, overwrite)
+    path = check_image_output(path, overwrite)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None:
-        raise ImpastoError(f"{path}: unknown image extension {path.suffix!r} (use .png, .jpg, .webp, ...)")
+    fmt = image_format(path)
     if fmt not in ALPHA_FORMATS and _has_alpha(image):
         image = flatten(image)  # a transparent picture written as JPEG looks as it would on white
     try:
@@ -245,6 +242,23 @@ def save_image(image: Image.Image, path: Union[str, os.PathLike], overwrite: boo
     finally:
         if tmp.exists():
             tmp.unlink()
+    return path
+
+
+def image_format(path: Union[str, os.PathLike]) -> str:
+    """Pillow's format for a picture written to `path`, from its extension."""
+    suffix = Path(path).suffix
+    fmt = Image.registered_extensions().get(suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        what = f"unknown image extension {suffix!r}" if suffix else "no extension to say the image format"
+        raise ImpastoError(f"{path}: {what} (use .png, .jpg, .webp, ...)")
+    return fmt
+
+
+def check_image_output(path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
+    """check_output_path, and an extension Pillow can write: checked before a run, not after it."""
+    path = check_output_path(path, overwrite)
+    image_format(path)
     return path
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import ImpastoError, option
-from .images import ImageLike, check_output_path, flatten, save_image
+from .images import ImageLike, check_image_output, flatten, save_image
 from .settings import Settings
 
 Grid = Union[Mapping[str, Sequence[Any]], Sequence[tuple[str, Sequence[Any]]]]
@@ -286,7 +286,7 @@ def save_sweep(result: SweepResult, sheet_path: Union[str, os.PathLike], overwri
 def check_sweep_outputs(sheet_path: Union[str, os.PathLike], axes: Sequence[tuple[str, Sequence[Any]]], overwrite: bool = False) -> list[Path]:
     """The cell image paths, after checking that nothing would be replaced without `overwrite`
     (called before the runs too, so a long sweep cannot fail at its end)."""
-    sheet_path = check_output_path(sheet_path, overwrite)
+    sheet_path = check_image_output(sheet_path, overwrite)
     folder = cells_folder(sheet_path)
     if folder.exists() and not folder.is_dir():
         raise ImpastoError(f"{folder}: exists and is not a folder")

@@ -130,6 +130,8 @@ BAD_INPUTS = {
     "negative save-every": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--save-every", "-1"], ["save-every"]),
     "two outputs, one file": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--json", d / "out.png"], ["--json", "the same file as -o"]),
     "output too thin": (lambda d: [d / "strip.png", d / "style.png", "-o", d / "out.png"], ["the output would be 48x1: the short side must be at least 16 px (a larger --size, or"]),
+    "unknown output extension": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.xyz"], ["out.xyz", "unknown image extension '.xyz'"]),
+    "no output extension": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out"], ["no extension to say the image format"]),
     "painting too large": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--style-scale", "100000"], ["smaller --style-scale"]),
 }
 
@@ -146,6 +148,18 @@ def test_bad_input_is_one_line_on_stderr(capsys, tmp_path, content_array, style_
     code, _, err = cli(capsys, *fast, *build(tmp_path))
     assert_one_line_error(code, err, *fragments)
     assert not (tmp_path / "out.png").exists()
+
+
+def test_an_output_name_pillow_cannot_write_fails_before_the_run(capsys, tmp_path, content_array, style_array, fast, monkeypatch):
+    import impasto.api
+
+    write_png(tmp_path / "content.png", content_array)
+    write_png(tmp_path / "style.png", style_array)
+    monkeypatch.setattr(impasto.api.Stylizer, "run", lambda *a, **k: pytest.fail("the run started"))
+    code, _, err = cli(capsys, *fast, tmp_path / "content.png", tmp_path / "style.png", "-o", tmp_path / "out.xyz")
+    assert_one_line_error(code, err, "unknown image extension")
+    code, _, err = cli(capsys, "sweep", *fast, tmp_path / "content.png", tmp_path / "style.png", "--grid", "tv_weight=0,1", "-o", tmp_path / "sheet")
+    assert_one_line_error(code, err, "no extension to say the image format")
 
 
 @pytest.fixture
