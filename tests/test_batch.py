@@ -326,6 +326,25 @@ def test_rows_from_python_and_outputs_in_subfolders(data, fast, stylizer):
     assert all(r.previous for r in again)
 
 
+def test_a_script_without_a_main_guard_is_told_to_add_one(data, fast):
+    # Spawned workers import the driver's script again; one that starts a batch at its top
+    # level would start one in each worker. What a Python user pastes from the README.
+    import subprocess
+
+    script = data / "augment.py"
+    script.write_text(
+        "import impasto\n"
+        f"settings = impasto.Settings(**{fast.to_dict()!r})\n"
+        f"for r in impasto.batch(None, {str(data / 'out')!r}, settings, contents={str(data / 'photos')!r}, "
+        f"styles={str(data / 'paintings')!r}, per_content=1, workers=2):\n"
+        "    print(r.status)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=data)
+    assert proc.returncode != 0
+    assert 'put the impasto.batch(...) call under `if __name__ == "__main__":`' in proc.stderr.strip().splitlines()[-1]
+    assert "bootstrapping phase" not in proc.stderr  # not multiprocessing's traceback from each worker
+
+
 def test_local_workers_share_four_jobs(data, fast):
     (data / "photos" / "photo2.png").unlink()
     out = data / "out"

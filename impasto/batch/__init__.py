@@ -27,7 +27,7 @@ from ..images import check_writable
 from ..settings import Settings
 from .index import INDEX_NAME, Index
 from .local import ProgressHook as RunnerHook
-from .local import Task, run_inline, run_pool
+from .local import Task, exit_if_in_a_worker, run_inline, run_pool
 from .plan import OUTPUT_FORMATS, Job, PathLike, folder_options, jobs_from_rows, pair_folders, plan, read_manifest
 
 # (worker slot, output name, iterations done, iterations in all)
@@ -206,6 +206,7 @@ def batch(
     Bad input in the call (no manifest, an empty folder) raises ImpastoError at once;
     a bad row fails its job only.
     """
+    exit_if_in_a_worker()
     if retries < 0:
         raise ImpastoError(f"retries must be zero or more, not {retries}")
     if workers is not None and workers < 1:

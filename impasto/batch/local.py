@@ -23,6 +23,23 @@ from .work import make_stylizer, run_job
 ProgressHook = Callable[[int, int, int, int], None]
 PROGRESS_INTERVAL_S = 0.2
 DEATH_CHECK_INTERVAL_S = 0.5
+WORKER_NAME = "impasto-batch-"
+# The exit code of a worker that found itself re-running the driver's script (exit_if_in_a_worker).
+REIMPORTED_EXIT = 78
+UNGUARDED_SCRIPT = (
+    "the batch's worker processes import the script that started them again (they are started with spawn), "
+    "and this script starts a batch when imported: put the impasto.batch(...) call under "
+    "`if __name__ == \"__main__\":`"
+)
+
+
+def exit_if_in_a_worker() -> None:
+    """Called where a batch starts. In a worker process that can only be the driver's own
+    script, imported again by `spawn` before the worker's first job: without a __main__
+    guard it would start a batch of its own in every worker. Leave at once, with a code the
+    driver turns into advice, instead of multiprocessing's traceback in each worker."""
+    if multiprocessing.current_process().name.startswith(WORKER_NAME):
+        raise SystemExit(REIMPORTED_EXIT)
 
 
 @dataclass
@@ -119,7 +136,7 @@ def run_pool(
 
     def start(slot: int) -> None:
         ours, theirs = context.Pipe()
-        process = context.Process(target=_worker_main, args=(slot, threads, theirs), daemon=True, name=f"impasto-batch-{slot}")
+        process = context.Process(target=_worker_main, args=(slot, threads, theirs), daemon=True, name=f"{WORKER_NAME}{slot}")
         process.start()
         theirs.close()  # so the driver sees EOF when the worker dies
         slots[slot] = _Worker(process, ours)
@@ -156,6 +173,8 @@ def run_pool(
         worker = slots[slot]
         worker.process.join(timeout=5)
         worker.conn.close()
+        if worker.process.exitcode == REIMPORTED_EXIT:
+            raise ImpastoError(UNGUARDED_SCRIPT)
         deaths_in_a_row += 1
         if deaths_in_a_row > MAX_DEATHS_IN_A_ROW:
             raise ImpastoError(
