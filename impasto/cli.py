@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import sys
@@ -35,6 +36,20 @@ PLUGIN_COMMANDS = {
     "video": "impasto.video",
     "audio": "impasto.audio",
 }
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake told in one line like impasto's other errors (and a guess at
+    a misspelt option) rather than the whole usage block above it."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        if message.startswith("unrecognized arguments: "):
+            known = [name for name in self._option_string_actions if name.startswith("--")]
+            wrong = [arg.split("=", 1)[0] for arg in message.split(": ", 1)[1].split() if arg.startswith("--")]
+            guesses = [g for arg in wrong for g in difflib.get_close_matches(arg, known, n=1, cutoff=0.7)]
+            if guesses:
+                message += f" (did you mean {', '.join(guesses)}?)"
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
 
 # Said here rather than in Settings' field docs: the CLI-only spelling of a value.
 EXTRA_HELP = {"style_layers": "; 'all' = every conv layer (Novak & Nikulin 2016)"}
@@ -109,7 +124,7 @@ def parse_style(text: str) -> tuple[str, float]:
 
 
 def build_run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="impasto",
         description="Paint CONTENT in the style of one or more STYLE images (Gatys et al. neural style transfer). "
         "Other commands (each has --help): `impasto demo` (a bundled photo and painting), `presets`, `sweep` (a grid "
@@ -277,7 +292,7 @@ def cmd_run(argv: Sequence[str]) -> int:
 def cmd_demo(argv: Sequence[str]) -> int:
     from .data import demo_paths
 
-    p = argparse.ArgumentParser(prog="impasto demo", description="Stylise the bundled photo with the bundled painting.")
+    p = Parser(prog="impasto demo", description="Stylise the bundled photo with the bundled painting.")
     add_output_arguments(p)
     for action in p._actions:
         if action.dest == "output":
@@ -301,7 +316,7 @@ def cmd_demo(argv: Sequence[str]) -> int:
 def cmd_presets(argv: Sequence[str]) -> int:
     from .presets import describe_presets
 
-    argparse.ArgumentParser(prog="impasto presets", description="List the named presets and what each sets.").parse_args(argv)
+    Parser(prog="impasto presets", description="List the named presets and what each sets.").parse_args(argv)
     print(describe_presets())
     return 0
 
@@ -312,7 +327,7 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     from .api import Stylizer
     from .sweep import check_sweep_outputs, format_value, normalize_grid, parse_grid, save_sweep, sweep
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="impasto sweep",
         description="Run one content/style pair over a grid of one or two settings and write a labelled contact "
         "sheet, plus each cell's image in a folder beside it (SHEET_cells/). The runs share the loaded network "
@@ -385,10 +400,15 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 
             return importlib.import_module(PLUGIN_COMMANDS[argv[0]]).cli_main(argv[1:])
         first = argv[0] if argv else ""
-        if first.isalpha() and first.islower() and not Path(first).exists() and len([a for a in argv if not a.startswith("-")]) < 3:
-            # `impasto frobnicate` (or a mistyped `impasto sweeep a.jpg b.jpg`) is not a photo named so.
-            known = ", ".join((*COMMANDS, *PLUGIN_COMMANDS))
-            raise ImpastoError(f"unknown command {first!r}: the commands are {known}; a run is `impasto PHOTO PAINTING -o OUT`")
+        commands = (*COMMANDS, *PLUGIN_COMMANDS)
+        guess = difflib.get_close_matches(first, commands, n=1, cutoff=0.7)
+        few = len([a for a in argv if not a.startswith("-")]) < 3
+        if first.isalpha() and first.islower() and not Path(first).exists() and (few or guess):
+            # `impasto frobnicate`, or a mistyped `impasto vidoe clip.mp4 a.jpg -o b.mp4`, is not a photo named so.
+            hint = f"did you mean `impasto {guess[0]}`? " if guess else ""
+            raise ImpastoError(
+                f"unknown command {first!r}: {hint}the commands are {', '.join(commands)}; a run is `impasto PHOTO PAINTING -o OUT`"
+            )
         return cmd_run(argv)
     except ImpastoError as exc:
         print(f"impasto: error: {exc}", file=sys.stderr)

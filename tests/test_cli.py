@@ -99,6 +99,27 @@ def test_version_and_an_unknown_command(capsys):
     assert stopped.value.code == 0 and capsys.readouterr().out.strip() == f"impasto {impasto.__version__}"
     code, _, err = cli(capsys, "frobnicate")
     assert_one_line_error(code, err, "unknown command 'frobnicate'", "batch", "video", "impasto PHOTO PAINTING -o OUT")
+    # A misspelt command is one even with a run's worth of arguments after it.
+    code, _, err = cli(capsys, "vidoe", "clip.mp4", "painting.jpg", "-o", "out.mp4")
+    assert_one_line_error(code, err, "unknown command 'vidoe': did you mean `impasto video`?")
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--style-wieght", "10"], ["unrecognized arguments: --style-wieght 10 (did you mean --style-weight?)", "see impasto --help"]),
+        (["--size", "abc"], ["argument --size: invalid int value: 'abc'"]),
+        (["batch", "--contnets", "photos/", "-o", "out/"], ["impasto batch: error:", "(did you mean --contents?)"]),
+    ],
+)
+def test_a_mistyped_option_is_one_line_with_a_guess(capsys, tmp_path, args, fragments):
+    # The usage block argparse prints above its error would push the error out of sight.
+    argv = args if args[0] == "batch" else ["photo.jpg", "painting.jpg", "-o", str(tmp_path / "out.png"), *args]
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("impasto") and all(f in err for f in fragments), err
 
 
 def test_demo(capsys, tmp_path, monkeypatch, fast):

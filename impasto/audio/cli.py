@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..cli import add_settings_arguments, settings_from_args
+from ..cli import Parser, add_settings_arguments, settings_from_args
 from ..errors import ImpastoError
 from ..settings import Settings
 from .transfer import AUDIO_DEFAULTS, SHARED_FIELDS, AudioSettings
@@ -25,7 +25,7 @@ AUDIO_HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="impasto audio",
         description="Render CONTENT in the sound texture of STYLE (Ulyanov & Lebedev 2016, 'Audio texture synthesis "
         "and style transfer'): a random 1-D conv network over the log-magnitude spectrogram, the image engine's content "

@@ -27,9 +27,9 @@ Exit status: 0 when every job is done (or skipped), 1 when any failed, 130 on Ct
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..cli import add_settings_arguments
+    from ..cli import Parser, add_settings_arguments
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="impasto batch",
         description="Stylise many images: jobs from a manifest, or every content x style pair of two folders. "
         "Runs on this machine, or on a Ray cluster with --ray.",

@@ -21,9 +21,9 @@ __all__ = ["DEFAULT_TEMPORAL_WEIGHT", "VideoProgress", "VideoResult", "cli_main"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..cli import add_mask_arguments, add_settings_arguments
+    from ..cli import Parser, add_mask_arguments, add_settings_arguments
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="impasto video",
         description="Stylise a video. Each frame starts from the previous stylised frame warped by the optical flow "
         "of the input, and a temporal loss keeps it there outside occlusions (Ruder, Dosovitskiy & Brox 2016), so "

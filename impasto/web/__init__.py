@@ -27,9 +27,9 @@ LOOPBACK_NAMES = ("localhost",)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..cli import add_settings_arguments
+    from ..cli import Parser, add_settings_arguments
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="impasto serve",
         description="Serve a web page and an HTTP API to paint photos in the style of artworks. Jobs run one at a "
         "time (see --workers) and are kept in --data-dir across restarts. The API is described at /docs.",
