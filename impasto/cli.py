@@ -119,7 +119,8 @@ def parse_style(text: str) -> tuple[str, float]:
         try:
             return path, float(weight)
         except ValueError:
-            pass
+            if Path(path).is_file() and not Path(text).exists():
+                raise ImpastoError(f"{text}: the weight after ':' must be a number, such as {path}:0.5") from None
     return text, 1.0
 
 

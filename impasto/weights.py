@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -150,6 +151,8 @@ def _unreadable(path: Path, exc: Exception) -> ImpastoError:
     lines = str(exc).strip().splitlines()
     # torch's own first line can be a paragraph about its pickle settings: kept only when short.
     detail = f"{exc.__class__.__name__}: {lines[0]}" if lines and len(lines[0]) <= 80 else exc.__class__.__name__
+    if isinstance(exc, (KeyError, pickle.UnpicklingError)):  # what torch.load says of a text or other file
+        detail = "not a PyTorch file"
     return ImpastoError(f"{path}: cannot read weights ({detail}); expected a VGG16/VGG19 state dict in "
                         f"torchvision's format, as .safetensors or a PyTorch .pth")
 

@@ -143,6 +143,7 @@ BAD_INPUTS = {
     "1-pixel image": (lambda d: [d / "dot.png", d / "style.png", "-o", d / "out.png"], ["too small"]),
     "unknown layer": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--style-layers", "conv1_1,conv9_9"], ["conv9_9"]),
     "negative style weight": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--style-weight", "-1"], ["style-weight"]),
+    "blend weight not a number": (lambda d: [d / "content.png", f"{d / 'style.png'}:abc", "-o", d / "out.png"], ["style.png:abc: the weight after ':' must be a number"]),
     "negative blend weight": (lambda d: [d / "content.png", f"{d / 'style.png'}:-1", "-o", d / "out.png"], ["non-negative"]),
     "missing output folder": (lambda d: [d / "content.png", d / "style.png", "-o", d / "no" / "out.png"], ["does not exist"]),
     "unknown model": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--model", "vgg13"], ["model", "vgg13"]),

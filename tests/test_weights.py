@@ -323,3 +323,11 @@ def test_corrupt_file_is_a_user_error_not_a_traceback(tmp_path, vgg19_state, suf
     with pytest.raises(ImpastoError) as info:
         W.load(path)
     assert str(path) in str(info.value)
+
+
+def test_a_text_file_given_as_weights_is_said_not_to_be_one(tmp_path):
+    # torch.load's own complaint about a text file is `KeyError: 101` (the byte 'e').
+    path = tmp_path / "notes.txt"
+    path.write_text("hello world\n")
+    with pytest.raises(ImpastoError, match=r"notes.txt: cannot read weights \(not a PyTorch file\)"):
+        W.load(path)
