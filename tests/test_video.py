@@ -242,8 +242,10 @@ def test_bad_inputs_give_one_line_errors(clips, synthetic_weights, tmp_path, cap
 
 
 def test_bad_options_give_errors(clips, settings, tmp_path):
-    with pytest.raises(ImpastoError, match="no frames in the range 20..8"):
+    with pytest.raises(ImpastoError, match=r"start-frame 20 is past the end \(the video has 8 frames"):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, start_frame=20)
+    with pytest.raises(ImpastoError, match="no frames in the range 5..5"):
+        stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, start_frame=5, end_frame=5)
     with pytest.raises(ImpastoError, match="unknown video extension"):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.png", settings)
     with pytest.raises(ImpastoError, match="temporal-weight"):

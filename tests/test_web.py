@@ -409,7 +409,7 @@ def test_cancel_a_running_job_keeps_the_best_picture_so_far(serve, photo, painti
         response = client.post(f"/api/jobs/{job['id']}/cancel")
         assert response.status_code == 200
         cancelled = wait(client, job["id"], timeout=30)
-        assert cancelled["status"] == "cancelled" and cancelled["partial"] is True
+        assert cancelled["status"] == "cancelled" and cancelled["partial"] is True and cancelled["stopped_reason"] == "cancelled"
         assert running["progress"]["done"] <= cancelled["progress"]["done"] < 3000
         assert image_of(client.get(cancelled["links"]["result"])).size == (32, 27)
 

@@ -242,6 +242,8 @@ def plan_job(input: Union[str, os.PathLike], style: Any, output: Union[str, os.P
         raise ImpastoError(f"start-frame must be zero or more, not {start}")
     info = probe(input)
     end = info.frames if end is None else min(end, info.frames)
+    if start >= info.frames:
+        raise ImpastoError(f"{info.path}: start-frame {start} is past the end (the video has {info.frames} frames, numbered from 0)")
     if end <= start:
         raise ImpastoError(f"{info.path}: no frames in the range {start}..{end} (the video has {info.frames}, numbered from 0)")
     styles = [(load_image(image), weight) for image, weight in normalize_styles(style)]

@@ -335,16 +335,17 @@ class JobManager:
             from ..media import write_gif
 
             write_gif(result.frames, folder / GIF_FILE, overwrite=True)
+        reason = result.stopped_reason
         if not result.interrupted:
             status = DONE
         elif self.stopping.is_set():
-            status = INTERRUPTED
+            status, reason = INTERRUPTED, "the server stopped"
         elif live.cancel.is_set():
-            status = CANCELLED
+            status, reason = CANCELLED, "cancelled"
         else:  # the loss went non-finite: the best image so far is kept
             status = DONE
         self._finish(job, status, result=True, gif=bool(result.frames), frames=frames, partial=result.interrupted,
-                     seconds=round(result.seconds, 3), losses=result.losses, stopped_reason=result.stopped_reason)  # fmt: skip
+                     seconds=round(result.seconds, 3), losses=result.losses, stopped_reason=reason)  # fmt: skip
 
     def _progress(self, job: dict[str, Any], live: Live, progress: Any) -> None:
         now = time.monotonic()
