@@ -234,7 +234,10 @@ class Stylizer:
 
 def load_mask(mask: ImageLike, size: tuple[int, int], device: torch.device) -> torch.Tensor:
     """A greyscale mask resized to the output: white = this style applies."""
-    img = load_image(mask).convert("L").resize(size, Image.Resampling.BILINEAR)
+    img = load_image(mask).convert("L")
+    if img.getextrema()[1] == 1:  # a 0/1 mask of integers (mask.astype(np.uint8)): 1 means white
+        img = img.point(lambda v: v * 255)
+    img = img.resize(size, Image.Resampling.BILINEAR)
     return pil_to_tensor(img.convert("RGB"), device)[:, :1]
 
 

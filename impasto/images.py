@@ -160,8 +160,15 @@ def with_alpha(image: Image.Image, alpha: Optional[Image.Image]) -> Image.Image:
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(image, dtype=np.float64)
-        # 16-bit modes are 0-65535 whatever the values; 32-bit "I"/"F" carry no range, so guess.
-        hi = 65535.0 if image.mode.startswith("I;16") or a.max() > 255 else 255.0
+        # 16-bit modes are 0-65535 whatever the values; 32-bit "I"/"F" carry no range, so guess
+        # (a float TIFF is 0-1 more often than not, as array_to_pil assumes of float arrays).
+        peak = a.max() if a.size else 0.0
+        if image.mode.startswith("I;16") or peak > 255:
+            hi = 65535.0
+        elif image.mode == "F" and peak <= 2.0:
+            hi = 1.0
+        else:
+            hi = 255.0
         image = Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
     return flatten(image)
 
@@ -180,7 +187,9 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
         a = np.moveaxis(a, 0, -1)  # CHW -> HWC
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
-    if a.dtype.kind == "f":
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * 255  # a mask: True is white
+    elif a.dtype.kind == "f":
         a = np.nan_to_num(a.astype(np.float64))
         scale = 255.0 if a.size == 0 or a.max() <= 2.0 else 1.0
         a = np.clip(a * scale + 0.5, 0, 255).astype(np.uint8)

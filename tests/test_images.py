@@ -319,3 +319,22 @@ def test_transparency_is_read_beside_the_picture_and_kept_by_formats_that_hold_i
     flat = np.asarray(Image.open(tmp_path / "out.jpg")).astype(int)
     assert flat.shape == (20, 30, 3)
     assert flat[:, :8].min() > 245 and flat[:, 12:].max() < 40  # on white where transparent, itself elsewhere
+
+
+def test_a_float_tiff_in_0_1_is_read_as_bright_as_it_is(tmp_path):
+    # Scientific and HDR tools write float TIFFs in 0-1: read as 0-255 they were all but black.
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (16, 1))
+    Image.fromarray(ramp, mode="F").save(tmp_path / "ramp.tif")
+    grey = np.asarray(load_image(tmp_path / "ramp.tif").convert("L"))
+    assert grey.max() == 255 and grey.min() == 0 and abs(int(grey[0, 32]) - 130) <= 2
+
+
+@pytest.mark.parametrize("kind", ["bool", "torch bool", "int64 0/1", "uint8 0/1"])
+def test_a_mask_of_zeros_and_ones_is_black_and_white(kind):
+    from impasto.api import load_mask
+
+    half = np.zeros((16, 20), dtype=bool)
+    half[:, 10:] = True
+    mask = {"bool": half, "torch bool": torch.from_numpy(half), "int64 0/1": half.astype(np.int64), "uint8 0/1": half.astype(np.uint8)}[kind]
+    loaded = load_mask(mask, (20, 16), torch.device("cpu"))
+    assert float(loaded[..., 15:].min()) == 1.0 and float(loaded[..., :5].max()) == 0.0
