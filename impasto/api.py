@@ -20,7 +20,7 @@ from .images import (
 )  # fmt: skip
 from .media import FrameRecorder
 from .optimize import (
-    ExtraLoss, Outcome, Progress, StatsCache, StyleInput, check_short_side, choose_tile, optimise, resolve_device,
+    ExtraLoss, Outcome, Progress, StatsCache, StyleInput, check_short_side, choose_tile, optimise, resolve_device, with_autograd,
     style_long_side, style_pieces,
 )
 from .settings import Settings
@@ -112,6 +112,7 @@ class Stylizer:
             self._extractors[key] = extractor.to(device)
         return self._extractors[key]
 
+    @with_autograd
     def run(
         self,
         content: ImageLike,
@@ -176,7 +177,6 @@ class Stylizer:
         recorder = FrameRecorder(frames, content_img.size) if frames else None
         outcome = Outcome()
         interrupted, reason = False, None
-        torch.set_grad_enabled(True)
         try:
             for progress in optimise(extractor, settings, target_content, styles, outcome, init_t, self.style_cache, extra_loss):
                 if callback is not None or recorder is not None:

@@ -27,6 +27,19 @@ from .settings import Settings
 from .vgg import FeatureExtractor
 
 
+def with_autograd(fn: Callable) -> Callable:
+    """Run `fn` with autograd on whatever the caller's mode (a notebook's torch.no_grad() or
+    torch.inference_mode()), and give the caller's mode back after: an optimisation of pixels
+    needs gradients, and the caller's own code must not find them switched on."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003
+        with torch.inference_mode(False), torch.enable_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 @dataclass
 class Progress:
     """One iteration's news. `image` is the current pixels, not a copy."""

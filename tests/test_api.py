@@ -245,3 +245,17 @@ def test_numpy_weights_and_pathlib_paths_are_taken_as_given(tmp_path):
     assert normalize_styles([("a.png", np.float64(0.7)), ("b.png", 0.3)]) == [("a.png", 0.7), ("b.png", 0.3)]
     settings = Settings(weights=tmp_path / "w.safetensors", init=tmp_path / "start.png")
     assert settings.weights == str(tmp_path / "w.safetensors") and settings.init == str(tmp_path / "start.png")
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_a_run_inside_the_callers_no_grad_works_and_leaves_it_as_it_was(make_settings, mode):
+    # A notebook that scores pictures under torch.no_grad() or inference_mode() calls impasto there too.
+    import torch
+
+    settings = make_settings(iterations=3)
+    context = torch.no_grad() if mode == "no_grad" else torch.inference_mode()
+    with context:
+        result = impasto.Stylizer(download=False).run(textured_image(32, 32, seed=1), textured_image(32, 32, seed=2), settings)
+        assert not torch.is_grad_enabled()
+        assert mode != "inference_mode" or torch.is_inference_mode_enabled()
+    assert result.losses["total"] < result.history[0]["total"]

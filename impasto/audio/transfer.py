@@ -30,7 +30,7 @@ import torch
 
 from .. import losses as L
 from ..errors import ImpastoError, NonFiniteLoss
-from ..optimize import Progress, descend, resolve_device
+from ..optimize import Progress, descend, resolve_device, with_autograd
 from ..settings import Settings
 from . import io, spectral
 
@@ -258,6 +258,7 @@ def initial_spectrogram(settings: Settings, content: torch.Tensor) -> torch.Tens
     return (torch.rand(content.shape, generator=generator) * 2 * content.mean().item()).to(content.device)
 
 
+@with_autograd
 def stylize_audio(
     content: AudioLike,
     style: AudioLike,
@@ -381,7 +382,6 @@ class Run:
     def stage(self, index: int, objective: Score, start: torch.Tensor, steps: int, bounds: Optional[tuple[float, float]]) -> torch.Tensor:
         param = start.detach().clone().contiguous()
         best, best_value = param.detach().clone(), math.inf
-        torch.set_grad_enabled(True)
         try:
             for step in descend(objective, param, steps, self.settings, bounds=bounds):
                 if step.losses["total"] < best_value:
