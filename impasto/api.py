@@ -150,7 +150,7 @@ class Stylizer:
         if alpha is not None and alpha.getextrema()[1] == 0:
             warn("the photo is transparent everywhere, so the picture will be too; it is painted as it looks on white")
         out_w, out_h = fit_long_side(source.width, source.height, settings.size)
-        check_short_side((out_w, out_h), "the output", "photo")
+        check_short_side((out_w, out_h), "the output", "photo", settings)
         choose_tile(out_w, out_h, settings, device)
         content_img = resize_long_side(source, settings.size)
         content_t = pil_to_tensor(content_img, device)

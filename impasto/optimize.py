@@ -80,12 +80,19 @@ class Outcome:
 MIN_SCALE_SIDE = 16
 
 
-def check_short_side(size: tuple[int, int], picture: str, source: str) -> None:
+def min_side(settings: Optional[Settings] = None) -> int:
+    """The shortest side a picture (or a scale, or a painting) may have for the layers used:
+    MIN_SCALE_SIDE, or twice it when a layer is past the fifth pooling (pool5)."""
+    deep = settings is not None and "pool5" in settings.content_layers + settings.style_layers
+    return 2 * MIN_SCALE_SIDE if deep else MIN_SCALE_SIDE
+
+
+def check_short_side(size: tuple[int, int], picture: str, source: str, settings: Optional[Settings] = None) -> None:
     """Refuse a `picture` ("the output") of `size` too thin for the network, made from a `source` ("photo")."""
-    w, h = size
-    if min(w, h) < MIN_SCALE_SIDE:
+    w, h, least = *size, min_side(settings)
+    if min(w, h) < least:
         raise ImpastoError(
-            f"{picture} would be {w}x{h}: the short side must be at least {MIN_SCALE_SIDE} px "
+            f"{picture} would be {w}x{h}: the short side must be at least {least} px "
             f"(a larger {option('size')}, or a less elongated {source})"
         )
 
@@ -99,7 +106,7 @@ def plan_scales(width: int, height: int, settings: Settings) -> list[tuple[int, 
     sizes = [fit_long_side(width, height, side) for side in reversed(long_sides)]
     # A coarse scale of a thin picture (a 12:1 panorama's 128 px is 11 px high) pools away to
     # nothing before conv5: such scales are left out, and the finest is checked by the caller.
-    return [wh for wh in sizes[:-1] if min(wh) >= MIN_SCALE_SIDE] + sizes[-1:]
+    return [wh for wh in sizes[:-1] if min(wh) >= min_side(settings)] + sizes[-1:]
 
 
 def plan_iterations(scales: int, settings: Settings) -> list[int]:
@@ -321,7 +328,7 @@ class Objective:
                     self.content_weights[k] = _mask_like(flat, content_feats[k])
             per_style, per_style_chain = [], []
             for style in styles:
-                sw, sh = style_size(style.image.shape, style_long_side(max(w, h), settings))
+                sw, sh = style_size(style.image.shape, style_long_side(max(w, h), settings), min_side(settings))
                 stats, chain = style_statistics(extractor, style.image, (sh, sw), settings.style_layers, pairs, cache, tile)
                 per_style.append(stats)
                 per_style_chain.append(chain)
@@ -472,17 +479,17 @@ def chain_pairs(settings: Settings) -> list[tuple[str, str]]:
 
 def style_long_side(output_long_side: int, settings: Settings) -> int:
     """The painting's long side for an output (or scale) `output_long_side` px long."""
-    return max(MIN_SCALE_SIDE, round(output_long_side * settings.style_scale))
+    return max(min_side(settings), round(output_long_side * settings.style_scale))
 
 
-def style_size(shape: Sequence[int], long_side: int) -> tuple[int, int]:
+def style_size(shape: Sequence[int], long_side: int, least: int = MIN_SCALE_SIDE) -> tuple[int, int]:
     """(w, h) for a style image of `shape` (..., H, W) at `long_side`, but with a short side of
-    at least MIN_SCALE_SIDE: a panorama or a strip squeezed thinner would pool away to nothing
-    before conv5."""
+    at least `least` (min_side): a panorama or a strip squeezed thinner would pool away to
+    nothing before conv5."""
     w, h = fit_long_side(shape[-1], shape[-2], long_side)
-    if min(w, h) < MIN_SCALE_SIDE:
-        grow = MIN_SCALE_SIDE / min(w, h)
-        w, h = max(MIN_SCALE_SIDE, round(w * grow)), max(MIN_SCALE_SIDE, round(h * grow))
+    if min(w, h) < least:
+        grow = least / min(w, h)
+        w, h = max(least, round(w * grow)), max(least, round(h * grow))
     return w, h
 
 
@@ -493,7 +500,7 @@ def style_pieces(shape: Sequence[int], final: int, settings: Settings, device: t
     Refused when not even those would fit."""
     if tile:
         return tile
-    w, h = style_size(shape, style_long_side(final, settings))
+    w, h = style_size(shape, style_long_side(final, settings), min_side(settings))
     try:
         return choose_tile(w, h, settings.replace(tile=0), device)
     except ImpastoError:

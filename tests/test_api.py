@@ -259,3 +259,15 @@ def test_a_run_inside_the_callers_no_grad_works_and_leaves_it_as_it_was(make_set
         assert not torch.is_grad_enabled()
         assert mode != "inference_mode" or torch.is_inference_mode_enabled()
     assert result.losses["total"] < result.history[0]["total"]
+
+
+def test_pool5_needs_twice_the_short_side_and_gets_it(make_settings):
+    # pool5 is a fifth halving: a 16-31 px side that conv5 takes leaves it nothing.
+    settings = make_settings(style_layers=("conv1_1", "pool5"), iterations=2)
+    stylizer = impasto.Stylizer(download=False)
+    with pytest.raises(ImpastoError, match=r"the output would be 120x20: the short side must be at least 32 px"):
+        stylizer.run(textured_image(20, 120, seed=1), textured_image(32, 32, seed=2), settings, size=120)
+    # A coarse scale too thin for it is left out, and a thin painting enlarged, instead of a crash.
+    result = stylizer.run(textured_image(40, 256, seed=1), textured_image(12, 200, seed=2), settings,
+                          size=256, multiscale=True, min_size=64, initial_iterations=2)  # fmt: skip
+    assert result.image.size == (256, 40) and {h["scale"] for h in result.history} == {0}

@@ -102,7 +102,7 @@ def output_size(source: tuple[int, int], size: Optional[int], settings: Settings
     capped at the settings' size; both even, as H.264 in yuv420p needs."""
     long_side = size if size is not None else min(max(source), settings.size)
     w, h = fit_long_side(source[0], source[1], long_side)
-    check_short_side((w, h), "the frames", "video")
+    check_short_side((w, h), "the frames", "video", settings)
     return w - w % 2, h - h % 2
 
 
