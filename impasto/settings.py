@@ -307,33 +307,35 @@ class Settings:
                 raise ImpastoError(
                     f"{len(self.style_layer_weights)} style layer weights given for {len(self.style_layers)} style layers"
                 )
-            if any(w < 0 for w in self.style_layer_weights) or sum(self.style_layer_weights) <= 0:
-                raise ImpastoError("style layer weights must be non-negative and not all zero")
+            if any(not math.isfinite(w) or w < 0 for w in self.style_layer_weights) or sum(self.style_layer_weights) <= 0:
+                raise ImpastoError("style layer weights must be non-negative numbers, not all zero")
         for name in ("content_weight", "style_weight", "tv_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ImpastoError(f"{name.replace('_', '-')} must be a non-negative number, not {value}")
+        if not math.isfinite(self.gram_shift):
+            raise ImpastoError(f"gram-shift must be a number, not {self.gram_shift}")
         if self.content_weight == 0 and self.style_weight == 0:
             raise ImpastoError("content-weight and style-weight cannot both be zero")
         if self.iterations < 0 or self.initial_iterations < 0:
             raise ImpastoError("iterations must be zero or more")
-        if self.lr is not None and not (self.lr > 0):
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ImpastoError(f"lr must be positive, not {self.lr}")
         if self.size < 16:
             raise ImpastoError(f"size must be at least 16 pixels, not {self.size}")
-        if not (self.style_scale > 0):
+        if not (math.isfinite(self.style_scale) and self.style_scale > 0):
             raise ImpastoError(f"style-scale must be positive, not {self.style_scale}")
         if self.min_size < 16:
             raise ImpastoError(f"min-size must be at least 16 pixels, not {self.min_size}")
         if not (0 <= self.upsample_detail <= 1):
             raise ImpastoError(f"upsample-detail must be between 0 and 1, not {self.upsample_detail}")
-        if not (self.coarse_content > 0):
+        if not (math.isfinite(self.coarse_content) and self.coarse_content > 0):
             raise ImpastoError(f"coarse-content must be above 0, not {self.coarse_content}")
         if not (0 <= self.flat_content <= 1):
             raise ImpastoError(f"flat-content must be between 0 and 1, not {self.flat_content}")
         if self.tile != 0 and self.tile < MIN_TILE:
             raise ImpastoError(f"tile must be 0 (automatic) or at least {MIN_TILE} pixels, not {self.tile}")
-        if not (self.scale_factor > 1):
+        if not (math.isfinite(self.scale_factor) and self.scale_factor > 1):
             raise ImpastoError(f"scale-factor must be above 1, not {self.scale_factor}")
         # A factor just above 1 is a typo more often than a wish: 1.01 from 128 to 512 px would
         # be 141 scales, each with its own iterations: hours of work.

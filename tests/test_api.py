@@ -131,6 +131,12 @@ def test_paths_and_stylize_function(stylizer, make_settings, content_path, style
         (dict(style_weight="50"), "style-weight must be a number, not '50'"),
         (dict(multiscale="no"), "multiscale must be True or False, not 'no'"),
         (dict(init="noize"), "init must be content, noise, style or an image file; noize: no such file"),
+        # Not finite: a traceback from round(inf), or a run that fails later as "loss became nan".
+        (dict(style_scale=float("inf")), "style-scale must be positive, not inf"),
+        (dict(lr=float("inf")), "lr must be positive, not inf"),
+        (dict(coarse_content=float("inf")), "coarse-content must be above 0, not inf"),
+        (dict(gram_shift=float("nan")), "gram-shift must be a number, not nan"),
+        (dict(style_layer_weights=(1.0, float("nan"), 1.0)), "style layer weights must be non-negative numbers"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(stylizer, make_settings, content_array, style_array, overrides, message):
