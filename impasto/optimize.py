@@ -10,6 +10,7 @@ overlapping tiles, one after another, blended into one picture (choose_tile).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
@@ -371,7 +372,7 @@ class Objective:
 
     def _evaluate(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
         feats = self.extractor(image)
-        with torch.autocast(device_type=image.device.type, enabled=False):
+        with autocast_off(image.device):
             return self._losses(image, {k: v.float() for k, v in feats.items()})
 
     def _losses(self, image: torch.Tensor, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
@@ -676,9 +677,27 @@ def mixed_precision(settings: Settings, device: torch.device) -> Optional[torch.
     return AUTOCAST_DTYPES.get(precision)
 
 
-def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> torch.autocast:
+def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
     """Mixed precision in `dtype` on the device, or a no-op context for None (plain fp32)."""
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
+    if dtype is None:
+        return contextlib.nullcontext()
+    try:
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    except RuntimeError:  # a torch without autocast for this device (MPS before 2.5 or so)
+        name = {v: k for k, v in AUTOCAST_DTYPES.items()}[dtype]
+        raise ImpastoError(
+            f"{option('precision', name)} is not available on {device.type} with torch {torch.__version__}; "
+            f"use {option('precision', 'fp32')}"
+        ) from None
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast switched off (for a pass in fp32 inside a mixed-precision one); nothing to switch
+    off on a device whose torch has no autocast, which older ones refuse even to disable."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()
 
 
 def gradient(

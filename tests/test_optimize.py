@@ -344,3 +344,17 @@ def test_the_fast_preset_paints_the_two_scales_it_promises():
     settings = Settings().replace(**preset_settings("fast"))
     assert "two scales" in get_preset("fast").description
     assert [max(wh) for wh in plan_scales(512, 340, settings)] == [128, 256]
+
+
+def test_a_device_without_autocast_runs_fp32_and_refuses_mixed_precision_clearly(monkeypatch):
+    # Older torch builds refuse torch.autocast(device_type="mps"), even to switch it off: the
+    # fp32 path must not touch autocast there, and fp16 must be a one-line error, not a traceback.
+    def refuse(device_type, *args, **kwargs):
+        raise RuntimeError(f"User specified an unsupported autocast device_type '{device_type}'")
+
+    monkeypatch.setattr(torch, "autocast", refuse)
+    device = torch.device("cpu")
+    with optimize.autocast_to(device, None), optimize.autocast_off(device):
+        pass
+    with pytest.raises(ImpastoError, match=r"precision='fp16' is not available on cpu with torch .*; use precision='fp32'"):
+        optimize.autocast_to(device, torch.float16)
