@@ -140,6 +140,8 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ImpastoError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ImpastoError(f"{option('device', 'cuda')} asked for, but PyTorch sees no CUDA GPU")
+    if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
+        raise ImpastoError(f"{option('device', name)} asked for, but PyTorch sees {count} CUDA GPU{'s' if count != 1 else ''} (cuda:0..{count - 1})")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ImpastoError(f"{option('device', 'mps')} asked for, but MPS is not available")
     return device
@@ -158,7 +160,9 @@ def estimate_bytes(width: int, height: int) -> int:
 def available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
+        # Blocks this process's caching allocator holds but no tensor uses are free to it too:
+        # after one large run (a sweep, a batch worker, the web server) they are most of it.
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
     try:
         with open("/proc/meminfo") as f:
             for line in f:

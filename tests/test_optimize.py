@@ -358,3 +358,12 @@ def test_a_device_without_autocast_runs_fp32_and_refuses_mixed_precision_clearly
         pass
     with pytest.raises(ImpastoError, match=r"precision='fp16' is not available on cpu with torch .*; use precision='fp32'"):
         optimize.autocast_to(device, torch.float16)
+
+
+def test_a_cuda_index_past_the_gpus_is_named(monkeypatch):
+    # Without the check, cuda:7 on a one-GPU machine failed later, inside torch's memory query.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert optimize.resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ImpastoError, match=r"device='cuda:7' asked for, but PyTorch sees 1 CUDA GPU \(cuda:0..0\)"):
+        optimize.resolve_device("cuda:7")
