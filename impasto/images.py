@@ -233,7 +233,7 @@ def resize_tensor(tensor: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tenso
     """Bicubic resize that keeps the values in range (used between scales)."""
     if tuple(tensor.shape[-2:]) == tuple(size_hw):
         return tensor
-    antialias = size_hw[0] < tensor.shape[-2]
+    antialias = size_hw[0] < tensor.shape[-2] or size_hw[1] < tensor.shape[-1]  # shrunk either way
     return F.interpolate(tensor, size=size_hw, mode="bicubic", align_corners=False, antialias=antialias).clamp(0, 1)
 
 

@@ -203,7 +203,7 @@ def choose_tile(width: int, height: int, settings: Settings, device: torch.devic
         # Tiles take at most 80% of what is free: their estimate is a measurement, not a bound.
         tile = int(math.sqrt(max(0.8 * have - canvas, 0) / BYTES_PER_PIXEL)) // 64 * 64
     if settings.tile == 0 and tile < MIN_AUTO_TILE:
-        tile = MIN_AUTO_TILE  # only to say what the smallest tiles would need
+        tile = MIN_AUTO_TILE  # past the 80% margin: used if it fits at all, else named in the error below
     need = canvas + estimate_bytes(min(tile, width), min(tile, height))
     if need > have:
         gib = 1024**3

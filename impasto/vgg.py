@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -135,8 +135,3 @@ def _fastest_format(device: torch.device) -> torch.memory_format:
     """oneDNN (CPU) and cuDNN run 3x3 convolutions fastest on channels-last tensors
     (a default 512 px fp32 run on this project's CPU: 111 s against 122 s); MPS is left as it was."""
     return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
-
-
-def deepest_needed(model: str, layers: Sequence[str]) -> int:
-    names = layer_names(model)
-    return max(names.index(layer) for layer in layers)
