@@ -62,6 +62,9 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     with_audio = folder / "pan_audio.mp4"
     ffmpeg("-i", str(pan), "-f", "lavfi", "-i", f"sine=frequency=440:duration={FRAMES / FPS}", "-map", "0:v", "-map", "1:a",
            "-c:v", "copy", "-c:a", "aac", "-shortest", str(with_audio))  # fmt: skip
+    short_audio = folder / "pan_short_audio.mp4"  # sound for the first half only
+    ffmpeg("-i", str(pan), "-f", "lavfi", "-i", f"sine=frequency=440:duration={FRAMES / FPS / 2}", "-map", "0:v", "-map", "1:a",
+           "-c:v", "copy", "-c:a", "aac", str(short_audio))  # fmt: skip
     audio_only = folder / "tone.m4a"
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=0.5", "-c:a", "aac", str(audio_only))
     no_tracks = folder / "empty.mp4"
@@ -69,7 +72,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     not_video = folder / "notes.mp4"
     not_video.write_text("this is text, not a video\n")
     style = write_png(folder / "style.png", textured_image(48, 40, *BLUISH))
-    return {"pan": pan, "audio": with_audio, "audio_only": audio_only, "no_tracks": no_tracks, "not_video": not_video, "style": style}
+    return {"pan": pan, "audio": with_audio, "short_audio": short_audio, "audio_only": audio_only, "no_tracks": no_tracks, "not_video": not_video, "style": style}
 
 
 @pytest.fixture
@@ -185,6 +188,12 @@ def test_audio_track_kept_with_a_frame_range_and_size(clips, settings, stylizer,
     header = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(output)], capture_output=True, text=True).stderr
     video_line = next(line for line in header.splitlines() if " Video: " in line)
     assert ", start " not in video_line or ", start 0.000000" in video_line, video_line
+
+
+def test_a_sound_track_shorter_than_the_picture_keeps_every_frame(clips, settings, stylizer, tmp_path):
+    output = tmp_path / "short_sound.mp4"
+    result = stylize_video(clips["short_audio"], clips["style"], output, settings, stylizer=stylizer, size=32)
+    assert result.audio and probe(output).frames == FRAMES
 
 
 def test_output_sizes_are_even():

@@ -179,7 +179,8 @@ def mux_audio(video: Path, source: VideoInfo, start_seconds: float, seconds: flo
     # A copied track cut after its start keeps the timestamps of the packets it starts in, which
     # some containers (mkv) honour by delaying the video; re-encoding cuts exactly at the frame.
     for audio_codec in ("copy", fallback) if start_seconds == 0 else (fallback,):
-        done = subprocess.run(base + ["-c:a", audio_codec, "-shortest", str(output)], capture_output=True, text=True)
+        # No -shortest: -t already bounds the audio, and a track shorter than the picture would cut frames.
+        done = subprocess.run(base + ["-c:a", audio_codec, str(output)], capture_output=True, text=True)
         if done.returncode == 0:
             return True
     if output.exists():
