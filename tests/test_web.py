@@ -561,3 +561,51 @@ def test_bad_server_options_fail_at_start(capsys, synthetic_weights, tmp_path):
     assert "--workers must be at least 1" in capsys.readouterr().err
     assert cli.main(["serve", "--style-loss", "best", "--data-dir", str(tmp_path)]) == 2
     assert "style-loss must be one of" in capsys.readouterr().err
+    for option in ("--keep-days", "--keep-jobs"):  # 0 deleted each result as its job ended
+        assert cli.main(["serve", option, "0", "--data-dir", str(tmp_path)]) == 2
+        assert "--keep-days must be above 0 and --keep-jobs at least 1" in capsys.readouterr().err
+
+
+def test_a_job_record_that_cannot_be_saved_fails_that_job_not_the_worker(serve, photo, painting):
+    # A full disk when the worker marks a job running used to end its thread: every later job waited for good.
+    with serve() as client:
+        manager = client.app.state.manager
+        real_save = manager.store.save
+        failed_once = []
+
+        def save(job):
+            if job["status"] == "running" and not failed_once:
+                failed_once.append(job["id"])
+                raise OSError(28, "No space left on device")
+            real_save(job)
+
+        manager.store.save = save
+        first = create(client, photo, painting, settings={"iterations": 2, "size": 32})
+        broken = wait(client, first["id"])
+        assert broken["status"] == "failed" and "No space left on device" in broken["error"]
+        second = create(client, photo, painting, settings={"iterations": 2, "size": 32})
+        assert wait(client, second["id"])["status"] == "done"
+
+
+def test_a_rerun_looks_at_the_job_again_after_resolving_its_settings(serve, photo, painting):
+    # The settings are resolved with the lock let go: a delete, or a second click on re-run, may come in between.
+    with serve() as client:
+        manager = client.app.state.manager
+        job = create(client, photo, painting, settings={"iterations": 2, "size": 32})
+        wait(client, job["id"])
+        busy = create(client, photo, painting, settings={"iterations": 3000, "size": 32})  # so the re-run stays queued
+        wait_for_progress(client, busy["id"])
+        resolve = manager.resolve
+
+        def resolve_then_click_again(request):
+            settings = resolve(request)
+            manager.resolve = resolve
+            assert client.post(f"/api/jobs/{job['id']}/rerun").status_code == 202  # the other click, in the gap
+            return settings
+
+        manager.resolve = resolve_then_click_again
+        response = client.post(f"/api/jobs/{job['id']}/rerun")
+        assert response.status_code == 409 and "cancel it first" in detail(response)
+        assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "queued"
+        client.post(f"/api/jobs/{busy['id']}/cancel")
+        assert wait(client, job["id"])["status"] == "done"

@@ -158,8 +158,9 @@ def config_from_args(args: argparse.Namespace, token: Optional[str], loopback: b
             raise ImpastoError(f"{name} must be at least {low}, not {value}")
     if not (args.max_upload_mb > 0 and args.max_megapixels > 0):
         raise ImpastoError("--max-upload-mb and --max-megapixels must be positive")
-    if args.keep_days < 0 or args.keep_jobs < 0:
-        raise ImpastoError("--keep-days and --keep-jobs must be zero or more")
+    # Clean-up runs as each job ends: 0 would delete every result before anyone could fetch it.
+    if not args.keep_days > 0 or args.keep_jobs < 1:
+        raise ImpastoError("--keep-days must be above 0 and --keep-jobs at least 1 (a result is kept until then)")
     return WebConfig(
         data_dir=(args.data_dir or default_data_dir()).expanduser(),
         token=token,

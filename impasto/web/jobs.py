@@ -187,15 +187,20 @@ class JobManager:
     # -- requests
 
     def submit(self, job: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            self._queue_locked(job)
+        self.queue.put(job["id"])
+        return self.view(job["id"])
+
+    def _queue_locked(self, job: dict[str, Any]) -> None:
+        """Call with the lock held: the job made queued and saved, then known (a job whose
+        record could not be written is not left in memory to wait for nothing)."""
         job.update(status=QUEUED, created=job.get("created") or time.time(), started=None, finished=None,
                    progress=None, error=None, result=False, gif=False, frames=0, partial=False, seconds=None,
                    losses=None, stopped_reason=None)  # fmt: skip
-        with self.lock:
-            self.jobs[job["id"]] = job
-            self.live[job["id"]] = Live()
-            self.store.save(job)
-        self.queue.put(job["id"])
-        return self.view(job["id"])
+        self.store.save(job)
+        self.jobs[job["id"]] = job
+        self.live[job["id"]] = Live()
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         with self.lock:
@@ -217,12 +222,19 @@ class JobManager:
         # limits), before anything is deleted, so a refused re-run loses nothing.
         settings = public_settings(self.resolve(job["request"]))
         with self.lock:
+            # Looked at again: the lock was let go above, and a delete or a second re-run
+            # (a double click) may have come in between.
+            job = self._job(job_id)
+            if job["status"] in ACTIVE:
+                raise JobConflict(f"job {job_id} is {job['status']}; cancel it first")
             folder = self.store.folder(job_id)
             for name in (RESULT_FILE, GIF_FILE):
                 (folder / name).unlink(missing_ok=True)
             shutil.rmtree(folder / FRAMES_DIR, ignore_errors=True)
             job["settings"] = settings
-        return self.submit(job)
+            self._queue_locked(job)  # queued before the lock goes: a second re-run now meets a conflict
+        self.queue.put(job_id)
+        return self.view(job_id)
 
     def delete(self, job_id: str) -> None:
         with self.lock:
@@ -300,22 +312,38 @@ class JobManager:
             job_id = self.queue.get()
             if job_id is None or self.stopping.is_set():
                 return
-            with self.lock:
-                job = self.jobs.get(job_id)
-                if job is None or job["status"] != QUEUED:  # cancelled or deleted while it waited
-                    continue
-                job.update(status=RUNNING, started=time.time())
-                live = self.live[job_id]
-                live.cancel.clear()
-                self._changed(job, save=True)
+            # Nothing a job meets (a full disk while its record is saved, a bug) may end this
+            # thread: every job queued after it would wait for good.
             try:
-                self._run(job, live)
-            except ImpastoError as exc:
-                self._finish(job, FAILED, error=str(exc))
-            except Exception as exc:  # a bug: keep the server up, say so, log the traceback
-                log.exception("job %s failed", job_id)
-                self._finish(job, FAILED, error=f"internal error ({exc.__class__.__name__}: {exc}); see the server log")
-            self.cleanup()
+                self._take(job_id)
+            except Exception as exc:
+                log.exception("job %s could not be run or recorded", job_id)
+                with self.lock:
+                    job = self.jobs.get(job_id)
+                    if job is not None and job["status"] in ACTIVE:  # in memory only: saving is what failed
+                        job.update(status=FAILED, finished=time.time(), error=f"internal error ({exc.__class__.__name__}: {exc}); see the server log")
+                        self._changed(job, save=False)
+            try:
+                self.cleanup()
+            except Exception:
+                log.exception("clean-up of old jobs failed")
+
+    def _take(self, job_id: str) -> None:
+        with self.lock:
+            job = self.jobs.get(job_id)
+            if job is None or job["status"] != QUEUED:  # cancelled or deleted while it waited
+                return
+            job.update(status=RUNNING, started=time.time())
+            live = self.live[job_id]
+            live.cancel.clear()
+            self._changed(job, save=True)
+        try:
+            self._run(job, live)
+        except ImpastoError as exc:
+            self._finish(job, FAILED, error=str(exc))
+        except Exception as exc:  # a bug: keep the server up, say so, log the traceback
+            log.exception("job %s failed", job_id)
+            self._finish(job, FAILED, error=f"internal error ({exc.__class__.__name__}: {exc}); see the server log")
 
     def _run(self, job: dict[str, Any], live: Live) -> None:
         folder = self.store.folder(job["id"])
