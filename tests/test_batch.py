@@ -435,7 +435,7 @@ def test_ctrl_c_stops_the_command_and_the_same_command_finishes(data, fast):
     stopped = index_records(out)
     assert 2 <= len(stopped) < 9 and {r["status"] for r in stopped.values()} == {"done"}
     # Every record has its picture, and no picture lacks a record (no half-written file either).
-    assert sorted(p.name for p in out.iterdir() if p.name != "index.jsonl") == sorted(stopped)
+    assert sorted(p.name for p in out.iterdir() if p.name != "index.jsonl" and not p.name.startswith(".")) == sorted(stopped)
     written = {name: (out / name).stat().st_mtime_ns for name in stopped}
 
     rerun = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180)
@@ -488,3 +488,13 @@ def test_a_setting_added_later_leaves_earlier_indexes_matching_at_its_default():
     before = {k: v for k, v in settings.to_dict().items() if k not in ("device", "flat_content")}  # as an index written before it existed
     assert settings_hash(settings) == hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
     assert settings_hash(settings.replace(flat_content=0.5)) != settings_hash(settings)  # and it still tells runs apart
+
+
+def test_two_batches_into_one_folder_at_once_are_refused_not_mixed(data, fast):
+    # The second would record the first's pictures as "skipped" and the last to end would keep its index.
+    first = impasto.batch(None, data / "out", fast, contents=data / "photos", styles=data / "paintings", per_content=1)
+    with pytest.raises(ImpastoError, match=rf"out: another batch is writing into this folder \(process {os.getpid()}\); wait until it ends"):
+        impasto.batch(None, data / "out", fast, contents=data / "photos", styles=data / "paintings", per_content=1)
+    assert {r.status for r in first} == {"done"}
+    again = list(impasto.batch(None, data / "out", fast, contents=data / "photos", styles=data / "paintings", per_content=1))
+    assert len(again) == 3 and all(r.previous and r.status == "done" for r in again)

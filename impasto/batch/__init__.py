@@ -25,7 +25,7 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Seque
 from ..errors import ImpastoError, option
 from ..images import check_writable
 from ..settings import Settings
-from .index import INDEX_NAME, Index
+from .index import INDEX_NAME, FolderLock, Index
 from .local import ProgressHook as RunnerHook
 from .local import Task, exit_if_in_a_worker, run_inline, run_pool
 from .plan import OUTPUT_FORMATS, Job, PathLike, folder_options, jobs_from_rows, pair_folders, plan, read_manifest
@@ -85,6 +85,7 @@ class BatchPlan:
     replace: bool  # outputs of jobs to run may replace files (only with overwrite)
     # Outputs an earlier run of these jobs was writing when it died: the file there is its own.
     ours: frozenset[str] = frozenset()
+    lock: Optional[FolderLock] = None  # held until the run ends (released by _execute)
 
 
 def collect_jobs(
@@ -142,6 +143,7 @@ def plan_batch(
     except OSError as exc:
         raise ImpastoError(f"{folder}: cannot make the batch's output folder ({exc.strerror or exc})") from None
     check_writable(folder)
+    lock = FolderLock(folder).acquire()  # before the index is read: another run's index is final first
     index = Index(folder / INDEX_NAME)
     to_run, finished, failed_before, ours = [], [], [], set()
     for job in jobs:
@@ -156,7 +158,7 @@ def plan_batch(
             if same and record["status"] == "writing":
                 ours.add(job.output)  # redone, and its half-recorded picture replaced
             to_run.append(job)
-    return BatchPlan(folder, index, jobs, to_run, finished, failed_before, replace=overwrite, ours=frozenset(ours))
+    return BatchPlan(folder, index, jobs, to_run, finished, failed_before, replace=overwrite, ours=frozenset(ours), lock=lock)
 
 
 def batch(
@@ -308,7 +310,11 @@ def _execute(
             if close is not None:
                 close()
     finally:
-        index.compact()
+        try:
+            index.compact()
+        finally:
+            if planned.lock is not None:
+                planned.lock.release()
 
 
 def _by_output_name(on_progress: ProgressHook, runnable: list[Job]) -> RunnerHook:
