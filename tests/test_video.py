@@ -270,3 +270,22 @@ def test_missing_extra_is_named(clips, settings, tmp_path, monkeypatch, module):
     with pytest.raises(ImpastoError, match=r"pip install 'impasto\[video\]'"):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings)
     assert not (tmp_path / "out_frames").exists()
+
+
+class NanOnThirdFrame(CountingStylizer):
+    """As if the loss stopped being a number during the third frame (after its first iterations)."""
+
+    def run(self, *args, **kwargs):
+        result = super().run(*args, **kwargs)
+        if self.runs == 3:
+            result.interrupted, result.stopped_reason = True, "the loss became nan at iteration 5"
+        return result
+
+
+def test_a_frame_whose_loss_stops_being_a_number_keeps_its_best_picture_and_the_video_goes_on(clips, settings, tmp_path):
+    from impasto.errors import ImpastoWarning
+
+    output = tmp_path / "out.mp4"
+    with pytest.warns(ImpastoWarning, match="frame 2: the loss became nan at iteration 5; its best picture so far is kept"):
+        result = stylize_video(clips["pan"], clips["style"], output, settings, stylizer=NanOnThirdFrame(), size=32)
+    assert result.frames == FRAMES and probe(output).frames == FRAMES
