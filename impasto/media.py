@@ -173,13 +173,15 @@ def save_figure(fig: Any, path: Optional[Union[str, os.PathLike]]) -> Any:
     """Write a matplotlib figure as PNG atomically (temporary file, then rename), close it, return it."""
     import matplotlib.pyplot as plt
 
-    if path is not None:
-        tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
-        try:
-            fig.savefig(tmp, format="png")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-    plt.close(fig)
+    try:
+        if path is not None:
+            tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
+            try:
+                fig.savefig(tmp, format="png")
+                os.replace(tmp, path)
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+    finally:
+        plt.close(fig)  # also when writing failed: pyplot keeps every open figure
     return fig
