@@ -112,7 +112,8 @@ def main(argv: Sequence[str]) -> int:
                 overall.write(f"failed: {result.output.name}: {result.error}", file=sys.stderr)
     except KeyboardInterrupt:
         _close(overall, bars)
-        print(f"impasto batch: interrupted; {counts['done']} done. Run the same command again to finish the rest.", file=sys.stderr)
+        earlier = f" ({counts['earlier']} of them by an earlier run)" if counts["earlier"] else ""
+        print(f"impasto batch: interrupted; {counts['done']} done{earlier}. Run the same command again to finish the rest.", file=sys.stderr)
         return 130
     except ImpastoError:
         _close(overall, bars)
