@@ -102,7 +102,7 @@ def main(argv: Sequence[str]) -> int:
         for result in results:
             counts[result.status] += 1
             if result.previous:
-                counts["earlier"] += 1
+                counts["earlier"] += result.status == "done"  # the "(N from an earlier run)" of the done
                 continue
             if result.status != "done" and len(first_errors) < 5:
                 first_errors.append(result)
