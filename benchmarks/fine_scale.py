@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_pair, threads_note, weights_note  # noqa: E402
 
 from impasto import Settings, Stylizer  # noqa: E402
-from impasto.images import pil_to_tensor, resize_tensor  # noqa: E402
+from impasto import optimize  # noqa: E402
+from impasto.images import resize_tensor  # noqa: E402
 from impasto.optimize import Objective, StyleInput, descend, plan_iterations, plan_scales, scale_start  # noqa: E402
 
 
@@ -48,16 +49,27 @@ def main() -> None:
     steps = plan_iterations(len(sizes), settings)
     if len(sizes) < 2:
         sys.exit("this size has one scale: nothing is upsampled")
-    # The coarse scales of a default run are a default run at the next-to-finest size.
-    coarse_side = max(sizes[-2])
-    coarse = settings.replace(size=coarse_side, iterations=steps[-2])
+    # The coarse scales of a real default run (their content weight is set relative to the
+    # output's size, so a default run at a smaller size would not do): the run is stopped at
+    # the finest scale, and the coarse result it upsamples there is caught on its way in.
+    caught: dict[str, object] = {}
+    real_start = optimize.scale_start
+
+    def catch(image: torch.Tensor, photo: torch.Tensor, coarse_wh, fine_wh, s: Settings) -> torch.Tensor:
+        if tuple(fine_wh) == tuple(sizes[-1]):
+            caught["image"], caught["seconds"] = image.detach().clone(), time.perf_counter() - start
+        return real_start(image, photo, coarse_wh, fine_wh, s)
+
+    optimize.scale_start = catch
     start = time.perf_counter()
-    result = stylizer.run(content, style, coarse)
-    coarse_s = time.perf_counter() - start
+    try:
+        stylizer.run(content, style, settings, callback=lambda progress: progress.scale < progress.scales - 1)
+    finally:
+        optimize.scale_start = real_start
+    coarse_image, coarse_s = caught["image"], caught["seconds"]
     w, h = sizes[-1]
     extractor = stylizer.extractor(settings, torch.device("cpu"))
     objective = Objective(extractor, settings, content, [StyleInput(style)], (w, h))
-    coarse_image = pil_to_tensor(result.image)
     plain = scale_start(coarse_image, content, sizes[-2], sizes[-1], settings.replace(upsample_detail=0.0))
     detailed = scale_start(coarse_image, content, sizes[-2], sizes[-1], settings.replace(upsample_detail=1.0))
     entry = scale_start(coarse_image, content, sizes[-2], sizes[-1], settings)  # what a run starts from

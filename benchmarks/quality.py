@@ -17,6 +17,7 @@ the table as table_SIZE.md and one labelled contact sheet as sheet_SIZE.jpg.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import IMAGES, WEIGHTS, baseline_objective, load_pair, textbook_baseline, threads_note  # noqa: E402
 
 from impasto import Settings, Stylizer  # noqa: E402
+from impasto.cli import field_type  # noqa: E402
 from impasto.settings import ADDED_LATER  # noqa: E402
 from impasto import weights as W  # noqa: E402
 from impasto.images import load_image, pil_to_tensor, tensor_to_pil  # noqa: E402
@@ -79,6 +81,8 @@ def settings_key(settings: Settings) -> str:
     # The setting `precision` is replaced by the arithmetic it resolves to on this CPU, and
     # left out where that is fp32, so records made before the setting existed still match.
     data = {k: v for k, v in settings.to_dict().items() if k != "precision"}
+    # The weights by name, not by path: the same records then serve any checkout.
+    data["weights"] = Path(data["weights"]).name if data.get("weights") else data.get("weights")
     # Settings added later, at the values earlier records ran with (tile before the others:
     # batch indexes and video frames of session 8 already hold it).
     for name, before in (("tile", 0), *ADDED_LATER.items()):
@@ -93,11 +97,17 @@ def settings_key(settings: Settings) -> str:
 def parse_variant(text: str, base: Settings) -> tuple[str, Settings]:
     """'NAME=setting:value,setting:value' -> (NAME, the default with those settings)."""
     name, _, body = text.partition("=")
+    fields_by_name = {f.name: f for f in dataclasses.fields(Settings)}
     changes = {}
     for item in filter(None, body.split(",")):
         key, _, value = item.partition(":")
-        kind = type(getattr(base, key))
-        changes[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        if key not in fields_by_name:
+            raise SystemExit(f"--variant {text}: unknown setting {key!r}")
+        # The field's own type, so settings that default to None (lr, preserve_color) work too;
+        # a list setting takes its items separated by '/' (the ',' separates settings here).
+        kind, many = field_type(fields_by_name[key])
+        parse = (lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind
+        changes[key] = tuple(parse(v) for v in value.split("/")) if many else parse(value)
     return name, base.replace(**changes).validate()
 
 
@@ -110,7 +120,8 @@ def main() -> None:
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "quality"))
     p.add_argument("--summarise", action="store_true", help="only rebuild the table and sheet from OUT/records.jsonl")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=KEY:VALUE,..",
-                   help="a candidate setting to compare with the default (repeatable); replaces the per-loss runs")
+                   help="a candidate setting to compare with the default (repeatable); replaces the per-loss runs; "
+                   "a list setting takes its items separated by '/' (style_layers:conv1_1/conv2_1)")
     p.add_argument("--default-only", action="store_true",
                    help="only the baseline and the default (the per-loss runs can follow later with --reuse)")
     p.add_argument("--jitter", type=int, default=0, metavar="N",
@@ -126,8 +137,7 @@ def main() -> None:
     if args.summarise:
         out = Path(args.out)
         records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines() if line.strip()]
-        # The latest record of each run on each pair: older ones are earlier settings of that run.
-        records = list({(r["photo"], r["painting"], r["run"]): r for r in records if r.get("size") == args.size}.values())
+        records = comparable([r for r in records if r.get("size") == args.size], f"baseline-{args.baseline_evaluations}")
         names = list(dict.fromkeys(r["run"] for r in records))
         names = [BASELINE, *(n for n in names if n != BASELINE)] if BASELINE in names else names
         return write_outputs(records, names, out, args.size)
@@ -171,7 +181,7 @@ def main() -> None:
             for name, (settings, seed) in runs.items():
                 if name in todo:
                     result = stylizer.run(jittered(content, seed), style, settings)
-                    if result.interrupted:  # the API turns Ctrl-C into a result; here it means stop
+                    if result.interrupted and result.stopped_reason == "interrupted":  # the API turns Ctrl-C into a result
                         raise KeyboardInterrupt
                     outputs[name], seconds[name] = result.image, result.seconds
             for name in names:
@@ -231,6 +241,25 @@ def write_outputs(records: list[dict], names: list[str], out: Path, size: int) -
     print(f"\nimages and sheet: {out}")
 
 
+def comparable(records: list[dict], baseline_key: str) -> list[dict]:
+    """The records one table may put side by side: the textbook run with `baseline_key` (its
+    evaluations), and each other run as made with its latest settings, its --jitter copies
+    only with those same settings; then the latest record of each run on each pair. (A run's
+    older records are other settings: a default since changed, or another baseline.)"""
+    latest: dict[str, str] = {}
+    for r in records:  # in the file's order: later lines are newer
+        if r["run"] != BASELINE and ", jitter " not in r["run"]:
+            latest[r["run"]] = r.get("key", "")
+
+    def fits(r: dict) -> bool:
+        if r["run"] == BASELINE:
+            return r.get("key") == baseline_key
+        run, _, seed = r["run"].partition(", jitter ")
+        return run in latest and r.get("key") == (f"{latest[run]}-jitter{seed}" if seed else latest[run])
+
+    return list({(r["photo"], r["painting"], r["run"]): r for r in records if fits(r)}.values())
+
+
 def summarise(records: list[dict], names: list[str]) -> str:
     """Print and return the per-pair table, the per-run summary and --jitter's spread."""
     lines = ["| photo / painting | run | content dist | style dist | seconds |", "|---|---|---:|---:|---:|"]
@@ -240,6 +269,8 @@ def summarise(records: list[dict], names: list[str]) -> str:
     # Distances differ by an order of magnitude between photos, so runs are compared by their
     # ratio to the baseline on the same pair (geometric mean over pairs): below 1 is better.
     if base:
+        evaluations = {str(r.get("key", "")).removeprefix("baseline-") for r in base.values()}
+        lines += ["", f"baseline: the textbook run with {' / '.join(sorted(evaluations))} evaluations"]
         lines += ["", "| run | content dist / baseline's | style dist / baseline's | time / baseline's | pairs better than baseline on both |",
                   "|---|---:|---:|---:|---:|"]
     for name in names:

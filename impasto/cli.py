@@ -55,7 +55,7 @@ class Parser(argparse.ArgumentParser):
 EXTRA_HELP = {"style_layers": "; 'all' = every conv layer (Novak & Nikulin 2016)"}
 
 
-def _field_type(f: Any) -> tuple[type, bool]:
+def field_type(f: Any) -> tuple[type, bool]:
     """(scalar type, is_tuple) from a Settings annotation string."""
     hint = typing.get_type_hints(Settings)[f.name]
     args = typing.get_args(hint)
@@ -80,7 +80,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] 
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
-        kind, is_tuple = _field_type(f)
+        kind, is_tuple = field_type(f)
         default = getattr(defaults, f.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         text = f"{f.metadata.get('help', '')}{EXTRA_HELP.get(f.name, '')}"

@@ -70,3 +70,29 @@ def test_jitter_spread_is_each_distances_range_over_the_runs_of_a_pair_as_a_shar
     ]
     assert lines[-1] == "| impasto default | 8.5% | 7.5% | 15.0% / 15.0% |"  # medians over the two pairs
     assert jitter_spread(records[3:4]) == []  # nothing jittered: no table
+
+
+def test_a_summary_compares_one_baseline_and_each_runs_latest_settings_only():
+    # Records of several sessions share one file: another baseline, a default since changed,
+    # and copies made with it must not be mixed into the table (or into the noise figures).
+    from quality import BASELINE, comparable, parse_variant
+
+    def record(run: str, key: str, content: float) -> dict:
+        return {"photo": "a.png", "painting": "art.jpg", "run": run, "key": key, "content": content, "style": 0.01, "seconds": 1.0}
+
+    records = [
+        record(BASELINE, "baseline-300", 1.0),
+        record("impasto default", "old", 2.0),
+        record("impasto default, jitter 1", "old-jitter1", 2.5),
+        record(BASELINE, "baseline-64", 1.5),  # later in the file, but not the baseline asked for
+        record("impasto default", "new", 0.9),
+    ]
+    kept = {r["run"]: r["content"] for r in comparable(records, "baseline-300")}
+    assert kept == {BASELINE: 1.0, "impasto default": 0.9}  # the old default's copy is left out too
+    assert {r["run"]: r["content"] for r in comparable(records, "baseline-64")}[BASELINE] == 1.5
+
+    # --variant: settings that default to None, and list settings ('/' between items).
+    from impasto import Settings
+
+    _, changed = parse_variant("v=lr:0.5,preserve_color:luminance,style_layers:conv1_1/conv2_1", Settings())
+    assert (changed.lr, changed.preserve_color, changed.style_layers) == (0.5, "luminance", ("conv1_1", "conv2_1"))
