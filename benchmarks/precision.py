@@ -52,8 +52,9 @@ def main() -> None:
     stylizer = Stylizer(download=False)
     content, style = load_pair(CONTENT, STYLE, args.size, settings.style_scale)
     content, style = content.to(device), style.to(device)
-    # One fp32 objective at the output's size scores both results.
-    judge = Objective(stylizer.extractor(settings, device), settings.replace(precision="fp32"), content, [StyleInput(style)],
+    # One fp32 objective at the output's size scores both results (an Objective called outside
+    # autocast is fp32 whatever its settings' precision: that setting is the run loop's).
+    judge = Objective(stylizer.extractor(settings, device), settings, content, [StyleInput(style)],
                       (content.shape[-1], content.shape[-2]))  # fmt: skip
     rows, pictures = [], {}
     for precision in ("fp32", args.against):

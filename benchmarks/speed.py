@@ -65,7 +65,7 @@ def section_baseline(settings: Settings, size: int, evaluations: int, iterations
 
     result = stylizer.run(content, style, s, callback=callback)
     impasto_time = time.perf_counter() - start
-    objective = baseline_objective(extractor, s.replace(precision="fp32"), content, style)
+    objective = baseline_objective(extractor, s, content, style)  # fp32: an Objective runs outside autocast
     with torch.no_grad():
         fine = [(t, float(objective(image)[0])) for t, image in snapshots]
     impasto_final = min(loss for _, loss in fine)
