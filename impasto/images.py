@@ -112,7 +112,7 @@ AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aa
 
 
 def other_medium(name: str) -> str:
-    """"video" or "audio" when a file's name says it is one (impasto has a command for each), else ""."""
+    """Which of impasto's other commands a file's name says it is for: video, audio, or none ("")."""
     suffix = os.path.splitext(name)[1].lower()
     return "video" if suffix in VIDEO_SUFFIXES else "audio" if suffix in AUDIO_SUFFIXES else ""
 

@@ -108,4 +108,3 @@ class FolderLock:
         if self.handle is not None:
             self.handle.close()  # closing lets the lock go
             self.handle = None
-
