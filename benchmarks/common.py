@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import resource
 import time
 from pathlib import Path
 from typing import Optional
@@ -47,11 +46,6 @@ def load_pair(content: str, style: str, size: int, style_scale: float = 1.0) -> 
     c = pil_to_tensor(resize_long_side(load_image(IMAGES / content), size))
     s = pil_to_tensor(resize_long_side(load_image(IMAGES / style), round(size * style_scale)))
     return c, s
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def textbook_baseline(

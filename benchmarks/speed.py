@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     baseline_objective,
     load_pair,
-    peak_rss_mib,
     random_weights_file,
     textbook_baseline,
     threads_note,
@@ -33,6 +32,7 @@ from common import (  # noqa: E402
 )
 
 from impasto import Settings, Stylizer  # noqa: E402
+from impasto.batch.work import peak_rss_mib  # noqa: E402
 from impasto.optimize import AUTOCAST_DTYPES, autocast_to, mixed_precision  # noqa: E402
 
 CONTENT, STYLE = "chelsea.png", "starry_night.jpg"

@@ -442,7 +442,7 @@ def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolve
 
     @router.get("/jobs/{job_id}/inputs/{name}", summary="An input as the server stored it (PNG)",
                 response_class=FileResponse, responses={200: {"content": {"image/png": {}}}})  # fmt: skip
-    def inputs(job_id: uuid.UUID = JobId, name: str = PathParam(pattern=r"^(content|style-[0-9])$")) -> FileResponse:
+    def inputs(job_id: uuid.UUID = JobId, name: str = PathParam(pattern=r"^(content|style-[0-9]{1,3})$")) -> FileResponse:
         return FileResponse(job_file(job_id, f"{name}.png", name), media_type="image/png")
 
     @router.post("/jobs/{job_id}/cancel", response_model=JobView, summary="Cancel a job (a running one keeps its best image so far)")
