@@ -272,7 +272,7 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
 
         plot_losses(result, args.plot, overwrite=args.overwrite)
         print(f"wrote {args.plot}", file=sys.stderr)
-    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items()) or "none (no iterations ran)"
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items()) or "none (no iterations at the output's size)"
     state = f" ({result.stopped_reason}; best image so far kept)" if result.interrupted else ""
     print(f"wrote {output} in {result.seconds:.1f} s{state}; final losses: {losses}", file=sys.stderr)
     if args.json:

@@ -806,6 +806,8 @@ def optimise(
         # The picture of this scale, holding the best pixels found so far (of each tile).
         canvas = scale_start(outcome.image, content, sizes[index - 1] if index else None, size, settings).contiguous()
         outcome.image = canvas
+        if n == 0:
+            outcome.losses = {}  # a coarser scale's losses (its own weights, its own size) do not describe this picture
         whole = len(tiles) == 1
         settings_here = scale_settings(settings, max(size), max(sizes[-1]))
         kept: list[tuple[int, dict[str, float]]] = []  # (area, best losses) of each tile done

@@ -277,3 +277,11 @@ def test_pool5_needs_twice_the_short_side_and_gets_it(make_settings):
     result = stylizer.run(textured_image(40, 256, seed=1), textured_image(12, 200, seed=2), settings,
                           size=256, multiscale=True, min_size=64, initial_iterations=2)  # fmt: skip
     assert result.image.size == (256, 40) and {h["scale"] for h in result.history} == {0}
+
+
+def test_no_iterations_at_the_output_size_reports_no_losses_rather_than_a_coarser_scales(make_settings):
+    # The picture is then the coarse result upsampled: the coarse scale's losses (its own size,
+    # its boosted content weight) would describe another picture.
+    settings = make_settings(multiscale=True, size=48, min_size=24, scale_factor=2.0, initial_iterations=3, iterations=0)
+    result = impasto.Stylizer(download=False).run(textured_image(40, 48, seed=1), textured_image(32, 32, seed=2), settings)
+    assert result.image.size == (48, 40) and len(result.history) == 3 and result.losses == {}
