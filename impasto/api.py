@@ -21,7 +21,7 @@ from .images import (
 from .media import FrameRecorder
 from .optimize import (
     ExtraLoss, Outcome, Progress, StatsCache, StyleInput, check_short_side, choose_tile, optimise, resolve_device, with_autograd,
-    style_long_side, style_pieces,
+    min_side, style_long_side, style_pieces, style_size,
 )
 from .settings import Settings
 from .vgg import FeatureExtractor
@@ -218,10 +218,12 @@ class Stylizer:
     def _style_input(self, image: ImageLike, weight: float, settings: Settings, device: torch.device) -> StyleInput:
         img = load_image(image)
         style_pieces((img.height, img.width), settings.size, settings, device)  # memory first, as for the output
-        # Never needed larger than its size at the finest scale.
+        # Never needed larger than its size at the finest scale (for a very thin painting, the
+        # size its short side is enlarged to there, not less: shrunk further, detail is lost).
         needed = style_long_side(settings.size, settings)
-        if max(img.size) > needed:
-            img = resize_long_side(img, needed)
+        w, h = style_size((img.height, img.width), needed, min_side(settings))
+        if w < img.width and h < img.height:
+            img = img.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=3.0)
         elif max(img.size) * MAX_STYLE_UPSCALE < needed:
             name = image if isinstance(image, (str, Path)) else "a style image"
             warn(

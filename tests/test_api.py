@@ -285,3 +285,13 @@ def test_no_iterations_at_the_output_size_reports_no_losses_rather_than_a_coarse
     settings = make_settings(multiscale=True, size=48, min_size=24, scale_factor=2.0, initial_iterations=3, iterations=0)
     result = impasto.Stylizer(download=False).run(textured_image(40, 48, seed=1), textured_image(32, 32, seed=2), settings)
     assert result.image.size == (48, 40) and len(result.history) == 3 and result.losses == {}
+
+
+def test_a_very_thin_painting_is_not_shrunk_below_what_the_run_enlarges_it_to(make_settings):
+    # 1000x20 at a 512 px output: the run uses it at 819x16 (its short side at the 16 px the
+    # network needs); shrinking it first to 512x10 and enlarging that again blurred its detail.
+    import torch
+
+    settings = make_settings(size=512)
+    style = impasto.Stylizer(download=False)._style_input(textured_image(20, 1000, seed=3), 1.0, settings, torch.device("cpu"))
+    assert tuple(style.image.shape[-2:]) == (16, 819)
