@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import itertools
 import json
 import os
 import sys
@@ -304,8 +305,8 @@ def cmd_demo(argv: Sequence[str]) -> int:
     if args.output is None:
         # Running the demo again is the likeliest second step: a new name, not a refusal (nor
         # an overwrite of the first picture, which the user may have kept).
-        names = ("impasto-demo.png", *(f"impasto-demo-{n}.png" for n in range(2, 10_000)))
-        args.output = names[0] if args.overwrite else next(name for name in names if not Path(name).exists())
+        names = itertools.chain(["impasto-demo.png"], (f"impasto-demo-{n}.png" for n in itertools.count(2)))
+        args.output = next(name for name in names if args.overwrite or not Path(name).exists())
     content, style = demo_paths()
     print(f"demo: painting {content.name} in the style of {style.name}", file=sys.stderr)
     code = run_and_save(content, [(str(style), 1.0)], settings_from_args(args), args)

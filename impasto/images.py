@@ -239,9 +239,9 @@ def resize_tensor(tensor: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tenso
 
 def save_image(image: Image.Image, path: Union[str, os.PathLike], overwrite: bool = False) -> Path:
     """Write atomically; refuse to replace an existing file unless asked."""
-    path = check_image_output(path, overwrite)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    path = check_output_path(path, overwrite)
     fmt = image_format(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     if fmt not in ALPHA_FORMATS and _has_alpha(image):
         image = flatten(image)  # a transparent picture written as JPEG looks as it would on white
     try:
