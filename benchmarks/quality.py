@@ -35,6 +35,7 @@ from common import IMAGES, WEIGHTS, baseline_objective, load_pair, textbook_base
 
 from impasto import Settings, Stylizer  # noqa: E402
 from impasto.cli import field_type  # noqa: E402
+from impasto.errors import STOP_INTERRUPTED  # noqa: E402
 from impasto.settings import ADDED_LATER  # noqa: E402
 from impasto import weights as W  # noqa: E402
 from impasto.images import load_image, pil_to_tensor, tensor_to_pil  # noqa: E402
@@ -181,7 +182,7 @@ def main() -> None:
             for name, (settings, seed) in runs.items():
                 if name in todo:
                     result = stylizer.run(jittered(content, seed), style, settings)
-                    if result.interrupted and result.stopped_reason == "interrupted":  # the API turns Ctrl-C into a result
+                    if result.interrupted and result.stopped_reason == STOP_INTERRUPTED:  # the API turns Ctrl-C into a result
                         raise KeyboardInterrupt
                     outputs[name], seconds[name] = result.image, result.seconds
             for name in names:

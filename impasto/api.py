@@ -13,7 +13,7 @@ from PIL import Image
 
 from . import color
 from . import weights as W
-from .errors import ImpastoError, NonFiniteLoss, option, warn
+from .errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, NonFiniteLoss, option, warn
 from .images import (
     ImageLike, fit_long_side, flatten, load_image, load_image_and_alpha, pil_to_tensor, resize_long_side, resize_tensor,
     tensor_to_pil, with_alpha,
@@ -185,12 +185,12 @@ class Stylizer:
                     recorder(progress)
                 if callback is not None:
                     if callback(progress) is False:
-                        interrupted, reason = True, "stopped by callback"
+                        interrupted, reason = True, STOP_CALLBACK
                         break
         except KeyboardInterrupt:
             if outcome.image is None:  # stopped before the first image existed: nothing to keep
                 raise
-            interrupted, reason = True, "interrupted"
+            interrupted, reason = True, STOP_INTERRUPTED
         except NonFiniteLoss as exc:
             if outcome.image is None:
                 raise

@@ -21,7 +21,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import ImpastoError, ImpastoWarning, command_line
+from .errors import STOP_INTERRUPTED, ImpastoError, ImpastoWarning, command_line
 from .settings import COLOR_MODES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, STYLE_LOSSES, Settings
 
 # Shown in --help; Settings.validate gives the error for anything else.
@@ -282,7 +282,7 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
             print(text)
         else:
             Path(args.json).write_text(text + "\n")
-    return 130 if result.stopped_reason == "interrupted" else (1 if result.interrupted else 0)
+    return 130 if result.stopped_reason == STOP_INTERRUPTED else (1 if result.interrupted else 0)
 
 
 def cmd_run(argv: Sequence[str]) -> int:

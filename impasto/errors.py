@@ -65,6 +65,13 @@ def option(name: str, value: Any = None, placeholder: bool = False) -> str:
     return f"{name}={shown}" if placeholder or not isinstance(value, str) else f"{name}={value!r}"
 
 
+# A run's `stopped_reason` when the user stopped it. Any other reason is the loss's (NonFiniteLoss),
+# after which the best picture so far is kept and the work goes on.
+STOP_INTERRUPTED = "interrupted"  # Ctrl-C
+STOP_CALLBACK = "stopped by callback"  # a callback returned False (a cancel, a GUI's stop button)
+USER_STOPS = (STOP_INTERRUPTED, STOP_CALLBACK)
+
+
 class NonFiniteLoss(ImpastoError):
     """The loss became NaN or infinite; `image` is the last good one."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..cli import Parser, add_settings_arguments, settings_from_args
-from ..errors import ImpastoError
+from ..errors import STOP_INTERRUPTED, ImpastoError
 from ..settings import Settings
 from .transfer import AUDIO_DEFAULTS, SHARED_FIELDS, AudioSettings
 
@@ -142,4 +142,4 @@ def cli_main(argv: Sequence[str]) -> int:
             print(text)
         else:
             Path(args.json).write_text(text + "\n")
-    return 130 if result.stopped_reason == "interrupted" else (1 if result.interrupted else 0)
+    return 130 if result.stopped_reason == STOP_INTERRUPTED else (1 if result.interrupted else 0)

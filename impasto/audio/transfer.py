@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import losses as L
-from ..errors import ImpastoError, NonFiniteLoss
+from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, NonFiniteLoss
 from ..optimize import Progress, descend, resolve_device, with_autograd
 from ..settings import Settings
 from . import io, spectral
@@ -389,10 +389,10 @@ class Run:
                 self.done += 1
                 self.history.append({"scale": index, "iteration": self.done, **step.losses})
                 if self.callback is not None and self.callback(self.progress(index, step.number, step.losses, param)) is False:
-                    self.reason = "stopped by callback"
+                    self.reason = STOP_CALLBACK
                     return best
         except KeyboardInterrupt:
-            self.reason = "interrupted"
+            self.reason = STOP_INTERRUPTED
             return best
         except NonFiniteLoss as exc:
             self.reason = str(exc)

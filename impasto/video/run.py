@@ -22,7 +22,7 @@ from PIL import Image
 
 from .. import color
 from ..api import StyleSpec, Stylizer, normalize_styles
-from ..errors import ImpastoError, option, warn
+from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, USER_STOPS, ImpastoError, option, warn
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..optimize import Progress, check_short_side, resolve_device
 from ..settings import Settings
@@ -175,7 +175,7 @@ def stylize_video(
             errors.append(warping_error(previous_output, stylised, motion))
             content_errors.append(warping_error(previous_content, content, motion))
         if callback is not None and callback(VideoProgress(index, count, None, stored is not None, time.perf_counter() - started)) is False:
-            return job.result(index + 1, errors, content_errors, resumed, cuts, started, stopped="stopped by callback")
+            return job.result(index + 1, errors, content_errors, resumed, cuts, started, stopped=STOP_CALLBACK)
         previous_content, previous_output = content, stylised
         done = index + 1
     # The count probed beforehand is ffmpeg's; what decoding gave is what the video holds.
@@ -370,9 +370,9 @@ def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray,
 
     result = stylizer.run(content, job.styles, settings, callback=on_step, masks=job.masks, keep_mask=job.keep_mask,
                           init_image=init, extra_loss=extra)  # fmt: skip
-    if result.interrupted and result.stopped_reason in ("interrupted", "stopped by callback"):
+    if result.interrupted and result.stopped_reason in USER_STOPS:
         job.stopped_reason = result.stopped_reason
-        if result.stopped_reason == "interrupted":
+        if result.stopped_reason == STOP_INTERRUPTED:
             raise KeyboardInterrupt  # Ctrl-C: the frames done so far are on disk
         return None
     if result.interrupted:
