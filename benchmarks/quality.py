@@ -35,7 +35,6 @@ from common import IMAGES, WEIGHTS, baseline_objective, load_pair, textbook_base
 
 from impasto import Settings, Stylizer  # noqa: E402
 from impasto.cli import field_type  # noqa: E402
-from impasto.errors import STOP_INTERRUPTED  # noqa: E402
 from impasto.settings import ADDED_LATER  # noqa: E402
 from impasto import weights as W  # noqa: E402
 from impasto.images import load_image, pil_to_tensor, tensor_to_pil  # noqa: E402
@@ -181,9 +180,7 @@ def main() -> None:
                 seconds[BASELINE] = time.perf_counter() - start
             for name, (settings, seed) in runs.items():
                 if name in todo:
-                    result = stylizer.run(jittered(content, seed), style, settings)
-                    if result.interrupted and result.stopped_reason == STOP_INTERRUPTED:  # the API turns Ctrl-C into a result
-                        raise KeyboardInterrupt
+                    result = stylizer.run(jittered(content, seed), style, settings)  # Ctrl-C: impasto.Interrupted
                     outputs[name], seconds[name] = result.image, result.seconds
             for name in names:
                 if name in todo:

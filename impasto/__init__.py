@@ -2,7 +2,7 @@
 
 from .api import Result, Stylizer, stylize
 from .batch import batch  # the function shadows the package name on purpose: impasto.batch(...)
-from .errors import ImpastoError, ImpastoWarning
+from .errors import ImpastoError, ImpastoWarning, Interrupted, NonFiniteLoss
 from .images import load_image, save_image
 from .media import plot_losses, write_gif
 from .optimize import Progress
@@ -13,6 +13,6 @@ from .sweep import SweepResult, sweep  # the function shadows the module name on
 __version__ = "0.1.0"
 
 __all__ = [
-    "ImpastoError", "ImpastoWarning", "PRESETS", "Progress", "Result", "Settings", "Stylizer", "SweepResult", "batch", "load_image", "plot_losses",
+    "ImpastoError", "ImpastoWarning", "Interrupted", "NonFiniteLoss", "PRESETS", "Progress", "Result", "Settings", "Stylizer", "SweepResult", "batch", "load_image", "plot_losses",
     "save_image", "stylize", "sweep", "write_gif", "__version__",
 ]  # fmt: skip

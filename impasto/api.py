@@ -13,18 +13,18 @@ from PIL import Image
 
 from . import color
 from . import weights as W
-from .errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, NonFiniteLoss, option, warn
+from .errors import STOP_CALLBACK, STOP_INTERRUPTED, USER_STOPS, ImpastoError, Interrupted, NonFiniteLoss, option, warn
 from .images import (
     ImageLike, fit_long_side, flatten, load_image, load_image_and_alpha, pil_to_tensor, resize_long_side, resize_tensor,
     tensor_to_pil, with_alpha,
 )  # fmt: skip
 from .media import FrameRecorder
 from .optimize import (
-    ExtraLoss, Outcome, Progress, StatsCache, StyleInput, check_short_side, choose_tile, optimise, resolve_device, with_autograd,
-    min_side, style_long_side, style_pieces, style_size,
+    ExtraLoss, Outcome, Progress, StatsCache, StyleInput, check_short_side, choose_tile, min_side, mixed_precision, optimise,
+    precision_name, resolve_device, style_long_side, style_pieces, style_size, with_autograd,
 )
-from .settings import Settings
-from .vgg import FeatureExtractor
+from .settings import Settings, as_settings
+from .vgg import FeatureExtractor, conv_layer_names
 
 StyleSpec = Union[ImageLike, tuple[ImageLike, float]]
 Callback = Callable[[Progress], Optional[bool]]
@@ -48,6 +48,8 @@ class Result:
     interrupted: bool = False
     stopped_reason: Optional[str] = None
     frames: list[Image.Image] = field(default_factory=list)
+    device: str = "cpu"  # where it ran, and in what arithmetic (settings may say "auto")
+    precision: str = "fp32"
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -57,6 +59,8 @@ class Result:
             "iterations": len(self.history),
             "interrupted": self.interrupted,
             "stopped_reason": self.stopped_reason,
+            "device": self.device,
+            "precision": self.precision,
             "settings": self.settings.to_dict(),
         }
 
@@ -105,11 +109,18 @@ class Stylizer:
 
     def extractor(self, settings: Settings, device: torch.device) -> FeatureExtractor:
         weights = self.weights(settings)
+        # One copy of the weights per device: every choice of layers and pooling shares the conv
+        # layers of a whole network (a sweep over layers would otherwise hold one copy per cell).
+        whole_key = (weights.model, str(weights.path), str(device))
+        if whole_key not in self._extractors:
+            whole = FeatureExtractor(weights.model, weights.state_dict, conv_layer_names(weights.model)[-1:], "max", weights.convention)
+            self._extractors[whole_key] = whole.to(device)
         layers = tuple(dict.fromkeys(settings.content_layers + settings.style_layers))
-        key = (weights.model, str(weights.path), settings.pooling, layers, str(device))
+        key = (*whole_key, settings.pooling, layers)
         if key not in self._extractors:
-            extractor = FeatureExtractor(weights.model, weights.state_dict, layers, settings.pooling, weights.convention)
-            self._extractors[key] = extractor.to(device)
+            self._extractors[key] = FeatureExtractor(
+                weights.model, weights.state_dict, layers, settings.pooling, weights.convention, share=self._extractors[whole_key]
+            ).to(device)
         return self._extractors[key]
 
     @with_autograd
@@ -137,11 +148,16 @@ class Stylizer:
         `settings.init`), and `extra_loss(image) -> {name: weighted term}` adds
         terms to the objective at every scale (video's temporal loss uses both).
 
-        Ctrl-C stops cleanly too: the result then holds the best image so far
-        with `interrupted=True`.
+        `settings` is a Settings, a preset's name or a dict of settings; keyword
+        `overrides` change single ones.
+
+        A run stopped by the callback returns with `interrupted=True`. One whose loss
+        stops being a number returns the best picture before that, also with
+        `interrupted=True` and the reason in `stopped_reason` (NonFiniteLoss if no
+        iteration succeeded). Ctrl-C raises `impasto.Interrupted`, a KeyboardInterrupt
+        whose `result` holds the best picture so far.
         """
-        settings = (settings or Settings()).replace(**overrides) if overrides else (settings or Settings())
-        settings.validate()
+        settings = as_settings(settings, overrides).validate()
         device = resolve_device(settings.device)
         start = time.perf_counter()
         # Inputs and memory first: a typo or an absurd size fails at once, before
@@ -176,7 +192,7 @@ class Stylizer:
         extractor = self.extractor(settings, device)
         recorder = FrameRecorder(frames, content_img.size) if frames else None
         outcome = Outcome()
-        interrupted, reason = False, None
+        interrupted, reason, stop = False, None, None
         try:
             for progress in optimise(extractor, settings, target_content, styles, outcome, init_t, self.style_cache, extra_loss):
                 if callback is not None or recorder is not None:
@@ -187,12 +203,12 @@ class Stylizer:
                     if callback(progress) is False:
                         interrupted, reason = True, STOP_CALLBACK
                         break
-        except KeyboardInterrupt:
-            if outcome.image is None:  # stopped before the first image existed: nothing to keep
+        except KeyboardInterrupt as exc:
+            if not outcome.history:  # nothing painted yet: the start image is no one's "best so far"
                 raise
-            interrupted, reason = True, STOP_INTERRUPTED
+            interrupted, reason, stop = True, STOP_INTERRUPTED, exc
         except NonFiniteLoss as exc:
-            if outcome.image is None:
+            if not outcome.history:  # the very first iteration blew up: there is no picture to give
                 raise
             interrupted, reason = True, str(exc)
         final = finish(outcome.image)
@@ -204,16 +220,21 @@ class Stylizer:
             kept_frames[-1] = image  # the last iteration's pixels may not be the best ones kept
         if alpha is not None:  # frames (a GIF) show the picture as it looks on white
             kept_frames = [flatten(with_alpha(frame, alpha)) for frame in kept_frames]
-        return Result(
+        result = Result(
             image=image,
             frames=kept_frames,
             losses=dict(outcome.losses),
             history=outcome.history,
             seconds=time.perf_counter() - start,
-            settings=settings,
+            settings=settings.replace(),  # a copy: the caller's object may change after
             interrupted=interrupted,
             stopped_reason=reason,
+            device=str(device),
+            precision=precision_name(mixed_precision(settings, device)),
         )
+        if stop is not None:
+            raise Interrupted(result) from stop
+        return result
 
     def _style_input(self, image: ImageLike, weight: float, settings: Settings, device: torch.device) -> StyleInput:
         img = load_image(image)
@@ -260,13 +281,26 @@ def stylize(
     callback: Optional[Callback] = None,
     **overrides: Any,
 ) -> Image.Image:
-    """Paint `content` in the style of `style` and return the picture.
+    """Paint `content` in the style of `style` and return the picture (a PIL image, RGBA
+    when the photo has transparency).
 
     `style` is an image, a list of images, or (image, weight) pairs to blend.
-    Images are paths, PIL images, HxWx3 arrays or (1,3,H,W) tensors. Keyword
-    overrides change single settings: ``stylize(a, b, size=768, style_weight=50)``.
+    Images are paths, PIL images, HxWx3 or 3xHxW arrays, or 3xHxW / 1x3xHxW tensors,
+    in 0-1 or 0-255. `settings` is a Settings, a preset's name ("fast") or a dict;
+    keyword overrides change single settings: ``stylize(a, b, size=768, style_weight=50)``
+    (help(impasto.Settings) lists them). `callback(progress)` is called each iteration
+    and stops the run by returning False.
+
+    Mistakes raise ImpastoError with a one-line message; Ctrl-C raises
+    impasto.Interrupted, whose `result.image` is the best picture so far. If the loss
+    stops being a number part-way, the best picture before it is returned with a warning.
+    Masks, a start image, frames for a GIF and the losses need Stylizer().run, which
+    returns a Result.
     """
-    return default_stylizer().run(content, style, settings, callback, **overrides).image
+    result = default_stylizer().run(content, style, settings, callback, **overrides)
+    if result.interrupted and result.stopped_reason not in USER_STOPS:
+        warn(f"{result.stopped_reason}; the best picture before it is returned")
+    return result.image
 
 
 def attach_masks(

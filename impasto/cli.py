@@ -21,7 +21,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import STOP_INTERRUPTED, ImpastoError, ImpastoWarning, command_line
+from .errors import STOP_INTERRUPTED, ImpastoError, ImpastoWarning, Interrupted, command_line
 from .settings import COLOR_MODES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, STYLE_LOSSES, Settings
 
 # Shown in --help; Settings.validate gives the error for anything else.
@@ -256,10 +256,13 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
             frame = with_alpha(tensor_to_pil(progress.image), alpha)
             save_image(frame, frames_dir / f"{progress.done:05d}.png", overwrite=args.overwrite)
 
-    result = Stylizer().run(
-        content, styles, settings, callback=callback, masks=masks, keep_mask=getattr(args, "keep_mask", None),
-        frames=args.gif_frames if args.gif else 0,
-    )  # fmt: skip
+    try:
+        result = Stylizer().run(
+            content, styles, settings, callback=callback, masks=masks, keep_mask=getattr(args, "keep_mask", None),
+            frames=args.gif_frames if args.gif else 0,
+        )  # fmt: skip
+    except Interrupted as stop:  # Ctrl-C: the best picture so far is saved, and the exit code says it was cut short
+        result = stop.result
     if bar is not None:
         bar.close()
     save_image(result.image, output, overwrite=args.overwrite)

@@ -72,6 +72,18 @@ STOP_CALLBACK = "stopped by callback"  # a callback returned False (a cancel, a 
 USER_STOPS = (STOP_INTERRUPTED, STOP_CALLBACK)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run: `result` holds the best picture so far.
+
+    A KeyboardInterrupt, so a loop of runs stops as any Python loop would; a caller that
+    wants the picture catches this: ``except impasto.Interrupted as stop: stop.result.image``.
+    """
+
+    def __init__(self, result: Any) -> None:
+        super().__init__(STOP_INTERRUPTED)
+        self.result = result
+
+
 class NonFiniteLoss(ImpastoError):
     """The loss became NaN or infinite; `image` is the last good one."""
 

@@ -44,6 +44,8 @@ def load_image_and_alpha(source: ImageLike) -> tuple[Image.Image, Optional[Image
     if isinstance(source, torch.Tensor):
         t = source.detach().cpu()
         t = t.float() if t.is_floating_point() else t
+        if t.ndim == 4 and t.shape[0] != 1:
+            raise ImpastoError(f"a tensor of shape {tuple(t.shape)} is a batch of {t.shape[0]} pictures; give one at a time (t[i])")
         image, name = array_to_pil((t[0] if t.ndim == 4 else t).numpy()), "tensor"
     elif isinstance(source, np.ndarray):
         image, name = array_to_pil(source), "array"
@@ -191,6 +193,11 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
         a = a.astype(np.uint8) * 255  # a mask: True is white
     elif a.dtype.kind == "f":
         a = np.nan_to_num(a.astype(np.float64))
+        if a.size and a.min() < -0.05:  # rounding below 0 is fine; a normalised tensor is not a picture
+            raise ImpastoError(
+                f"a float image reaches {a.min():.3g}: pictures are 0-1 or 0-255 (an ImageNet-normalised "
+                "tensor? undo the normalisation first: x * std + mean)"
+            )
         scale = 255.0 if a.size == 0 or a.max() <= 2.0 else 1.0
         a = np.clip(a * scale + 0.5, 0, 255).astype(np.uint8)
     elif a.dtype == np.uint16:

@@ -127,8 +127,8 @@ def plan_iterations(scales: int, settings: Settings) -> list[int]:
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
+        if torch.cuda.is_available():  # with its index, so "auto" and "cuda:0" are one device to a cache
+            return torch.device("cuda", torch.cuda.current_device())
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -139,11 +139,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device is None or device.type not in ("cpu", "cuda", "mps"):  # torch knows others (meta, xpu, ...) this code was never run on
         raise ImpastoError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ImpastoError(f"{option('device', 'cuda')} asked for, but PyTorch sees no CUDA GPU")
+        raise ImpastoError(f"{option('device', name)} asked for, but PyTorch sees no CUDA GPU")
     if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
         raise ImpastoError(f"{option('device', name)} asked for, but PyTorch sees {count} CUDA GPU{'s' if count != 1 else ''} (cuda:0..{count - 1})")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ImpastoError(f"{option('device', 'mps')} asked for, but MPS is not available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 
@@ -681,6 +683,11 @@ def mixed_precision(settings: Settings, device: torch.device) -> Optional[torch.
     return AUTOCAST_DTYPES.get(precision)
 
 
+def precision_name(dtype: Optional[torch.dtype]) -> str:
+    """The --precision value of an autocast dtype (None: fp32)."""
+    return {v: k for k, v in AUTOCAST_DTYPES.items()}.get(dtype, "fp32")  # type: ignore[arg-type]
+
+
 def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
     """Mixed precision in `dtype` on the device, or a no-op context for None (plain fp32)."""
     if dtype is None:
@@ -688,9 +695,8 @@ def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> contextli
     try:
         return torch.autocast(device_type=device.type, dtype=dtype)
     except RuntimeError:  # a torch without autocast for this device (MPS before 2.5 or so)
-        name = {v: k for k, v in AUTOCAST_DTYPES.items()}[dtype]
         raise ImpastoError(
-            f"{option('precision', name)} is not available on {device.type} with torch {torch.__version__}; "
+            f"{option('precision', precision_name(dtype))} is not available on {device.type} with torch {torch.__version__}; "
             f"use {option('precision', 'fp32')}"
         ) from None
 
@@ -794,8 +800,8 @@ def optimise(
     if tile and cache is None:
         cache = StatsCache()  # each tile's objective needs the same style statistics: take them once
     total = sum(n * len(tiles) for n, tiles in zip(steps, tiles_per_scale))
-    if settings.seed is not None:
-        torch.manual_seed(settings.seed)
+    # No torch.manual_seed here: nothing below draws from the global generator (a noise start
+    # has its own), and reseeding it would repeat the caller's own random draws after each run.
     autocast = mixed_precision(settings, device)
     start = time.perf_counter()
     done = 0
@@ -830,7 +836,9 @@ def optimise(
                 for step in _descend_keeping_best(objective, param, n, settings, autocast, keep):
                     done += 1
                     history.append({"scale": index, "iteration": done, **step.losses})
-                    shown = param.detach() if whole else canvas
+                    # The pixels the step's losses were measured on (a copy of their own), not the
+                    # step's result, so a callback sees a picture and losses that belong together.
+                    shown = step.scored if whole else canvas
                     yield Progress(index, len(sizes), size, number * n + step.number, n * len(tiles), done, total, step.losses, shown,
                                    time.perf_counter() - start, number, len(tiles))
             except NonFiniteLoss as exc:

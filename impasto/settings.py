@@ -11,7 +11,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Union
 
-from .errors import ImpastoError
+from .errors import ImpastoError, on_command_line, option
 
 MODELS = ("vgg16", "vgg19")
 POOLINGS = ("max", "avg")
@@ -187,20 +187,28 @@ class Settings:
         for name in ("weights", "init"):  # paths as pathlib gives them
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, os.fspath(getattr(self, name)))
+        if type(self.device).__module__.startswith("torch"):  # torch.device("cuda:0"), or a tensor's .device
+            self.device = str(self.device)
         # Accept lists from JSON/CLI and keep the object hashable-friendly.
         for name in ("content_layers", "style_layers"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = tuple(v.strip() for v in value.split(",") if v.strip())
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ImpastoError(f"{option(name)} must be layer names (a list, or text with commas), not {value!r}")
             setattr(self, name, tuple(value))
         if self.style_layer_weights is not None:
             w = self.style_layer_weights
             if isinstance(w, str):
-                w = [float(v) for v in w.split(",") if v.strip()]
-            self.style_layer_weights = tuple(float(v) for v in w)
+                w = [v for v in w.split(",") if v.strip()]
+            try:
+                self.style_layer_weights = tuple(float(v) for v in w)
+            except (TypeError, ValueError):
+                raise ImpastoError(f"{option('style_layer_weights')} must be numbers, one per style layer, not {w!r}") from None
 
     # -- helpers
     def replace(self, **changes: Any) -> "Settings":
+        check_names(changes)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -222,10 +230,7 @@ class Settings:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Settings":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ImpastoError(f"unknown setting(s): {', '.join(unknown)}")
+        check_names(data)
         return cls(**data)
 
     def model_name(self) -> str:
@@ -263,6 +268,7 @@ class Settings:
         """A named preset (see impasto.presets) with `overrides` on top."""
         from .presets import preset_settings
 
+        check_names(overrides)
         return cls(**(preset_settings(name) | overrides))
 
     def validate(self) -> "Settings":
@@ -271,13 +277,13 @@ class Settings:
 
         def choice(name: str, options: tuple[str, ...]) -> None:
             if getattr(self, name) not in options:
-                raise ImpastoError(f"{name.replace('_', '-')} must be one of {', '.join(options)}, not {getattr(self, name)!r}")
+                raise ImpastoError(f"{option(name)} must be one of {', '.join(options)}, not {getattr(self, name)!r}")
 
         for name, kinds in _scalar_kinds().items():
             value = getattr(self, name)
             if not any(_is_kind(value, kind) for kind in kinds):
                 wanted = " or ".join(_KIND_NAMES[k] for k in kinds)
-                raise ImpastoError(f"{name.replace('_', '-')} must be {wanted}, not {value!r}")
+                raise ImpastoError(f"{option(name)} must be {wanted}, not {value!r}")
         if self.model is not None:
             choice("model", MODELS)
         choice("pooling", POOLINGS)
@@ -288,7 +294,7 @@ class Settings:
             choice("preserve_color", COLOR_MODES)
         names = layer_names(self.model_name())
         if ALL_LAYERS in self.style_layers and self.style_layers != (ALL_LAYERS,):
-            raise ImpastoError("style-layers 'all' stands alone: give it or a list of layer names, not both")
+            raise ImpastoError(f"{option('style_layers')} 'all' stands alone: give it or a list of layer names, not both")
         for layer in self.content_layers + tuple(v for v in self.style_layers if v != ALL_LAYERS):
             if layer not in names:
                 convs = [n for n in names if n.startswith("conv")]
@@ -299,9 +305,9 @@ class Settings:
         if not self.style_layers:
             raise ImpastoError("at least one style layer is needed")
         if self.style_chain and len(self.style_layers) < 2 and self.style_layers != (ALL_LAYERS,):
-            raise ImpastoError("style-chain needs at least two style layers (it correlates adjacent ones)")
+            raise ImpastoError(f"{option('style_chain')} needs at least two style layers (it correlates adjacent ones)")
         if not (math.isfinite(self.style_layer_decay) and self.style_layer_decay > 0):
-            raise ImpastoError(f"style-layer-decay must be a positive number, not {self.style_layer_decay}")
+            raise ImpastoError(f"{option('style_layer_decay')} must be a positive number, not {self.style_layer_decay}")
         if self.style_layer_weights is not None and self.style_layers != (ALL_LAYERS,):
             if len(self.style_layer_weights) != len(self.style_layers):
                 raise ImpastoError(
@@ -312,39 +318,81 @@ class Settings:
         for name in ("content_weight", "style_weight", "tv_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
-                raise ImpastoError(f"{name.replace('_', '-')} must be a non-negative number, not {value}")
+                raise ImpastoError(f"{option(name)} must be a non-negative number, not {value}")
         if not math.isfinite(self.gram_shift):
-            raise ImpastoError(f"gram-shift must be a number, not {self.gram_shift}")
+            raise ImpastoError(f"{option('gram_shift')} must be a number, not {self.gram_shift}")
         if self.content_weight == 0 and self.style_weight == 0:
-            raise ImpastoError("content-weight and style-weight cannot both be zero")
-        if self.iterations < 0 or self.initial_iterations < 0:
-            raise ImpastoError("iterations must be zero or more")
+            raise ImpastoError(f"{option('content_weight')} and {option('style_weight')} cannot both be zero")
+        for name in ("iterations", "initial_iterations"):
+            if getattr(self, name) < 0:
+                raise ImpastoError(f"{option(name)} must be zero or more, not {getattr(self, name)}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ImpastoError(f"lr must be positive, not {self.lr}")
+            raise ImpastoError(f"{option('lr')} must be positive, not {self.lr}")
         if self.size < 16:
-            raise ImpastoError(f"size must be at least 16 pixels, not {self.size}")
+            raise ImpastoError(f"{option('size')} must be at least 16 pixels, not {self.size}")
         if not (math.isfinite(self.style_scale) and self.style_scale > 0):
-            raise ImpastoError(f"style-scale must be positive, not {self.style_scale}")
+            raise ImpastoError(f"{option('style_scale')} must be positive, not {self.style_scale}")
         if self.min_size < 16:
-            raise ImpastoError(f"min-size must be at least 16 pixels, not {self.min_size}")
+            raise ImpastoError(f"{option('min_size')} must be at least 16 pixels, not {self.min_size}")
         if not (0 <= self.upsample_detail <= 1):
-            raise ImpastoError(f"upsample-detail must be between 0 and 1, not {self.upsample_detail}")
+            raise ImpastoError(f"{option('upsample_detail')} must be between 0 and 1, not {self.upsample_detail}")
         if not (math.isfinite(self.coarse_content) and self.coarse_content > 0):
-            raise ImpastoError(f"coarse-content must be above 0, not {self.coarse_content}")
+            raise ImpastoError(f"{option('coarse_content')} must be above 0, not {self.coarse_content}")
         if not (0 <= self.flat_content <= 1):
-            raise ImpastoError(f"flat-content must be between 0 and 1, not {self.flat_content}")
+            raise ImpastoError(f"{option('flat_content')} must be between 0 and 1, not {self.flat_content}")
         if self.tile != 0 and self.tile < MIN_TILE:
-            raise ImpastoError(f"tile must be 0 (automatic) or at least {MIN_TILE} pixels, not {self.tile}")
+            raise ImpastoError(f"{option('tile')} must be 0 (automatic) or at least {MIN_TILE} pixels, not {self.tile}")
         if not (math.isfinite(self.scale_factor) and self.scale_factor > 1):
-            raise ImpastoError(f"scale-factor must be above 1, not {self.scale_factor}")
+            raise ImpastoError(f"{option('scale_factor')} must be above 1, not {self.scale_factor}")
         # A factor just above 1 is a typo more often than a wish: 1.01 from 128 to 512 px would
         # be 141 scales, each with its own iterations: hours of work.
         if (scales := self.scale_count()) > MAX_SCALES:
             raise ImpastoError(
-                f"scale-factor {self.scale_factor:g} makes {scales} scales from min-size {self.min_size} to size "
-                f"{self.size}; at most {MAX_SCALES} are allowed: choose a larger scale-factor (2 by default)"
+                f"{option('scale_factor', self.scale_factor)} makes {scales} scales from {option('min_size', self.min_size)} to "
+                f"{option('size', self.size)}; at most {MAX_SCALES} are allowed: choose a larger one (2 by default)"
             )
         return self
+
+
+def as_settings(settings: Union[Settings, str, dict[str, Any], None], overrides: Optional[dict[str, Any]] = None) -> Settings:
+    """A run's settings from a Settings, a preset's name or a dict, with `overrides` on top."""
+    if settings is None:
+        settings = Settings()
+    elif isinstance(settings, str):
+        settings = Settings.from_preset(settings)
+    elif isinstance(settings, dict):
+        settings = Settings.from_dict(settings)
+    elif not isinstance(settings, Settings):
+        raise ImpastoError(f"settings must be a Settings, a preset's name or a dict, not {type(settings).__name__}")
+    return settings.replace(**overrides) if overrides else settings
+
+
+def check_names(names: Any) -> None:
+    """Refuse names that are not settings, with a guess for a typo: a mistyped keyword from a
+    notebook (style_weigth=50) gets the same one line as a mistyped flag."""
+    import difflib
+
+    known = [f.name for f in fields(Settings)]
+    unknown = sorted(set(names) - set(known))
+    if not unknown:
+        return
+    if unknown == ["preset"]:
+        raise ImpastoError("preset is not a setting: pass the preset's name as the settings, "
+                           "as in stylize(photo, painting, 'fast'), or Settings.from_preset('fast', ...)")  # fmt: skip
+    guesses = [g for name in unknown for g in difflib.get_close_matches(name, known, n=1, cutoff=0.7)]
+    hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
+    where = "impasto --help" if on_command_line() else "help(impasto.Settings)"
+    raise ImpastoError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}{hint}; {where} lists them")
+
+
+def _document_fields() -> None:
+    """Settings' docstring lists its fields with their help, so help(impasto.Settings) tells a
+    notebook user what the CLI's --help tells a shell user."""
+    lines = [f"    {f.name} (default {f.default!r}): {f.metadata.get('help', '')}" for f in fields(Settings)]
+    Settings.__doc__ = (Settings.__doc__ or "") + "\n\n    Attributes:\n" + "\n".join(lines) + "\n"
+
+
+_document_fields()
 
 
 def help_for(name: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import STOP_INTERRUPTED, ImpastoError, option
+from .errors import ImpastoError, option
 from .images import ImageLike, check_image_output, flatten, save_image
 from .settings import Settings
 
@@ -190,8 +190,6 @@ def sweep(
             results[r].append(result)
             if on_cell is not None:
                 on_cell(r * n_cols + c, count, cell_values(axes, r, c), result)
-            if result.interrupted and result.stopped_reason == STOP_INTERRUPTED:
-                raise KeyboardInterrupt
     sheet, boxes = contact_sheet(images, axes)
     return SweepResult(sheet, images, results, axes, boxes)
 

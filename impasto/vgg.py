@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -65,13 +65,18 @@ class Normalize(nn.Module):
         return x.flip(1) if self.bgr else x
 
 
-def build_features(model: str, pooling: str = "max", upto: int | None = None) -> nn.Sequential:
-    """torchvision-compatible `features` (same indices), optionally cut after index `upto`."""
+def build_features(
+    model: str, pooling: str = "max", upto: int | None = None, convs: Optional[Sequence[nn.Conv2d]] = None
+) -> nn.Sequential:
+    """torchvision-compatible `features` (same indices), optionally cut after index `upto`.
+    `convs`, the conv layers of another such network in order, are used rather than new ones."""
     layers: list[nn.Module] = []
+    given = iter(convs) if convs is not None else None
     in_ch = 3
-    for block, convs in enumerate(BLOCKS[model]):
-        for _ in range(convs):
-            layers += [nn.Conv2d(in_ch, WIDTHS[block], 3, padding=1), nn.ReLU(inplace=False)]
+    for block, count in enumerate(BLOCKS[model]):
+        for _ in range(count):
+            conv = next(given) if given is not None else nn.Conv2d(in_ch, WIDTHS[block], 3, padding=1)
+            layers += [conv, nn.ReLU(inplace=False)]
             in_ch = WIDTHS[block]
         layers.append(nn.AvgPool2d(2, 2) if pooling == "avg" else nn.MaxPool2d(2, 2))
     if upto is not None:
@@ -89,7 +94,10 @@ class FeatureExtractor(nn.Module):
         layers: Iterable[str],
         pooling: str = "avg",
         convention: str = "torchvision",
+        share: Optional["FeatureExtractor"] = None,
     ) -> None:
+        """`share`: an extractor of the same model and weights, at least as deep, whose conv
+        layers (the weights' memory) this one uses too; its pooling and layers may differ."""
         super().__init__()
         names = layer_names(model)
         self.layers = list(dict.fromkeys(layers))
@@ -100,16 +108,22 @@ class FeatureExtractor(nn.Module):
         self.indices = {names.index(layer): layer for layer in self.layers}
         deepest = max(self.indices)
         self.normalize = Normalize(convention)
-        self.features = build_features(model, pooling, upto=deepest)
-        own = self.features.state_dict()
-        self.features.load_state_dict({k: state_dict[k] for k in own})
+        if share is not None:
+            convs = [m for m in share.features if isinstance(m, nn.Conv2d)]
+            self.features = build_features(model, pooling, upto=deepest, convs=convs)
+            self._format = share._format
+        else:
+            self.features = build_features(model, pooling, upto=deepest)
+            own = self.features.state_dict()
+            self.features.load_state_dict({k: state_dict[k] for k in own})
         # An in-place ReLU saves one activation map per conv, but would overwrite
         # a conv output we hand out, so only where that conv is not requested.
         for i, module in enumerate(self.features):
             if isinstance(module, nn.ReLU) and (i - 1) not in self.indices:
                 module.inplace = True
         self.eval().requires_grad_(False)
-        self._format = torch.contiguous_format
+        if share is None:
+            self._format = torch.contiguous_format
 
     @property
     def depth(self) -> int:

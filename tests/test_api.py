@@ -8,6 +8,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+import torch
 
 import impasto
 from impasto import ImpastoError, Settings, Stylizer
@@ -38,13 +39,44 @@ def test_keyboard_interrupt_keeps_the_best_image_so_far(stylizer, make_settings,
         if progress.done == 5:
             raise KeyboardInterrupt
 
-    result = stylizer.run(content_array, style_array, settings, callback=ctrl_c)
+    # Raised, not returned: a caller's loop of runs stops at Ctrl-C as any Python loop does.
+    with pytest.raises(impasto.Interrupted) as stop:
+        stylizer.run(content_array, style_array, settings, callback=ctrl_c)
+    assert isinstance(stop.value, KeyboardInterrupt)
+    result = stop.value.result
     assert result.interrupted and result.stopped_reason == "interrupted"
     assert result.image.size == (48, 40)
     assert len(result.history) == 5
     # The losses reported are those of the best image scored, not of the last one.
     assert result.losses["total"] == min(h["total"] for h in result.history)
     assert result.losses["total"] < result.history[0]["total"]
+
+
+def test_ctrl_c_in_a_loop_of_stylize_calls_ends_the_loop(stylizer, make_settings, content_array, style_array, monkeypatch):
+    monkeypatch.setattr(impasto.api, "_default", stylizer)
+    finished = []
+
+    def ctrl_c_in_the_second(progress):
+        if len(finished) == 1 and progress.done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        for _ in range(3):
+            finished.append(impasto.stylize(content_array, style_array, make_settings(iterations=4), callback=ctrl_c_in_the_second))
+    assert len(finished) == 1
+
+
+def test_ctrl_c_during_the_first_iteration_is_a_plain_interrupt(stylizer, make_settings, content_array, style_array, monkeypatch):
+    # No iteration finished: the start image is no one's "best so far", so there is no result to carry.
+    import impasto.losses
+
+    def ctrl_c(image):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(impasto.losses, "tv_loss", ctrl_c)
+    with pytest.raises(KeyboardInterrupt) as stop:
+        stylizer.run(content_array, style_array, make_settings())
+    assert not isinstance(stop.value, impasto.Interrupted)
 
 
 def test_keyboard_interrupt_before_the_first_image_is_passed_on(stylizer, make_settings, content_array, style_array, monkeypatch):
@@ -110,32 +142,32 @@ def test_paths_and_stylize_function(stylizer, make_settings, content_path, style
     [
         (dict(style_layers=("conv1_1", "conv9_9")), "unknown layer 'conv9_9'"),
         (dict(content_layers=("conv5_4",), model="vgg16"), "unknown layer 'conv5_4'"),
-        (dict(style_weight=-1.0), "style-weight must be a non-negative"),
-        (dict(content_weight=float("nan")), "content-weight"),
-        (dict(tv_weight=-0.1), "tv-weight"),
+        (dict(style_weight=-1.0), "style_weight must be a non-negative"),
+        (dict(content_weight=float("nan")), "content_weight"),
+        (dict(tv_weight=-0.1), "tv_weight"),
         (dict(content_weight=0.0, style_weight=0.0), "cannot both be zero"),
         (dict(style_layer_weights=(1.0, -1.0, 1.0)), "non-negative"),
         (dict(style_layer_weights=(1.0, 1.0)), "3 style layers"),
-        (dict(style_loss="fancy"), "style-loss must be one of"),
+        (dict(style_loss="fancy"), "style_loss must be one of"),
         (dict(pooling="min"), "pooling"),
         (dict(lr=0.0), "lr must be positive"),
         (dict(size=8), "size must be at least"),
         (dict(tile=100), "tile must be 0 (automatic) or at least 128 pixels, not 100"),
-        (dict(flat_content=1.5), "flat-content must be between 0 and 1, not 1.5"),
-        (dict(multiscale=True, size=512, min_size=128, scale_factor=1.01), "scale-factor 1.01 makes 141 scales from min-size 128 to size 512"),
+        (dict(flat_content=1.5), "flat_content must be between 0 and 1, not 1.5"),
+        (dict(multiscale=True, size=512, min_size=128, scale_factor=1.01), "scale_factor=1.01 makes 141 scales from min_size=128 to size=512"),
         (dict(device="tpu"), "unknown device"),
         (dict(device="meta"), "unknown device 'meta'"),  # torch knows it; impasto never ran on it
         # From a notebook, a wrong type is named, not a crash deep inside nor a silent True.
         (dict(size="64"), "size must be a whole number, not '64'"),
         (dict(iterations=2.5), "iterations must be a whole number, not 2.5"),
-        (dict(style_weight="50"), "style-weight must be a number, not '50'"),
+        (dict(style_weight="50"), "style_weight must be a number, not '50'"),
         (dict(multiscale="no"), "multiscale must be True or False, not 'no'"),
         (dict(init="noize"), "init must be content, noise, style or an image file; noize: no such file"),
         # Not finite: a traceback from round(inf), or a run that fails later as "loss became nan".
-        (dict(style_scale=float("inf")), "style-scale must be positive, not inf"),
+        (dict(style_scale=float("inf")), "style_scale must be positive, not inf"),
         (dict(lr=float("inf")), "lr must be positive, not inf"),
-        (dict(coarse_content=float("inf")), "coarse-content must be above 0, not inf"),
-        (dict(gram_shift=float("nan")), "gram-shift must be a number, not nan"),
+        (dict(coarse_content=float("inf")), "coarse_content must be above 0, not inf"),
+        (dict(gram_shift=float("nan")), "gram_shift must be a number, not nan"),
         (dict(style_layer_weights=(1.0, float("nan"), 1.0)), "style layer weights must be non-negative numbers"),
     ],
 )
@@ -189,14 +221,13 @@ def test_absurd_size_is_refused_up_front(synthetic_weights):
     assert time.perf_counter() - start < 60
 
 
-def test_no_content_layers_is_not_a_crash(stylizer, make_settings, content_array, style_array):
-    settings = make_settings(content_layers=(), content_weight=0.0, iterations=2, optimizer="adam")
-    try:
-        result = stylizer.run(content_array, style_array, settings)
-    except ImpastoError:
-        return
+def test_no_content_layers_is_texture_synthesis(stylizer, make_settings, content_array, style_array):
+    # No content layer is allowed (the photo is then only where the run starts): the style falls.
+    settings = make_settings(content_layers=(), content_weight=0.0, iterations=4, optimizer="adam")
+    result = stylizer.run(content_array, style_array, settings)
     assert result.image.size == (48, 40)
-    assert result.losses["style"] <= result.history[0]["style"]
+    assert result.losses.get("content", 0.0) == 0.0
+    assert result.losses["style"] < result.history[0]["style"]
 
 
 def test_init_image_is_where_the_run_starts(stylizer, make_settings, content_array, style_array):
@@ -295,3 +326,124 @@ def test_a_very_thin_painting_is_not_shrunk_below_what_the_run_enlarges_it_to(ma
     settings = make_settings(size=512)
     style = impasto.Stylizer(download=False)._style_input(textured_image(20, 1000, seed=3), 1.0, settings, torch.device("cpu"))
     assert tuple(style.image.shape[-2:]) == (16, 819)
+
+
+def test_a_run_leaves_the_callers_random_numbers_alone(stylizer, make_settings, content_array, style_array):
+    # A data-augmentation loop draws its own random crops between runs: a run must not reseed them.
+    torch.manual_seed(1)
+    stylizer.run(content_array, style_array, make_settings(iterations=2, seed=0))
+    after_run = torch.rand(3)
+    torch.manual_seed(1)
+    assert torch.equal(after_run, torch.rand(3))
+
+
+def test_a_loss_that_is_not_finite_at_once_is_an_error(stylizer, make_settings, content_array, style_array):
+    # Finite as a float64 setting, infinite in fp32: there is no "best picture so far" to give back.
+    with pytest.raises(impasto.NonFiniteLoss, match="the loss became inf at iteration 1"):
+        stylizer.run(content_array, style_array, make_settings(style_weight=1e39))
+
+
+def test_stylize_warns_when_the_loss_blows_up_part_way(stylizer, make_settings, content_array, style_array, monkeypatch):
+    import impasto.losses
+
+    calls = {"n": 0}
+    real_tv = impasto.losses.tv_loss
+
+    def tv_that_blows_up(image):
+        calls["n"] += 1
+        return real_tv(image) * (float("nan") if calls["n"] > 3 else 1.0)
+
+    monkeypatch.setattr(impasto.losses, "tv_loss", tv_that_blows_up)
+    monkeypatch.setattr(impasto.api, "_default", stylizer)
+    with pytest.warns(impasto.ImpastoWarning, match="the loss became nan at iteration 4.*best picture before it"):
+        image = impasto.stylize(content_array, style_array, make_settings(optimizer="adam", lr=0.01, iterations=8))
+    assert image.size == (48, 40)
+
+
+def test_one_copy_of_the_weights_serves_every_choice_of_layers(stylizer, make_settings):
+    device = torch.device("cpu")
+    a = stylizer.extractor(make_settings(), device)
+    b = stylizer.extractor(make_settings(style_layers=("conv1_1", "conv4_1"), pooling="max"), device)
+    assert a is not b and a.depth != b.depth
+    conv_a = [m.weight for m in a.features if isinstance(m, torch.nn.Conv2d)]
+    conv_b = [m.weight for m in b.features if isinstance(m, torch.nn.Conv2d)]
+    assert all(x.data_ptr() == y.data_ptr() for x, y in zip(conv_a, conv_b))
+    assert isinstance(b.features[4], torch.nn.MaxPool2d) and isinstance(a.features[4], torch.nn.AvgPool2d)
+
+
+def test_a_callbacks_picture_is_the_one_its_losses_measure(stylizer, make_settings, content_array, style_array):
+    seen = []
+    stylizer.run(content_array, style_array, make_settings(iterations=3), callback=lambda p: seen.append((p.image.clone(), p.image)))
+    start = impasto.images.pil_to_tensor(impasto.images.load_image(content_array))
+    # The first iteration's losses are those of the start (the photo), so its picture is the photo.
+    assert torch.allclose(seen[0][0], torch.nn.functional.interpolate(start, size=(40, 48), mode="bilinear", antialias=True), atol=0.02)
+    assert not torch.equal(seen[0][0], seen[-1][0])
+    # Each is a picture of its own, not one tensor that keeps changing under the caller.
+    assert torch.equal(seen[0][0], seen[0][1])
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda run: run(style_weigth=50), "unknown setting style_weigth (did you mean style_weight?)"),
+        (lambda run: run(preset="fast"), "preset is not a setting: pass the preset's name as the settings"),
+        (lambda run: run(settings=3), "settings must be a Settings, a preset's name or a dict, not int"),
+        (lambda run: run(style_layer_weights="1,x"), "style_layer_weights must be numbers"),
+        (lambda run: run(style_layers=None), "style_layers must be layer names"),
+    ],
+)
+def test_mistakes_in_settings_from_python_are_one_line_errors(stylizer, make_settings, content_array, style_array, call, message):
+    def run(settings=None, **overrides):
+        return stylizer.run(content_array, style_array, settings if settings is not None else make_settings(), **overrides)
+
+    with pytest.raises(ImpastoError) as error:
+        call(run)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_settings_can_be_a_preset_name_a_dict_or_name_a_torch_device(stylizer, make_settings, content_array, style_array, synthetic_weights):
+    assert Settings.from_preset("fast", iterations=3).iterations == 3
+    assert impasto.settings.as_settings("fast") == Settings.from_preset("fast")
+    as_dict = make_settings(iterations=2).to_dict() | {"device": torch.device("cpu")}
+    result = stylizer.run(content_array, style_array, as_dict)
+    assert result.image.size == (48, 40) and result.settings.device == "cpu"
+
+
+def test_a_result_says_where_and_how_it_ran_and_keeps_its_own_settings(stylizer, make_settings, content_array, style_array):
+    settings = make_settings(iterations=2, precision="auto")
+    result = stylizer.run(content_array, style_array, settings)
+    assert result.device == "cpu"
+    assert result.precision == ("bf16" if impasto.optimize.native_bf16_cpu() else "fp32")
+    assert result.summary()["precision"] == result.precision
+    settings.style_weight = 1234.0  # the caller's object changes later; the record of the run does not
+    assert result.settings.style_weight != 1234.0
+
+
+def test_a_batch_or_a_normalised_tensor_is_refused_not_misread():
+    with pytest.raises(ImpastoError, match="batch of 2 pictures"):
+        impasto.load_image(torch.rand(2, 3, 32, 32))
+    normalised = (torch.rand(3, 32, 32) - 0.45) / 0.225
+    with pytest.raises(ImpastoError, match="ImageNet-normalised"):
+        impasto.load_image(normalised)
+    assert impasto.load_image(torch.rand(1, 3, 32, 32)).size == (32, 32)
+
+
+def test_help_on_settings_explains_each_field():
+    doc = Settings.__doc__
+    assert "style_weight (default 30.0): weight of the style loss" in doc
+    assert "preserve_color (default None):" in doc
+
+
+def test_the_picture_kept_at_ctrl_c_is_the_best_one_scored(stylizer, make_settings, content_array, style_array):
+    seen = []
+
+    def ctrl_c(progress):
+        seen.append((progress.losses["total"], progress.image.clone()))
+        if progress.done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(impasto.Interrupted) as stop:
+        stylizer.run(content_array, style_array, make_settings(iterations=8, init="noise", lr=0.5), callback=ctrl_c)
+    best_loss, best_image = min(seen, key=lambda item: item[0])
+    assert stop.value.result.losses["total"] == best_loss
+    assert np.array_equal(np.asarray(stop.value.result.image), np.asarray(impasto.images.tensor_to_pil(best_image)))

@@ -93,7 +93,7 @@ def test_all_layers_and_geometric_weights():
     "overrides, message",
     [
         (dict(style_layers=("all", "conv1_1")), "'all' stands alone"),
-        (dict(style_layer_decay=0.0), "style-layer-decay must be a positive"),
+        (dict(style_layer_decay=0.0), "style_layer_decay must be a positive"),
         (dict(style_chain=True, style_layers=("conv1_1",)), "at least two style layers"),
     ],
 )
@@ -342,7 +342,7 @@ def test_sweep_command_writes_sheet_and_images(capsys, tmp_path, content_path, s
     [
         (["style_wieght=1,2"], "cannot sweep 'style_wieght'"),
         (["style_weight=1,abc"], "grid style_weight: 'abc' is not a number"),
-        (["style_loss=gram,fancy"], "grid cell style_loss=fancy: style-loss must be one of"),
+        (["style_loss=gram,fancy"], "grid cell style_loss=fancy: --style-loss must be one of"),
         (["style_weight"], "SETTING=V1,V2"),
         (["size=32", "tv_weight=1", "style_weight=2"], "one or two settings"),
         (["size=32", "size=40"], "given twice"),

@@ -231,7 +231,7 @@ def test_upsample_detail_carries_the_photos_detail_to_the_finer_scale(stylizer, 
     assert np.abs(plain - photo).mean() > 0.1
     assert np.abs(carried - photo).mean() < 0.02
     assert np.abs(texture - plain).max() < 0.01
-    with pytest.raises(ImpastoError, match="upsample-detail"):
+    with pytest.raises(ImpastoError, match="upsample_detail"):
         Settings(upsample_detail=1.5).validate()
 
 
@@ -244,7 +244,7 @@ def test_coarse_content_keeps_the_photos_layout_and_leaves_the_finest_scale_alon
     # Full at a quarter of the output's size or less, easing to none at the output, whose objective is the user's.
     s = Settings(content_weight=2.0, coarse_content=16.0)
     assert [scale_settings(s, side, 512).content_weight for side in (64, 128, 256, 512)] == pytest.approx([32.0, 32.0, 8.0, 2.0])
-    with pytest.raises(ImpastoError, match="coarse-content"):
+    with pytest.raises(ImpastoError, match="coarse_content"):
         Settings(coarse_content=0).validate()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..cli import Parser, add_settings_arguments, settings_from_args
-from ..errors import STOP_INTERRUPTED, ImpastoError
+from ..errors import STOP_INTERRUPTED, ImpastoError, Interrupted
 from ..settings import Settings
 from .transfer import AUDIO_DEFAULTS, SHARED_FIELDS, AudioSettings
 
@@ -120,7 +120,10 @@ def cli_main(argv: Sequence[str]) -> int:
         bar.set_postfix({k: f"{v:.3g}" for k, v in progress.losses.items()}, refresh=False)
         bar.update(1)
 
-    result = stylize_audio(args.content, args.style, settings=settings, audio=audio, callback=callback)
+    try:
+        result = stylize_audio(args.content, args.style, settings=settings, audio=audio, callback=callback)
+    except Interrupted as stop:  # Ctrl-C: the sound so far is written, and the exit code says it was cut short
+        result = stop.result
     if bar is not None:
         bar.close()
     result.save(args.output, args.overwrite)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import losses as L
-from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, NonFiniteLoss
+from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss
 from ..optimize import Progress, descend, resolve_device, with_autograd
 from ..settings import Settings
 from . import io, spectral
@@ -278,8 +278,9 @@ def stylize_audio(
     `audio` the audio-only knobs. Keyword overrides go to whichever of the two has
     the field: ``stylize_audio(a, b, style_weight=300, filters=2048)``.
     `callback(progress)` is called each iteration (an impasto.Progress whose
-    `image` is the current log-spectrogram); return False to stop. Ctrl-C also
-    stops and keeps the best spectrogram so far. With `output`, the result is
+    `image` is the current log-spectrogram); return False to stop. Ctrl-C raises
+    impasto.Interrupted, whose `result` is the sound made from the best spectrogram so
+    far (written to `output` first, when given). With `output`, the result is
     written there (WAV or FLAC, never over an existing file unless `overwrite`).
     """
     settings, audio = split_overrides(settings or default_settings(), audio or AudioSettings(), overrides)
@@ -337,6 +338,8 @@ def stylize_audio(
     )
     if output is not None:
         result.save(output, overwrite)
+    if run.reason == STOP_INTERRUPTED:
+        raise Interrupted(result)  # as an image run does: a loop of runs stops, the sound so far is in `result`
     return result
 
 

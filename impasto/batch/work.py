@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any, Callable, Optional, Union
 
-from ..errors import STOP_INTERRUPTED, ImpastoError
+from ..errors import ImpastoError
 
 # A batch revisits each style many times, at every scale: keep more statistics than a single run would.
 STYLE_CACHE_ENTRIES = 64
@@ -151,8 +151,6 @@ def run_job(
         run_start = time.perf_counter()
         result = stylizer.run(content_image, style_images, job_settings, callback=callback)
         run_seconds = time.perf_counter() - run_start
-        if result.interrupted and result.stopped_reason == STOP_INTERRUPTED:
-            raise KeyboardInterrupt
         style = None if style_before is None else stylizer.style_cache.seconds - style_before
         encode_start = time.perf_counter()
         buffer = io.BytesIO()

@@ -22,7 +22,7 @@ from PIL import Image
 
 from .. import color
 from ..api import StyleSpec, Stylizer, normalize_styles
-from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, USER_STOPS, ImpastoError, option, warn
+from ..errors import STOP_CALLBACK, ImpastoError, option, warn
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..optimize import Progress, check_short_side, resolve_device
 from ..settings import Settings
@@ -370,10 +370,9 @@ def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray,
 
     result = stylizer.run(content, job.styles, settings, callback=on_step, masks=job.masks, keep_mask=job.keep_mask,
                           init_image=init, extra_loss=extra)  # fmt: skip
-    if result.interrupted and result.stopped_reason in USER_STOPS:
+    # Ctrl-C is impasto.Interrupted, raised through here: the frames done so far are on disk.
+    if result.interrupted and result.stopped_reason == STOP_CALLBACK:
         job.stopped_reason = result.stopped_reason
-        if result.stopped_reason == STOP_INTERRUPTED:
-            raise KeyboardInterrupt  # Ctrl-C: the frames done so far are on disk
         return None
     if result.interrupted:
         # The loss stopped being a number: the frame's best picture so far is kept, as a single
