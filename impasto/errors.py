@@ -34,10 +34,11 @@ COMMAND_LINE_ENV = "IMPASTO_COMMAND_LINE"
 
 
 @contextlib.contextmanager
-def command_line() -> Iterator[None]:
-    """Within it, option() names settings as command-line flags instead of keyword arguments."""
+def command_line(on: bool = True) -> Iterator[None]:
+    """Within it, option() names settings as command-line flags instead of keyword arguments
+    (with `on=False`, as keywords again: a server's jobs answer clients who send JSON fields)."""
     before = os.environ.get(COMMAND_LINE_ENV)
-    os.environ[COMMAND_LINE_ENV] = "1"
+    os.environ[COMMAND_LINE_ENV] = "1" if on else "0"
     try:
         yield
     finally:

@@ -237,19 +237,19 @@ def test_a_preset_from_the_form_applies_under_explicit_settings(serve, photo, pa
         ({"settings": {"size": 8}}, "size must be at least 16"),
         ({"settings": {"size": 100000}}, "size must be at most 2048"),
         ({"settings": {"iterations": 10**6}}, "iterations must be at most"),
-        ({"settings": {"style_weight": -1}}, "style-weight must be a non-negative number"),
+        ({"settings": {"style_weight": -1}}, "style_weight must be a non-negative number, not -1"),
         ({"settings": {"style_weight": "NaN"}}, "style_weight must be a finite number"),
         ({"settings": {"multiscale": "maybe"}}, "multiscale must be true or false"),
         ({"settings": {"style_layers": ["conv9_9"]}}, "unknown layer 'conv9_9'"),
-        ({"settings": {"style_loss": "best"}}, "style-loss must be one of"),
-        ({"settings": {"preserve_color": "sepia"}}, "preserve-color must be one of"),
+        ({"settings": {"style_loss": "best"}}, "style_loss must be one of gram"),
+        ({"settings": {"preserve_color": "sepia"}}, "preserve_color must be one of luminance"),
         ({"settings": {"weights": "/etc/passwd"}}, "weights is set by the server"),
         ({"settings": {"device": "cuda:7"}}, "device is set by the server"),
         ({"settings": {"precision": "fp16"}}, "precision is set by the server"),
         ({"settings": {"init": "/etc/passwd"}}, "init must be one of content, noise, style"),
         ({"preset": "vangogh"}, "unknown preset 'vangogh'"),
         ({"style_weights": "1,2"}, "2 weights given for 1 style"),
-        ({"style_weights": "-1"}, "non-negative"),
+        ({"style_weights": "-1"}, "at least one above 0"),
         ({"style_weights": "a lot"}, "give numbers"),
     ],
 )
@@ -303,8 +303,6 @@ def test_result_of_an_unfinished_job_is_404_and_a_running_job_cannot_be_deleted(
         assert client.get(f"/api/jobs/{job['id']}/result").status_code == 404
         response = client.delete(f"/api/jobs/{job['id']}")
         assert response.status_code == 409 and "cancel it first" in detail(response)
-        response = client.post(f"/api/jobs/{job['id']}/rerun")
-        assert response.status_code == 409
         client.post(f"/api/jobs/{job['id']}/cancel")
         wait(client, job["id"])
         assert client.delete(f"/api/jobs/{job['id']}").status_code == 204
@@ -333,7 +331,7 @@ def test_a_png_decompression_bomb_is_refused_before_decoding(serve, photo, max_p
         started = time.monotonic()
         response = client.post("/api/jobs", files=[("content", ("bomb.png", bomb, "image/png")), ("style", ("s.png", photo, "image/png"))])
         assert response.status_code == 413
-        assert "content: " in detail(response) and "too many pixels" in detail(response)
+        assert "Photo (bomb.png): " in detail(response) and "too many pixels" in detail(response)
         assert time.monotonic() - started < 5  # 10 Gpx were never decoded
 
 
@@ -342,7 +340,7 @@ def test_a_text_file_named_jpg_is_refused(serve, photo):
         response = client.post("/api/jobs", files=[("content", ("photo.jpg", b"hello, I am text\n" * 20, "image/jpeg")),
                                                    ("style", ("s.png", photo, "image/png"))])  # fmt: skip
         assert response.status_code == 415
-        assert detail(response).startswith("content: not a picture")
+        assert detail(response).startswith("Photo (photo.jpg): not a picture")
 
 
 def test_a_heic_photo_is_refused_with_advice(serve, photo):
@@ -351,14 +349,14 @@ def test_a_heic_photo_is_refused_with_advice(serve, photo):
         response = client.post("/api/jobs", files=[("content", ("IMG_0001.HEIC", heic, "image/heic")),
                                                    ("style", ("s.png", photo, "image/png"))])  # fmt: skip
         assert response.status_code == 415
-        assert detail(response).startswith("content: HEIC/HEIF pictures are not accepted; convert it to JPEG or PNG first")
+        assert detail(response).startswith("Photo (IMG_0001.HEIC): HEIC/HEIF pictures are not accepted; convert it to JPEG or PNG first")
 
 
 def test_other_formats_pillow_reads_are_refused_too(serve, photo):
     icon = png_bytes(smooth_image(32, 32), fmt="ICO")
     with serve() as client:
         response = client.post("/api/jobs", files=files(photo, icon))
-        assert response.status_code == 415 and "style 1: ICO pictures are not accepted" in detail(response)
+        assert response.status_code == 415 and "Style picture 1 (style0.png): ICO pictures are not accepted" in detail(response)
 
 
 def test_truncated_and_tiny_pictures_are_refused(serve, photo):
@@ -367,9 +365,9 @@ def test_truncated_and_tiny_pictures_are_refused(serve, photo):
         response = client.post("/api/jobs", files=files(photo[: len(photo) // 2], photo))
         assert response.status_code == 400 and "damaged or truncated" in detail(response)
         response = client.post("/api/jobs", files=files(photo, tiny))
-        assert response.status_code == 400 and "style 1:" in detail(response) and "too small" in detail(response)
+        assert response.status_code == 400 and "Style picture 1 (style0.png):" in detail(response) and "too small" in detail(response)
         response = client.post("/api/jobs", files=files(b"", photo))
-        assert response.status_code == 400 and "content: the file is empty" in detail(response)
+        assert response.status_code == 400 and "Photo (photo.png): the file is empty" in detail(response)
 
 
 def test_a_path_in_the_file_name_is_never_used_as_a_path(serve, photo, painting, tmp_path):
@@ -390,7 +388,7 @@ def test_oversize_uploads_are_refused(serve, photo, painting):
     assert len(noisy) > 5000
     with serve(max_upload_bytes=5000) as client:
         response = client.post("/api/jobs", files=files(photo, noisy))
-        assert response.status_code == 413 and "style 1: the file is larger than the limit of 5000 bytes" in detail(response)
+        assert response.status_code == 413 and "Style picture 1 (style0.png): the file is larger than the limit of 5000 bytes" in detail(response)
         # A body larger than every file allowed together is cut off before it is stored.
         response = client.post("/api/jobs", files=files(photo, painting), data={"settings": " " * 200_000 + "{}"})
         assert response.status_code == 413 and "the request is larger than the limit" in detail(response)
@@ -452,19 +450,25 @@ def test_a_restart_keeps_finished_results_and_marks_cut_short_jobs_interrupted(s
         for job_id in (crashed["id"], stopped["id"]):
             assert jobs[job_id]["status"] == "interrupted"
             assert "server stopped" in jobs[job_id]["error"]
+        # A re-run of an interrupted job is a new job from its inputs; the interrupted one stays as it was.
         response = client.post(f"/api/jobs/{stopped['id']}/rerun")
         assert response.status_code == 202 and response.json()["status"] in ("queued", "running")
-        rerun = wait(client, stopped["id"])
+        assert response.json()["rerun_of"] == stopped["id"]
+        rerun = wait(client, response.json()["id"])
         assert rerun["status"] == "done" and rerun["error"] is None and rerun["settings"]["size"] == 48
         assert image_of(client.get(rerun["links"]["result"])).size == (48, 40)
+        assert client.get(f"/api/jobs/{stopped['id']}").json()["status"] == "interrupted"
         # The long one runs again with the settings it asked for (and is cancelled: it is long).
-        assert client.post(f"/api/jobs/{crashed['id']}/rerun").status_code == 202
-        again = wait_for_progress(client, crashed["id"])
+        response = client.post(f"/api/jobs/{crashed['id']}/rerun")
+        assert response.status_code == 202
+        again = wait_for_progress(client, response.json()["id"])
         assert again["settings"]["size"] == 32 and again["progress"]["total"] == 3000 and not again["result"]
-        client.post(f"/api/jobs/{crashed['id']}/cancel")
-        assert wait(client, crashed["id"])["status"] == "cancelled"
-        assert client.post(f"/api/jobs/{finished['id']}/rerun").status_code == 202
-        assert wait(client, finished["id"])["status"] == "done"
+        client.post(f"/api/jobs/{again['id']}/cancel")
+        assert wait(client, again["id"])["status"] == "cancelled"
+        response = client.post(f"/api/jobs/{finished['id']}/rerun")
+        assert response.status_code == 202
+        assert wait(client, response.json()["id"])["status"] == "done"
+        assert client.get(finished["links"]["result"]).content == result_before
 
 
 def test_a_rerun_the_restarted_server_would_refuse_keeps_the_old_result(serve, photo, painting, base_settings):
@@ -587,25 +591,96 @@ def test_a_job_record_that_cannot_be_saved_fails_that_job_not_the_worker(serve, 
         assert wait(client, second["id"])["status"] == "done"
 
 
-def test_a_rerun_looks_at_the_job_again_after_resolving_its_settings(serve, photo, painting):
-    # The settings are resolved with the lock let go: a delete, or a second click on re-run, may come in between.
+def test_a_rerun_is_a_new_job_with_the_changes_asked_and_the_old_result_is_kept(serve, photo, painting, tmp_path):
+    other = png_bytes(smooth_image(32, 32, seed=5))
     with serve() as client:
-        manager = client.app.state.manager
-        job = create(client, photo, painting, settings={"iterations": 2, "size": 32})
-        wait(client, job["id"])
-        busy = create(client, photo, painting, settings={"iterations": 3000, "size": 32})  # so the re-run stays queued
-        wait_for_progress(client, busy["id"])
-        resolve = manager.resolve
+        response = client.post("/api/jobs", files=files(photo, painting, other),
+                               data={"settings": json.dumps({"seed": 3, "iterations": 2, "size": 32}), "style_weights": "0.7,0.3"})  # fmt: skip
+        first = wait(client, response.json()["id"])
+        result_before = client.get(first["links"]["result"]).content
+        files_before = sorted(p.name for p in (tmp_path / "data" / first["id"]).rglob("*"))
 
-        def resolve_then_click_again(request):
-            settings = resolve(request)
-            manager.resolve = resolve
-            assert client.post(f"/api/jobs/{job['id']}/rerun").status_code == 202  # the other click, in the gap
-            return settings
+        response = client.post(f"/api/jobs/{first['id']}/rerun", json={"settings": {"seed": 5, "iterations": 3000}})
+        assert response.status_code == 202, response.text
+        second = response.json()
+        assert second["id"] != first["id"] and second["rerun_of"] == first["id"]
+        assert second["settings"]["seed"] == 5 and second["settings"]["size"] == 32  # the rest as the first job asked
+        assert [s["weight"] for s in second["styles"]] == [0.7, 0.3]
+        assert [s["name"] for s in second["styles"]] == [s["name"] for s in first["styles"]]
+        wait_for_progress(client, second["id"])
+        client.post(f"/api/jobs/{second['id']}/cancel")
+        assert wait(client, second["id"])["status"] == "cancelled"
+        # The first job is untouched: its picture, its files, its record.
+        assert client.get(first["links"]["result"]).content == result_before
+        assert sorted(p.name for p in (tmp_path / "data" / first["id"]).rglob("*")) == files_before
+        assert client.get(f"/api/jobs/{first['id']}").json()["status"] == "done"
 
-        manager.resolve = resolve_then_click_again
-        response = client.post(f"/api/jobs/{job['id']}/rerun")
-        assert response.status_code == 409 and "cancel it first" in detail(response)
-        assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "queued"
-        client.post(f"/api/jobs/{busy['id']}/cancel")
-        assert wait(client, job["id"])["status"] == "done"
+        # No body: the same settings again. Weights and the preset may be changed too.
+        same = client.post(f"/api/jobs/{first['id']}/rerun").json()
+        assert same["settings"] == first["settings"] and same["request"] == first["request"]
+        client.post(f"/api/jobs/{same['id']}/cancel")
+        changed = client.post(f"/api/jobs/{first['id']}/rerun", json={"preset": "fast", "style_weights": [0, 1],
+                                                                       "settings": {"iterations": 2}}).json()  # fmt: skip
+        assert changed["request"]["preset"] == "fast" and [s["weight"] for s in changed["styles"]] == [0, 1]
+        assert changed["settings"]["size"] == 32  # the first job's explicit size still wins over the preset's
+        assert wait(client, changed["id"])["status"] == "done"
+        # A deleted first job leaves its re-runs whole (they share no file that can vanish).
+        assert client.delete(f"/api/jobs/{first['id']}").status_code == 204
+        assert client.get(f"/api/jobs/{changed['id']}/result").status_code == 200
+        assert client.get(f"/api/jobs/{changed['id']}/inputs/style-1").status_code == 200
+        response = client.post(f"/api/jobs/{first['id']}/rerun")
+        assert response.status_code == 404
+        response = client.post(f"/api/jobs/{changed['id']}/rerun", json={"style_weights": [0, 0]})
+        assert response.status_code == 422 and "at least one above 0" in detail(response)
+
+
+def test_a_queued_job_says_how_many_jobs_are_ahead_of_it(serve, photo, painting):
+    with serve(workers=1) as client:
+        first = create(client, photo, painting, settings={"iterations": 3000, "size": 32})
+        second = create(client, photo, painting, settings={"iterations": 2, "size": 32})
+        third = create(client, photo, painting, settings={"iterations": 2, "size": 32})
+        wait_for_progress(client, first["id"])
+        assert client.get(f"/api/jobs/{first['id']}").json()["ahead"] is None
+        assert client.get(f"/api/jobs/{second['id']}").json()["ahead"] == 1
+        assert client.get(f"/api/jobs/{third['id']}").json()["ahead"] == 2
+        client.post(f"/api/jobs/{second['id']}/cancel")
+        assert client.get(f"/api/jobs/{third['id']}").json()["ahead"] == 1
+        client.post(f"/api/jobs/{first['id']}/cancel")
+        assert wait(client, third["id"])["status"] == "done"
+
+
+def test_downloads_are_named_after_the_pictures(serve, photo, painting):
+    with serve() as client:
+        response = client.post("/api/jobs", files=files(photo, painting, names=("Café déjà vu.jpg", "The Scream (1893).png")),
+                               data={"settings": json.dumps({"iterations": 2, "size": 32})})  # fmt: skip
+        done = wait(client, response.json()["id"])
+        short = done["id"][:8]
+        disposition = client.get(done["links"]["result"] + "?download=1").headers["content-disposition"]
+        assert disposition == f'attachment; filename="impasto-Cafe-deja-vu-The-Scream-1893-{short}.png"'
+        disposition = client.get(done["links"]["gif"] + "?download=1").headers["content-disposition"]
+        assert disposition == f'attachment; filename="impasto-Cafe-deja-vu-The-Scream-1893-{short}.gif"'
+
+
+def test_a_photo_too_long_and_narrow_for_the_size_is_refused_at_once_in_the_pages_words(serve, painting, tmp_path):
+    strip = png_bytes(smooth_image(24, 480))  # 20:1, at 48 px: 48x2
+    with serve() as client:
+        response = client.post("/api/jobs", files=files(strip, painting, names=("strip.png", "s.png")))
+        assert response.status_code == 422
+        assert detail(response).startswith("Photo (strip.png): at a Size of 48 px the picture would be 48×2 px")
+        assert "--size" not in detail(response) and "choose a larger Size" in detail(response)
+        assert client.get("/api/jobs").json() == []
+        # A re-run asking for a smaller size is checked the same way.
+        photo = png_bytes(smooth_image(20, 60))  # 3:1: 48x16 at 48 px, 32x11 at 32
+        job = create(client, photo, painting, settings={"iterations": 2})
+        response = client.post(f"/api/jobs/{job['id']}/rerun", json={"settings": {"size": 64}})
+        assert response.status_code == 202
+        response = client.post(f"/api/jobs/{job['id']}/rerun", json={"settings": {"size": 32}})
+        assert response.status_code == 422 and "Photo (photo.png): at a Size of 32 px" in detail(response)
+        for listed in client.get("/api/jobs").json():
+            wait(client, listed["id"])
+    assert len(list((tmp_path / "data").iterdir())) == 2
+
+
+def test_the_options_say_where_jobs_run(serve):
+    with serve() as client:
+        assert client.get("/api/options").json()["device"] == "cpu"

@@ -166,6 +166,12 @@ def test_the_page_paints_a_picture_from_two_uploads(serve_process, browser, tmp_
     assert page.is_visible("#content-thumb")
     assert page.locator("#style-list li").count() == 1
     page.fill("#seed", "7")
+    # The slider is named, and read as the balance it sets rather than its log-scale number.
+    assert page.get_by_label("Content : style").get_attribute("aria-valuetext") == "1 : 30"
+    # 48 px with --min-size 32 is one scale: only the coarse steps are used, and the page says so.
+    wait_until(page, "() => document.getElementById('iterations').disabled")
+    assert not page.is_disabled("#initial-iterations") and "Not used" in page.inner_text("#iterations-note")
+    check_the_plan_mirrors_the_runs(page)
     page.click("#start")
 
     try:
@@ -190,11 +196,39 @@ def test_the_page_paints_a_picture_from_two_uploads(serve_process, browser, tmp_
     assert len(jobs) == 1 and jobs[0]["settings"]["seed"] == 7 and jobs[0]["settings"]["style_weight"] == 30
     assert [s["name"] for s in jobs[0]["styles"]] == ["painting.png"]
     assert page.locator("#progress").evaluate("p => p.value === p.max && p.max > 0")
-
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "web-page.png"
     page.screenshot(path=str(shot), full_page=True)
     print(f"\nscreenshot of the finished page: {shot}", file=sys.stderr)
+    first = jobs[0]
+    # The settings are shown with the result and in the list, and the download is named after the pictures.
+    assert "photo.png + painting.png" in page.inner_text("#result-settings") and "seed 7" in page.inner_text("#result-settings")
+    assert "seed 7" in page.inner_text(f"#jobs li[data-id='{first['id']}']")
+    download = page.request.get(page.eval_on_selector("#download", "a => a.href"))
+    assert f'filename="impasto-photo-painting-{first["id"][:8]}.png"' in download.headers["content-disposition"]
+
+    # Use these settings: the job's pictures and settings in the form; one change, Paint, and a new job.
+    page.click("#reuse")
+    wait_until(page, f"() => state.fromJob === {json.dumps(first['id'])}")
+    assert page.input_value("#seed") == "7" and page.inner_text("#content-name") == "photo.png"
+    assert page.locator("#style-list li").count() == 1
+    page.fill("#seed", "8")
+    page.click("#start")
+    wait_until(page, "() => document.querySelectorAll('#jobs li[data-status=done]').length === 2", timeout=60)
+    jobs = page.request.get(server + "api/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    second = jobs[0]
+    assert second["rerun_of"] == first["id"] and second["settings"]["seed"] == 8
+    assert page.request.get(server + f"api/jobs/{first['id']}/result?token={TOKEN}").status == 200  # kept
+    page.wait_for_selector("#status[data-status=done]")
+    assert "seed 8" in page.inner_text("#result-settings")
+
+    # Deleting the job on show asks first, then leaves no dead picture or buttons behind.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator(f"#jobs li[data-id='{second['id']}'] button", has_text="Delete").click()
+    wait_until(page, "() => document.getElementById('picture').hidden")
+    assert page.inner_text("#status") == "No job yet." and not page.is_visible("#download") and not page.is_visible("#rerun")
+    page.wait_for_selector(f"#jobs li[data-id='{second['id']}']", state="detached")
+
     assert not problems, problems
 
 
@@ -211,7 +245,71 @@ def test_a_bad_upload_shows_the_servers_message(server, browser, tmp_path):
     page.click("#start")
     message = page.locator("#message")
     message.wait_for(state="visible")
-    assert message.inner_text().startswith("content: not a picture")
+    assert message.inner_text().startswith("Photo (notes.jpg): not a picture")
+    # A file the browser itself knows is not a picture is refused when chosen, before any upload.
+    page.set_input_files("#style-input", {"name": "notes.txt", "mimeType": "text/plain", "buffer": text.read_bytes()})
+    assert message.inner_text() == "notes.txt is not a picture: choose a PNG, JPEG, WebP, GIF, BMP or TIFF file."
+    assert page.locator("#style-list li").count() == 1
+
+
+def check_the_plan_mirrors_the_runs(page) -> None:
+    """The page's copy of the scale plan (which step field a run uses, the time left) against the real one."""
+    from impasto.optimize import plan_iterations, plan_scales
+    from impasto.settings import Settings
+
+    cases = [((640, 480), dict(size=96)), ((640, 480), dict(size=200)), ((640, 480), dict(size=512)),
+             ((640, 480), dict(size=512, multiscale=False)), ((1200, 100), dict(size=512)),
+             ((300, 900), dict(size=1024, min_size=192)), ((500, 500), dict(size=700, scale_factor=1.5))]  # fmt: skip
+    for (w, h), overrides in cases:
+        settings = Settings(**overrides)
+        expected = plan_scales(w, h, settings)
+        got = page.evaluate("([w, h, s]) => { const p = planScales(w, h, s); return [p, planIterations(p.length, s)]; }",
+                            [w, h, settings.to_dict()])  # fmt: skip
+        assert got == [[list(x) for x in expected], plan_iterations(len(expected), settings)], (w, h, overrides)
+
+
+def test_two_jobs_at_phone_width_queue_cancel_reload_and_a_lost_server(server, browser, tmp_path):
+    photo = write_png(tmp_path / "photo.png", smooth_image(48, 64))
+    painting = write_png(tmp_path / "painting.png", textured_image(56, 48))
+    page = browser.new_page(viewport={"width": 375, "height": 800})
+    page.goto(server)
+    wait_until(page, "() => document.getElementById('size').value !== ''")
+    page.set_input_files("#content-input", str(photo))
+    page.set_input_files("#style-input", str(painting))
+    page.fill("#initial-iterations", "5000")
+    page.click("#start")
+    page.wait_for_selector("#status[data-status=running]")
+    page.fill("#initial-iterations", "2")
+    page.click("#start")
+    page.wait_for_selector("#status[data-status=queued]")
+    wait_until(page, "() => document.getElementById('status').textContent === 'Waiting for 1 job ahead of it…'")
+    assert "Painting progress" == page.get_attribute("#progress", "aria-label")
+
+    # A reload follows the job being painted, not the one waiting.
+    page.reload()
+    page.wait_for_selector("#status[data-status=running]")
+    rows = page.locator("#jobs li")
+    assert rows.count() == 2
+    for i in range(2):  # at phone width each job's buttons sit below its text, not over it
+        info, buttons = rows.nth(i).locator(".job-info").bounding_box(), rows.nth(i).locator(".job-buttons").bounding_box()
+        assert buttons["y"] >= info["y"] + info["height"] - 1, (info, buttons)
+
+    # Cancelling the waiting job says it never started (there is no picture to keep).
+    queued = rows.nth(0)
+    queued.locator("button", has_text="Cancel").click()
+    page.wait_for_selector("#jobs li[data-status=cancelled]")
+    page.locator("#jobs li[data-status=cancelled] button", has_text="Show").click()
+    wait_until(page, "() => document.getElementById('status').textContent === 'Cancelled before it started.'")
+
+    # The server out of reach: the page says so in words, and clears it when it answers again.
+    page.route("**/api/jobs", lambda route: route.abort())
+    page.evaluate("() => refreshJobs()")
+    assert page.inner_text("#message") == "Can't reach the impasto server; is it still running?"
+    page.unroute("**/api/jobs")
+    page.evaluate("() => refreshJobs()")
+    assert not page.is_visible("#message")
+    page.locator("#jobs li[data-status=running] button", has_text="Cancel").click()
+    page.wait_for_selector("#jobs li[data-status=cancelled] >> nth=1")
 
 
 def test_ctrl_c_in_the_middle_of_a_job_stops_at_once_and_a_restart_marks_it_interrupted(serve_process, tmp_path):
@@ -221,6 +319,9 @@ def test_ctrl_c_in_the_middle_of_a_job_stops_at_once_and_a_restart_marks_it_inte
     process, url = serve_process()
     with httpx.Client(base_url=url, timeout=30) as client:
         files = [("content", ("p.png", photo.read_bytes(), "image/png")), ("style", ("s.png", painting.read_bytes(), "image/png"))]
+        # `impasto serve` is started from the command line, but its clients name settings as JSON fields.
+        bad = client.post("/api/jobs", files=files, data={"settings": json.dumps({"style_weight": -1})})
+        assert bad.status_code == 422 and "style_weight must be a non-negative number" in bad.text and "--" not in bad.text, bad.text
         job = client.post("/api/jobs", files=files, data={"settings": json.dumps({"initial_iterations": 5000})}).json()
         deadline = time.monotonic() + 60
         while (client.get(f"/api/jobs/{job['id']}").json()["progress"] or {}).get("done", 0) < 2:

@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..errors import ImpastoError
+from ..errors import ImpastoError, command_line
 from ..settings import Settings
 
 WEB_HINT = "pip install 'impasto[web]'"
@@ -84,7 +84,10 @@ def cli_main(argv: Sequence[str]) -> int:
         stop_signal(sig, frame)
 
     server.handle_exit = handle_exit  # type: ignore[method-assign]
-    server.run()
+    # The server's own options were checked above with the CLI's flags; from here on, messages
+    # go to clients that name settings as JSON fields (style_weight), not as --style-weight.
+    with command_line(False):
+        server.run()
     return 0
 
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
+import unicodedata
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal, Optional
+from typing import Any, AsyncIterator, Literal, Optional, Union
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Path as PathParam, Query, Request, UploadFile
+from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, HTTPException, Path as PathParam, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -35,7 +37,8 @@ from ..presets import PRESETS
 from ..settings import COLOR_MODES
 from .jobs import (ACTIVE, CONTENT_FILE, FRAMES_DIR, GIF_FILE, RESULT_FILE, JobConflict, JobManager, JobStore,
                    public_settings, style_file)  # fmt: skip
-from .options import LAYER_SETS, Limits, SettingsResolver, parse_settings_json, parse_style_weights
+from .options import (LAYER_SETS, Limits, SettingsResolver, check_proportions, parse_settings_json, parse_style_weights,
+                      server_device)  # fmt: skip
 from .uploads import UploadError, decode_upload, display_name, format_bytes
 
 STATIC = Path(__file__).with_name("static")
@@ -71,6 +74,8 @@ class ProgressView(BaseModel):
     scale: int
     scales: int
     size: list[int]
+    step: Optional[int] = None  # within this scale, of `steps`
+    steps: Optional[int] = None
     losses: dict[str, float]
     elapsed: float
 
@@ -102,7 +107,17 @@ class JobView(BaseModel):
     losses: Optional[dict[str, float]] = None
     stopped_reason: Optional[str] = None
     preview: Optional[int] = None
+    ahead: Optional[int] = None  # for a queued job: the jobs running or waiting before it
+    rerun_of: Optional[str] = None  # the job whose inputs this one was made from
     links: dict[str, str]
+
+
+class RerunRequest(BaseModel):
+    """What to change for the new job; anything left out is as the old job asked."""
+
+    preset: Optional[str] = None  # given (even as null): replaces the old job's preset
+    settings: Optional[dict[str, Any]] = None  # merged over the old job's settings
+    style_weights: Optional[Union[list[float], str]] = None
 
 
 class OptionsView(BaseModel):
@@ -112,6 +127,23 @@ class OptionsView(BaseModel):
     layer_sets: dict[str, list[str]]
     preserve_color: list[str]
     limits: dict[str, Any]
+    device: str  # cpu, cuda or mps: where jobs run (the page warns of large sizes on a CPU)
+
+
+def download_name(job: dict[str, Any], extension: str) -> str:
+    """impasto-PHOTO-STYLE-ID.png: which picture it is, once it sits among others in Downloads.
+    ASCII only, so every browser and file system keeps it as it is."""
+    names = [job["content"]["name"]] + [s["name"] for s in job["styles"][:2]]
+    parts = [slug(name) for name in names]
+    if len(job["styles"]) > 2:
+        parts.append(f"and-{len(job['styles']) - 2}-more")
+    return "-".join(["impasto", *parts, job["id"][:8]]) + "." + extension
+
+
+def slug(name: str) -> str:
+    stem = name.rsplit(".", 1)[0] if "." in name.strip(".") else name
+    ascii_only = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9]+", "-", ascii_only).strip("-")[:24].strip("-") or "picture"
 
 
 def with_links(job: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +238,7 @@ def create_app(config: WebConfig) -> FastAPI:
     if not (STATIC / "index.html").is_file():
         raise ImpastoError(f"the page's files are missing from this installation ({STATIC}); reinstall impasto[web]")
     resolver = SettingsResolver(config.base_settings, config.base_preset, config.limits)
-    resolver.defaults()  # the server's own options are checked at start, not at the first job
+    device = server_device(resolver.defaults())  # the server's own options are checked at start, not at the first job
     if config.stylizer is None:
         from ..api import Stylizer
 
@@ -246,7 +278,7 @@ def create_app(config: WebConfig) -> FastAPI:
 
     app.add_middleware(SecurityHeaders)
     add_error_handlers(app)
-    app.include_router(api_router(config, manager, resolver), prefix="/api")
+    app.include_router(api_router(config, manager, resolver, device), prefix="/api")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -277,7 +309,7 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": "; ".join(lines), "errors": json.loads(json.dumps(errors, default=str))}, status_code=422)
 
 
-def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolver) -> APIRouter:
+def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolver, device: str = "cpu") -> APIRouter:
     bearer = HTTPBearer(auto_error=False, description="the server's token, when it has one")
     query_token = APIKeyQuery(name="token", auto_error=False, description="the token as a query parameter (for <img> and EventSource)")
 
@@ -330,6 +362,7 @@ def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolve
                 "max_upload_bytes": config.max_upload_bytes,
                 "max_pixels": config.max_pixels,
             },
+            "device": device,
         }
 
     @router.post("/jobs", response_model=JobView, status_code=201, summary="Create a job")
@@ -356,7 +389,10 @@ def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolve
         if len(style) > config.limits.max_styles:
             raise ImpastoError(f"at most {config.limits.max_styles} style images, not {len(style)}")
         weights = parse_style_weights(style_weights, len(style))
-        labelled = [("content", content)] + [(f"style {i + 1}", s) for i, s in enumerate(style)]
+        # Messages name each picture as the page does, with its file name: an artist with three
+        # paintings should not have to count which one "style 2" is.
+        labelled = [(f"Photo ({display_name(content.filename)})", content)]
+        labelled += [(f"Style picture {i + 1} ({display_name(s.filename)})", s) for i, s in enumerate(style)]
         # Inputs are kept no larger than any job could use them: the photo at the largest
         # output size, the styles at that times the largest style scale.
         limits = config.limits
@@ -368,6 +404,8 @@ def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolve
             if max(image.size) > long_side:
                 image = await run_in_threadpool(resize_long_side, image, long_side)
             images.append(image)
+        # Checked here, not minutes later in the queue (and in the page's words, not the CLI's).
+        check_proportions(images[0].size, resolved, labelled[0][0])
         job_id = str(uuid.uuid4())
         folder = manager.store.create_folder(job_id)
         names = [CONTENT_FILE] + [style_file(i) for i in range(len(style))]
@@ -424,14 +462,14 @@ def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolve
                 responses={200: {"content": {"image/png": {}}}})  # fmt: skip
     def result(job_id: uuid.UUID = JobId, download: bool = Query(False, description="as an attachment")) -> FileResponse:
         path = job_file(job_id, RESULT_FILE, "result")
-        name = f"impasto-{str(job_id)[:8]}.png" if download else None
+        name = download_name(find(job_id), "png") if download else None
         return FileResponse(path, media_type="image/png", filename=name, headers={"Cache-Control": "no-cache"})
 
     @router.get("/jobs/{job_id}/progress.gif", summary="The picture forming (animated GIF)", response_class=FileResponse,
                 responses={200: {"content": {"image/gif": {}}}})  # fmt: skip
     def gif(job_id: uuid.UUID = JobId, download: bool = Query(False, description="as an attachment")) -> FileResponse:
         path = job_file(job_id, GIF_FILE, "progress GIF")
-        name = f"impasto-{str(job_id)[:8]}.gif" if download else None
+        name = download_name(find(job_id), "gif") if download else None
         return FileResponse(path, media_type="image/gif", filename=name, headers={"Cache-Control": "no-cache"})
 
     @router.get("/jobs/{job_id}/frames/{index}", summary="One frame of the progress GIF (JPEG, output size)",
@@ -450,10 +488,30 @@ def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolve
         find(job_id)
         return with_links(manager.cancel(str(job_id)))
 
-    @router.post("/jobs/{job_id}/rerun", response_model=JobView, status_code=202, summary="Run a finished, failed, cancelled or interrupted job again")
-    def rerun(job_id: uuid.UUID = JobId) -> dict[str, Any]:
-        find(job_id)
-        return with_links(manager.rerun(str(job_id)))
+    @router.post("/jobs/{job_id}/rerun", response_model=JobView, status_code=202,
+                 summary="A new job from this job's inputs, with its settings or changed ones")  # fmt: skip
+    def rerun(job_id: uuid.UUID = JobId, changes: Optional[RerunRequest] = Body(None, description=(
+        'optional: {"settings": {"seed": 7}} changes those settings (merged over the old ones), "preset" '
+        'replaces the preset, "style_weights" the blend weights'))) -> dict[str, Any]:  # fmt: skip
+        """The old job, its result included, is left as it was; the new job is returned."""
+        old = find(job_id)
+        request = {"preset": old["request"].get("preset"), "settings": dict(old["request"].get("settings") or {})}
+        if changes is not None:
+            if "preset" in changes.model_fields_set:
+                request["preset"] = changes.preset or None
+            request["settings"].update(changes.settings or {})
+        # Resolved again (the server may have restarted with other options or limits) before
+        # anything is made, so a refused re-run leaves nothing behind.
+        resolved = resolver(request)
+        check_proportions(tuple(old["content"]["size"]), resolved, f"Photo ({old['content']['name']})")
+        weights = [s["weight"] for s in old["styles"]]
+        if changes is not None and changes.style_weights is not None:
+            given = changes.style_weights
+            weights = parse_style_weights(given if isinstance(given, str) else json.dumps(given), len(old["styles"]))
+        try:
+            return with_links(manager.rerun(str(job_id), request, public_settings(resolved), weights))
+        except KeyError:
+            raise HTTPException(404, f"no job {job_id}") from None
 
     @router.delete("/jobs/{job_id}", status_code=204, summary="Delete a job that is not queued or running")
     def delete(job_id: uuid.UUID = JobId) -> Response:

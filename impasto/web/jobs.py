@@ -211,33 +211,44 @@ class JobManager:
             if job["status"] == QUEUED:
                 job.update(status=CANCELLED, finished=time.time())
                 self._changed(job, save=True)
+                self._queue_moved()
             elif job["status"] == RUNNING:
                 self.live[job_id].cancel.set()  # the run's callback sees it at the next iteration
         return self.view(job_id)
 
-    def rerun(self, job_id: str) -> dict[str, Any]:
-        """Run a finished job again from its saved inputs, with the server's current settings base."""
+    def rerun(self, job_id: str, request: dict[str, Any], settings: dict[str, Any], weights: list[float]) -> dict[str, Any]:
+        """A new job from `job_id`'s saved inputs, with `request` (already resolved to `settings`).
+
+        The old job is left exactly as it was: an artist re-running a picture to try a
+        change must not lose the one they had (the old in-place re-run deleted it, and a
+        cancel then left a picture one step old). An interrupted job is re-run the same
+        way, so its best picture so far stays too.
+        """
         with self.lock:
-            job = self._job(job_id)
-            if job["status"] in ACTIVE:
-                raise JobConflict(f"job {job_id} is {job['status']}; cancel it first")
-        # Settings are resolved again (the server may have restarted with other options or
-        # limits), before anything is deleted, so a refused re-run loses nothing.
-        settings = public_settings(self.resolve(job["request"]))
-        with self.lock:
-            # Looked at again: the lock was let go above, and a delete or a second re-run
-            # (a double click) may have come in between.
-            job = self._job(job_id)
-            if job["status"] in ACTIVE:
-                raise JobConflict(f"job {job_id} is {job['status']}; cancel it first")
-            folder = self.store.folder(job_id)
-            for name in (RESULT_FILE, GIF_FILE):
-                (folder / name).unlink(missing_ok=True)
-            shutil.rmtree(folder / FRAMES_DIR, ignore_errors=True)
-            job["settings"] = settings
-            self._queue_locked(job)  # queued before the lock goes: a second re-run now meets a conflict
-        self.queue.put(job_id)
-        return self.view(job_id)
+            old = self._job(job_id)
+            content, styles = dict(old["content"]), [dict(s) for s in old["styles"]]
+        new_id = new_job_id()
+        folder = self.store.create_folder(new_id)
+        source = self.store.folder(job_id)
+        try:
+            for name in [content["file"]] + [s["file"] for s in styles]:
+                link_or_copy(source / name, folder / name)
+        except FileNotFoundError:  # deleted (or cleaned up) while we copied
+            self.store.delete(new_id)
+            raise KeyError(job_id) from None
+        except BaseException:
+            self.store.delete(new_id)
+            raise
+        job = {
+            "id": new_id,
+            "created": time.time(),
+            "request": request,
+            "settings": settings,
+            "content": content,
+            "styles": [dict(s, weight=w) for s, w in zip(styles, weights)],
+            "rerun_of": job_id,
+        }
+        return self.submit(job)
 
     def delete(self, job_id: str) -> None:
         with self.lock:
@@ -251,7 +262,22 @@ class JobManager:
     def view(self, job_id: str) -> dict[str, Any]:
         with self.lock:
             job = self._job(job_id)
-            return dict(job, preview=self.live[job_id].preview_count or None)
+            return dict(job, preview=self.live[job_id].preview_count or None, ahead=self._ahead(job))
+
+    def _ahead(self, job: dict[str, Any]) -> Optional[int]:
+        """Call with the lock held: for a queued job, the jobs that run or wait before it (None otherwise)."""
+        if job["status"] != QUEUED:
+            return None
+        return sum(1 for other in self.jobs.values()
+                   if other["status"] == RUNNING or (other["status"] == QUEUED and other["created"] < job["created"]))  # fmt: skip
+
+    def _queue_moved(self) -> None:
+        """Call with the lock held: every waiting job's place in the queue may have changed, so its
+        event stream sends it again (a page following it says how many jobs are ahead)."""
+        for other in self.jobs.values():
+            if other["status"] == QUEUED:
+                self.live[other["id"]].version += 1
+
 
     def list(self) -> list[dict[str, Any]]:
         with self.lock:
@@ -340,6 +366,7 @@ class JobManager:
             live = self.live[job_id]
             live.cancel.clear()
             self._changed(job, save=True)
+            self._queue_moved()
         try:
             self._run(job, live)
         except ImpastoError as exc:
@@ -392,6 +419,8 @@ class JobManager:
                 "scale": progress.scale + 1,
                 "scales": progress.scales,
                 "size": list(progress.size),
+                "step": progress.step,  # within this scale: with the scale sizes, the page's time-left estimate
+                "steps": progress.steps,
                 "losses": {k: float(v) for k, v in progress.losses.items()},
                 "elapsed": round(progress.elapsed, 3),
             }
@@ -418,6 +447,18 @@ class JobManager:
         with self.lock:
             job.update(status=status, finished=time.time(), **fields)
             self._changed(job, save=True)
+            self._queue_moved()
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """A hard link where the file system allows one: a job's inputs are never rewritten, so a
+    re-run may share them (and deleting either job leaves the other's intact)."""
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 class JobConflict(Exception):

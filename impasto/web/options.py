@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 from ..errors import ImpastoError
+from ..images import fit_long_side
 from ..settings import ALL_LAYERS, GATYS_STYLE_LAYERS, Settings
 
 # The server decides these: a client must not name files or devices on it, nor the
@@ -167,9 +168,33 @@ def parse_style_weights(text: Optional[str], count: int) -> list[float]:
         values = json.loads(text) if text.strip().startswith("[") else [float(v) for v in text.split(",")]
         weights = [float(v) for v in values]
     except (ValueError, TypeError):
-        raise ImpastoError(f"style_weights: give numbers such as 0.7,0.3, not {text!r}") from None
+        raise ImpastoError(f"Style blend (style_weights): give numbers such as 0.7,0.3, not {text!r}") from None
     if len(weights) != count:
-        raise ImpastoError(f"style_weights: {len(weights)} weights given for {count} style image(s)")
+        raise ImpastoError(f"Style blend (style_weights): {len(weights)} weights given for {count} style picture(s)")
     if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
-        raise ImpastoError("style_weights: must be non-negative and not all zero")
+        raise ImpastoError("Style blend: each style picture's weight must be 0 or more, and at least one above 0 (style_weights)")
     return weights
+
+
+def check_proportions(size: tuple[int, int], settings: Settings, label: str) -> None:
+    """Refuse, before a job is queued, a photo too long and narrow to paint at settings.size.
+
+    The run would refuse it too, but only once its turn came, and in the CLI's words
+    (--size); this is the same rule (optimize.check_short_side), said for the page.
+    """
+    from ..optimize import min_side
+
+    width, height = fit_long_side(size[0], size[1], settings.size)
+    least = min_side(settings)
+    if min(width, height) < least:
+        raise ImpastoError(
+            f"{label}: at a Size of {settings.size} px the picture would be {width}×{height} px, too thin to paint "
+            f"(its short side must be at least {least} px); choose a larger Size, or a less long and narrow photo"
+        )
+
+
+def server_device(settings: Settings) -> str:
+    """The kind of device jobs run on (cpu, cuda, mps), for the page's advice on sizes."""
+    from ..optimize import resolve_device
+
+    return resolve_device(settings.device).type

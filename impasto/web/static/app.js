@@ -23,16 +23,34 @@ function withToken(path) {
   return path + (path.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
 }
 
+const OFFLINE = "Can't reach the impasto server; is it still running?";
+
 async function api(path, options = {}) {
   const headers = Object.assign({}, options.headers || {});
   if (token) headers.Authorization = "Bearer " + token;
-  const response = await fetch(path, Object.assign({}, options, { headers }));
+  let response;
+  try {
+    response = await fetch(path, Object.assign({}, options, { headers }));
+  } catch (_) {
+    // fetch's own "Failed to fetch" says nothing to an artist, and would stay after the server is back.
+    state.offline = true;
+    throw Object.assign(new Error(OFFLINE), { offline: true });
+  }
+  if (state.offline) {
+    state.offline = false;
+    if ($("message").textContent === OFFLINE) showMessage("");
+  }
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
-    throw new Error(detail);
+    throw Object.assign(new Error(detail), { status: response.status });
   }
-  return response.status === 204 ? null : response.json();
+  return response.status === 204 ? null : response;
+}
+
+async function apiJson(path, options = {}) {
+  const response = await api(path, options);
+  return response && response.json();
 }
 
 function showMessage(text) {
@@ -43,16 +61,32 @@ function showMessage(text) {
 
 // -- pictures ---------------------------------------------------------------------------
 
-const state = { content: null, styles: [], options: null, job: null, events: null, jobsKey: null };
+const state = { content: null, contentSize: null, styles: [], options: null, job: null, events: null, jobsKey: null,
+                fromJob: null, offline: false };
 
 function thumbnailUrl(file) {
   return URL.createObjectURL(file);
 }
 
-function setContent(file) {
+// The server decides from the contents; this only catches the obvious (a text file chosen
+// by mistake) before an upload. An empty type (some systems give none) is left to the server.
+function isPicture(file) {
+  return !file.type || file.type.startsWith("image/");
+}
+
+function notAPicture(file) {
+  showMessage(`${file.name} is not a picture: choose a PNG, JPEG, WebP, GIF, BMP or TIFF file.`);
+}
+
+// fromJob: the pictures are a job's stored inputs, so Paint can re-run that job instead of uploading them.
+function setContent(file, fromJob = false) {
   if (!file) return;
+  if (!isPicture(file)) return notAPicture(file);
+  if (!fromJob) state.fromJob = null;
   state.content = file;
+  state.contentSize = null;
   const thumb = $("content-thumb");
+  thumb.onload = () => { state.contentSize = [thumb.naturalWidth, thumb.naturalHeight]; updateSteps(); };
   thumb.src = thumbnailUrl(file);
   thumb.hidden = false;
   $("content-name").textContent = file.name;
@@ -62,10 +96,12 @@ function setContent(file) {
 function addStyles(files) {
   const max = state.options ? state.options.limits.max_styles : 5;
   for (const file of files) {
+    if (!isPicture(file)) { notAPicture(file); continue; }
     if (state.styles.length >= max) {
       showMessage(`At most ${max} style pictures.`);
       break;
     }
+    state.fromJob = null;
     state.styles.push({ file, weight: 1 });
   }
   renderStyles();
@@ -103,7 +139,7 @@ function renderStyles() {
     remove.textContent = "×";
     remove.title = "remove";
     remove.setAttribute("aria-label", "remove " + style.file.name);
-    remove.addEventListener("click", () => { state.styles.splice(index, 1); renderStyles(); });
+    remove.addEventListener("click", () => { state.fromJob = null; state.styles.splice(index, 1); renderStyles(); });
     item.append(remove);
     list.append(item);
   });
@@ -126,6 +162,42 @@ function wireDrop(zone, input, onFiles) {
   });
 }
 
+// -- the plan of a run: a mirror of Settings.scale_count and optimize.plan_scales/plan_iterations --------
+
+function scaleCount(s) {
+  if (!s.multiscale || s.size <= s.min_size * 0.99) return 1;
+  return 1 + Math.floor(Math.log(s.size / (s.min_size * 0.99)) / Math.log(s.scale_factor));
+}
+
+function fitLongSide(width, height, side) {
+  return width >= height ? [side, Math.max(1, Math.round(height * side / width))]
+    : [Math.max(1, Math.round(width * side / height)), side];
+}
+
+function minSide(s) {
+  return [...(s.content_layers || []), ...(s.style_layers || [])].includes("pool5") ? 32 : 16;
+}
+
+// [[w, h], ...] coarse to fine; coarse scales too thin for the network are left out, as in the run.
+function planScales(width, height, s) {
+  const sides = [s.size];
+  let side = s.size;
+  for (let i = 1; i < scaleCount(s); i++) { side /= s.scale_factor; sides.push(Math.round(side)); }
+  const sizes = sides.reverse().map((long) => fitLongSide(width, height, long));
+  return sizes.slice(0, -1).filter((wh) => Math.min(...wh) >= minSide(s)).concat(sizes.slice(-1));
+}
+
+function planIterations(scales, s) {
+  if (scales === 1) return [s.multiscale ? s.initial_iterations : s.iterations];
+  const first = Math.max(s.initial_iterations, 0), last = Math.max(s.iterations, 0);
+  const out = [];
+  for (let i = 0; i < scales; i++) {
+    const t = i / (scales - 1);
+    out.push(Math.round(first === 0 || last === 0 ? first + (last - first) * t : first * Math.pow(last / first, t)));
+  }
+  return out;
+}
+
 // -- settings ---------------------------------------------------------------------------
 
 // The slider is logarithmic (1 to 1000); two significant digits are all it can aim at.
@@ -134,13 +206,26 @@ function ratioToWeight(value) {
 }
 
 function showRatio() {
-  $("ratio-out").textContent = "1 : " + ratioToWeight($("ratio").value);
+  const text = "1 : " + ratioToWeight($("ratio").value);
+  $("ratio-out").textContent = text;
+  $("ratio").setAttribute("aria-valuetext", text);  // not the slider's log-scale number
 }
+
+const LAYER_NAMES = { gatys: "balanced", fine: "fine texture", coarse: "large strokes", all: "all layers" };
+const COLOUR_NAMES = { luminance: "the photo's (luminance)", histogram: "the photo's (histogram)" };
+// The server's descriptions are for people who read papers; these are for the page.
+const PRESET_TEXT = {
+  gatys2015: "The original 2015 method: paints at full size only, starting from noise. Slow: it needs many steps.",
+  novak2016: "A 2016 refinement: copies the painting's texture at every level of detail, for richer strokes.",
+  fast: "A quick preview: 256 px and few steps.",
+  hq: "A large, careful picture: 1024 px and many steps. Minutes with a graphics card; long on a processor alone.",
+};
+const CPU_SIZE = 512;  // above this, a CPU-only server takes many minutes a picture
 
 function layerSetOf(layers) {
   const sets = state.options.layer_sets;
   for (const [name, set] of Object.entries(sets)) {
-    if (set.join(",") === layers.join(",")) return name;
+    if (set.join(",") === (layers || []).join(",")) return name;
   }
   return "";
 }
@@ -164,6 +249,7 @@ function fillSettings(settings) {
   $("initial-iterations").value = settings.initial_iterations;
   $("iterations").value = settings.iterations;
   $("seed").value = settings.seed ?? "";
+  updateSteps();
 }
 
 function currentPresetSettings() {
@@ -179,91 +265,250 @@ function collectSettings() {
     preserve_color: $("colour").value || null,
     initial_iterations: Number($("initial-iterations").value),
     iterations: Number($("iterations").value),
+    seed: $("seed").value === "" ? null : Number($("seed").value),
   };
   if ($("layers").value) settings.style_layers = state.options.layer_sets[$("layers").value];
-  if ($("seed").value !== "") settings.seed = Number($("seed").value);
   return settings;
 }
 
+// What the form shows, in its own words: to tell the artist what a preset changed.
+function formValues() {
+  const text = (id) => { const el = $(id); return el.tagName === "SELECT" ? el.selectedOptions[0]?.textContent : el.value; };
+  return {
+    Size: text("size"), Seed: text("seed") || "none", "Content : style": $("ratio-out").textContent,
+    "Style layers": text("layers"), Colours: text("colour"), "Steps coarse": text("initial-iterations"),
+    "Steps fine": text("iterations"),
+  };
+}
+
+function showPreset() {
+  const name = $("preset").value;
+  $("preset-note").textContent = name
+    ? (PRESET_TEXT[name] || state.options.presets[name])
+    : "The server's usual settings. A preset is a starting point: it fills in the settings below.";
+}
+
+// Which of the two step fields a run uses (finding the same plan the run will), and the size advice.
+function updateSteps() {
+  if (!state.options) return;
+  const s = Object.assign({}, currentPresetSettings(), collectSettings());
+  if (!(s.size > 0)) return;
+  const [w, h] = state.contentSize || [s.size, s.size];
+  const scales = planScales(w, h, s).length;
+  let coarse = "", fine = "";
+  if (!s.multiscale) coarse = "Not used: this preset paints at full size only, so the fine steps are all of it.";
+  else if (scales === 1 && scaleCount(s) > 1) {
+    fine = "Not used: this photo is too long and narrow for a smaller first pass at this size; it is painted in one pass, with the coarse steps.";
+  } else if (scales === 1) {
+    fine = `Not used: a picture this small (under ${Math.ceil(s.min_size * s.scale_factor * 0.99)} px) is painted in one pass, with the coarse steps.`;
+  }
+  for (const [id, note] of [["initial-iterations", coarse], ["iterations", fine]]) {
+    $(id).disabled = Boolean(note);
+    $(id + "-note").textContent = note;
+    $(id + "-note").hidden = !note;
+  }
+  const warning = $("size-warning");
+  const slow = state.options.device === "cpu" && s.size > CPU_SIZE;
+  warning.hidden = !slow;
+  warning.textContent = slow
+    ? `This server has no graphics card: at ${s.size} px a picture may take many minutes, or more. ${CPU_SIZE} px or less is quicker.`
+    : "";
+}
+
 async function loadOptions() {
-  const options = await api("/api/options");
+  const options = await apiJson("/api/options");
   state.options = options;
   const select = $("preset");
-  for (const [name, description] of Object.entries(options.presets)) {
+  for (const name of Object.keys(options.presets)) {
     const option = document.createElement("option");
     option.value = name;
     option.textContent = name;
-    option.title = description;
     select.append(option);
   }
   fillSettings(options.defaults);
   select.addEventListener("change", () => {
+    const before = formValues();
     fillSettings(currentPresetSettings());
-    select.title = select.value ? options.presets[select.value] : "";
+    const after = formValues();
+    const changed = Object.keys(after).filter((k) => before[k] !== after[k]).map((k) => `${k} ${before[k]} → ${after[k]}`);
+    $("preset-changes").textContent = changed.length ? `The preset changed: ${changed.join("; ")}.` : "The preset changed nothing shown here.";
+    showPreset();
   });
+  for (const id of ["size", "initial-iterations", "iterations"]) $(id).addEventListener("input", updateSteps);
 }
 
 // -- jobs -------------------------------------------------------------------------------
+
+function setStatus(text, status = "") {
+  $("status").textContent = text;
+  $("status").dataset.status = status;
+}
 
 async function startJob(event) {
   event.preventDefault();
   showMessage("");
   if (!state.content) return showMessage("Choose a photo first.");
   if (!state.styles.length) return showMessage("Add at least one style picture.");
-  const form = new FormData();
-  form.append("content", state.content, state.content.name);
-  for (const style of state.styles) form.append("style", style.file, style.file.name);
-  form.append("style_weights", state.styles.map((s) => s.weight).join(","));
-  if ($("preset").value) form.append("preset", $("preset").value);
-  form.append("settings", JSON.stringify(collectSettings()));
+  const weights = state.styles.map((s) => s.weight);
+  if (weights.every((w) => w === 0)) return showMessage("Give at least one style picture a weight above 0 (its slider).");
+  const settings = collectSettings();
+  const preset = $("preset").value;
   $("start").disabled = true;
   try {
-    const job = await api("/api/jobs", { method: "POST", body: form });
-    follow(job);
+    let job = null;
+    if (state.fromJob) {
+      // The pictures are that job's: the server has them, so nothing is uploaded again.
+      setStatus("Starting…", "queued");
+      try {
+        job = await apiJson(`/api/jobs/${state.fromJob}/rerun`, {
+          method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ preset: preset || null, settings, style_weights: weights }),
+        });
+      } catch (error) {
+        if (error.status !== 404) throw error;
+        state.fromJob = null;  // deleted meanwhile: upload the copies the page holds
+      }
+    }
+    if (!job) {
+      setStatus("Uploading the pictures…", "queued");
+      const form = new FormData();
+      form.append("content", state.content, state.content.name);
+      for (const style of state.styles) form.append("style", style.file, style.file.name);
+      form.append("style_weights", weights.join(","));
+      if (preset) form.append("preset", preset);
+      form.append("settings", JSON.stringify(settings));
+      job = await apiJson("/api/jobs", { method: "POST", body: form });
+    }
+    follow(job, true);
     refreshJobs();
   } catch (error) {
     showMessage(error.message);
+    if (state.job) showJob(state.job);
+    else setStatus("No job yet.");
   } finally {
     $("start").disabled = false;
   }
 }
 
 const ACTIVE = ["queued", "running"];
-const STATUS_TEXT = {
-  queued: "Waiting for its turn…",
-  running: "Painting…",
-  done: "Done.",
-  cancelled: "Cancelled: the best picture so far is kept.",
-  failed: "Failed.",
-  interrupted: "Interrupted: the server stopped during this job. Run it again?",
-};
 
-function follow(job) {
+function statusText(job) {
+  const p = job.progress;
+  switch (job.status) {
+    case "queued":
+      return job.ahead ? `Waiting for ${job.ahead} job${job.ahead > 1 ? "s" : ""} ahead of it…` : "Waiting for its turn…";
+    case "running":
+      if (!p) return "Loading the network and the pictures…";
+      return `Painting: step ${p.done} of ${p.total}, ${formatSeconds(p.elapsed)} so far` + timeLeftText(job) + ".";
+    case "done":
+      return job.seconds != null ? `Done in ${formatSeconds(job.seconds)}.` : "Done.";
+    case "cancelled":
+      if (job.result) return "Cancelled: the best picture so far is kept.";
+      return job.started ? "Cancelled before the first picture." : "Cancelled before it started.";
+    case "failed":
+      return job.error ? "Failed: " + job.error : "Failed.";
+    case "interrupted":
+      return "Interrupted: the server stopped during this job" + (job.result ? " (its best picture so far is kept)" : "")
+        + ". Run again makes a new job from its pictures.";
+    default:
+      return job.status;
+  }
+}
+
+function formatSeconds(seconds) {
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+// Seconds left: the time so far per unit of work, each step's work being its scale's pixels.
+function estimateSecondsLeft(job) {
+  const p = job.progress;
+  if (!p || !p.steps || !p.step || p.elapsed < 1) return null;
+  const plan = planScales(job.content.size[0], job.content.size[1], job.settings);
+  if (plan.length !== p.scales) return null;  // not the plan the run made: no guess rather than a wrong one
+  const iterations = planIterations(plan.length, job.settings);
+  const work = plan.map(([w, h], i) => w * h * iterations[i]);
+  const total = work.reduce((a, b) => a + b, 0);
+  const done = work.slice(0, p.scale - 1).reduce((a, b) => a + b, 0) + work[p.scale - 1] * p.step / p.steps;
+  return done > 0 && total >= done ? p.elapsed * (total - done) / done : null;
+}
+
+function timeLeftText(job) {
+  const left = estimateSecondsLeft(job);
+  return left == null ? "" : `, about ${formatSeconds(Math.max(1, left))} left`;
+}
+
+// The settings an artist tells jobs apart by, in the page's words.
+function describeSettings(job) {
+  const s = job.settings;
+  const parts = [];
+  if (job.request && job.request.preset) parts.push("preset " + job.request.preset);
+  parts.push(`${s.size} px`);
+  parts.push("content : style 1 : " + Number((s.style_weight / Math.max(s.content_weight, 1e-9)).toPrecision(2)));
+  parts.push("layers " + (LAYER_NAMES[state.options ? layerSetOf(s.style_layers) : ""] || (s.style_layers || []).join(",")));
+  parts.push("colours " + (COLOUR_NAMES[s.preserve_color] || (s.preserve_color ? s.preserve_color : "the painting's")));
+  const [w, h] = job.content.size;
+  parts.push("steps " + planIterations(planScales(w, h, s).length, s).join("→"));
+  parts.push(s.seed == null ? "random seed" : "seed " + s.seed);
+  if (job.styles.length > 1) parts.push("blend " + job.styles.map((x) => x.weight).join(" : "));
+  return parts.join(" · ");
+}
+
+function scrollToResult() {
+  const card = $("result-title").closest("section");
+  if (card.scrollIntoView) card.scrollIntoView({ block: "nearest", behavior: "smooth" });
+}
+
+function follow(job, scroll = false) {
   if (state.events) state.events.close();
   state.events = null;
   showJob(job);
+  if (scroll) scrollToResult();
   if (!ACTIVE.includes(job.status)) return;
   const events = new EventSource(withToken(job.links.events));
   state.events = events;
   events.addEventListener("job", (message) => {
     const update = JSON.parse(message.data);
+    if (state.events !== events) return;
     showJob(update);
     if (!ACTIVE.includes(update.status)) {
       events.close();
       refreshJobs();
     }
   });
+  events.addEventListener("deleted", () => {
+    events.close();
+    if (state.job && state.job.id === job.id) resetResult();
+  });
   // The browser reconnects by itself; a job that ended meanwhile arrives as one event.
   events.onerror = () => { if (events.readyState === EventSource.CLOSED) state.events = null; };
+}
+
+function resetResult() {
+  if (state.events) state.events.close();
+  state.events = null;
+  state.job = null;
+  const picture = $("picture");
+  picture.hidden = true;
+  picture.removeAttribute("src");
+  delete picture.dataset.src;
+  $("stage-empty").hidden = false;
+  $("progress").max = 1;
+  $("progress").value = 0;
+  setStatus("No job yet.");
+  for (const id of ["result-settings", "losses", "scale-info"]) $(id).textContent = "";
+  for (const id of ["cancel", "rerun", "reuse"]) $(id).hidden = true;
+  showLink($("download"), null);
+  showLink($("download-gif"), null);
 }
 
 function showJob(job) {
   state.job = job;
   const picture = $("picture");
   const p = job.progress;
-  const source = job.links.result && !ACTIVE.includes(job.status)
-    ? job.links.result + "?v=" + (job.finished || 0)
-    : job.links.preview;
+  const finished = !ACTIVE.includes(job.status);
+  const source = job.links.result && finished ? job.links.result + "?v=" + (job.finished || 0) : job.links.preview;
   if (source) {
     const url = withToken(source);
     if (picture.dataset.src !== url) {
@@ -278,29 +523,24 @@ function showJob(job) {
     delete picture.dataset.src;
     $("stage-empty").hidden = false;
   }
-  picture.classList.toggle("final", Boolean(job.links.result && !ACTIVE.includes(job.status)));
+  picture.classList.toggle("final", Boolean(job.links.result && finished));
   picture.alt = job.status === "done" ? "the result" : "the picture so far";
 
   const progress = $("progress");
   progress.max = p ? p.total : 1;
   progress.value = p ? p.done : 0;
-  let text = STATUS_TEXT[job.status];
-  if (job.status === "running" && p) {
-    text = `Painting: scale ${p.scale} of ${p.scales} (${p.size[0]}×${p.size[1]}), iteration ${p.done} of ${p.total}, ${p.elapsed.toFixed(0)} s`;
-  } else if (job.status === "done" && job.seconds != null) {
-    text = `Done in ${job.seconds.toFixed(1)} s.`;
-  } else if (job.status === "failed" && job.error) {
-    text = "Failed: " + job.error;
-  }
-  $("status").textContent = text;
-  $("status").dataset.status = job.status;
+  setStatus(statusText(job), job.status);
+  const names = [job.content.name, ...job.styles.map((s) => s.name)].join(" + ");
+  $("result-settings").textContent = `${names} · ${describeSettings(job)}`;
+  $("scale-info").textContent = p ? `Scale ${p.scale} of ${p.scales} (${p.size[0]}×${p.size[1]} px)` : "";
   const losses = (p && p.losses) || job.losses;
   $("losses").textContent = losses
-    ? Object.entries(losses).map(([k, v]) => `${k} ${Number(v).toPrecision(3)}`).join(" · ")
+    ? "Losses (lower is closer): " + Object.entries(losses).map(([k, v]) => `${k} ${Number(v).toPrecision(3)}`).join(" · ")
     : "";
   $("cancel").hidden = !ACTIVE.includes(job.status);
-  $("rerun").hidden = ACTIVE.includes(job.status);
-  showLink($("download"), job.links.result && !ACTIVE.includes(job.status) ? job.links.result + "?download=1" : null);
+  $("rerun").hidden = !finished;
+  $("reuse").hidden = false;
+  showLink($("download"), job.links.result && finished ? job.links.result + "?download=1" : null);
   showLink($("download-gif"), job.links.gif ? job.links.gif + "?download=1" : null);
 }
 
@@ -313,27 +553,56 @@ function showLink(link, path) {
 async function act(path, method = "POST") {
   showMessage("");
   try {
-    return await api(path, { method });
+    return { ok: true, job: await apiJson(path, { method }) };
   } catch (error) {
     showMessage(error.message);
-    return null;
+    return { ok: false };
   }
 }
 
-async function cancelJob() {
-  if (!state.job) return;
-  const job = await act(state.job.links.self + "/cancel");
-  if (job) showJob(job);
+async function cancelJob(job) {
+  const { ok, job: update } = await act(job.links.self + "/cancel");
+  if (ok && state.job && state.job.id === update.id) showJob(update);
+  refreshJobs();
 }
 
 async function rerunJob(id) {
-  const job = await act(`/api/jobs/${id}/rerun`);
-  if (job) { follow(job); refreshJobs(); }
+  const { ok, job } = await act(`/api/jobs/${id}/rerun`);
+  if (ok) { follow(job, true); refreshJobs(); }
 }
 
-async function deleteJob(id) {
-  await act(`/api/jobs/${id}`, "DELETE");
+async function deleteJob(job) {
+  const names = [job.content.name, ...job.styles.map((s) => s.name)].join(" + ");
+  if (!confirm(`Delete this job (${names}) and its picture?`)) return;
+  const { ok } = await act(`/api/jobs/${job.id}`, "DELETE");
+  if (ok && state.job && state.job.id === job.id) resetResult();
   refreshJobs();
+}
+
+async function fetchFile(path, name) {
+  const blob = await (await api(path)).blob();
+  return new File([blob], name, { type: blob.type || "image/png" });
+}
+
+// The job's pictures and settings into the form: change one thing, press Paint.
+async function useSettings(job) {
+  showMessage("");
+  try {
+    const content = await fetchFile(job.links.content, job.content.name);
+    const styles = await Promise.all(job.styles.map((s, i) => fetchFile(`${job.links.self}/inputs/style-${i}`, s.name)));
+    const preset = job.request && job.request.preset;
+    $("preset").value = preset && state.options.presets[preset] ? preset : "";
+    showPreset();
+    $("preset-changes").textContent = "";
+    setContent(content, true);
+    state.styles = styles.map((file, i) => ({ file, weight: Math.min(1, job.styles[i].weight) }));
+    renderStyles();
+    fillSettings(job.settings);
+    state.fromJob = job.id;
+    $("settings-title").scrollIntoView({ block: "nearest", behavior: "smooth" });
+  } catch (error) {
+    showMessage("Could not load this job's pictures: " + error.message);
+  }
 }
 
 function formatTime(seconds) {
@@ -343,13 +612,16 @@ function formatTime(seconds) {
 async function refreshJobs() {
   let jobs;
   try {
-    jobs = await api("/api/jobs");
+    jobs = await apiJson("/api/jobs");
   } catch (error) {
-    return showMessage(error.message);
+    showMessage(error.message);
+    return null;
   }
+  // The job on show was deleted elsewhere (another tab, the clean-up): nothing of it is left to show.
+  if (state.job && !ACTIVE.includes(state.job.status) && !jobs.some((j) => j.id === state.job.id)) resetResult();
   // Redrawn only when something changed, so thumbnails are not fetched again every few seconds.
-  const key = JSON.stringify(jobs.map((j) => [j.id, j.status, j.finished]));
-  if (key === state.jobsKey) return;
+  const key = JSON.stringify(jobs.map((j) => [j.id, j.status, j.finished, j.ahead]));
+  if (key === state.jobsKey) return jobs;
   state.jobsKey = key;
   const list = $("jobs");
   list.replaceChildren();
@@ -357,6 +629,7 @@ async function refreshJobs() {
   for (const job of jobs.slice(0, 24)) {
     const item = document.createElement("li");
     item.dataset.status = job.status;
+    item.dataset.id = job.id;
     const img = document.createElement("img");
     img.className = "thumb small";
     img.alt = "";
@@ -366,25 +639,29 @@ async function refreshJobs() {
     info.className = "job-info";
     const badge = document.createElement("span");
     badge.className = "badge " + job.status;
-    badge.textContent = job.status;
+    badge.textContent = job.status === "queued" && job.ahead ? `queued (${job.ahead} ahead)` : job.status;
     const when = document.createElement("span");
     when.className = "muted";
     const names = [job.content.name, ...job.styles.map((s) => s.name)].join(" + ");
-    when.textContent = `${formatTime(job.created)} · ${job.settings.size} px · ${names}`;
-    info.append(badge, when);
+    when.textContent = `${formatTime(job.created)} · ${names}`;
+    const settings = document.createElement("span");
+    settings.className = "muted job-settings";
+    settings.textContent = describeSettings(job);
+    info.append(badge, when, settings);
     const buttons = document.createElement("div");
     buttons.className = "job-buttons";
-    const open = button("Show", () => follow(job));
-    buttons.append(open);
+    buttons.append(button("Show", () => follow(job, true)));
+    buttons.append(button("Use these settings", () => useSettings(job)));
     if (ACTIVE.includes(job.status)) {
-      buttons.append(button("Cancel", async () => { await act(job.links.self + "/cancel"); refreshJobs(); }));
+      buttons.append(button("Cancel", () => cancelJob(job)));
     } else {
       buttons.append(button("Run again", () => rerunJob(job.id)));
-      buttons.append(button("Delete", () => deleteJob(job.id)));
+      buttons.append(button("Delete", () => deleteJob(job)));
     }
     item.append(img, info, buttons);
     list.append(item);
   }
+  return jobs;
 }
 
 function button(text, onClick) {
@@ -402,8 +679,9 @@ async function main() {
   wireDrop($("style-drop"), $("style-input"), addStyles);
   $("ratio").addEventListener("input", showRatio);
   $("settings-form").addEventListener("submit", startJob);
-  $("cancel").addEventListener("click", cancelJob);
+  $("cancel").addEventListener("click", () => state.job && cancelJob(state.job));
   $("rerun").addEventListener("click", () => state.job && rerunJob(state.job.id));
+  $("reuse").addEventListener("click", () => state.job && useSettings(state.job));
   try {
     await loadOptions();
   } catch (error) {
@@ -411,9 +689,10 @@ async function main() {
     $("start").disabled = true;
     return;
   }
-  await refreshJobs();
-  const running = (await api("/api/jobs")).find((job) => ACTIVE.includes(job.status));
-  if (running) follow(running);
+  const jobs = (await refreshJobs()) || [];
+  // The job painting now, else the next in line (the list is newest first).
+  const next = jobs.find((job) => job.status === "running") || jobs.filter((job) => job.status === "queued").pop();
+  if (next) follow(next);
   // Other tabs and API clients add jobs too.
   setInterval(() => { if (!document.hidden) refreshJobs(); }, 5000);
 }
