@@ -181,8 +181,8 @@ def test_bad_input_is_a_clear_one_line_error(kind, message, sound_files, tmp_pat
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--hop", "400"], "hop must be between 1 and n-fft/2"),
-        (["--kernel-widths", "0"], "kernel-widths must be"),
+        (["--hop", "400"], "--hop must be between 1 and --n-fft/2"),
+        (["--kernel-widths", "0"], "--kernel-widths must be"),
         (["--style-loss", "fancy"], "style-loss must be one of"),
         (["--init", "style"], "init must be content or noise"),
     ],
@@ -234,7 +234,7 @@ def test_feature_network_is_fixed_by_the_seed():
 def test_api_overrides_reach_either_settings_object():
     with pytest.raises(ImpastoError, match="unknown setting"):
         stylize_audio((melody(), RATE), (texture(), RATE), colour="blue")
-    with pytest.raises(ImpastoError, match="n-fft must be at least 16"):
+    with pytest.raises(ImpastoError, match="n_fft must be at least 16"):
         stylize_audio((melody(), RATE), (texture(), RATE), n_fft=8)
     with pytest.raises(ImpastoError, match=r"the limit is 0.1 s \(raise it with max_seconds, or cut"):
         stylize_audio((melody(), RATE), (texture(), RATE), max_seconds=0.1)

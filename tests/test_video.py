@@ -257,7 +257,7 @@ def test_bad_options_give_errors(clips, settings, tmp_path):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, start_frame=5, end_frame=5)
     with pytest.raises(ImpastoError, match="unknown video extension"):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.png", settings)
-    with pytest.raises(ImpastoError, match="temporal-weight"):
+    with pytest.raises(ImpastoError, match="temporal_weight must be a non-negative number"):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, temporal_weight=-1)
     (tmp_path / "a_file").write_text("mine")
     with pytest.raises(ImpastoError, match=r"exists and is not a folder \(choose another frames_dir\)"):

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import losses as L
-from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss
+from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss, option
 from ..optimize import Progress, descend, resolve_device, with_autograd
 from ..settings import Settings
 from . import io, spectral
@@ -76,7 +76,7 @@ class AudioSettings:
         try:
             self.kernel_widths = tuple(int(v) for v in widths)
         except (TypeError, ValueError):
-            raise ImpastoError(f"kernel-widths must be whole numbers of frames such as 3,11,31, not {widths!r}") from None
+            raise ImpastoError(f"{option('kernel_widths')} must be whole numbers of frames such as 3,11,31, not {widths!r}") from None
 
     def replace(self, **changes: Any) -> "AudioSettings":
         return AudioSettings(**(asdict(self) | changes))
@@ -88,21 +88,21 @@ class AudioSettings:
 
     def validate(self) -> "AudioSettings":
         if not 1000 <= self.sample_rate <= 192000:
-            raise ImpastoError(f"sample-rate must be between 1000 and 192000 Hz, not {self.sample_rate}")
+            raise ImpastoError(f"{option('sample_rate')} must be between 1000 and 192000 Hz, not {self.sample_rate}")
         if self.n_fft < 16:
-            raise ImpastoError(f"n-fft must be at least 16 samples, not {self.n_fft}")
+            raise ImpastoError(f"{option('n_fft')} must be at least 16 samples, not {self.n_fft}")
         if not 1 <= self.hop <= self.n_fft // 2:
             # Above half the window the Hann windows no longer overlap-add to a constant,
             # and the inverse STFT cannot rebuild the signal.
-            raise ImpastoError(f"hop must be between 1 and n-fft/2 = {self.n_fft // 2}, not {self.hop}")
+            raise ImpastoError(f"{option('hop')} must be between 1 and {option('n_fft')}/2 = {self.n_fft // 2}, not {self.hop}")
         if self.filters < 1:
-            raise ImpastoError(f"filters must be at least 1, not {self.filters}")
+            raise ImpastoError(f"{option('filters')} must be at least 1, not {self.filters}")
         if not self.kernel_widths or any(w < 1 for w in self.kernel_widths):
-            raise ImpastoError(f"kernel-widths must be one or more positive frame counts, not {','.join(map(str, self.kernel_widths))}")
+            raise ImpastoError(f"{option('kernel_widths')} must be one or more positive frame counts, not {','.join(map(str, self.kernel_widths))}")
         if self.griffin_lim_iterations < 0 or self.refine_iterations < 0:
-            raise ImpastoError("griffin-lim-iterations and refine-iterations must be zero or more")
+            raise ImpastoError(f"{option('griffin_lim_iterations')} and {option('refine_iterations')} must be zero or more")
         if not (self.max_seconds > 0 and math.isfinite(self.max_seconds)):
-            raise ImpastoError(f"max-seconds must be a positive number, not {self.max_seconds}")
+            raise ImpastoError(f"{option('max_seconds')} must be a positive number, not {self.max_seconds}")
         return self
 
 
@@ -240,7 +240,7 @@ def to_spectrogram(sound: io.Sound, audio: AudioSettings, device: torch.device) 
     needed = audio.n_fft + (max(audio.kernel_widths) - 1) * audio.hop
     if len(samples) < needed:
         raise ImpastoError(
-            f"{sound.label}: is {sound.seconds * 1000:.0f} ms long; with n-fft {audio.n_fft}, hop {audio.hop} and kernel width "
+            f"{sound.label}: is {sound.seconds * 1000:.0f} ms long; with {option('n_fft', audio.n_fft)}, {option('hop', audio.hop)} and kernel width "
             f"{max(audio.kernel_widths)} it must last at least {needed / audio.sample_rate * 1000:.0f} ms"
         )
     return spectral.log_magnitude(torch.from_numpy(samples).to(device), audio.n_fft, audio.hop)

@@ -233,13 +233,13 @@ def plan_job(input: Union[str, os.PathLike], style: Any, output: Union[str, os.P
     check_video_output(output)
     check_output_path(output, overwrite)
     if not (np.isfinite(temporal_weight) and temporal_weight >= 0):
-        raise ImpastoError(f"temporal-weight must be a non-negative number, not {temporal_weight}")
+        raise ImpastoError(f"{option('temporal_weight')} must be a non-negative number, not {temporal_weight}")
     if frame_iterations is not None and frame_iterations < 1:
-        raise ImpastoError(f"frame-iterations must be at least 1, not {frame_iterations}")
+        raise ImpastoError(f"{option('frame_iterations')} must be at least 1, not {frame_iterations}")
     if size is not None and size < 16:
-        raise ImpastoError(f"size must be at least 16 pixels, not {size}")
+        raise ImpastoError(f"{option('size')} must be at least 16 pixels, not {size}")
     if start < 0:
-        raise ImpastoError(f"start-frame must be zero or more, not {start}")
+        raise ImpastoError(f"{option('start_frame')} must be zero or more, not {start}")
     info = probe(input)
     end = info.frames if end is None else min(end, info.frames)
     if start >= info.frames:
