@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import time
 from dataclasses import dataclass, field
@@ -82,8 +83,8 @@ def normalize_styles(style: Union[StyleSpec, Sequence[StyleSpec]]) -> list[tuple
             out.append((item, 1.0))
     if not out:
         raise ImpastoError("at least one style image is needed")
-    if any(w < 0 for _, w in out) or sum(w for _, w in out) <= 0:
-        raise ImpastoError("style blend weights must be non-negative and not all zero")
+    if any(not math.isfinite(w) or w < 0 for _, w in out) or sum(w for _, w in out) <= 0:
+        raise ImpastoError(f"style blend weights must be non-negative numbers, not all zero (given: {', '.join(f'{w:g}' for _, w in out)})")
     return out
 
 

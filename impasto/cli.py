@@ -222,6 +222,8 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         from .media import require_matplotlib
 
         check_output_path(args.plot, args.overwrite)
+        if Path(args.plot).suffix.lower() != ".png":
+            raise ImpastoError(f"--plot {args.plot}: the file name must end in .png (the plot is a PNG)")
         require_matplotlib()
     named = {"-o": output, "--json": args.json if args.json != "-" else None, "--gif": args.gif, "--plot": args.plot}
     seen: dict[Path, str] = {}
@@ -236,8 +238,11 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
     if args.save_every:
         if frames_dir.exists() and not frames_dir.is_dir():
             raise ImpastoError(f"{frames_dir}: exists and is not a folder (--save-every writes its frames there)")
-        if frames_dir.is_dir() and any(frames_dir.glob("[0-9]*.png")) and not args.overwrite:
+        earlier = sorted(frames_dir.glob("[0-9]*.png")) if frames_dir.is_dir() else []
+        if earlier and not args.overwrite:
             raise ImpastoError(f"{frames_dir}: already holds frames (pass --overwrite to replace them)")
+        for frame in earlier:  # replaced as a set: an earlier run's later frames must not trail after this run's
+            frame.unlink()
         frames_dir.mkdir(exist_ok=True)
     # A cut-out photo's frames are cut out too, as its picture is.
     alpha = load_image_and_alpha(content)[1] if args.save_every else None
@@ -271,11 +276,15 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
 
         write_gif(result.frames, args.gif, args.gif_duration, overwrite=args.overwrite)
         print(f"wrote {args.gif} ({len(result.frames)} frames)", file=sys.stderr)
+    elif args.gif:
+        print(f"impasto: no iterations ran, so there is no {args.gif} to write", file=sys.stderr)
     if args.plot and result.history:
         from .media import plot_losses
 
         plot_losses(result, args.plot, overwrite=args.overwrite)
         print(f"wrote {args.plot}", file=sys.stderr)
+    elif args.plot:
+        print(f"impasto: no iterations ran, so there is no {args.plot} to write", file=sys.stderr)
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items()) or "none (no iterations at the output's size)"
     state = f" ({result.stopped_reason}; best image so far kept)" if result.interrupted else ""
     print(f"wrote {output} in {result.seconds:.1f} s{state}; final losses: {losses}", file=sys.stderr)
@@ -368,12 +377,17 @@ def cmd_sweep(argv: Sequence[str]) -> int:
         bar.set_postfix_str(" ".join(f"{k}={format_value(v)}" for k, v in values.items()) + f" {result.seconds:.1f}s")
         bar.update(1)
 
-    result = sweep(args.content, styles, axes, settings, Stylizer(), masks, args.keep_mask, on_cell=on_cell)
+    try:
+        result, cut_short = sweep(args.content, styles, axes, settings, Stylizer(), masks, args.keep_mask, on_cell=on_cell), False
+    except Interrupted as stop:  # Ctrl-C after a cell or more: the sheet of those is written
+        result, cut_short = stop.result, True
     if bar is not None:
         bar.close()
     cells = save_sweep(result, args.output, overwrite=args.overwrite)
-    print(f"wrote {args.output} ({result.sheet.width}x{result.sheet.height}) and {len(cells)} images in {cells[0].parent}", file=sys.stderr)
-    return 0
+    count = sum(len(row) for row in result.results)
+    state = f" (interrupted: {len(cells)} of {count} cells ran; the others are blank)" if cut_short else ""
+    print(f"wrote {args.output} ({result.sheet.width}x{result.sheet.height}) and {len(cells)} images in {cells[0].parent}{state}", file=sys.stderr)
+    return 130 if cut_short else 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -149,9 +149,14 @@ def plot_losses(
         w = 1.0 if term == "total" else weights.get(term, 1.0)
         if w == 0:
             continue
+        # The content weight may differ by scale (coarse_content): each row's own, where it says.
+        row_weights = [r.get("content_weight", w) if term == "content" else w for r in rows]
         # A log axis cannot show zeros; they become gaps.
-        y = [r[term] * w if r[term] * w > 0 else float("nan") for r in rows]
-        label = term if term == "total" or w == 1.0 else f"{term} × {w:g}"
+        y = [r[term] * rw if r[term] * rw > 0 else float("nan") for r, rw in zip(rows, row_weights)]
+        if len(set(row_weights)) > 1:
+            label = f"{term} × its scale's weight ({min(row_weights):g}-{max(row_weights):g})"
+        else:
+            label = term if term == "total" or row_weights[0] == 1.0 else f"{term} × {row_weights[0]:g}"
         if term == "total":  # dashed and on top, so the term it is mostly made of shows through
             ax.plot(x, y, label=label, color="black", linestyle="--", linewidth=1.6, zorder=3)
         else:

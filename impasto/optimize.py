@@ -43,7 +43,8 @@ def with_autograd(fn: Callable) -> Callable:
 
 @dataclass
 class Progress:
-    """One iteration's news. `image` is the current pixels, not a copy."""
+    """One iteration's news. `image` is the picture its `losses` were measured on (for a picture
+    cut into tiles, the whole picture as it stands); keep a copy if it must outlive the callback."""
 
     scale: int  # 0-based
     scales: int
@@ -60,7 +61,8 @@ class Progress:
 
     @property
     def is_last(self) -> bool:
-        return self.scale == self.scales - 1 and self.step == self.steps
+        """The run's last iteration (at a coarser scale when the finest has none to run)."""
+        return self.done == self.total
 
 
 @dataclass
@@ -835,7 +837,9 @@ def optimise(
             try:
                 for step in _descend_keeping_best(objective, param, n, settings, autocast, keep):
                     done += 1
-                    history.append({"scale": index, "iteration": done, **step.losses})
+                    # The content weight of this scale (coarse_content raises it below the output's size),
+                    # so a plot can weight each row's terms as they added up to its total.
+                    history.append({"scale": index, "iteration": done, **step.losses, "content_weight": settings_here.content_weight})
                     # The pixels the step's losses were measured on (a copy of their own), not the
                     # step's result, so a callback sees a picture and losses that belong together.
                     shown = step.scored if whole else canvas

@@ -124,12 +124,18 @@ class Settings:
 
     # -- optimisation
     optimizer: str = field(default="lbfgs", metadata={"help": "lbfgs or adam"})
-    iterations: int = field(default=50, metadata={"help": "iterations at the finest scale (with --no-multiscale, at the one scale)"})
+    iterations: int = field(
+        default=50,
+        metadata={
+            "help": "iterations at the finest scale, the output's (with --no-multiscale, at the one scale); an "
+            "output too small for a second scale (under --min-size x --scale-factor) is one scale and gets --initial-iterations instead"
+        },
+    )
     initial_iterations: int = field(
         default=100,
         metadata={
-            "help": "iterations at the coarsest scale (scales between get a geometric blend); an output no larger "
-            "than --min-size is one scale, and gets these"
+            "help": "iterations at the coarsest scale (scales between get a geometric blend); an output too "
+            "small for a second scale (under --min-size x --scale-factor) is one scale, and gets these"
         },
     )
     lr: Optional[float] = field(default=None, metadata={"help": "learning rate (default 1 for lbfgs, 0.02 for adam)"})

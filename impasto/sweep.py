@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import ImpastoError, option
+from .errors import ImpastoError, Interrupted, option
 from .images import ImageLike, check_image_output, flatten, save_image
 from .settings import Settings
 
@@ -32,7 +32,8 @@ MAX_CELLS = 100
 
 @dataclass
 class SweepResult:
-    """The sheet, and every cell's image and Result, indexed [row][column]."""
+    """The sheet, and every cell's image and Result, indexed [row][column]. In a sweep cut short
+    by Ctrl-C (impasto.Interrupted's `result`), a cell that never ran has a blank image and None."""
 
     sheet: Image.Image
     images: list[list[Image.Image]]
@@ -45,7 +46,8 @@ class SweepResult:
         out = []
         for r, row in enumerate(self.images):
             for c, image in enumerate(row):
-                out.append((cell_values(self.axes, r, c), image))
+                if self.results[r][c] is not None:
+                    out.append((cell_values(self.axes, r, c), image))
         return out
 
 
@@ -159,6 +161,7 @@ def sweep(
     are parsed as on the command line). With two, the first varies down the rows and the
     second across the columns. Every cell's settings are checked before the first run.
     `callback` is passed to each run; `on_cell(index, count, values, result)` follows each cell.
+    Ctrl-C raises impasto.Interrupted, whose `result` is the sheet of the cells that finished.
     """
     from .api import Stylizer
 
@@ -181,15 +184,33 @@ def sweep(
     images: list[list[Image.Image]] = []
     results: list[list[Any]] = []
     count = n_rows * n_cols
-    for r, row in enumerate(plans):
-        images.append([])
-        results.append([])
-        for c, cell_settings in enumerate(row):
-            result = stylizer.run(content, style, cell_settings, callback=callback, masks=masks, keep_mask=keep_mask)
-            images[r].append(result.image)
-            results[r].append(result)
-            if on_cell is not None:
-                on_cell(r * n_cols + c, count, cell_values(axes, r, c), result)
+    try:
+        for r, row in enumerate(plans):
+            images.append([])
+            results.append([])
+            for c, cell_settings in enumerate(row):
+                result = stylizer.run(content, style, cell_settings, callback=callback, masks=masks, keep_mask=keep_mask)
+                images[r].append(result.image)
+                results[r].append(result)
+                if on_cell is not None:
+                    on_cell(r * n_cols + c, count, cell_values(axes, r, c), result)
+    except KeyboardInterrupt as stop:
+        if not any(results):  # not even one cell: nothing to show (and the cell's own result is not a sheet)
+            raise KeyboardInterrupt from stop
+        # A long sweep cut short keeps the cells it finished (the one it was in is left out: its
+        # picture is not what its label says), on a sheet with the others blank.
+        blank = Image.new("RGB", images[0][0].size, (235, 235, 235))
+        for r in range(n_rows):
+            row_images = images[r] if r < len(images) else []
+            row_results = results[r] if r < len(results) else []
+            done = len(row_results)
+            row_images[done:] = [blank] * (n_cols - done)
+            row_results[done:] = [None] * (n_cols - done)
+            if r >= len(images):
+                images.append(row_images)
+                results.append(row_results)
+        sheet, boxes = contact_sheet(images, axes)
+        raise Interrupted(SweepResult(sheet, images, results, axes, boxes)) from stop
     sheet, boxes = contact_sheet(images, axes)
     return SweepResult(sheet, images, results, axes, boxes)
 
@@ -254,10 +275,15 @@ def labelled_sheet(
 
 
 def _fit(text: str, width: int, font: Any, measure: ImageDraw.ImageDraw) -> str:
-    """Drop the setting name from a column title that would not fit over its image."""
-    if measure.textlength(text, font=font) <= width or "=" not in text:
+    """A column title that fits over its image: without the setting's name, then cut short with
+    an ellipsis (its cell's file name in SHEET_cells/ keeps it whole)."""
+    if measure.textlength(text, font=font) <= width:
         return text
-    return text.split("=", 1)[1]
+    if "=" in text:
+        text = text.split("=", 1)[1]
+    while len(text) > 1 and measure.textlength(text, font=font) > width:
+        text = text[:-2] + "…"
+    return text
 
 
 def cells_folder(sheet_path: Union[str, os.PathLike]) -> Path:
@@ -274,11 +300,20 @@ def cell_filename(values: Mapping[str, Any], suffix: str = ".png") -> str:
 def save_sweep(result: SweepResult, sheet_path: Union[str, os.PathLike], overwrite: bool = False) -> list[Path]:
     """Write the sheet, and each cell's image into a folder beside it. Returns the cell paths."""
     targets = check_sweep_outputs(sheet_path, result.axes, overwrite)
-    cells_folder(sheet_path).mkdir(exist_ok=True)
-    for target, (_, image) in zip(targets, result.cells()):
-        save_image(image, target, overwrite=overwrite)
+    folder = cells_folder(sheet_path)
+    folder.mkdir(exist_ok=True)
+    if overwrite:
+        # Replaced as a set: an earlier sweep's cells (other values) must not sit beside this one's.
+        for earlier in folder.glob(f"*=*{Path(sheet_path).suffix or '.png'}"):
+            earlier.unlink()
+    written = []
+    cells = [result.results[r][c] is not None for r in range(len(result.results)) for c in range(len(result.results[r]))]
+    for target, (image, ran) in zip(targets, zip((im for row in result.images for im in row), cells)):
+        if ran:
+            save_image(image, target, overwrite=overwrite)
+            written.append(target)
     save_image(result.sheet, sheet_path, overwrite=overwrite)
-    return targets
+    return written
 
 
 def check_sweep_outputs(sheet_path: Union[str, os.PathLike], axes: Sequence[tuple[str, Sequence[Any]]], overwrite: bool = False) -> list[Path]:

@@ -17,7 +17,7 @@ from impasto.cli import build_run_parser, main, settings_from_args
 from impasto.media import FrameRecorder, frame_iterations, plot_losses, write_gif
 from impasto.optimize import Objective, StyleInput, chain_pairs, style_size
 from impasto.presets import PRESETS
-from impasto.sweep import cells_folder, parse_grid
+from impasto.sweep import cells_folder, parse_grid, save_sweep
 
 from conftest import BLUISH, REDDISH, textured_image, write_png
 from test_cli import FAST, assert_one_line_error, cli
@@ -273,10 +273,18 @@ def test_gif_and_plot_from_python(stylizer, make_settings, content_array, style_
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
     labels = [line.get_label() for line in ax.get_lines()]
-    assert {"content", "style × 30", "tv × 2", "total"} <= set(labels)
+    # The coarse scale's content weight is raised (coarse_content 12, eased: 12^0.5 at half the size).
+    content_label = "content × its scale's weight (1-3.4641)"
+    assert {content_label, "style × 30", "tv × 2", "total"} <= set(labels)
     assert labels.count("new scale") == 1  # two scales, one boundary
-    content_line = ax.get_lines()[labels.index("content")]
+    content_line = ax.get_lines()[labels.index(content_label)]
     assert list(content_line.get_xdata()) == list(range(1, 11))
+    # Drawn as they add up: at a coarse iteration too, the plotted terms sum to the total (the
+    # first iteration's content term is 0, a gap on the log axis).
+    lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+    for i in (1, 9):
+        plotted = sum(lines[name][i] for name in (content_label, "style × 30", "tv × 2"))
+        assert plotted == pytest.approx(lines["total"][i], rel=1e-4)
     assert Image.open(tmp_path / "l.png").format == "PNG"
     with pytest.raises(ImpastoError, match=r"already exists \(pass overwrite=True to replace it\)"):
         plot_losses(result, tmp_path / "l.png")
@@ -362,3 +370,94 @@ def test_grid_values_follow_the_setting_types():
     assert parse_grid("--iterations=5,10") == ("iterations", [5, 10])
     with pytest.raises(ImpastoError, match="whole number"):
         parse_grid("iterations=1.5")
+
+
+# -- outputs of a run cut short, replaced or empty -------------------------------------------------
+
+
+def test_a_sweep_cut_short_keeps_the_cells_it_finished(stylizer, make_settings, content_array, style_array, tmp_path):
+    calls = {"n": 0}
+
+    def ctrl_c_in_the_second_cell(progress):
+        calls["n"] += 1
+        if calls["n"] == 3:  # two iterations per cell: the second cell's first
+            raise KeyboardInterrupt
+
+    with pytest.raises(impasto.Interrupted) as stop:
+        impasto.sweep(content_array, style_array, {"style_weight": [10, 20, 30]}, make_settings(iterations=2), stylizer,
+                      callback=ctrl_c_in_the_second_cell)  # fmt: skip
+    partial = stop.value.result
+    assert [r is not None for r in partial.results[0]] == [True, False, False]
+    assert [values for values, _ in partial.cells()] == [{"style_weight": 10}]
+    blank = np.asarray(partial.images[0][2])
+    assert blank.min() == blank.max() == 235  # a cell that never ran is blank, not another cell's picture
+    written = save_sweep(partial, tmp_path / "s.png")
+    assert [p.name for p in written] == ["style_weight=10.png"] and (tmp_path / "s.png").exists()
+
+
+def test_sweep_command_cut_short_writes_the_cells_done(capsys, tmp_path, content_path, style_path, fast, monkeypatch):
+    real_run, calls = impasto.Stylizer.run, {"n": 0}
+
+    def run_then_ctrl_c(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(impasto.Stylizer, "run", run_then_ctrl_c)
+    sheet = tmp_path / "sheet.png"
+    code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", "style_weight=10,20,30", "-o", sheet, *fast)
+    assert code == 130, err
+    assert "interrupted: 1 of 3 cells ran" in err
+    assert [p.name for p in cells_folder(sheet).iterdir()] == ["style_weight=10.png"] and sheet.exists()
+
+
+def test_overwrite_replaces_frames_and_cells_as_a_set(capsys, tmp_path, content_path, style_path, fast):
+    out = tmp_path / "o.png"
+    assert cli(capsys, content_path, style_path, "-o", out, *fast, "--save-every", 1)[0] == 0
+    assert len(list(tmp_path.glob("o_frames/*.png"))) == 6
+    code, _, err = cli(capsys, content_path, style_path, "-o", out, *fast, "--save-every", 3, "--overwrite")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.glob("o_frames/*.png")) == ["00003.png", "00006.png"]
+
+    sheet = tmp_path / "s.png"
+    assert cli(capsys, "sweep", content_path, style_path, "--grid", "tv_weight=1,2,3", "-o", sheet, *fast)[0] == 0
+    code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", "tv_weight=5", "-o", sheet, *fast, "--overwrite")
+    assert code == 0, err
+    assert [p.name for p in cells_folder(sheet).iterdir()] == ["tv_weight=5.png"]
+
+
+def test_a_plot_is_a_png_by_name_too(capsys, tmp_path, content_path, style_path, fast):
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "o.png", *fast, "--plot", tmp_path / "l.jpg")
+    assert_one_line_error(code, err, "--plot", "must end in .png")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_no_iterations_says_there_is_no_gif_or_plot_and_the_last_frame_is_kept(capsys, tmp_path, content_path, style_path, fast):
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "o.png", *fast, "--initial-iterations", 0,
+                       "--iterations", 0, "--gif", tmp_path / "g.gif", "--plot", tmp_path / "l.png")  # fmt: skip
+    assert code == 0, err
+    assert "no iterations ran, so there is no" in err and str(tmp_path / "g.gif") in err and str(tmp_path / "l.png") in err
+    assert not (tmp_path / "g.gif").exists() and (tmp_path / "o.png").exists()
+    # Iterations at the coarse scale only: the run's last frame is its last coarse iteration's.
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "c.png", *fast, "--initial-iterations", 5,
+                       "--iterations", 0, "--save-every", 2)  # fmt: skip
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.glob("c_frames/*.png")) == ["00002.png", "00004.png", "00005.png"]
+
+
+@pytest.mark.parametrize("weight", ["nan", "inf"])
+def test_a_style_weight_that_is_not_a_number_is_refused(capsys, tmp_path, content_path, style_path, fast, weight):
+    code, _, err = cli(capsys, content_path, f"{style_path}:{weight}", "-o", tmp_path / "o.png", *fast)
+    assert_one_line_error(code, err, "style blend weights must be non-negative numbers")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_a_long_column_title_is_cut_to_its_cell():
+    from PIL import ImageDraw
+
+    from impasto.sweep import _fit, _font
+
+    font, measure = _font(11), ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    shown = _fit("style_layers=conv1_1+conv2_1+conv3_1+conv4_1", 48, font, measure)
+    assert measure.textlength(shown, font=font) <= 48 and shown.endswith("…") and shown.startswith("conv1")

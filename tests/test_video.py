@@ -149,6 +149,21 @@ def test_resume_skips_finished_frames(clips, settings, tmp_path):
     assert probe(output).frames == FRAMES
 
 
+def test_ctrl_c_gives_the_videos_result_so_far(clips, settings, stylizer, tmp_path):
+    import impasto
+
+    def ctrl_c_in_the_third_frame(news):
+        if news.step is not None and news.frame == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(impasto.Interrupted) as stop:
+        stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, stylizer=stylizer, callback=ctrl_c_in_the_third_frame)
+    # The video's result (two frames done, on disk for a rerun), not the cut frame's own picture.
+    result = stop.value.result
+    assert result.frames == 2 and result.interrupted and result.stopped_reason == "interrupted"
+    assert len(list((tmp_path / "out_frames").glob("frame_*.png"))) == 2
+
+
 def test_a_cut_starts_the_next_shot_afresh(clips, settings, tmp_path):
     shot_a = panned_frames(frames=3)
     shot_b = [np.ascontiguousarray(f[::-1, ::-1]) for f in panned_frames(frames=3)]  # another picture, turned over

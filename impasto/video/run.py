@@ -22,7 +22,7 @@ from PIL import Image
 
 from .. import color
 from ..api import StyleSpec, Stylizer, normalize_styles
-from ..errors import STOP_CALLBACK, ImpastoError, option, warn
+from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, option, warn
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..optimize import Progress, check_short_side, resolve_device
 from ..settings import Settings
@@ -139,7 +139,8 @@ def stylize_video(
     in `frames_dir` (default OUTPUT_frames beside the output): a rerun of the same call
     skips them, and the folder is removed after the video is written unless `keep_frames`.
     `callback(VideoProgress)` hears of every iteration and every finished frame; return
-    False to stop (the frames done stay on disk). The result's `warping_error` is the
+    False to stop (the frames done stay on disk); Ctrl-C raises impasto.Interrupted, whose `result`
+    is this VideoResult so far. The result's `warping_error` is the
     temporal-consistency metric: the mean squared difference between each stylised frame
     and the previous one warped by the content flow, outside occlusions. A frame that shares
     too little with the one before (a cut) is painted afresh and its pair left out.
@@ -167,7 +168,10 @@ def stylize_video(
             stylised = stored
             resumed += 1
         else:
-            stylised = stylise_frame(stylizer, job, index, content, motion, previous_output, callback, started)
+            try:
+                stylised = stylise_frame(stylizer, job, index, content, motion, previous_output, callback, started)
+            except Interrupted as stop:  # Ctrl-C: the video's result (the frames done are on disk), not the frame's
+                raise Interrupted(job.result(index, errors, content_errors, resumed, cuts, started, stopped=STOP_INTERRUPTED)) from stop
             if stylised is None:
                 return job.result(index, errors, content_errors, resumed, cuts, started, stopped=job.stopped_reason)
             frames.save(index, stylised)
@@ -370,7 +374,6 @@ def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray,
 
     result = stylizer.run(content, job.styles, settings, callback=on_step, masks=job.masks, keep_mask=job.keep_mask,
                           init_image=init, extra_loss=extra)  # fmt: skip
-    # Ctrl-C is impasto.Interrupted, raised through here: the frames done so far are on disk.
     if result.interrupted and result.stopped_reason == STOP_CALLBACK:
         job.stopped_reason = result.stopped_reason
         return None
