@@ -2,7 +2,8 @@
 
 Most tests run a randomly initialised VGG19 on 32-48 px images so the suite is
 fast on a small CPU and needs no downloads. Tests that need the real weights
-or photos (tests/test_real.py) read them from ../shared and skip without them.
+or photos (tests/test_real.py) read the weights from $IMPASTO_WEIGHTS (else
+../shared/weights) and the pictures from ../shared/images, and skip without them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,20 @@ from impasto import Settings, Stylizer
 from impasto.vgg import BLOCKS, WIDTHS, FeatureExtractor, conv_indices
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REAL_WEIGHTS = SHARED / "weights"
+
+
+def real_weights_folder() -> Path:
+    """Where the genuine weights are: $IMPASTO_WEIGHTS (a folder, or a file in it), else ../shared/weights."""
+    given = os.environ.get("IMPASTO_WEIGHTS")
+    if not given:
+        return SHARED / "weights"
+    path = Path(given).expanduser()
+    return path.parent if path.is_file() else path
+
+
+# Read now, at import: the autouse `hermetic` fixture removes IMPASTO_WEIGHTS from every
+# test's environment, so a test could not see where .ci/run (or the user) pointed it.
+REAL_WEIGHTS = real_weights_folder()
 REAL_IMAGES = SHARED / "images"
 
 # Shallow layers keep the synthetic runs cheap: the network is cut after conv3_1.
@@ -203,8 +217,21 @@ def hermetic(monkeypatch, tmp_path_factory):
 
 def require(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"{path} is absent (real weights and images live in ../shared)")
+        pytest.skip(f"{path} is absent (real weights live in $IMPASTO_WEIGHTS or ../shared/weights, images in ../shared/images)")
     return path
+
+
+def png_bomb(width: int, height: int, rows: int = 200) -> bytes:
+    """A 1-bit PNG declaring width x height with only `rows` rows of data: a few KB claiming many megapixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    body = zlib.compress(b"\0" * ((width + 7) // 8 + 1) * rows, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
 def run_child(command: list[str], timeout: float = 120, memory_gib: Optional[float] = None, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ from PIL import Image
 
 from impasto.cli import main
 
-from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, impasto_command, run_child, to_uint8, write_png
+from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, impasto_command, png_bomb, run_child, to_uint8, write_png
 
 FAST = [
     "--size", "48", "--min-size", "24", "--iterations", "3", "--initial-iterations", "3", "--device", "cpu",
@@ -80,15 +82,52 @@ def test_save_every_writes_numbered_frames(capsys, tmp_path, content_path, style
     assert Image.open(frames / "00006.png").size == (48, 40)
 
 
-def test_overwrite(capsys, tmp_path, content_path, style_path, fast):
-    out = tmp_path / "out.png"
-    out.write_bytes(b"an older result")
-    code, _, err = cli(capsys, content_path, style_path, "-o", out, *fast)
-    assert_one_line_error(code, err, "already exists", "--overwrite")
-    assert out.read_bytes() == b"an older result"
-    code, _, err = cli(capsys, content_path, style_path, "-o", out, "--overwrite", *fast)
+@pytest.mark.parametrize("flag", ["-o", "--json", "--gif", "--plot"])
+def test_overwrite(capsys, tmp_path, content_path, style_path, fast, flag):
+    if flag == "--plot":
+        pytest.importorskip("matplotlib", reason="--plot needs impasto[viz]")
+    outputs = {"-o": tmp_path / "out.png", "--json": tmp_path / "run.json", "--gif": tmp_path / "progress.gif", "--plot": tmp_path / "losses.png"}
+    theirs = outputs[flag]
+    theirs.write_bytes(b"an older result")
+    every = [arg for name, path in outputs.items() for arg in (name, path)]
+    code, _, err = cli(capsys, content_path, style_path, *every, *fast)
+    assert_one_line_error(code, err, str(theirs), "already exists", "--overwrite")
+    assert "wrote" not in err  # refused before the run, not after it
+    assert theirs.read_bytes() == b"an older result"
+    assert not any(path.exists() for path in outputs.values() if path != theirs)
+    code, _, err = cli(capsys, content_path, style_path, *every, "--overwrite", *fast)
     assert code == 0, err
+    assert Image.open(outputs["-o"]).size == (48, 40)
+    assert json.loads(outputs["--json"].read_text())["output"] == str(outputs["-o"])
+    assert Image.open(outputs["--gif"]).format == "GIF" and Image.open(outputs["--plot"]).format == "PNG"
+
+
+@pytest.mark.parametrize("good_calls", [4, 0])
+def test_a_loss_that_turns_nan(capsys, tmp_path, content_path, style_path, fast, monkeypatch, good_calls):
+    import impasto.losses as L
+
+    real_tv, calls = L.tv_loss, {"n": 0}
+
+    def tv_that_blows_up(image):
+        calls["n"] += 1
+        value = real_tv(image)
+        return value * float("nan") if calls["n"] > good_calls else value
+
+    monkeypatch.setattr(L, "tv_loss", tv_that_blows_up)
+    out = tmp_path / "out.png"
+    code, _, err = cli(capsys, content_path, style_path, "-o", out, *fast, "--no-multiscale", "--iterations", "10", "--optimizer", "adam", "--lr", "0.01")
+    if good_calls == 0:
+        # Not one good picture to keep: an error, and nothing written.
+        assert code == 2
+        assert_one_line_error(code, err, "the loss became nan at iteration 1", "--lr")
+        assert not out.exists()
+        return
+    # Four good iterations: their best picture is kept, and the exit status says the run was cut short.
+    assert code == 1, err
     assert Image.open(out).size == (48, 40)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"wrote {out}"), err
+    assert "the loss became nan at iteration 5" in lines[0] and "--lr" in lines[0] and "best image so far kept" in lines[0]
 
 
 def test_version_and_an_unknown_command(capsys):
@@ -155,20 +194,31 @@ BAD_INPUTS = {
     "unknown output extension": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.xyz"], ["out.xyz", "unknown image extension '.xyz'"]),
     "no output extension": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out"], ["no extension to say the image format"]),
     "painting too large": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--style-scale", "100000"], ["smaller --style-scale"]),
+    # 90 Mpx: over impasto's 80 Mpx limit, under Pillow's own refusal (twice its 89 Mpx warning), so ours speaks.
+    "huge photo": (lambda d: [d / "huge.png", d / "style.png", "-o", d / "out.png"], ["huge.png: 10000x9000 is too large to read (limit 80 Mpx)"]),
+    "huge painting": (lambda d: [d / "content.png", d / "huge.png", "-o", d / "out.png"], ["huge.png: 10000x9000 is too large to read (limit 80 Mpx)"]),
+    "weights with the wrong hash": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--weights", d / "vgg19-deadbeef.safetensors"],
+                                    ["vgg19-deadbeef.safetensors: sha256", "does not match the expected deadbeef"]),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_one_line_on_stderr(capsys, tmp_path, content_array, style_array, fast, case):
+def test_bad_input_is_one_line_on_stderr(capsys, tmp_path, content_array, style_array, fast, synthetic_weights, case):
     write_png(tmp_path / "content.png", content_array)
     write_png(tmp_path / "style.png", style_array)
     write_png(tmp_path / "dot.png", content_array[:1, :1])
     write_png(tmp_path / "strip.png", np.tile(content_array[:8], (1, 6, 1)))  # 48 px wide at most: 48x1 or so
     (tmp_path / "notes.png").write_text("shopping list\n")
+    (tmp_path / "huge.png").write_bytes(png_bomb(10_000, 9_000))
+    try:  # a link, not an 80 MB copy for every case; the name's hash is what is checked
+        os.link(synthetic_weights, tmp_path / "vgg19-deadbeef.safetensors")
+    except OSError:
+        shutil.copyfile(synthetic_weights, tmp_path / "vgg19-deadbeef.safetensors")
     build, fragments = BAD_INPUTS[case]
     # A --weights given by the case comes last and wins over the synthetic one.
     code, _, err = cli(capsys, *fast, *build(tmp_path))
     assert_one_line_error(code, err, *fragments)
+    assert code == 2
     assert not (tmp_path / "out.png").exists()
 
 
@@ -249,6 +299,39 @@ def test_console_script_end_to_end(tmp_path, content_path, style_path, fast):
     assert "Warning" not in done.stderr, done.stderr  # e.g. PyTorch's float() of a tensor that requires grad
 
 
+def test_ctrl_c_keeps_the_best_picture_so_far(tmp_path, content_path, style_path, fast):
+    import signal
+    import subprocess
+    import time
+
+    out, summary = tmp_path / "out.png", tmp_path / "run.json"
+    # Far more iterations than the test waits for: only the Ctrl-C can end this run in time.
+    argv = [*impasto_command(), str(content_path), str(style_path), "-o", str(out), "--json", str(summary), "--save-every", "1",
+            *fast, "--no-multiscale", "--iterations", "5000"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        # A frame on disk means iterations have been painted: a picture exists to keep.
+        painted = tmp_path / "out_frames" / "00002.png"
+        deadline = time.monotonic() + 120
+        while not painted.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not painted.exists() or proc.poll() is not None:
+            proc.kill()
+            pytest.fail(f"the run never got under way:\n{proc.communicate()[1][-3000:]}")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "(interrupted; best image so far kept)" in err and f"wrote {out}" in err, err
+    with Image.open(out) as picture:
+        assert picture.size == (48, 40)
+        picture.load()  # a whole picture, not a file cut short
+    data = json.loads(summary.read_text())
+    assert data["interrupted"] is True and 2 <= data["iterations"] < 5000
 
 
 def test_absurd_size_is_one_line_and_fast(tmp_path, content_path, style_path, fast):

@@ -140,6 +140,19 @@ def test_huge_images_are_refused_with_their_size_and_the_limit(tmp_path, monkeyp
             load_image(tmp_path / "wide.png")
 
 
+def test_the_input_limit_is_the_documented_one_and_below_pillows_own():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    documented = re.search(r"Inputs over (\d+) Mpx are refused", readme)
+    assert documented, "the README no longer states the input limit"
+    assert images.MAX_INPUT_PIXELS == int(documented.group(1)) * 1_000_000 == 80_000_000
+    # Below Pillow's default guard (89 Mpx, which only warns up to twice that), so impasto's
+    # message, with the picture's size and the limit, is the one a huge input gets.
+    assert images.MAX_INPUT_PIXELS < Image.MAX_IMAGE_PIXELS
+
+
 def test_arrays_and_tensors_are_accepted():
     rgb = to_uint8(smooth_image(10, 14))  # H=10, W=14: a transpose would show
     as_float = rgb.astype(np.float32) / 255.0
