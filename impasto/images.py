@@ -105,6 +105,9 @@ def _open(target: Any, name: str) -> Image.Image:
             what = {"video": "a video, not an image; `impasto video` paints videos",
                     "audio": "a sound file, not an image; `impasto audio` restyles sounds"}[medium]
             raise ImpastoError(f"{name}: {what}") from None
+        if "truncated" in str(exc) or "broken data stream" in str(exc):
+            # A download or a copy that stopped early: the file names a picture it does not hold.
+            raise ImpastoError(f"{name}: the file is cut short (incomplete download or copy?); get it again") from None
         raise ImpastoError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
     return image
 

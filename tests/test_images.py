@@ -351,3 +351,13 @@ def test_a_mask_of_zeros_and_ones_is_black_and_white(kind):
     mask = {"bool": half, "torch bool": torch.from_numpy(half), "int64 0/1": half.astype(np.int64), "uint8 0/1": half.astype(np.uint8)}[kind]
     loaded = load_mask(mask, (20, 16), torch.device("cpu"))
     assert float(loaded[..., 15:].min()) == 1.0 and float(loaded[..., :5].max()) == 0.0
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_file_cut_short_is_named_so(tmp_path, suffix):
+    whole = tmp_path / f"whole{suffix}"
+    Image.fromarray((textured_image(96, 128) * 255).astype(np.uint8)).save(whole)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ImpastoError, match="the file is cut short"):
+        load_image(cut)
