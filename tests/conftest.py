@@ -248,6 +248,31 @@ def run_child(command: list[str], timeout: float = 120, memory_gib: Optional[flo
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, preexec_fn=limit, env=env, cwd=cwd)
 
 
+def ctrl_c_when(command: list[str], ready: Callable[[], bool], what: str, settle: float = 0.0, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Start `command` (one BLAS thread), send it a real SIGINT once `ready()` holds (and `settle`
+    seconds more), and return how it ended. Fails, never signals blindly, if the command ends
+    or `timeout` passes before `ready()`: a Ctrl-C test that misses its moment proves nothing."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"{what} never happened while the command ran:\n{proc.communicate()[1][-3000:]}")
+            time.sleep(0.02)
+        time.sleep(settle)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
 def run_python(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return run_child([sys.executable, *args], **kwargs)
 

@@ -411,11 +411,9 @@ def test_cli_folder_mode_and_its_rerun(data, fast, capsys):
 def test_ctrl_c_stops_the_command_and_the_same_command_finishes(data, fast):
     """A real SIGINT to `impasto batch` (in its own process) mid-batch, then the same command again."""
     import os
-    import signal
     import subprocess
-    import time
 
-    from conftest import impasto_command
+    from conftest import ctrl_c_when, impasto_command
 
     (data / "photos" / "photo2.png").unlink()
     (data / "paintings" / "art2.png").unlink()
@@ -424,25 +422,11 @@ def test_ctrl_c_stops_the_command_and_the_same_command_finishes(data, fast):
             "-o", str(out), *settings_flags(fast.replace(iterations=150))]  # fmt: skip
     # Four jobs of ~1.5 s, and the Ctrl-C sent just after the first one is recorded: three
     # jobs' time for it to land before the batch could finish on its own.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
     index = out / "index.jsonl"
-    deadline = time.monotonic() + 120
-    try:
-        while not (index.exists() and '"status": "done"' in index.read_text()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"no job was recorded done while the batch ran:\n{proc.communicate()[1][-3000:]}")
-            time.sleep(0.02)
-        # Into the second job's iterations, where a run has a best picture so far to offer:
-        # the batch must stop, not record that unfinished picture as the job's.
-        time.sleep(0.4)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    # Into the second job's iterations (0.4 s after the first is recorded), where a run has a
+    # best picture so far to offer: the batch must stop, not record that unfinished picture as the job's.
+    proc = ctrl_c_when(argv, lambda: index.exists() and '"status": "done"' in index.read_text(), "a job recorded done", settle=0.4)
+    err = proc.stderr
     assert proc.returncode == 130, err
     assert "Run the same command again" in err
     stopped = index_records(out)
@@ -451,7 +435,7 @@ def test_ctrl_c_stops_the_command_and_the_same_command_finishes(data, fast):
     assert sorted(p.name for p in out.iterdir() if p.name != "index.jsonl" and not p.name.startswith(".")) == sorted(stopped)
     written = {name: (out / name).stat().st_mtime_ns for name in stopped}
 
-    rerun = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=180)
+    rerun = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=180)
     assert rerun.returncode == 0, rerun.stderr
     assert f"4 done ({len(stopped)} from an earlier run)" in rerun.stderr
     assert {name: (out / name).stat().st_mtime_ns for name in written} == written

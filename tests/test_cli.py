@@ -13,7 +13,7 @@ from PIL import Image
 
 from impasto.cli import main
 
-from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, impasto_command, png_bomb, run_child, to_uint8, write_png
+from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, ctrl_c_when, impasto_command, png_bomb, run_child, to_uint8, write_png
 
 FAST = [
     "--size", "48", "--min-size", "24", "--iterations", "3", "--initial-iterations", "3", "--device", "cpu",
@@ -300,30 +300,14 @@ def test_console_script_end_to_end(tmp_path, content_path, style_path, fast):
 
 
 def test_ctrl_c_keeps_the_best_picture_so_far(tmp_path, content_path, style_path, fast):
-    import signal
-    import subprocess
-    import time
-
     out, summary = tmp_path / "out.png", tmp_path / "run.json"
     # Far more iterations than the test waits for: only the Ctrl-C can end this run in time.
     argv = [*impasto_command(), str(content_path), str(style_path), "-o", str(out), "--json", str(summary), "--save-every", "1",
             *fast, "--no-multiscale", "--iterations", "5000"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    try:
-        # A frame on disk means iterations have been painted: a picture exists to keep.
-        painted = tmp_path / "out_frames" / "00002.png"
-        deadline = time.monotonic() + 120
-        while not painted.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not painted.exists() or proc.poll() is not None:
-            proc.kill()
-            pytest.fail(f"the run never got under way:\n{proc.communicate()[1][-3000:]}")
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    # A frame on disk means iterations have been painted: a picture exists to keep.
+    painted = tmp_path / "out_frames" / "00002.png"
+    proc = ctrl_c_when(argv, painted.exists, "a painted frame")
+    err = proc.stderr
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert "(interrupted; best image so far kept)" in err and f"wrote {out}" in err, err

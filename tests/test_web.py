@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, smooth_image, textured_image, to_uint8
+from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, png_bomb, smooth_image, textured_image, to_uint8
 
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'impasto[web]')")
 pytest.importorskip("multipart", reason="the web extra is not installed (pip install 'impasto[web]')")
@@ -310,17 +310,6 @@ def test_result_of_an_unfinished_job_is_404_and_a_running_job_cannot_be_deleted(
 
 
 # -- hostile uploads -------------------------------------------------------------------------------
-
-
-def png_bomb(width: int, height: int, rows: int = 200) -> bytes:
-    """A 1-bit PNG declaring width x height, with `rows` rows of zeros: a few KB that claim gigapixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    body = zlib.compress(b"\0" * ((width + 7) // 8 + 1) * rows, 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("max_pixels", [50_000_000, 10**12])  # ours refuses it, or Pillow's own guard does

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..cli import Parser, add_settings_arguments, settings_from_args
-from ..errors import STOP_INTERRUPTED, ImpastoError, Interrupted
+from ..errors import STOP_INTERRUPTED, ImpastoError, Interrupted, option
 from ..settings import Settings
 from .transfer import AUDIO_DEFAULTS, SHARED_FIELDS, AudioSettings
 
@@ -86,6 +86,14 @@ def check_outputs(args: argparse.Namespace) -> None:
     from ..images import check_output_path
     from .io import check_audio_output, require_soundfile
 
+    # Written one after another, two names for one file would leave only the last (the JSON over the sound).
+    seen: dict[Path, str] = {}
+    for name, path in (("output", args.output), ("plot", args.plot), ("json", None if args.json == "-" else args.json)):
+        if path:
+            key = Path(path).resolve()
+            if key in seen:
+                raise ImpastoError(f"{option(name)} {path}: the same file as {option(seen[key])}; give each output its own name")
+            seen[key] = name
     require_soundfile()
     check_audio_output(args.output, args.overwrite)
     if args.plot:

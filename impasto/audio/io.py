@@ -25,6 +25,9 @@ OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 SILENCE_PEAK = 1e-4
 # Leaves headroom so a player's own resampling does not clip (about -0.9 dBFS).
 OUTPUT_PEAK = 0.9
+# Float samples beyond this (+12 dBFS) are not a hot mix but integers converted to float
+# without scaling (int16 as 0..32767): refused, since any level is stylised alike.
+FLOAT_LIMIT = 4.0
 
 PathLike = Union[str, os.PathLike]
 
@@ -73,7 +76,22 @@ def load_sound(path: PathLike, max_seconds: float, name: str = "audio") -> Sound
     except (RuntimeError, sf.LibsndfileError, TypeError, ValueError) as exc:
         reason = str(exc).split(": ", 1)[-1] if str(exc) else type(exc).__name__
         raise ImpastoError(f"{name} {path}: not a sound file impasto can read (WAV, FLAC, OGG, AIFF, ...): {reason}") from None
-    return check_sound(Sound(data.mean(axis=1), int(rate), data.shape[1], f"{name} {path}"), max_seconds)
+    return check_sound(mix_down(data, int(rate), f"{name} {path}"), max_seconds)
+
+
+def mix_down(data: np.ndarray, rate: int, label: str) -> Sound:
+    """(n, channels) to a mono Sound, refusing channels that cancel: the mix would be called
+    silent, though each channel plays at full level."""
+    mono = data.mean(axis=1)
+    channels = data.shape[1]
+    if channels > 1 and data.size and np.isfinite(data).all():
+        mixed, loudest = float(np.abs(mono).max()), float(np.abs(data).max())
+        if mixed < SILENCE_PEAK <= loudest:
+            raise ImpastoError(
+                f"{label}: mixed down to mono it is silent because its {channels} channels cancel (one is the other inverted?), though "
+                f"they peak at {20 * math.log10(loudest):.0f} dBFS; impasto works in mono: give it one of the channels"
+            )
+    return Sound(mono, rate, channels, label)
 
 
 def check_sound(sound: Sound, max_seconds: float) -> Sound:
@@ -97,16 +115,36 @@ def check_sound(sound: Sound, max_seconds: float) -> Sound:
 
 
 def sound_from_array(samples: Any, rate: int, max_seconds: float, name: str = "audio") -> Sound:
-    """An in-memory signal, (n,) or (n, channels) as soundfile gives it, mixed down to mono."""
-    data = np.asarray(samples, dtype=np.float32)
-    if data.ndim == 2:
-        channels = data.shape[1]
-        data = data.mean(axis=1)
-    elif data.ndim == 1:
-        channels = 1
-    else:
+    """An in-memory signal, (n,) or (n, channels) as soundfile gives it, mixed down to mono.
+
+    Floats are taken as [-1, 1]; integers (scipy.io.wavfile's and pydub's int16 or int32,
+    8-bit WAV's uint8) are scaled by their full scale."""
+    data = as_float_samples(np.asarray(samples), name)
+    if data.ndim == 1:
+        data = data[:, None]
+    elif data.ndim != 2:
         raise ImpastoError(f"{name}: samples must be (n,) or (n, channels), not shape {data.shape}")
-    return check_sound(Sound(data, int(rate), channels, name), max_seconds)
+    return check_sound(mix_down(data, int(rate), name), max_seconds)
+
+
+def as_float_samples(data: np.ndarray, name: str) -> np.ndarray:
+    """float32 in [-1, 1] from float or integer PCM samples."""
+    kind = data.dtype.kind
+    if kind in "iu":
+        half = 2.0 ** (8 * data.dtype.itemsize - 1)  # int16: 32768; uint8's zero is 128
+        offset = half if kind == "u" else 0.0
+        return ((data.astype(np.float64) - offset) / half).astype(np.float32)
+    if kind != "f":
+        raise ImpastoError(f"{name}: samples must be floats in [-1, 1] or integer PCM (int16, int32, uint8), not {data.dtype}")
+    data = data.astype(np.float32)
+    finite = data[np.isfinite(data)]
+    top = float(np.abs(finite).max()) if finite.size else 0.0
+    if top > FLOAT_LIMIT:
+        raise ImpastoError(
+            f"{name}: float samples must lie in [-1, 1], but these reach {top:g}: integer samples converted to float "
+            "unscaled? pass the integer array itself, or divide by its full scale (32768 for 16-bit)"
+        )
+    return data
 
 
 def resample(samples: np.ndarray, rate: int, new_rate: int) -> np.ndarray:

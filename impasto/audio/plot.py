@@ -31,13 +31,15 @@ def plot_spectrograms(result: AudioResult, path: Optional[Union[str, os.PathLike
     for ax, name, spec in zip(axes, PANELS, specs):
         extent = (0.0, spec.shape[1] * seconds_per_frame, 0.0, nyquist_khz)
         image = ax.imshow(spec, origin="lower", aspect="auto", extent=extent, cmap="magma", vmin=0.0, vmax=top, interpolation="nearest")
-        ax.set_title(name)
+        ax.set_title(f"output, as written at {result.sample_rate} Hz" if name == "output" else name)
         ax.set_xlabel("time (s)")
     axes[0].set_ylabel("frequency (kHz)")
     first, last = result.initial_losses, result.losses
+    # Each panel is its sound at the working rate; the output's is of the samples written, so a
+    # content rate below the working one shows the band its file cannot hold as empty.
     fig.suptitle(
-        f"log(1 + |STFT|), n_fft {audio.n_fft}, hop {audio.hop}, {audio.sample_rate} Hz; the sound written: style loss "
-        f"{first['style']:.3g} → {last['style']:.3g}, content loss {last['content']:.3g}"
+        f"log(1 + |STFT|) at the working rate, {audio.sample_rate} Hz, peak-normalised (n_fft {audio.n_fft}, hop {audio.hop}); "
+        f"the sound written: style loss {first['style']:.3g} → {last['style']:.3g}, content loss {last['content']:.3g}"
     )
     fig.colorbar(image, ax=list(axes), shrink=0.9, label="log(1 + magnitude)")
     return save_figure(fig, path)

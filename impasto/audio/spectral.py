@@ -7,7 +7,7 @@ thrown away and rebuilt afterwards by Griffin-Lim.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -49,21 +49,36 @@ def griffin_lim(
     Griffin-Lim algorithm"), which converges in far fewer iterations; starts from
     random phases (seeded) rather than zeros, which leave a buzz at the frame rate.
     """
+    angles = random_phases(magnitude, seed)
+    for angles in griffin_lim_phases(magnitude, angles, n_fft, hop, length, iterations, momentum):
+        pass
+    return istft(magnitude * angles, n_fft, hop, length)
+
+
+def random_phases(magnitude: torch.Tensor, seed: Optional[int] = 0) -> torch.Tensor:
+    """Unit complex numbers of random (seeded) angle, the shape of `magnitude`."""
     generator = torch.Generator(device="cpu")
     if seed is not None:
         generator.manual_seed(seed)
     else:
         generator.seed()
     phase = torch.rand(magnitude.shape, generator=generator).to(magnitude.device) * (2 * torch.pi)
-    angles = torch.polar(torch.ones_like(magnitude), phase)
+    return torch.polar(torch.ones_like(magnitude), phase)
+
+
+def griffin_lim_phases(
+    magnitude: torch.Tensor, angles: torch.Tensor, n_fft: int, hop: int, length: int, iterations: int, momentum: float = 0.99
+) -> Iterator[torch.Tensor]:
+    """Fast Griffin-Lim's phases (unit complex) after each iteration: a caller stopped part-way
+    (Ctrl-C) still has the latest, ``istft(magnitude * angles)``."""
     previous = torch.zeros_like(angles)
     for _ in range(iterations):
         rebuilt = stft(istft(magnitude * angles, n_fft, hop, length), n_fft, hop)
         # Momentum: step past the projection in the direction it moved.
-        angles = rebuilt - (momentum / (1 + momentum)) * previous
-        angles = angles / angles.abs().clamp_min(1e-16)
+        step = rebuilt - (momentum / (1 + momentum)) * previous
+        angles = step / step.abs().clamp_min(1e-16)
         previous = rebuilt
-    return istft(magnitude * angles, n_fft, hop, length)
+        yield angles
 
 
 def spectral_convergence(samples: torch.Tensor, magnitude: torch.Tensor, n_fft: int, hop: int) -> float:

@@ -181,7 +181,8 @@ class AudioResult:
 
     samples: np.ndarray  # mono float32, peak-normalised
     sample_rate: int
-    # Content, style and total of the output waveform itself, re-analysed: what is heard.
+    # Content, style and total of `samples` themselves, brought back to the working rate and
+    # re-analysed: what is written and heard, not an earlier stage's waveform.
     losses: dict[str, float]
     # One row per iteration: scale 0 = the spectrogram, 1 = the waveform refinement. The first
     # row scores the starting point (the content itself, by default).
@@ -191,8 +192,8 @@ class AudioResult:
     audio_settings: AudioSettings
     spectrogram_losses: dict[str, float]  # of the optimised spectrogram, before phase reconstruction
     spectral_convergence: float  # how closely Griffin-Lim's waveform has the optimised magnitudes (0 = exactly)
-    # log(1 + |STFT|) at the working rate of the content, the style, the output waveform and
-    # the optimised spectrogram it was rebuilt from.
+    # log(1 + |STFT|) at the working rate, each peak-normalised as analysed: the content, the style,
+    # the output (`samples`, as written) and the optimised spectrogram it was rebuilt from.
     spectrograms: dict[str, np.ndarray] = field(default_factory=dict)
     interrupted: bool = False
     stopped_reason: Optional[str] = None
@@ -243,7 +244,27 @@ def to_spectrogram(sound: io.Sound, audio: AudioSettings, device: torch.device) 
             f"{sound.label}: is {sound.seconds * 1000:.0f} ms long; with {option('n_fft', audio.n_fft)}, {option('hop', audio.hop)} and kernel width "
             f"{max(audio.kernel_widths)} it must last at least {needed / audio.sample_rate * 1000:.0f} ms"
         )
-    return spectral.log_magnitude(torch.from_numpy(samples).to(device), audio.n_fft, audio.hop)
+    return spectral.log_magnitude(torch.from_numpy(at_analysis_level(samples, sound, audio)).to(device), audio.n_fft, audio.hop)
+
+
+# Below this fraction (-40 dB) of its RMS left in the working rate's band, a sound has nothing
+# there but resampling's leakage at its ends, which peak-normalising would make the content.
+BAND_FLOOR = 1e-2
+
+
+def rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+
+
+def at_analysis_level(samples: np.ndarray, sound: io.Sound, audio: AudioSettings) -> np.ndarray:
+    """Working-rate samples peak-normalised: log(1 + |STFT|) depends on the level, and a
+    recording at -46 dBFS would otherwise get almost no style (its spectrogram is near 0)."""
+    if rms(samples) < BAND_FLOOR * rms(sound.samples):
+        raise ImpastoError(
+            f"{sound.label}: has almost nothing below {audio.sample_rate / 2000:g} kHz, the top of the working band; "
+            f"raise {option('sample_rate')} (at most {sound.rate})"
+        )
+    return io.peak_normalise(samples)
 
 
 def initial_spectrogram(settings: Settings, content: torch.Tensor) -> torch.Tensor:
@@ -271,8 +292,10 @@ def stylize_audio(
 ) -> AudioResult:
     """Render `content` in the sound texture of `style` (Ulyanov & Lebedev 2016).
 
-    `content` and `style` are sound file paths or (samples, sample_rate) pairs;
-    stereo is mixed down to mono. `settings` is the image engine's Settings (its
+    `content` and `style` are sound file paths or (samples, sample_rate) pairs
+    (samples float in [-1, 1], or integer PCM such as scipy.io.wavfile's int16);
+    stereo is mixed down to mono, and each is peak-normalised before analysis, so
+    the recording level does not matter. `settings` is the image engine's Settings (its
     content_weight, style_weight, style_loss, gram_shift, optimizer, lr,
     iterations, init, seed and device apply; default: `default_settings()`),
     `audio` the audio-only knobs. Keyword overrides go to whichever of the two has
@@ -280,7 +303,8 @@ def stylize_audio(
     `callback(progress)` is called each iteration (an impasto.Progress whose
     `image` is the current log-spectrogram); return False to stop. Ctrl-C raises
     impasto.Interrupted, whose `result` is the sound made from the best spectrogram so
-    far (written to `output` first, when given). With `output`, the result is
+    far, with the phases Griffin-Lim had reached if it was interrupted (written to
+    `output` first, when given). With `output`, the result is
     written there (WAV or FLAC, never over an existing file unless `overwrite`).
     """
     settings, audio = split_overrides(settings or default_settings(), audio or AudioSettings(), overrides)
@@ -305,18 +329,21 @@ def stylize_audio(
     working_length = round(content_sound.seconds * audio.sample_rate)
     with torch.no_grad():
         magnitude = spectral.magnitude_from_log(spec)
-        wave = spectral.griffin_lim(magnitude, audio.n_fft, audio.hop, working_length, audio.griffin_lim_iterations, seed=settings.seed)
+        wave = run.griffin_lim(magnitude, working_length)
         convergence = spectral.spectral_convergence(wave, magnitude, audio.n_fft, audio.hop)
     heard = objective.of_waveform(audio)
     if run.reason is None and audio.refine_iterations > 0:
         # Samples stay within full scale; the output is peak-normalised afterwards anyway.
         wave = run.stage(1, heard, wave, audio.refine_iterations, (-1.0, 1.0))
-    losses = score(heard, wave)
-    with torch.no_grad():
-        output_spec = spectral.log_magnitude(wave, audio.n_fft, audio.hop)
 
     samples = io.resample(wave.cpu().numpy(), audio.sample_rate, content_sound.rate)
     samples = io.peak_normalise(io.fit_length(samples, len(content_sound.samples)))
+    # Scored and drawn from the samples written, back at the working rate: resampling to a
+    # lower content rate cuts the band above its Nyquist, and the level changes the log spectrogram.
+    written = torch.from_numpy(io.fit_length(io.resample(samples, content_sound.rate, audio.sample_rate), working_length)).to(device)
+    losses = score(heard, written)
+    with torch.no_grad():
+        output_spec = spectral.log_magnitude(written, audio.n_fft, audio.hop)
     result = AudioResult(
         samples=samples,
         sample_rate=content_sound.rate,
@@ -404,6 +431,17 @@ class Run:
         if steps > 0 and score(objective, param)["total"] <= best_value:
             best = param.detach().clone()
         return best
+
+    def griffin_lim(self, magnitude: torch.Tensor, length: int) -> torch.Tensor:
+        """Phase reconstruction; Ctrl-C keeps its latest iterate and stops the run there."""
+        audio = self.audio
+        angles = spectral.random_phases(magnitude, self.settings.seed)
+        try:
+            for angles in spectral.griffin_lim_phases(magnitude, angles, audio.n_fft, audio.hop, length, audio.griffin_lim_iterations):
+                pass
+        except KeyboardInterrupt:
+            self.reason = STOP_INTERRUPTED
+        return spectral.istft(magnitude * angles, audio.n_fft, audio.hop, length)
 
     def progress(self, index: int, number: int, losses: dict[str, float], param: torch.Tensor) -> Progress:
         """An impasto.Progress whose `image` is always a log-spectrogram (frequency bins, frames)."""
