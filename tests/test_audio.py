@@ -294,6 +294,15 @@ def test_integer_samples_are_scaled_by_their_full_scale():
         stylize_audio(((wave * 32767).astype(np.float32), RATE), (texture(), RATE), device="cpu")
 
 
+def test_channels_first_arrays_are_read_as_librosa_gives_them():
+    from impasto.audio.io import sound_from_array
+
+    wave = melody()
+    stereo = np.stack([wave, 0.5 * wave])  # (2, n): librosa.load(mono=False), torchaudio.load
+    np.testing.assert_allclose(sound_from_array(stereo, RATE, 10).samples, 0.75 * wave, atol=1e-6)
+    np.testing.assert_allclose(sound_from_array(stereo.T, RATE, 10).samples, 0.75 * wave, atol=1e-6)
+
+
 def test_losses_and_plot_are_of_the_sound_written(tmp_path):
     """At an 8 kHz content rate the file cannot hold the working band above 4 kHz: what is
     reported and drawn is the file, not the 16 kHz waveform it was resampled from."""

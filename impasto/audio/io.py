@@ -114,8 +114,13 @@ def check_sound(sound: Sound, max_seconds: float) -> Sound:
     return sound
 
 
+# More channels than any real recording has (7.1 is 8): a longer first axis is time.
+MAX_CHANNELS = 16
+
+
 def sound_from_array(samples: Any, rate: int, max_seconds: float, name: str = "audio") -> Sound:
-    """An in-memory signal, (n,) or (n, channels) as soundfile gives it, mixed down to mono.
+    """An in-memory signal, (n,) or (n, channels) as soundfile gives it, or (channels, n) as
+    librosa and torchaudio give it, mixed down to mono.
 
     Floats are taken as [-1, 1]; integers (scipy.io.wavfile's and pydub's int16 or int32,
     8-bit WAV's uint8) are scaled by their full scale."""
@@ -124,6 +129,8 @@ def sound_from_array(samples: Any, rate: int, max_seconds: float, name: str = "a
         data = data[:, None]
     elif data.ndim != 2:
         raise ImpastoError(f"{name}: samples must be (n,) or (n, channels), not shape {data.shape}")
+    elif data.shape[0] <= MAX_CHANNELS < data.shape[1]:
+        data = data.T  # channels first: no sound has more channels than samples
     return check_sound(mix_down(data, int(rate), name), max_seconds)
 
 
