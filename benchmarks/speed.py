@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -113,7 +113,7 @@ def precision_name(dtype: Optional[torch.dtype]) -> str:
     return names.get(dtype, "fp32")
 
 
-def section_floor(settings: Settings, size: int, iterations: int) -> None:
+def section_floor(settings: Settings, size: int, iterations: int, compiled: bool = False) -> None:
     stylizer = Stylizer(download=False)
     s = settings.replace(size=size, multiscale=False, iterations=iterations, init="content")
     extractor = stylizer.extractor(s, torch.device("cpu"))
@@ -122,10 +122,10 @@ def section_floor(settings: Settings, size: int, iterations: int) -> None:
     x = content.clone().requires_grad_(True)
     arithmetic = mixed_precision(s, torch.device("cpu"))
 
-    def floor_in(dtype: Optional[torch.dtype]) -> float:
+    def floor_in(dtype: Optional[torch.dtype], network: Any = extractor) -> float:
         def raw() -> None:
             with autocast_to(x.device, dtype):
-                feats = extractor(x)
+                feats = network(x)
             sum(f.float().sum() for f in feats.values()).backward()
 
         raw()
@@ -136,6 +136,16 @@ def section_floor(settings: Settings, size: int, iterations: int) -> None:
 
     floor = floor_in(arithmetic)
     floor32 = floor_in(None) if arithmetic is not None else floor
+    if compiled:
+        # Would a compiled network lower the floor itself? (Not used by impasto: each new size
+        # compiles again, and the convolutions, most of the time, are oneDNN's either way.)
+        network = torch.compile(extractor)
+        t = time.perf_counter()
+        with autocast_to(x.device, arithmetic):
+            feats = network(x)
+        sum(f.float().sum() for f in feats.values()).backward()
+        compile_seconds = time.perf_counter() - t
+        floor_compiled = floor_in(arithmetic, network)
 
     stamps: list[float] = []
     stylizer.run(content, style, s, callback=lambda p: stamps.append(time.perf_counter()))
@@ -146,6 +156,8 @@ def section_floor(settings: Settings, size: int, iterations: int) -> None:
     if arithmetic is not None:
         print(f"| raw VGG forward+backward in fp32 (for reference) | {floor32:.3f} |")
     print(f"| raw VGG forward+backward in {precision_name(arithmetic)} (same cut network, trivial loss) | {floor:.3f} |")
+    if compiled:
+        print(f"| the same, torch.compile'd (inductor; its first pass, compiling, took {compile_seconds:.0f} s) | {floor_compiled:.3f} |")
     print(f"| impasto iteration ({s.optimizer}, {s.style_loss} loss, all terms, {precision_name(arithmetic)}) | {per_iter:.3f} |")
     print(f"\noverhead over the floor in the same arithmetic: **{per_iter / floor - 1:+.1%}**")
 
@@ -186,6 +198,7 @@ def main() -> None:
     p.add_argument("--sizes", default="256,512,1024,2048")
     p.add_argument("--iterations", type=int, help="impasto's iterations at the finest scale in section 1 (default: the "
                    "default's); more shows when, and whether, it reaches the textbook's final loss")
+    p.add_argument("--compile", action="store_true", help="section 2 also times the network under torch.compile")
     p.add_argument("--weights", help=argparse.SUPPRESS)
     p.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -202,7 +215,7 @@ def main() -> None:
     if "baseline" in sections:
         section_baseline(settings, args.size, args.baseline_evaluations, args.iterations)
     if "floor" in sections:
-        section_floor(settings, args.size, 10)
+        section_floor(settings, args.size, 10, args.compile)
     if "sizes" in sections:
         section_sizes([int(v) for v in args.sizes.split(",")], weights)
 
