@@ -24,7 +24,7 @@ from .optimize import (
     ExtraLoss, Outcome, Progress, StatsCache, StyleInput, check_short_side, choose_tile, min_side, mixed_precision, optimise,
     precision_name, resolve_device, style_long_side, style_pieces, style_size, with_autograd,
 )
-from .settings import Settings, as_settings
+from .settings import Settings, SettingsLike, as_settings
 from .vgg import FeatureExtractor, conv_layer_names
 
 StyleSpec = Union[ImageLike, tuple[ImageLike, float]]
@@ -129,7 +129,7 @@ class Stylizer:
         self,
         content: ImageLike,
         style: Union[StyleSpec, Sequence[StyleSpec]],
-        settings: Optional[Settings] = None,
+        settings: Optional[SettingsLike] = None,
         callback: Optional[Callback] = None,
         masks: Optional[Sequence[Optional[ImageLike]]] = None,
         keep_mask: Optional[ImageLike] = None,
@@ -278,7 +278,7 @@ def default_stylizer() -> Stylizer:
 def stylize(
     content: ImageLike,
     style: Union[StyleSpec, Sequence[StyleSpec]],
-    settings: Optional[Settings] = None,
+    settings: Optional[SettingsLike] = None,
     callback: Optional[Callback] = None,
     **overrides: Any,
 ) -> Image.Image:

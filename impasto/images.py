@@ -196,7 +196,8 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
         a = a.astype(np.uint8) * 255  # a mask: True is white
     elif a.dtype.kind == "f":
         a = np.nan_to_num(a.astype(np.float64))
-        if a.size and a.min() < -0.05:  # rounding below 0 is fine; a normalised tensor is not a picture
+        # A little below 0 is a resize's overshoot; a normalised tensor (about -2..2.6) is not a picture.
+        if a.size and a.min() < -0.05 * (255.0 if a.max() > 10.0 else 1.0):
             raise ImpastoError(
                 f"a float image reaches {a.min():.3g}: pictures are 0-1 or 0-255 (an ImageNet-normalised "
                 "tensor? undo the normalisation first: x * std + mean)"

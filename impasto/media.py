@@ -135,6 +135,7 @@ def plot_losses(
     rows = list(getattr(history, "history", history))
     if not rows:
         raise ImpastoError("no loss history to plot")
+    given = weights is not None  # the caller's weights are drawn as given, whatever each row ran with
     if weights is None and settings is not None:
         weights = {"content": settings.content_weight, "style": settings.style_weight, "tv": settings.tv_weight}
     weights = dict(weights or {})
@@ -150,7 +151,7 @@ def plot_losses(
         if w == 0:
             continue
         # The content weight may differ by scale (coarse_content): each row's own, where it says.
-        row_weights = [r.get("content_weight", w) if term == "content" else w for r in rows]
+        row_weights = [r.get("content_weight", w) if term == "content" and not given else w for r in rows]
         # A log axis cannot show zeros; they become gaps.
         y = [r[term] * rw if r[term] * rw > 0 else float("nan") for r, rw in zip(rows, row_weights)]
         if len(set(row_weights)) > 1:

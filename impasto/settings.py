@@ -360,7 +360,11 @@ class Settings:
         return self
 
 
-def as_settings(settings: Union[Settings, str, dict[str, Any], None], overrides: Optional[dict[str, Any]] = None) -> Settings:
+# What a run's `settings` may be: the object, a preset's name, or a dict of settings.
+SettingsLike = Union[Settings, str, dict[str, Any]]
+
+
+def as_settings(settings: Optional[SettingsLike], overrides: Optional[dict[str, Any]] = None) -> Settings:
     """A run's settings from a Settings, a preset's name or a dict, with `overrides` on top."""
     if settings is None:
         settings = Settings()

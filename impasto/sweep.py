@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .errors import ImpastoError, Interrupted, option
 from .images import ImageLike, check_image_output, flatten, save_image
-from .settings import Settings
+from .settings import Settings, SettingsLike, as_settings
 
 Grid = Union[Mapping[str, Sequence[Any]], Sequence[tuple[str, Sequence[Any]]]]
 MAX_CELLS = 100
@@ -148,7 +148,7 @@ def sweep(
     content: ImageLike,
     style: Any,
     grid: Grid,
-    settings: Optional[Settings] = None,
+    settings: Optional[SettingsLike] = None,
     stylizer: Any = None,
     masks: Optional[Sequence[Optional[ImageLike]]] = None,
     keep_mask: Optional[ImageLike] = None,
@@ -166,7 +166,7 @@ def sweep(
     from .api import Stylizer
 
     axes = normalize_grid(grid)
-    base = settings or Settings()
+    base = as_settings(settings)
     n_rows = len(axes[0][1]) if len(axes) == 2 else 1
     n_cols = len(axes[-1][1])
     plans: list[list[Settings]] = []

@@ -384,7 +384,7 @@ def test_a_sweep_cut_short_keeps_the_cells_it_finished(stylizer, make_settings, 
             raise KeyboardInterrupt
 
     with pytest.raises(impasto.Interrupted) as stop:
-        impasto.sweep(content_array, style_array, {"style_weight": [10, 20, 30]}, make_settings(iterations=2), stylizer,
+        impasto.sweep(content_array, style_array, {"style_weight": [10, 20, 30]}, make_settings(iterations=2).to_dict(), stylizer,
                       callback=ctrl_c_in_the_second_cell)  # fmt: skip
     partial = stop.value.result
     assert [r is not None for r in partial.results[0]] == [True, False, False]
@@ -461,3 +461,12 @@ def test_a_long_column_title_is_cut_to_its_cell():
     font, measure = _font(11), ImageDraw.Draw(Image.new("RGB", (1, 1)))
     shown = _fit("style_layers=conv1_1+conv2_1+conv3_1+conv4_1", 48, font, measure)
     assert measure.textlength(shown, font=font) <= 48 and shown.endswith("…") and shown.startswith("conv1")
+
+
+def test_plot_weights_given_by_the_caller_are_drawn_as_given():
+    rows = [{"iteration": 1, "scale": 0, "content": 1.0, "style": 1.0, "tv": 1.0, "total": 10.0, "content_weight": 5.0},
+            {"iteration": 2, "scale": 1, "content": 1.0, "style": 1.0, "tv": 1.0, "total": 5.0, "content_weight": 1.0}]  # fmt: skip
+    labels = [line.get_label() for line in plot_losses(rows, weights={"content": 2.0}).axes[0].get_lines()]
+    assert "content × 2" in labels
+    labels = [line.get_label() for line in plot_losses(rows).axes[0].get_lines()]
+    assert "content × its scale's weight (1-5)" in labels

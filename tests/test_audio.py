@@ -288,8 +288,10 @@ def test_integer_samples_are_scaled_by_their_full_scale():
     from impasto.audio.io import sound_from_array
 
     wave = melody()  # peaks at 0.5
-    for data in ((wave * 32767).astype(np.int16), (wave * 2**31).astype(np.int32), np.round(wave * 127 + 128).astype(np.uint8)):
-        np.testing.assert_allclose(sound_from_array(data, RATE, 10).samples, wave, atol=0.01, err_msg=str(data.dtype))
+    as_int64 = (wave * 32767).astype(np.int64)  # numpy's default integer: `.astype(int)`, or a list of ints
+    for data in ((wave * 32767).astype(np.int16), (wave * 2**31).astype(np.int32), np.round(wave * 127 + 128).astype(np.uint8),
+                 as_int64, as_int64.tolist()):
+        np.testing.assert_allclose(sound_from_array(data, RATE, 10).samples, wave, atol=0.01, err_msg=str(np.asarray(data).dtype))
     with pytest.raises(ImpastoError, match=r"^content: float samples must lie in \[-1, 1\], but these reach 16383"):
         stylize_audio(((wave * 32767).astype(np.float32), RATE), (texture(), RATE), device="cpu")
 
@@ -364,3 +366,12 @@ def test_ctrl_c_in_griffin_lim_keeps_its_latest_phases(sound_files, tmp_path, mo
     cli_out = tmp_path / "cli.wav"
     assert main(["audio", str(content), str(style), "-o", str(cli_out), *SMALL_FLAGS, "--griffin-lim-iterations", "50"]) == 130
     assert sf.info(str(cli_out)).frames == len(melody()) and "interrupted; best so far kept" in capsys.readouterr().err
+
+
+def test_settings_may_be_a_dict_on_top_of_the_audio_defaults():
+    from impasto.audio.transfer import AUDIO_DEFAULTS
+
+    result = stylize_audio((melody(), RATE), (texture(), RATE), settings={"iterations": 2, "device": "cpu"},
+                           sample_rate=RATE, n_fft=N_FFT, hop=HOP, filters=32, griffin_lim_iterations=5, refine_iterations=0)  # fmt: skip
+    assert result.settings.iterations == 2
+    assert all(getattr(result.settings, k) == v for k, v in AUDIO_DEFAULTS.items() if k != "iterations")

@@ -498,3 +498,24 @@ def test_two_batches_into_one_folder_at_once_are_refused_not_mixed(data, fast):
     assert {r.status for r in first} == {"done"}
     again = list(impasto.batch(None, data / "out", fast, contents=data / "photos", styles=data / "paintings", per_content=1))
     assert len(again) == 3 and all(r.previous and r.status == "done" for r in again)
+
+
+def test_ctrl_c_in_a_python_batch_is_a_plain_interrupt_and_settings_may_be_a_dict(data, fast, stylizer, monkeypatch):
+    rows = [{"content": str(data / "photos" / f"photo{i}.png"), "style": str(data / "paintings" / "art0.png")} for i in range(3)]
+    out = data / "out"
+    real_run, calls = impasto.Stylizer.run, {"n": 0}
+
+    def ctrl_c_in_the_second_job(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise impasto.Interrupted(None)  # as Stylizer.run raises it, carrying that job's picture
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(impasto.Stylizer, "run", ctrl_c_in_the_second_job)
+    done = []
+    with pytest.raises(KeyboardInterrupt) as stop:
+        for record in impasto.batch(rows, out, fast.to_dict(), stylizer=stylizer):
+            done.append(record)
+    # One job's half-painted picture is not the batch's result: a plain interrupt, the first job kept.
+    assert not isinstance(stop.value, impasto.Interrupted)
+    assert [r.status for r in done] == ["done"] and list(index_records(out)) == ["photo0__art0.png"]

@@ -361,3 +361,10 @@ def test_a_file_cut_short_is_named_so(tmp_path, suffix):
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     with pytest.raises(ImpastoError, match="the file is cut short"):
         load_image(cut)
+
+
+def test_a_float_picture_in_0_255_may_overshoot_below_0_a_little():
+    # A Lanczos or cubic resize of a 0-255 float picture dips a little below 0: still a picture.
+    a = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
+    a[0, 0, 0] = -2.5
+    assert load_image(a).getpixel((0, 0))[0] == 0

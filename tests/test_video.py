@@ -304,3 +304,37 @@ def test_a_frame_whose_loss_stops_being_a_number_keeps_its_best_picture_and_the_
     with pytest.warns(ImpastoWarning, match="frame 2: the loss became nan at iteration 5; its best picture so far is kept"):
         result = stylize_video(clips["pan"], clips["style"], output, settings, stylizer=NanOnThirdFrame(), size=32)
     assert result.frames == FRAMES and probe(output).frames == FRAMES
+
+
+class NanFromTheStartOnThirdFrame(CountingStylizer):
+    """As if the third frame's loss were not a number from its first iteration."""
+
+    def run(self, *args, **kwargs):
+        if self.runs == 2:
+            self.runs += 1
+            from impasto import NonFiniteLoss
+
+            raise NonFiniteLoss("at scale 1: the loss became nan at iteration 1; try a lower lr")
+        return super().run(*args, **kwargs)
+
+
+def test_a_frame_not_finite_from_the_start_keeps_its_start_and_the_video_goes_on(clips, settings, tmp_path):
+    from impasto.errors import ImpastoWarning
+
+    output = tmp_path / "out.mp4"
+    # A dict as the settings, as stylize() takes them.
+    with pytest.warns(ImpastoWarning, match="frame 2: at scale 1: the loss became nan at iteration 1.*keeps its starting picture"):
+        result = stylize_video(clips["pan"], clips["style"], output, settings.to_dict(), stylizer=NanFromTheStartOnThirdFrame(), size=32)
+    assert result.frames == FRAMES and probe(output).frames == FRAMES
+
+
+def test_ctrl_c_between_frames_gives_the_videos_result_too(clips, settings, stylizer, tmp_path):
+    import impasto
+
+    def ctrl_c_after_the_second_frame(news):
+        if news.step is None and news.frame == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(impasto.Interrupted) as stop:
+        stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, stylizer=stylizer, callback=ctrl_c_after_the_second_frame)
+    assert stop.value.result.frames == 2 == len(list((tmp_path / "out_frames").glob("frame_*.png")))

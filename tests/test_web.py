@@ -237,6 +237,7 @@ def test_a_preset_from_the_form_applies_under_explicit_settings(serve, photo, pa
         ({"settings": {"size": 8}}, "size must be at least 16"),
         ({"settings": {"size": 100000}}, "size must be at most 2048"),
         ({"settings": {"iterations": 10**6}}, "iterations must be at most"),
+        ({"settings": {"style_scale": 100}}, "style_scale must be at most 4 on this server"),
         ({"settings": {"style_weight": -1}}, "style_weight must be a non-negative number, not -1"),
         ({"settings": {"style_weight": "NaN"}}, "style_weight must be a finite number"),
         ({"settings": {"multiscale": "maybe"}}, "multiscale must be true or false"),
@@ -673,3 +674,18 @@ def test_a_photo_too_long_and_narrow_for_the_size_is_refused_at_once_in_the_page
 def test_the_options_say_where_jobs_run(serve):
     with serve() as client:
         assert client.get("/api/options").json()["device"] == "cpu"
+
+
+def test_a_rerun_whose_record_cannot_be_saved_leaves_no_folder_behind(serve, photo, painting, tmp_path):
+    with serve() as client:
+        first = wait(client, create(client, photo, painting, settings={"iterations": 2, "size": 32})["id"])
+        manager = client.app.state.manager
+
+        def disk_full(job):
+            raise OSError(28, "No space left on device")
+
+        manager.store.save = disk_full
+        with pytest.raises(OSError):
+            manager.rerun(first["id"], first["request"], first["settings"], [s["weight"] for s in first["styles"]])
+        # Only the first job's folder: a folder without its record is one no start-up or clean-up finds.
+        assert [p.name for p in (tmp_path / "data").iterdir() if p.is_dir()] == [first["id"]]

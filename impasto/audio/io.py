@@ -138,7 +138,13 @@ def as_float_samples(data: np.ndarray, name: str) -> np.ndarray:
     """float32 in [-1, 1] from float or integer PCM samples."""
     kind = data.dtype.kind
     if kind in "iu":
-        half = 2.0 ** (8 * data.dtype.itemsize - 1)  # int16: 32768; uint8's zero is 128
+        bits = 8 * data.dtype.itemsize
+        if bits > 32:
+            # numpy's default integers (int64: `.astype(int)`, a list of ints) hold 16- or 24-bit
+            # PCM, not 64-bit: the smallest usual full scale that holds the peak.
+            peak = int(np.abs(data.astype(np.float64)).max()) if data.size else 0
+            bits = next((b for b in (16, 24, 32) if peak <= 2 ** (b - 1)), bits)
+        half = 2.0 ** (bits - 1)  # int16: 32768; uint8's zero is 128
         offset = half if kind == "u" else 0.0
         return ((data.astype(np.float64) - offset) / half).astype(np.float32)
     if kind != "f":

@@ -31,7 +31,7 @@ import torch
 from .. import losses as L
 from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss, option
 from ..optimize import Progress, descend, resolve_device, with_autograd
-from ..settings import Settings
+from ..settings import Settings, SettingsLike, as_settings, check_names
 from . import io, spectral
 
 AudioLike = Union[str, os.PathLike, tuple[Any, int]]  # a path, or (samples, sample_rate)
@@ -284,7 +284,7 @@ def stylize_audio(
     content: AudioLike,
     style: AudioLike,
     output: Optional[Union[str, os.PathLike]] = None,
-    settings: Optional[Settings] = None,
+    settings: Optional[SettingsLike] = None,
     audio: Optional[AudioSettings] = None,
     callback: Optional[Callback] = None,
     overwrite: bool = False,
@@ -307,7 +307,11 @@ def stylize_audio(
     `output` first, when given). With `output`, the result is
     written there (WAV or FLAC, never over an existing file unless `overwrite`).
     """
-    settings, audio = split_overrides(settings or default_settings(), audio or AudioSettings(), overrides)
+    if isinstance(settings, dict):  # the audio defaults, as for no settings, with these on top
+        check_names(settings)
+        settings = default_settings(**settings)
+    settings = as_settings(settings) if settings is not None else default_settings()
+    settings, audio = split_overrides(settings, audio or AudioSettings(), overrides)
     check_settings(settings)
     audio.validate()
     if output is not None:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Seque
 
 from ..errors import ImpastoError, option
 from ..images import check_writable
-from ..settings import Settings
+from ..settings import Settings, SettingsLike, as_settings
 from .index import INDEX_NAME, FolderLock, Index
 from .local import ProgressHook as RunnerHook
 from .local import Task, exit_if_in_a_worker, run_inline, run_pool
@@ -117,7 +117,7 @@ def collect_jobs(
 def plan_batch(
     source: Union[PathLike, Sequence[Mapping[str, Any]], None],
     output: PathLike,
-    settings: Optional[Settings] = None,
+    settings: Optional[SettingsLike] = None,
     *,
     contents: Optional[PathLike] = None,
     styles: Optional[PathLike] = None,
@@ -129,7 +129,7 @@ def plan_batch(
     fixed: Collection[str] = (),
 ) -> BatchPlan:
     """Read the jobs and the index and decide which jobs run now (see `batch`)."""
-    base = (settings or Settings()).validate()
+    base = as_settings(settings).validate()
     folder = Path(output)
     for given, flag in ((contents, option("contents")), (styles, option("styles"))):
         if given is not None and folder.resolve() == Path(given).resolve():
@@ -164,7 +164,7 @@ def plan_batch(
 def batch(
     source: Union[PathLike, Sequence[Mapping[str, Any]], None],
     output: PathLike,
-    settings: Optional[Settings] = None,
+    settings: Optional[SettingsLike] = None,
     *,
     contents: Optional[PathLike] = None,
     styles: Optional[PathLike] = None,

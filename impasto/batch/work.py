@@ -16,7 +16,7 @@ import time
 import traceback
 from typing import Any, Callable, Optional, Union
 
-from ..errors import ImpastoError
+from ..errors import ImpastoError, Interrupted
 
 # A batch revisits each style many times, at every scale: keep more statistics than a single run would.
 STYLE_CACHE_ENTRIES = 64
@@ -149,7 +149,12 @@ def run_job(
                 on_progress(progress.done, progress.total)
 
         run_start = time.perf_counter()
-        result = stylizer.run(content_image, style_images, job_settings, callback=callback)
+        try:
+            result = stylizer.run(content_image, style_images, job_settings, callback=callback)
+        except Interrupted:
+            # One job's half-painted picture is not the batch's to hand on: the batch stops as at
+            # any other Ctrl-C, with the jobs done in its index.
+            raise KeyboardInterrupt from None
         run_seconds = time.perf_counter() - run_start
         style = None if style_before is None else stylizer.style_cache.seconds - style_before
         encode_start = time.perf_counter()

@@ -22,10 +22,10 @@ from PIL import Image
 
 from .. import color
 from ..api import StyleSpec, Stylizer, normalize_styles
-from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, option, warn
+from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss, option, warn
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..optimize import Progress, check_short_side, resolve_device
-from ..settings import Settings
+from ..settings import Settings, SettingsLike, as_settings
 from .flow import FlowEstimator, FrameMotion, require_cv2, warping_error
 from .io import VideoInfo, check_video_output, encode, mux_audio, probe, read_frames
 
@@ -110,7 +110,7 @@ def stylize_video(
     input: Union[str, os.PathLike],
     style: Union[StyleSpec, Sequence[StyleSpec]],
     output: Union[str, os.PathLike],
-    settings: Optional[Settings] = None,
+    settings: Optional[SettingsLike] = None,
     *,
     temporal: bool = True,
     temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT,
@@ -146,7 +146,7 @@ def stylize_video(
     too little with the one before (a cut) is painted afresh and its pair left out.
     """
     started = time.perf_counter()
-    settings = (settings or Settings()).validate()
+    settings = as_settings(settings).validate()
     job = plan_job(input, style, output, settings, temporal, temporal_weight, frame_iterations, size, start_frame,
                    end_frame, frames_dir, overwrite, masks, keep_mask)  # fmt: skip
     stylizer = stylizer or Stylizer()
@@ -158,30 +158,32 @@ def stylize_video(
     previous_output: Optional[np.ndarray] = None
     resumed = cuts = done = 0
     count = job.end - job.start
-    for index, frame in enumerate(read_frames(job.info, job.start, job.end)):
-        content = np.asarray(Image.fromarray(frame).resize(job.size, Image.Resampling.LANCZOS))
-        motion = flows.motion(previous_content, content) if previous_content is not None else None
-        if motion is not None and motion.trusted < NEW_SHOT_TRUSTED:
-            motion, cuts = None, cuts + 1
-        stored = frames.load(index)
-        if stored is not None:
-            stylised = stored
-            resumed += 1
-        else:
-            try:
+    try:
+        for index, frame in enumerate(read_frames(job.info, job.start, job.end)):
+            content = np.asarray(Image.fromarray(frame).resize(job.size, Image.Resampling.LANCZOS))
+            motion = flows.motion(previous_content, content) if previous_content is not None else None
+            if motion is not None and motion.trusted < NEW_SHOT_TRUSTED:
+                motion, cuts = None, cuts + 1
+            stored = frames.load(index)
+            if stored is not None:
+                stylised = stored
+                resumed += 1
+            else:
                 stylised = stylise_frame(stylizer, job, index, content, motion, previous_output, callback, started)
-            except Interrupted as stop:  # Ctrl-C: the video's result (the frames done are on disk), not the frame's
-                raise Interrupted(job.result(index, errors, content_errors, resumed, cuts, started, stopped=STOP_INTERRUPTED)) from stop
-            if stylised is None:
-                return job.result(index, errors, content_errors, resumed, cuts, started, stopped=job.stopped_reason)
-            frames.save(index, stylised)
-        if motion is not None:
-            errors.append(warping_error(previous_output, stylised, motion))
-            content_errors.append(warping_error(previous_content, content, motion))
-        if callback is not None and callback(VideoProgress(index, count, None, stored is not None, time.perf_counter() - started)) is False:
-            return job.result(index + 1, errors, content_errors, resumed, cuts, started, stopped=STOP_CALLBACK)
-        previous_content, previous_output = content, stylised
-        done = index + 1
+                if stylised is None:
+                    return job.result(index, errors, content_errors, resumed, cuts, started, stopped=job.stopped_reason)
+                frames.save(index, stylised)
+            done = index + 1  # on disk: counted as done even if Ctrl-C comes before the next frame
+            if motion is not None:
+                errors.append(warping_error(previous_output, stylised, motion))
+                content_errors.append(warping_error(previous_content, content, motion))
+            if callback is not None and callback(VideoProgress(index, count, None, stored is not None, time.perf_counter() - started)) is False:
+                return job.result(index + 1, errors, content_errors, resumed, cuts, started, stopped=STOP_CALLBACK)
+            previous_content, previous_output = content, stylised
+    except KeyboardInterrupt as stop:
+        # Ctrl-C, in a frame's run or between frames: the video's result so far (its frames are
+        # on disk for a rerun), not a frame's own.
+        raise Interrupted(job.result(done, errors, content_errors, resumed, cuts, started, stopped=STOP_INTERRUPTED)) from stop
     # The count probed beforehand is ffmpeg's; what decoding gave is what the video holds.
     audio = write_video(job, frames, done)
     if not keep_frames:
@@ -372,8 +374,14 @@ def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray,
             return None
         return callback(VideoProgress(index, count, progress, False, time.perf_counter() - started))
 
-    result = stylizer.run(content, job.styles, settings, callback=on_step, masks=job.masks, keep_mask=job.keep_mask,
-                          init_image=init, extra_loss=extra)  # fmt: skip
+    try:
+        result = stylizer.run(content, job.styles, settings, callback=on_step, masks=job.masks, keep_mask=job.keep_mask,
+                              init_image=init, extra_loss=extra)  # fmt: skip
+    except NonFiniteLoss as exc:
+        # Not a number from the first iteration: the frame keeps where it started (the previous
+        # frame carried along the motion, or the photo), and the video goes on, as below.
+        warn(f"frame {index}: {exc}; it keeps its starting picture")
+        return init if init is not None else content
     if result.interrupted and result.stopped_reason == STOP_CALLBACK:
         job.stopped_reason = result.stopped_reason
         return None

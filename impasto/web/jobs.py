@@ -248,7 +248,11 @@ class JobManager:
             "styles": [dict(s, weight=w) for s, w in zip(styles, weights)],
             "rerun_of": job_id,
         }
-        return self.submit(job)
+        try:
+            return self.submit(job)
+        except BaseException:  # its record was never written: a folder no start-up or clean-up would find
+            self.store.delete(new_id)
+            raise
 
     def delete(self, job_id: str) -> None:
         with self.lock:

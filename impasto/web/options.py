@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
-from ..errors import ImpastoError
+from ..errors import ImpastoError, option
 from ..images import fit_long_side
 from ..settings import ALL_LAYERS, GATYS_STYLE_LAYERS, Settings
 
@@ -49,7 +49,7 @@ class Limits:
         if max(settings.iterations, settings.initial_iterations) > self.max_iterations:
             raise ImpastoError(f"iterations must be at most {self.max_iterations} on this server")
         if settings.style_scale > self.max_style_scale:
-            raise ImpastoError(f"style-scale must be at most {self.max_style_scale:g} on this server, not {settings.style_scale}")
+            raise ImpastoError(f"{option('style_scale')} must be at most {self.max_style_scale:g} on this server, not {settings.style_scale}")
 
 
 class SettingsResolver:
