@@ -227,7 +227,9 @@ class Stylizer:
             losses=dict(outcome.losses),
             history=outcome.history,
             seconds=time.perf_counter() - start,
-            settings=settings.replace(),  # a copy: the caller's object may change after
+            # What ran: a copy (the caller's object may change after), with the model and the
+            # weights file the weights resolved to (settings may leave both to be found).
+            settings=settings.replace(model=self.weights(settings).model, weights=str(self.weights(settings).path)),
             interrupted=interrupted,
             stopped_reason=reason,
             device=str(device),

@@ -386,7 +386,8 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     cells = save_sweep(result, args.output, overwrite=args.overwrite)
     count = sum(len(row) for row in result.results)
     state = f" (interrupted: {len(cells)} of {count} cells ran; the others are blank)" if cut_short else ""
-    print(f"wrote {args.output} ({result.sheet.width}x{result.sheet.height}) and {len(cells)} images in {cells[0].parent}{state}", file=sys.stderr)
+    images = f"{len(cells)} image{'s' if len(cells) != 1 else ''}"
+    print(f"wrote {args.output} ({result.sheet.width}x{result.sheet.height}) and {images} in {cells[0].parent}{state}", file=sys.stderr)
     return 130 if cut_short else 0
 
 

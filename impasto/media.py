@@ -170,7 +170,7 @@ def plot_losses(
     ax.set_ylabel("loss (weighted)")
     ax.set_title(title or "impasto losses")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(loc="upper right")
+    ax.legend(loc="best")  # where it hides least of the curves
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -10,7 +10,7 @@ import difflib
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .errors import ImpastoError
+from .errors import ImpastoError, on_command_line
 from .settings import GATYS_STYLE_LAYERS, Settings
 
 
@@ -79,7 +79,8 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ImpastoError(f"unknown preset {name!r}{hint}; choose one of {', '.join(PRESETS)} (see `impasto presets`)")
+        listing = " (see `impasto presets`)" if on_command_line() else ""  # a web page or notebook has no such command
+        raise ImpastoError(f"unknown preset {name!r}{hint}; choose one of {', '.join(PRESETS)}{listing}")
     return PRESETS[name]
 
 

@@ -113,7 +113,10 @@ class FeatureExtractor(nn.Module):
             self.features = build_features(model, pooling, upto=deepest, convs=convs)
             self._format = share._format
         else:
-            self.features = build_features(model, pooling, upto=deepest)
+            # Conv2d draws its random initial weights from torch's global generator; they are
+            # overwritten at once, and the caller's random numbers must not move because of them.
+            with torch.random.fork_rng(devices=[]):
+                self.features = build_features(model, pooling, upto=deepest)
             own = self.features.state_dict()
             self.features.load_state_dict({k: state_dict[k] for k in own})
         # An in-place ReLU saves one activation map per conv, but would overwrite

@@ -120,6 +120,7 @@ def resolve(model: str, explicit: Optional[str] = None, download: bool = True) -
     raise ImpastoError(
         f"no {model} weights found and {reason}. Put {official_name(model)} (from {url}) or "
         f"{model}-caffe-features.safetensors in {cache_dir()}, or pass {option('weights', 'PATH', placeholder=True)} "
+        f"(or set $IMPASTO_WEIGHTS to it) "
         f"(searched: {', '.join(str(p) for p in searched)})"
     )
 

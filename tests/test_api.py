@@ -331,7 +331,8 @@ def test_a_very_thin_painting_is_not_shrunk_below_what_the_run_enlarges_it_to(ma
 def test_a_run_leaves_the_callers_random_numbers_alone(stylizer, make_settings, content_array, style_array):
     # A data-augmentation loop draws its own random crops between runs: a run must not reseed them.
     torch.manual_seed(1)
-    stylizer.run(content_array, style_array, make_settings(iterations=2, seed=0))
+    # A new Stylizer: its first run builds the network too, whose layers start from random weights.
+    Stylizer(download=False).run(content_array, style_array, make_settings(iterations=2, seed=0))
     after_run = torch.rand(3)
     torch.manual_seed(1)
     assert torch.equal(after_run, torch.rand(3))
@@ -447,3 +448,8 @@ def test_the_picture_kept_at_ctrl_c_is_the_best_one_scored(stylizer, make_settin
     best_loss, best_image = min(seen, key=lambda item: item[0])
     assert stop.value.result.losses["total"] == best_loss
     assert np.array_equal(np.asarray(stop.value.result.image), np.asarray(impasto.images.tensor_to_pil(best_image)))
+
+
+def test_a_result_names_the_model_and_weights_that_ran(stylizer, make_settings, content_array, style_array, synthetic_weights):
+    result = stylizer.run(content_array, style_array, make_settings(iterations=1, model=None))
+    assert result.settings.model == "vgg19" and result.settings.weights == str(synthetic_weights)

@@ -406,6 +406,10 @@ def test_cli_folder_mode_and_its_rerun(data, fast, capsys):
     assert len(index_records(out)) == 4 and len(list(out.glob("*.png"))) == 4
     assert main(argv) == 0
     assert "4 done (4 from an earlier run)" in capsys.readouterr().err
+    # Other settings into the same folder: nothing painted, so not a success either.
+    assert main([*argv, "--style-weight", "7"]) == 1
+    err = capsys.readouterr().err
+    assert "0 done, 0 failed, 4 skipped" in err and "pass --overwrite, or give these settings an output folder of their own" in err
 
 
 def test_ctrl_c_stops_the_command_and_the_same_command_finishes(data, fast):

@@ -231,6 +231,7 @@ def test_a_preset_from_the_form_applies_under_explicit_settings(serve, photo, pa
         ({"settings": "{not json"}, "not valid JSON"),
         ({"settings": "[1, 2]"}, "must be a JSON object"),
         ({"settings": {"colour": "red"}}, "unknown setting 'colour'"),
+        ({"settings": {"style_weigth": 5}}, "unknown setting 'style_weigth' (did you mean style_weight?)"),
         ({"settings": {"size": "big"}}, "size must be a whole number"),
         ({"settings": {"size": 12.5}}, "size must be a whole number"),
         ({"size": "abc"}, "size must be a whole number"),

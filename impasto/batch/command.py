@@ -23,7 +23,7 @@ column: style_weight, size, ...) or a JSONL file of objects with the same fields
 "settings" object may hold the settings). Several styles: "a.jpg:0.7;b.jpg:0.3" in CSV,
 a list in JSONL. Paths are relative to the manifest's folder.
 Running the same command again skips the jobs already done (index.jsonl in the output folder).
-Exit status: 0 when every job is done (or skipped), 1 when any failed, 130 on Ctrl-C."""
+Exit status: 0 when every job is done, 1 when any failed or was skipped (a file in the way), 130 on Ctrl-C."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +123,8 @@ def main(argv: Sequence[str]) -> int:
     print(summary, file=sys.stderr)
     for result in first_errors:
         print(f"  {result.status}: {result.output.name}: {result.error}", file=sys.stderr)
-    return 1 if counts["failed"] else 0
+    # A skipped job's picture is not there either: a script reading 0 as "all painted" would be wrong.
+    return 1 if counts["failed"] or counts["skipped"] else 0
 
 
 def _summary(counts: dict[str, int], seconds: float, folder: Path) -> str:
@@ -131,6 +132,8 @@ def _summary(counts: dict[str, int], seconds: float, folder: Path) -> str:
     text = f"batch: {counts['done']} done{earlier}, {counts['failed']} failed, {counts['skipped']} skipped in {seconds:.1f} s; index: {folder / 'index.jsonl'}"
     if counts["failed"]:
         text += "\nrun again with --retry-failed to redo the failed jobs once their cause is fixed"
+    if counts["skipped"]:
+        text += "\nskipped: a file not made by this batch (other settings or inputs) was in the way; pass --overwrite, or give these settings an output folder of their own"
     return text
 
 

@@ -9,6 +9,7 @@ limits that protect a shared server.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import typing
@@ -100,7 +101,9 @@ def coerce_settings(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in data.items():
         if name not in known:
-            raise ImpastoError(f"unknown setting {name!r}")
+            guess = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.7)
+            hint = f" (did you mean {guess[0]}?)" if guess else ""
+            raise ImpastoError(f"unknown setting {name!r}{hint}; GET /api/options lists the settings")
         if name in SERVER_ONLY:
             raise ImpastoError(f"{name} is set by the server (impasto serve --{name} ...), not by a job")
         out[name] = coerce(name, value, hints[name])
