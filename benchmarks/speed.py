@@ -136,8 +136,13 @@ def section_floor(settings: Settings, size: int, iterations: int, compiled: bool
 
     floor = floor_in(arithmetic)
     floor32 = floor_in(None) if arithmetic is not None else floor
+
+    stamps: list[float] = []
+    stylizer.run(content, style, s, callback=lambda p: stamps.append(time.perf_counter()))
+    per_iter = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
     if compiled:
-        # Would a compiled network lower the floor itself? (Not used by impasto: each new size
+        # Last, after impasto's own timing (compiling leaves worker processes behind): would a
+        # compiled network lower the floor itself? (Not used by impasto: each new size
         # compiles again, and the convolutions, most of the time, are oneDNN's either way.)
         network = torch.compile(extractor)
         t = time.perf_counter()
@@ -146,10 +151,6 @@ def section_floor(settings: Settings, size: int, iterations: int, compiled: bool
         sum(f.float().sum() for f in feats.values()).backward()
         compile_seconds = time.perf_counter() - t
         floor_compiled = floor_in(arithmetic, network)
-
-    stamps: list[float] = []
-    stylizer.run(content, style, s, callback=lambda p: stamps.append(time.perf_counter()))
-    per_iter = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
     print(f"\n## 2. Per-iteration cost at {size} px against the compute floor\n")
     print("| what | s / iteration |")
     print("|---|---:|")
