@@ -212,29 +212,39 @@ class Stylizer:
             if not outcome.history:  # the very first iteration blew up: there is no picture to give
                 raise
             interrupted, reason = True, str(exc)
-        final = finish(outcome.image)
-        if tuple(final.shape[-2:]) != (content_t.shape[-2], content_t.shape[-1]):
-            final = resize_tensor(final, tuple(content_t.shape[-2:]))
-        image = with_alpha(tensor_to_pil(final), alpha)  # a cut-out stays a cut-out
-        kept_frames = recorder.frames if recorder is not None else []
-        if kept_frames and not interrupted:
-            kept_frames[-1] = image  # the last iteration's pixels may not be the best ones kept
-        if alpha is not None:  # frames (a GIF) show the picture as it looks on white
-            kept_frames = [flatten(with_alpha(frame, alpha)) for frame in kept_frames]
-        result = Result(
-            image=image,
-            frames=kept_frames,
-            losses=dict(outcome.losses),
-            history=outcome.history,
-            seconds=time.perf_counter() - start,
-            # What ran: a copy (the caller's object may change after), with the model and the
-            # weights file the weights resolved to (settings may leave both to be found).
-            settings=settings.replace(model=self.weights(settings).model, weights=str(self.weights(settings).path)),
-            interrupted=interrupted,
-            stopped_reason=reason,
-            device=str(device),
-            precision=precision_name(mixed_precision(settings, device)),
-        )
+
+        def package() -> Result:
+            final = finish(outcome.image)
+            if tuple(final.shape[-2:]) != (content_t.shape[-2], content_t.shape[-1]):
+                final = resize_tensor(final, tuple(content_t.shape[-2:]))
+            image = with_alpha(tensor_to_pil(final), alpha)  # a cut-out stays a cut-out
+            kept_frames = recorder.frames if recorder is not None else []
+            if kept_frames and not interrupted:
+                kept_frames[-1] = image  # the last iteration's pixels may not be the best ones kept
+            if alpha is not None:  # frames (a GIF) show the picture as it looks on white
+                kept_frames = [flatten(with_alpha(frame, alpha)) for frame in kept_frames]
+            return Result(
+                image=image,
+                frames=kept_frames,
+                losses=dict(outcome.losses),
+                history=outcome.history,
+                seconds=time.perf_counter() - start,
+                # What ran: a copy (the caller's object may change after), with the model and the
+                # weights file the weights resolved to (settings may leave both to be found).
+                settings=settings.replace(model=self.weights(settings).model, weights=str(self.weights(settings).path)),
+                interrupted=interrupted,
+                stopped_reason=reason,
+                device=str(device),
+                precision=precision_name(mixed_precision(settings, device)),
+            )
+
+        try:
+            result = package()
+        except KeyboardInterrupt as exc:
+            # Ctrl-C once the painting is done, while it is made into a picture: the work is not
+            # lost for that (a second Ctrl-C, during this second try, stops at once).
+            interrupted, reason, stop = True, STOP_INTERRUPTED, exc
+            result = package()
         if stop is not None:
             raise Interrupted(result) from stop
         return result

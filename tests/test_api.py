@@ -453,3 +453,18 @@ def test_the_picture_kept_at_ctrl_c_is_the_best_one_scored(stylizer, make_settin
 def test_a_result_names_the_model_and_weights_that_ran(stylizer, make_settings, content_array, style_array, synthetic_weights):
     result = stylizer.run(content_array, style_array, make_settings(iterations=1, model=None))
     assert result.settings.model == "vgg19" and result.settings.weights == str(synthetic_weights)
+
+
+def test_ctrl_c_while_the_painting_is_made_into_a_picture_keeps_it(stylizer, make_settings, content_array, style_array, monkeypatch):
+    real, calls = impasto.api.tensor_to_pil, {"n": 0}
+
+    def ctrl_c_once(tensor):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return real(tensor)
+
+    monkeypatch.setattr(impasto.api, "tensor_to_pil", ctrl_c_once)
+    with pytest.raises(impasto.Interrupted) as stop:
+        stylizer.run(content_array, style_array, make_settings(iterations=3))
+    assert stop.value.result.image.size == (48, 40) and len(stop.value.result.history) == 3
