@@ -353,7 +353,7 @@ def initial_image(init_image: Optional[ImageLike], settings: Settings, device: t
     if settings.init in ("content", "noise", "style"):
         return None
     if not Path(settings.init).exists():
-        raise ImpastoError(f"init must be content, noise, style or an image file; {settings.init}: no such file")
+        raise ImpastoError(f"{option('init')} must be content, noise, style or an image file; {settings.init!r}: no such file")
     return pil_to_tensor(load_image(settings.init), device)
 
 

@@ -13,6 +13,7 @@ import argparse
 import difflib
 import itertools
 import json
+import math
 import os
 import sys
 import typing
@@ -107,7 +108,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         explicit["model"] = None  # a weights file decides its model
     try:
         preset = getattr(args, "preset", None)
-        settings = Settings.from_preset(preset, **explicit) if preset else Settings(**explicit)
+        settings = Settings.from_preset(preset, **explicit) if preset is not None else Settings(**explicit)
     except ValueError as exc:
         raise ImpastoError(f"bad setting: {exc}") from None
     return settings.validate()
@@ -184,7 +185,7 @@ def masks_from_args(args: argparse.Namespace, n_styles: int) -> Optional[list[Op
 def add_output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT (and frames) if they exist")
-    p.add_argument("--save-every", type=int, default=0, metavar="N", help="write a frame every N iterations next to OUTPUT")
+    p.add_argument("--save-every", type=int, default=0, metavar="N", help="write a frame every N iterations, and the last, into OUTPUT_frames/ (default: 0, off)")
     p.add_argument("--json", metavar="PATH", help="write the final losses and settings as JSON ('-' for stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_media_arguments(p)
@@ -203,21 +204,22 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
 
     from .api import Stylizer
     from .images import check_image_output, check_output_path, load_image_and_alpha, save_image, tensor_to_pil, with_alpha
+    from .media import MAX_GIF_SECONDS
 
     output = check_image_output(args.output, args.overwrite)
     if args.json and args.json != "-":
         check_output_path(args.json, args.overwrite)
     if args.save_every < 0:
-        raise ImpastoError("--save-every must be zero or more")
+        raise ImpastoError(f"--save-every must be zero or more, not {args.save_every}")
     # Every output is checked before the run, so a long run cannot fail at its end.
+    if args.gif_frames < 1:
+        raise ImpastoError(f"--gif-frames must be at least 1, not {args.gif_frames}")
+    if not (math.isfinite(args.gif_duration) and 0 < args.gif_duration <= MAX_GIF_SECONDS):
+        raise ImpastoError(f"--gif-duration must be above 0 and at most {MAX_GIF_SECONDS} seconds, not {args.gif_duration}")
     if args.gif:
         check_output_path(args.gif, args.overwrite)
         if Path(args.gif).suffix.lower() != ".gif":
             raise ImpastoError(f"--gif {args.gif}: the file name must end in .gif")
-        if args.gif_frames < 1:
-            raise ImpastoError(f"--gif-frames must be at least 1, not {args.gif_frames}")
-        if not args.gif_duration > 0:
-            raise ImpastoError(f"--gif-duration must be positive, not {args.gif_duration}")
     if args.plot:
         from .media import require_matplotlib
 

@@ -6,6 +6,7 @@ The GIF needs only Pillow. The plot needs matplotlib, an optional extra
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
@@ -61,6 +62,10 @@ class FrameRecorder:
             self.iterations.append(progress.done)
 
 
+# A GIF frame's delay is at most 655 s; an animation longer than this is no one's wish.
+MAX_GIF_SECONDS = 600
+
+
 def write_gif(
     frames: Union["Result", Sequence[Image.Image]],
     path: Union[str, os.PathLike],
@@ -76,8 +81,8 @@ def write_gif(
     images = list(getattr(frames, "frames", frames))
     if not images:
         raise ImpastoError("no frames to write: run with frames=N (CLI: --gif-frames N) to collect some")
-    if not duration > 0:
-        raise ImpastoError(f"the GIF duration must be positive, not {duration}")
+    if not (math.isfinite(duration) and 0 < duration <= MAX_GIF_SECONDS):
+        raise ImpastoError(f"the GIF duration must be above 0 and at most {MAX_GIF_SECONDS} seconds, not {duration}")
     path = check_output_path(path, overwrite)
     if path.suffix.lower() != ".gif":
         raise ImpastoError(f"{path}: an animated GIF needs a .gif name")

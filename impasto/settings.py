@@ -140,7 +140,9 @@ class Settings:
     )
     lr: Optional[float] = field(default=None, metadata={"help": "learning rate (default 1 for lbfgs, 0.02 for adam)"})
     init: str = field(default="content", metadata={"help": "start image: content, noise, style or a file path"})
-    seed: Optional[int] = field(default=0, metadata={"help": "random seed (CPU runs are repeatable)"})
+    seed: Optional[int] = field(
+        default=0, metadata={"help": "seed of the start's noise (init noise) and of other random draws; CPU runs are repeatable"}
+    )
 
     # -- sizes
     size: int = field(default=512, metadata={"help": "output long side in pixels"})
@@ -332,6 +334,11 @@ class Settings:
         for name in ("iterations", "initial_iterations"):
             if getattr(self, name) < 0:
                 raise ImpastoError(f"{option(name)} must be zero or more, not {getattr(self, name)}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ImpastoError(f"{option('seed')} must be between 0 and 2**63-1, not {self.seed}")
+        if self.init not in ("content", "noise", "style") and not os.path.isfile(self.init):
+            # Checked here, not only when a run starts: a sweep or a batch checks every cell first.
+            raise ImpastoError(f"{option('init')} must be content, noise, style or an image file; {self.init!r}: no such file")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ImpastoError(f"{option('lr')} must be positive, not {self.lr}")
         if self.size < 16:

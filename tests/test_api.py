@@ -162,7 +162,7 @@ def test_paths_and_stylize_function(stylizer, make_settings, content_path, style
         (dict(iterations=2.5), "iterations must be a whole number, not 2.5"),
         (dict(style_weight="50"), "style_weight must be a number, not '50'"),
         (dict(multiscale="no"), "multiscale must be True or False, not 'no'"),
-        (dict(init="noize"), "init must be content, noise, style or an image file; noize: no such file"),
+        (dict(init="noize"), "init must be content, noise, style or an image file; 'noize': no such file"),
         # Not finite: a traceback from round(inf), or a run that fails later as "loss became nan".
         (dict(style_scale=float("inf")), "style_scale must be positive, not inf"),
         (dict(lr=float("inf")), "lr must be positive, not inf"),

@@ -470,3 +470,9 @@ def test_plot_weights_given_by_the_caller_are_drawn_as_given():
     assert "content × 2" in labels
     labels = [line.get_label() for line in plot_losses(rows).axes[0].get_lines()]
     assert "content × its scale's weight (1-5)" in labels
+
+
+def test_every_cell_of_a_sweep_is_checked_before_the_first_runs(capsys, tmp_path, content_path, style_path, fast):
+    code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", f"init=content,{tmp_path / 'none.png'}", "-o", tmp_path / "s.png", *fast)
+    assert_one_line_error(code, err, "grid cell init=", "none.png'", "no such file")
+    assert not cells_folder(tmp_path / "s.png").exists()

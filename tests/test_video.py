@@ -245,6 +245,11 @@ def test_cli_end_to_end_with_report(clips, synthetic_weights, tmp_path, capsys):
     assert "warping error (temporal)" in captured.err and f"wrote {output}" in captured.err
     assert main(args) == 2  # the output exists now
     assert "already exists" in capsys.readouterr().err
+    # --json naming the video itself would replace it with JSON once the video is written.
+    other = tmp_path / "other.mp4"
+    assert main(["video", str(clips["pan"]), str(clips["style"]), "-o", str(other), "--json", str(other), "--quiet",
+                 "--weights", str(synthetic_weights)]) == 2  # fmt: skip
+    assert "--json" in capsys.readouterr().err and not other.exists()
 
 
 @pytest.mark.parametrize(

@@ -556,6 +556,12 @@ def test_bad_server_options_fail_at_start(capsys, synthetic_weights, tmp_path):
     assert "--workers must be at least 1" in capsys.readouterr().err
     assert cli.main(["serve", "--style-loss", "best", "--data-dir", str(tmp_path)]) == 2
     assert "style-loss must be one of" in capsys.readouterr().err
+    for flag in ("--max-upload-mb", "--max-megapixels"):  # inf was a traceback from int(inf)
+        assert cli.main(["serve", flag, "inf", "--data-dir", str(tmp_path)]) == 2
+        assert "must be positive numbers" in capsys.readouterr().err
+    # A server whose every job would fail on its weights is not started.
+    assert cli.main(["serve", "--weights", str(tmp_path / "none.pth"), "--data-dir", str(tmp_path)]) == 2
+    assert "none.pth: no such file or folder" in capsys.readouterr().err
     for option in ("--keep-days", "--keep-jobs"):  # 0 deleted each result as its job ended
         assert cli.main(["serve", option, "0", "--data-dir", str(tmp_path)]) == 2
         assert "--keep-days must be above 0 and --keep-jobs at least 1" in capsys.readouterr().err

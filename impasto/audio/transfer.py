@@ -231,7 +231,7 @@ def read_input(source: AudioLike, audio: AudioSettings, name: str) -> io.Sound:
 def check_settings(settings: Settings) -> Settings:
     settings.validate()
     if settings.init not in ("content", "noise"):
-        raise ImpastoError(f"init must be content or noise for audio, not {settings.init!r}")
+        raise ImpastoError(f"{option('init')} must be content or noise for audio, not {settings.init!r}")
     return settings
 
 

@@ -13,6 +13,7 @@ losses, seconds, error). Running the same batch again skips the finished jobs;
 
 from __future__ import annotations
 
+import math
 import contextlib
 import io
 import signal
@@ -210,9 +211,11 @@ def batch(
     """
     exit_if_in_a_worker()
     if retries < 0:
-        raise ImpastoError(f"retries must be zero or more, not {retries}")
+        raise ImpastoError(f"{option('retries')} must be zero or more, not {retries}")
     if workers is not None and workers < 1:
-        raise ImpastoError(f"workers must be at least 1, not {workers}")
+        raise ImpastoError(f"{option('workers')} must be at least 1, not {workers}")
+    if not (math.isfinite(ray_cpus) and ray_cpus > 0):
+        raise ImpastoError(f"{option('ray_cpus')} must be a positive number, not {ray_cpus}")
     if ray:
         from .cluster import check_reachable, require_ray
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..errors import ImpastoError
 from .run import DEFAULT_TEMPORAL_WEIGHT, VideoProgress, VideoResult, measure_warping_error, output_size, stylize_video
 
 __all__ = ["DEFAULT_TEMPORAL_WEIGHT", "VideoProgress", "VideoResult", "cli_main", "measure_warping_error", "output_size", "stylize_video"]
@@ -72,6 +73,8 @@ def cli_main(argv: Sequence[str]) -> int:
     styles = [parse_style(s) for s in args.styles]
     if args.json and args.json != "-":
         check_output_path(args.json, args.overwrite)
+        if Path(args.json).resolve() == Path(args.output).resolve():
+            raise ImpastoError(f"--json {args.json}: the same file as -o; give each output its own name")
     bars = ProgressBars(args.quiet)
     try:
         result = stylize_video(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 import secrets
 import socket
@@ -159,8 +160,11 @@ def config_from_args(args: argparse.Namespace, token: Optional[str], loopback: b
     for name, value, low in (("--workers", args.workers, 1), ("--gif-frames", args.gif_frames, 1), ("--max-size", args.max_size, 16)):
         if value < low:
             raise ImpastoError(f"{name} must be at least {low}, not {value}")
-    if not (args.max_upload_mb > 0 and args.max_megapixels > 0):
-        raise ImpastoError("--max-upload-mb and --max-megapixels must be positive")
+    if not all(math.isfinite(v) and v > 0 for v in (args.max_upload_mb, args.max_megapixels)):
+        raise ImpastoError("--max-upload-mb and --max-megapixels must be positive numbers")
+    if base.get("weights") and not Path(base["weights"]).exists():
+        # Checked now: otherwise the server would start and every job would fail on it.
+        raise ImpastoError(f"--weights {base['weights']}: no such file or folder")
     # Clean-up runs as each job ends: 0 would delete every result before anyone could fetch it.
     if not args.keep_days > 0 or args.keep_jobs < 1:
         raise ImpastoError("--keep-days must be above 0 and --keep-jobs at least 1 (a result is kept until then)")

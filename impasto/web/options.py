@@ -46,7 +46,7 @@ class Limits:
 
     def check(self, settings: Settings) -> None:
         if settings.size > self.max_size:
-            raise ImpastoError(f"size must be at most {self.max_size} pixels on this server, not {settings.size}")
+            raise ImpastoError(f"{option('size')} must be at most {self.max_size} pixels on this server, not {settings.size} (impasto serve --max-size raises it)")
         if max(settings.iterations, settings.initial_iterations) > self.max_iterations:
             raise ImpastoError(f"iterations must be at most {self.max_iterations} on this server")
         if settings.style_scale > self.max_style_scale:
