@@ -22,7 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import STOP_INTERRUPTED, ImpastoError, ImpastoWarning, Interrupted, command_line
+from .errors import STOP_INTERRUPTED, ImpastoError, ImpastoWarning, Interrupted, command_line, option, warn
 from .settings import COLOR_MODES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, STYLE_LOSSES, Settings
 
 # Shown in --help; Settings.validate gives the error for anything else.
@@ -111,7 +111,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         settings = Settings.from_preset(preset, **explicit) if preset is not None else Settings(**explicit)
     except ValueError as exc:
         raise ImpastoError(f"bad setting: {exc}") from None
-    return settings.validate()
+    settings.validate()
+    if not settings.multiscale:
+        # Asked for, and silently without effect, they would leave the user wondering why.
+        unused = [f for f in ("min_size", "scale_factor", "initial_iterations", "coarse_content", "upsample_detail") if f in explicit]
+        if unused:
+            verb, pronoun = ("apply", "they change") if len(unused) > 1 else ("applies", "it changes")
+            warn(f"{', '.join(option(f) for f in unused)} only {verb} to coarse-to-fine runs: with --no-multiscale {pronoun} nothing")
+    return settings
 
 
 def parse_style(text: str) -> tuple[str, float]:

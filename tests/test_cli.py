@@ -115,7 +115,8 @@ def test_a_loss_that_turns_nan(capsys, tmp_path, content_path, style_path, fast,
 
     monkeypatch.setattr(L, "tv_loss", tv_that_blows_up)
     out = tmp_path / "out.png"
-    code, _, err = cli(capsys, content_path, style_path, "-o", out, *fast, "--no-multiscale", "--iterations", "10", "--optimizer", "adam", "--lr", "0.01")
+    # One scale (48 px is under twice --min-size 48) of ten iterations.
+    code, _, err = cli(capsys, content_path, style_path, "-o", out, *fast, "--min-size", "48", "--initial-iterations", "10", "--optimizer", "adam", "--lr", "0.01")
     if good_calls == 0:
         # Not one good picture to keep: an error, and nothing written.
         assert code == 2
@@ -375,3 +376,14 @@ def test_a_cut_out_photo_gives_a_cut_out_picture(capsys, tmp_path, content_array
         animation.seek(animation.n_frames - 1)
         last = np.asarray(animation.convert("RGB")).astype(int)
     assert last[:, :10].min() > 240  # the GIF's frames too
+
+
+def test_coarse_to_fine_options_with_no_multiscale_are_said_to_change_nothing(capsys, tmp_path, content_path, style_path, fast):
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "o.png", *fast, "--no-multiscale", "--scale-factor", "1.5")
+    assert code == 0, err
+    # FAST gives --min-size and --initial-iterations too: all three are named, once.
+    warning = [line for line in err.splitlines() if line.startswith("impasto: warning:")]
+    assert warning == ["impasto: warning: --min-size, --scale-factor, --initial-iterations only apply to coarse-to-fine runs: "
+                       "with --no-multiscale they change nothing"]  # fmt: skip
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "o2.png", *fast)
+    assert code == 0 and "warning" not in err

@@ -245,6 +245,11 @@ def test_cli_end_to_end_with_report(clips, synthetic_weights, tmp_path, capsys):
     assert "warping error (temporal)" in captured.err and f"wrote {output}" in captured.err
     assert main(args) == 2  # the output exists now
     assert "already exists" in capsys.readouterr().err
+    # Temporal options without temporal consistency change nothing: said, not ignored silently.
+    flicker = tmp_path / "flicker.mp4"
+    assert main(["video", str(clips["pan"]), str(clips["style"]), "-o", str(flicker), "--no-temporal", "--temporal-weight", "5",
+                 "--quiet", "--weights", str(synthetic_weights), *args[args.index("--quiet") + 1:]]) == 0  # fmt: skip
+    assert "impasto: warning: --temporal-weight only applies to temporal runs" in capsys.readouterr().err
     # --json naming the video itself would replace it with JSON once the video is written.
     other = tmp_path / "other.mp4"
     assert main(["video", str(clips["pan"]), str(clips["style"]), "-o", str(other), "--json", str(other), "--quiet",

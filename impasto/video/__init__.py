@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import ImpastoError
+from ..errors import ImpastoError, warn
 from .run import DEFAULT_TEMPORAL_WEIGHT, VideoProgress, VideoResult, measure_warping_error, output_size, stylize_video
 
 __all__ = ["DEFAULT_TEMPORAL_WEIGHT", "VideoProgress", "VideoResult", "cli_main", "measure_warping_error", "output_size", "stylize_video"]
@@ -70,6 +70,12 @@ def cli_main(argv: Sequence[str]) -> int:
 
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
+    if not args.temporal:
+        unused = [flag for flag, given in (("--temporal-weight", args.temporal_weight != DEFAULT_TEMPORAL_WEIGHT),
+                                           ("--frame-iterations", args.frame_iterations is not None)) if given]  # fmt: skip
+        if unused:
+            warn(f"{' and '.join(unused)} only {'apply' if len(unused) > 1 else 'applies'} to temporal runs: with --no-temporal "
+                 "every frame is painted afresh")
     styles = [parse_style(s) for s in args.styles]
     if args.json and args.json != "-":
         check_output_path(args.json, args.overwrite)
