@@ -85,6 +85,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] 
         kind, is_tuple = field_type(f)
         default = getattr(defaults, f.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        if isinstance(default, bool):
+            shown = "on" if default else "off"  # as the flags say it: --multiscale / --no-multiscale
+        elif isinstance(default, float) and default.is_integer():
+            shown = f"{default:g}"
         text = f"{f.metadata.get('help', '')}{EXTRA_HELP.get(f.name, '')}"
         if default is not None:  # a None default is explained in the field's own words
             text += f" (default: {shown})"
@@ -93,7 +97,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] 
         elif is_tuple:
             group.add_argument(flag, default=None, metavar="A,B,..", help=text)
         else:
-            metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else {int: "N", float: "X"}.get(kind, "VALUE")
+            named = {"weights": "PATH", "device": "DEVICE", "init": "content|noise|style|PATH"}
+            metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else named.get(f.name) or {int: "N", float: "X"}.get(kind, "VALUE")
             group.add_argument(flag, type=kind, default=None, metavar=metavar, help=text)
 
 
