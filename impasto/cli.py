@@ -378,6 +378,8 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     axes = normalize_grid([parse_grid(g) for g in args.grid])
     settings = settings_from_args(args)
+    for name in (name for name, _ in axes if name in explicit_settings(args)):
+        warn(f"{option(name, getattr(settings, name))} is replaced in every cell by the grid's values of {name}")
     styles = [parse_style(s) for s in args.styles]
     masks = masks_from_args(args, len(styles))
     check_sweep_outputs(args.output, axes, args.overwrite)

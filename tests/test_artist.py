@@ -476,3 +476,9 @@ def test_every_cell_of_a_sweep_is_checked_before_the_first_runs(capsys, tmp_path
     code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", f"init=content,{tmp_path / 'none.png'}", "-o", tmp_path / "s.png", *fast)
     assert_one_line_error(code, err, "grid cell init=", "none.png'", "no such file")
     assert not cells_folder(tmp_path / "s.png").exists()
+
+
+def test_an_option_the_grid_sweeps_is_said_to_be_replaced(capsys, tmp_path, content_path, style_path, fast):
+    code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", "tv_weight=1,2", "--tv-weight", "5", "-o", tmp_path / "s.png", *fast)
+    assert code == 0, err
+    assert "impasto: warning: --tv-weight 5 is replaced in every cell by the grid's values of tv_weight" in err
