@@ -213,6 +213,8 @@ class Stylizer:
                 raise
             interrupted, reason = True, str(exc)
 
+        weights = self.weights(settings)
+
         def package() -> Result:
             final = finish(outcome.image)
             if tuple(final.shape[-2:]) != (content_t.shape[-2], content_t.shape[-1]):
@@ -231,7 +233,7 @@ class Stylizer:
                 seconds=time.perf_counter() - start,
                 # What ran: a copy (the caller's object may change after), with the model and the
                 # weights file the weights resolved to (settings may leave both to be found).
-                settings=settings.replace(model=self.weights(settings).model, weights=str(self.weights(settings).path)),
+                settings=settings.replace(model=weights.model, weights=str(weights.path)),
                 interrupted=interrupted,
                 stopped_reason=reason,
                 device=str(device),
@@ -352,9 +354,7 @@ def initial_image(init_image: Optional[ImageLike], settings: Settings, device: t
         return pil_to_tensor(load_image(init_image), device)
     if settings.init in ("content", "noise", "style"):
         return None
-    if not Path(settings.init).exists():
-        raise ImpastoError(f"{option('init')} must be content, noise, style or an image file; {settings.init!r}: no such file")
-    return pil_to_tensor(load_image(settings.init), device)
+    return pil_to_tensor(load_image(settings.init), device)  # a file: Settings.validate found it there
 
 
 def colour_targets(

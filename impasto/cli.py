@@ -215,7 +215,9 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
     from tqdm import tqdm
 
     from .api import Stylizer
-    from .images import check_image_output, check_output_path, load_image_and_alpha, save_image, tensor_to_pil, with_alpha
+    from .images import (
+        check_distinct_outputs, check_image_output, check_output_path, load_image_and_alpha, save_image, tensor_to_pil, with_alpha,
+    )
     from .media import MAX_GIF_SECONDS
 
     output = check_image_output(args.output, args.overwrite)
@@ -239,14 +241,7 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         if Path(args.plot).suffix.lower() != ".png":
             raise ImpastoError(f"--plot {args.plot}: the file name must end in .png (the plot is a PNG)")
         require_matplotlib()
-    named = {"-o": output, "--json": args.json if args.json != "-" else None, "--gif": args.gif, "--plot": args.plot}
-    seen: dict[Path, str] = {}
-    for flag, path in named.items():
-        if path:
-            key = Path(path).resolve()
-            if key in seen:
-                raise ImpastoError(f"{flag} {path}: the same file as {seen[key]}; give each output its own name")
-            seen[key] = flag
+    check_distinct_outputs({"-o": output, "--json": args.json, "--gif": args.gif, "--plot": args.plot})
     masks = masks_from_args(args, len(styles))
     frames_dir = output.with_name(output.stem + "_frames")
     if args.save_every:

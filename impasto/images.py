@@ -294,6 +294,18 @@ def check_output_path(path: Union[str, os.PathLike], overwrite: bool = False) ->
     return path
 
 
+def check_distinct_outputs(named: dict[str, Union[str, os.PathLike, None]]) -> None:
+    """Refuse two outputs (flag -> path; None or '-' for none) that name one file: written one
+    after another, only the last would be left (the JSON over the picture or the sound)."""
+    seen: dict[Path, str] = {}
+    for flag, path in named.items():
+        if path and path != "-":
+            key = Path(path).resolve()
+            if key in seen:
+                raise ImpastoError(f"{flag} {path}: the same file as {seen[key]}; give each output its own name")
+            seen[key] = flag
+
+
 def check_writable(folder: Union[str, os.PathLike], what: Union[str, os.PathLike, None] = None) -> None:
     """Refuse a folder nothing can be written in now, not after a long run.
 

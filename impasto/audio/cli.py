@@ -83,17 +83,10 @@ def shared_settings_from_args(args: argparse.Namespace) -> Settings:
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Every file the run will write is checked first, so a long run cannot fail at its end."""
-    from ..images import check_output_path
+    from ..images import check_distinct_outputs, check_output_path
     from .io import check_audio_output, require_soundfile
 
-    # Written one after another, two names for one file would leave only the last (the JSON over the sound).
-    seen: dict[Path, str] = {}
-    for name, path in (("output", args.output), ("plot", args.plot), ("json", None if args.json == "-" else args.json)):
-        if path:
-            key = Path(path).resolve()
-            if key in seen:
-                raise ImpastoError(f"{option(name)} {path}: the same file as {option(seen[key])}; give each output its own name")
-            seen[key] = name
+    check_distinct_outputs({option(name): path for name, path in (("output", args.output), ("plot", args.plot), ("json", args.json))})
     require_soundfile()
     check_audio_output(args.output, args.overwrite)
     if args.plot:

@@ -25,7 +25,7 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Seque
 
 from ..errors import ImpastoError, option
 from ..images import check_writable
-from ..settings import Settings, SettingsLike, as_settings
+from ..settings import SettingsLike, as_settings
 from .index import INDEX_NAME, FolderLock, Index
 from .local import ProgressHook as RunnerHook
 from .local import Task, exit_if_in_a_worker, run_inline, run_pool

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import ImpastoError, warn
+from ..errors import warn
 from .run import DEFAULT_TEMPORAL_WEIGHT, VideoProgress, VideoResult, measure_warping_error, output_size, stylize_video
 
 __all__ = ["DEFAULT_TEMPORAL_WEIGHT", "VideoProgress", "VideoResult", "cli_main", "measure_warping_error", "output_size", "stylize_video"]
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli_main(argv: Sequence[str]) -> int:
     from ..cli import masks_from_args, parse_style, settings_from_args
-    from ..images import check_output_path
+    from ..images import check_distinct_outputs, check_output_path
 
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
@@ -77,10 +77,9 @@ def cli_main(argv: Sequence[str]) -> int:
             warn(f"{' and '.join(unused)} only {'apply' if len(unused) > 1 else 'applies'} to temporal runs: with --no-temporal "
                  "every frame is painted afresh")
     styles = [parse_style(s) for s in args.styles]
+    check_distinct_outputs({"-o": args.output, "--json": args.json})
     if args.json and args.json != "-":
         check_output_path(args.json, args.overwrite)
-        if Path(args.json).resolve() == Path(args.output).resolve():
-            raise ImpastoError(f"--json {args.json}: the same file as -o; give each output its own name")
     bars = ProgressBars(args.quiet)
     try:
         result = stylize_video(
