@@ -284,6 +284,12 @@ def test_bad_options_give_errors(clips, settings, tmp_path):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.png", settings)
     with pytest.raises(ImpastoError, match="temporal_weight must be a non-negative number"):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, temporal_weight=-1)
+    # Zero iterations would carry the first frame along the motion, unpainted from then on.
+    with pytest.raises(ImpastoError, match=r"iterations 0 would leave every frame after the first unpainted; give frame_iterations"):
+        stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings.replace(iterations=0))
+    stylize_video(clips["pan"], clips["style"], tmp_path / "ok.mp4", settings.replace(iterations=0), frame_iterations=1,
+                  end_frame=2)  # fmt: skip
+    assert (tmp_path / "ok.mp4").exists()
     (tmp_path / "a_file").write_text("mine")
     with pytest.raises(ImpastoError, match=r"exists and is not a folder \(choose another frames_dir\)"):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, frames_dir=tmp_path / "a_file")

@@ -262,6 +262,11 @@ def plan_job(input: Union[str, os.PathLike], style: Any, output: Union[str, os.P
     # Later frames start from a picture that is already painted: coarse scales would repaint
     # it from a blurred copy, so they run once at full size (see the README for the measurement).
     following = first.replace(multiscale=False, iterations=frame_iterations or settings.iterations)
+    if temporal and following.iterations < 1:
+        # With no iterations a later frame is only the previous one carried along the motion:
+        # the painting would smear over the clip instead of following it.
+        raise ImpastoError(f"{option('iterations')} 0 would leave every frame after the first unpainted; "
+                           f"give {option('frame_iterations')} N (at least 1) for the later frames")
     folder = Path(frames_dir) if frames_dir is not None else output.with_name(output.stem + "_frames")
     if folder.exists() and not folder.is_dir():
         raise ImpastoError(f"{folder}: exists and is not a folder (choose another {option('frames_dir')})")
