@@ -14,7 +14,7 @@ import torch
 sf = pytest.importorskip("soundfile", reason="the audio extra (soundfile) is not installed")
 pytest.importorskip("scipy", reason="the audio extra (scipy) is not installed")
 
-from impasto import ImpastoError  # noqa: E402
+from impasto import ImpastoError, ImpastoWarning  # noqa: E402
 from impasto.audio import AudioSettings, FeatureNet, default_settings, griffin_lim, log_magnitude, spectral_convergence, stylize_audio  # noqa: E402
 from impasto.audio.io import OUTPUT_PEAK, require_soundfile  # noqa: E402
 from impasto.cli import main  # noqa: E402
@@ -313,7 +313,8 @@ def test_losses_and_plot_are_of_the_sound_written(tmp_path):
     out = tmp_path / "out.wav"
     settings = default_settings(iterations=10, device="cpu", seed=3)
     audio = _quick(refine_iterations=5)
-    result = stylize_audio((melody(8000), 8000), (texture(), RATE), out, settings=settings, audio=audio)
+    with pytest.warns(ImpastoWarning, match=r"keeps the content's 8000 Hz, which holds nothing above 4 kHz, where \d+% of the style's sound is"):
+        result = stylize_audio((melody(8000), 8000), (texture(), RATE), out, settings=settings, audio=audio)
     written, rate = sf.read(out, dtype="float32")
     at_working_rate = io.fit_length(io.resample(written, rate, RATE), len(melody()))
     spec = log_magnitude(torch.from_numpy(at_working_rate), N_FFT, HOP)
@@ -327,6 +328,13 @@ def test_losses_and_plot_are_of_the_sound_written(tmp_path):
     # style's hiss, and the file nothing: measured mean 0.24 and 0.005.
     above = N_FFT * 4500 // RATE
     assert result.spectrograms["output"][above:].mean() < result.spectrograms["optimised"][above:].mean() / 10
+
+
+def test_a_content_rate_that_holds_the_style_gives_no_warning(recwarn):
+    # The melody at 8 kHz with a style that has nothing above 4 kHz: the file loses nothing.
+    low = np.sin(2 * np.pi * 440 * np.arange(int(RATE * SECONDS)) / RATE).astype(np.float32) * 0.5
+    stylize_audio((melody(8000), 8000), (low, RATE), settings=default_settings(iterations=2, device="cpu"), audio=_quick())
+    assert not [w for w in recwarn if issubclass(w.category, ImpastoWarning)]
 
 
 def test_stereo_whose_channels_cancel_says_so():

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .. import losses as L
-from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss, option
+from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss, option, warn
 from ..optimize import Progress, descend, resolve_device, with_autograd
 from ..settings import Settings, SettingsLike, as_settings, check_names
 from . import io, spectral
@@ -267,6 +267,27 @@ def at_analysis_level(samples: np.ndarray, sound: io.Sound, audio: AudioSettings
     return io.peak_normalise(samples)
 
 
+# Above this share of the style's energy beyond what the output file can hold, a user hears
+# the difference (a telephone-rate content with a cymbal style loses the cymbals).
+LOST_BAND_SHARE = 0.05
+
+
+def warn_lost_band(content: io.Sound, style: io.Sound, audio: AudioSettings) -> None:
+    """Warn when the output, written at the content's rate, cannot hold much of the style's sound."""
+    top = min(style.rate, audio.sample_rate) / 2
+    cut = content.rate / 2
+    if cut >= top:
+        return
+    samples = io.resample(style.samples, style.rate, audio.sample_rate)
+    power = np.abs(np.fft.rfft(samples.astype(np.float64))) ** 2
+    frequencies = np.fft.rfftfreq(len(samples), 1 / audio.sample_rate)
+    total = float(power.sum())
+    share = float(power[frequencies > cut].sum()) / total if total > 0 else 0.0
+    if share > LOST_BAND_SHARE:
+        warn(f"the output keeps the content's {content.rate} Hz, which holds nothing above {cut / 1000:g} kHz, "
+             f"where {share:.0%} of the style's sound is; resample the content to a higher rate first to keep it")
+
+
 def initial_spectrogram(settings: Settings, content: torch.Tensor) -> torch.Tensor:
     if settings.init == "content":
         return content.clone()
@@ -320,6 +341,7 @@ def stylize_audio(
     start = time.perf_counter()
     content_sound = read_input(content, audio, "content")
     style_sound = read_input(style, audio, "style")
+    warn_lost_band(content_sound, style_sound, audio)
     content_spec = to_spectrogram(content_sound, audio, device)
     style_spec = to_spectrogram(style_sound, audio, device)
 
