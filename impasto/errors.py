@@ -7,8 +7,9 @@ escapes is a bug and keeps its traceback.
 import contextlib
 import os
 import sys
+import types
 import warnings
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 
 class ImpastoError(Exception):
@@ -22,7 +23,8 @@ class ImpastoWarning(UserWarning):
 def warn(message: str) -> None:
     """An ImpastoWarning, attributed to the first caller outside this package (the user's line)."""
     package = os.path.dirname(os.path.abspath(__file__))
-    level, frame = 1, sys._getframe(0)
+    level = 1
+    frame: Optional[types.FrameType] = sys._getframe(0)
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         level, frame = level + 1, frame.f_back
     warnings.warn(message, ImpastoWarning, stacklevel=level)

@@ -312,7 +312,7 @@ def check_writable(folder: Union[str, os.PathLike], what: Union[str, os.PathLike
     By trying: os.access says yes to root even in a read-only mount or an immutable folder.
     """
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".impasto-probe-"):
+        with tempfile.NamedTemporaryFile(dir=os.fspath(folder), prefix=".impasto-probe-"):
             pass
     except OSError as exc:
         raise ImpastoError(f"{what or folder}: cannot write in {folder} ({exc.strerror or exc})") from None

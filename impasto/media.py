@@ -78,7 +78,7 @@ def write_gif(
     A frame identical to the one before it (the picture did not change) is merged into
     it by the GIF encoder, keeping the timing.
     """
-    images = list(getattr(frames, "frames", frames))
+    images = list(getattr(frames, "frames", frames))  # type: ignore[arg-type]  # a Result has .frames
     if not images:
         raise ImpastoError("no frames to write: run with frames=N (CLI: --gif-frames N) to collect some")
     if not (math.isfinite(duration) and 0 < duration <= MAX_GIF_SECONDS):
@@ -137,7 +137,7 @@ def plot_losses(
     to `path` if given.
     """
     settings = getattr(history, "settings", None)
-    rows = list(getattr(history, "history", history))
+    rows = list(getattr(history, "history", history))  # type: ignore[arg-type]  # a Result has .history
     if not rows:
         raise ImpastoError("no loss history to plot")
     given = weights is not None  # the caller's weights are drawn as given, whatever each row ran with

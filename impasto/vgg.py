@@ -42,6 +42,9 @@ def conv_indices(model: str) -> list[int]:
 class Normalize(nn.Module):
     """Turn RGB in [0, 1] into what the weights were trained on."""
 
+    scale: torch.Tensor  # buffers
+    shift: torch.Tensor
+
     def __init__(self, convention: str) -> None:
         super().__init__()
         if convention == "caffe":
@@ -86,6 +89,9 @@ def build_features(
 
 class FeatureExtractor(nn.Module):
     """Frozen VGG that returns the activations of the requested layers by name."""
+
+    features: nn.Sequential
+    _format: torch.memory_format
 
     def __init__(
         self,
@@ -136,7 +142,7 @@ class FeatureExtractor(nn.Module):
         fmt = _fastest_format(image.device)
         if fmt != self._format:
             # Weights and input both in one layout, or every call pays a reorder.
-            self.features.to(memory_format=fmt)
+            self.features.to(memory_format=fmt)  # type: ignore[call-overload]  # torch's stub lacks it
             self._format = fmt
         x = self.normalize(image).contiguous(memory_format=fmt)
         out: dict[str, torch.Tensor] = {}

@@ -271,6 +271,11 @@ def test_a_sound_with_nothing_in_the_working_band_is_refused():
         stylize_audio((whistle, RATE), (texture(), RATE), device="cpu", audio=_quick(sample_rate=8000))
 
 
+def test_a_tuple_that_is_not_samples_and_rate_is_refused():
+    with pytest.raises(ImpastoError, match=r"^style: a sound is a file's path or a \(samples, sample_rate\) pair, not a tuple of 3$"):
+        stylize_audio((melody(), RATE), (texture(), RATE, "mono"), device="cpu")
+
+
 @pytest.mark.parametrize("same, name", [(("-o", "--json"), "same.wav"), (("--plot", "--json"), "same.png"), (("-o", "--plot"), "same.wav")])
 def test_two_outputs_naming_one_file_are_refused_before_the_run(same, name, sound_files, tmp_path, capsys):
     content, style = sound_files

@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_audio_arguments(p)
     add_settings_arguments(p, skip=IMAGE_ONLY)
     for action in p._actions:  # say what the shared options mean for sound, and the audio defaults
-        if action.dest in AUDIO_HELP:
+        if action.dest in AUDIO_HELP and action.help is not None:
             default = action.help.rfind(" (default:")
             action.help = AUDIO_HELP[action.dest] + (action.help[default:] if default >= 0 else "")
         if action.dest in AUDIO_DEFAULTS and action.help:

@@ -223,9 +223,11 @@ class AudioResult:
 
 
 def read_input(source: AudioLike, audio: AudioSettings, name: str) -> io.Sound:
-    if isinstance(source, tuple) and len(source) == 2 and not isinstance(source[0], (str, bytes)):
+    if not isinstance(source, tuple):
+        return io.load_sound(source, audio.max_seconds, name)
+    if len(source) == 2 and not isinstance(source[0], (str, bytes)):
         return io.sound_from_array(source[0], source[1], audio.max_seconds, name)
-    return io.load_sound(source, audio.max_seconds, name)
+    raise ImpastoError(f"{name}: a sound is a file's path or a (samples, sample_rate) pair, not a tuple of {len(source)}")
 
 
 def check_settings(settings: Settings) -> Settings:

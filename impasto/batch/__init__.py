@@ -148,15 +148,15 @@ def plan_batch(
     index = Index(folder / INDEX_NAME)
     to_run, finished, failed_before, ours = [], [], [], set()
     for job in jobs:
-        record = index.get(job.output)
-        same = record is not None and record.get("key") == job.key
+        record = index.get(job.output) or {}
+        status = record.get("status") if record.get("key") == job.key else None  # another job's record is none of ours
         exists = (folder / job.output).exists()
-        if same and record["status"] == "done" and exists and not overwrite:
+        if status == "done" and exists and not overwrite:
             finished.append(job)
-        elif same and record["status"] == "failed" and not (retry_failed or overwrite):
+        elif status == "failed" and not (retry_failed or overwrite):
             failed_before.append(job)
         else:
-            if same and record["status"] == "writing":
+            if status == "writing":
                 ours.add(job.output)  # redone, and its half-recorded picture replaced
             to_run.append(job)
     return BatchPlan(folder, index, jobs, to_run, finished, failed_before, replace=overwrite, ours=frozenset(ours), lock=lock)

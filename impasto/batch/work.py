@@ -14,7 +14,7 @@ import resource
 import socket
 import time
 import traceback
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from ..errors import ImpastoError, Interrupted
 
@@ -120,7 +120,7 @@ def run_job(
     stylizer: Any,
     settings: dict[str, Any],
     content: Source,
-    styles: list[tuple[Source, float]],
+    styles: Sequence[tuple[Source, float]],
     on_progress: Optional[ProgressFn] = None,
 ) -> dict[str, Any]:
     """Paint one job. Returns {"ok", "png", "losses", "seconds", "note", "worker", "timings"} or {"ok": False, "error"}.

@@ -169,12 +169,14 @@ def stylize_video(
                 stylised = stored
                 resumed += 1
             else:
-                stylised = stylise_frame(stylizer, job, index, content, motion, previous_output, callback, started)
-                if stylised is None:
+                painted = stylise_frame(stylizer, job, index, content, motion, previous_output, callback, started)
+                if painted is None:
                     return job.result(index, errors, content_errors, resumed, cuts, started, stopped=job.stopped_reason)
+                stylised = painted
                 frames.save(index, stylised)
             done = index + 1  # on disk: counted as done even if Ctrl-C comes before the next frame
             if motion is not None:
+                assert previous_output is not None and previous_content is not None  # motion is between two frames
                 errors.append(warping_error(previous_output, stylised, motion))
                 content_errors.append(warping_error(previous_content, content, motion))
             if callback is not None and callback(VideoProgress(index, count, None, stored is not None, time.perf_counter() - started)) is False:
@@ -411,7 +413,7 @@ def temporal_loss(warped: np.ndarray, mask: np.ndarray, weight: float, settings:
     sized: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def loss(image: torch.Tensor) -> dict[str, torch.Tensor]:
-        hw = tuple(image.shape[-2:])
+        hw = (image.shape[-2], image.shape[-1])
         if hw not in sized:
             interp = torch.nn.functional.interpolate
             sized[hw] = (interp(target, size=hw, mode="bilinear", align_corners=False),

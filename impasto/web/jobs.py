@@ -17,6 +17,7 @@ starts was cut short and is marked "interrupted".
 
 from __future__ import annotations
 
+import builtins
 import io
 import json
 import logging
@@ -283,7 +284,7 @@ class JobManager:
                 self.live[other["id"]].version += 1
 
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:  # in the class, `list` is this method
         with self.lock:
             ids = sorted(self.jobs, key=lambda i: self.jobs[i]["created"], reverse=True)
         return [self.view(i) for i in ids if i in self.jobs]
@@ -314,7 +315,7 @@ class JobManager:
 
     # -- clean-up
 
-    def cleanup(self) -> list[str]:
+    def cleanup(self) -> builtins.list[str]:
         """Delete finished jobs older than keep_days, then the oldest beyond keep_jobs."""
         now = time.time()
         with self.lock:
@@ -440,7 +441,7 @@ class JobManager:
         picture.save(buffer, format="JPEG", quality=85)
         return buffer.getvalue()
 
-    def _save_frames(self, folder: Path, frames: list[Image.Image]) -> int:
+    def _save_frames(self, folder: Path, frames: builtins.list[Image.Image]) -> int:
         target = folder / FRAMES_DIR
         target.mkdir(exist_ok=True)
         for i, frame in enumerate(frames):
