@@ -21,8 +21,9 @@ from .images import (
 )  # fmt: skip
 from .media import FrameRecorder
 from .optimize import (
-    ExtraLoss, Outcome, Progress, StatsCache, StyleInput, check_short_side, choose_tile, min_side, mixed_precision, optimise,
-    precision_name, resolve_device, style_long_side, style_pieces, style_size, with_autograd,
+    ExtraLoss, Outcome, Progress, StatsCache, StyleInput, check_short_side, choose_tile, is_out_of_memory, min_side,
+    mixed_precision, optimise, out_of_memory_advice, precision_name, release_cached_memory, resolve_device, style_long_side,
+    style_pieces, style_size, with_autograd,
 )
 from .settings import Settings, SettingsLike, as_settings
 from .vgg import FeatureExtractor, conv_layer_names
@@ -179,11 +180,13 @@ class Stylizer:
         init_t = initial_image(init_image, settings, device)
         target_content, init_t = colour_targets(settings, content_t, styles, init_t)
 
+        luminance_only = settings.preserve_color == "luminance"
+
         def finish(image: torch.Tensor) -> torch.Tensor:
-            if settings.preserve_color == "luminance":
-                image = color.combine_luminance(image, resize_tensor(content_t, tuple(image.shape[-2:])))
+            hw = (image.shape[-2], image.shape[-1])
+            if luminance_only:
+                image = color.combine_luminance(image, resize_tensor(content_t, hw))
             if keep_t is not None:
-                hw = tuple(image.shape[-2:])
                 keep = torch.nn.functional.interpolate(keep_t, size=hw, mode="bilinear", align_corners=False)
                 image = keep * resize_tensor(content_t, hw) + (1 - keep) * image
             return image
@@ -212,13 +215,23 @@ class Stylizer:
             if not outcome.history:  # the very first iteration blew up: there is no picture to give
                 raise
             interrupted, reason = True, str(exc)
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            release_cached_memory(device)
+            advice = out_of_memory_advice(out_w, out_h, device)
+            if not outcome.history:
+                raise ImpastoError(advice) from None
+            interrupted, reason = True, advice  # the best picture so far is still worth having
 
         weights = self.weights(settings)
 
         def package() -> Result:
+            assert outcome.image is not None  # there is history, so there is a best picture
             final = finish(outcome.image)
-            if tuple(final.shape[-2:]) != (content_t.shape[-2], content_t.shape[-1]):
-                final = resize_tensor(final, tuple(content_t.shape[-2:]))
+            size = (content_t.shape[-2], content_t.shape[-1])
+            if tuple(final.shape[-2:]) != size:
+                final = resize_tensor(final, size)
             image = with_alpha(tensor_to_pil(final), alpha)  # a cut-out stays a cut-out
             kept_frames = recorder.frames if recorder is not None else []
             if kept_frames and not interrupted:

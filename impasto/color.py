@@ -54,8 +54,8 @@ def match_histogram(source: torch.Tensor, reference: torch.Tensor, mode: str = "
     """
     # 3x3 statistics in float64 on the CPU: MPS has no float64, and the CPU's identity
     # below would not add to a GPU tensor. The pictures are small enough to move.
-    s = source.detach().reshape(3, -1).to("cpu", torch.float64)
-    r = reference.detach().reshape(3, -1).to("cpu", torch.float64)
+    s = source.detach().reshape(3, -1).cpu().double()  # moved, then converted (see losses._float64)
+    r = reference.detach().reshape(3, -1).cpu().double()
     mu_s, mu_r = s.mean(1, keepdim=True), r.mean(1, keepdim=True)
     eye = torch.eye(3, dtype=s.dtype) * 1e-5
     cov_s = torch.cov(s) + eye

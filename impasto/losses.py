@@ -15,7 +15,7 @@ weights mean the same thing for every layer, image size and weights file
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -48,12 +48,12 @@ class _SelfProduct(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, f: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, f: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(f)
         return f @ f.T
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (f,) = ctx.saved_tensors
         return (grad + grad.T) @ f
 
@@ -107,7 +107,8 @@ def content_loss(features: torch.Tensor, target: torch.Tensor, weight: Optional[
 
 def _float64(matrix: torch.Tensor) -> torch.Tensor:
     """The matrix in float64, on the CPU where its device has no float64 (MPS)."""
-    return matrix.to("cpu", torch.float64) if matrix.device.type == "mps" else matrix.double()
+    # Moved, then converted: one .to(device, dtype) from MPS is broken in some torch releases.
+    return matrix.cpu().double() if matrix.device.type == "mps" else matrix.double()
 
 
 def sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:

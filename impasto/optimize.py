@@ -17,7 +17,7 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence, cast
 
 import torch
 
@@ -167,6 +167,11 @@ def available_bytes(device: torch.device) -> int:
         # Blocks this process's caching allocator holds but no tensor uses are free to it too:
         # after one large run (a sweep, a batch worker, the web server) they are most of it.
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "mps":
+        try:  # Metal's working-set limit, less what this process's tensors already hold
+            return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+        except (AttributeError, RuntimeError):  # a torch without them: the machine's memory, below
+            pass
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -174,10 +179,16 @@ def available_bytes(device: torch.device) -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    try:
-        import os
+    import os
 
+    try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        # macOS says only how much there is in all: half of it is a guess that still refuses
+        # an output needing more than the whole machine, and tiles one that would crowd it.
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError, AttributeError):
         return 1 << 62  # unknown: let the run try
 
@@ -189,6 +200,29 @@ CANVAS_BYTES_PER_PIXEL = 64
 MIN_AUTO_TILE = 256
 
 Region = tuple[int, int, int, int]  # (x0, y0, x1, y1), pixels of one scale
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is the device running out of memory: CUDA's own error, MPS's and the CPU
+    allocator's RuntimeErrors (the up-front estimate is a measurement, not a bound)."""
+    text = str(exc)
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Hand the caching allocator's free blocks back, so what runs next (or another process) has them."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+def out_of_memory_advice(width: int, height: int, device: torch.device) -> str:
+    tile = max(MIN_AUTO_TILE, max(width, height) // 2 // 64 * 64)
+    return (f"out of memory on {device} for a {width}x{height} output; a smaller {option('size')}, "
+            f"or tiles ({option('tile', tile)}), need less")
 
 
 def choose_tile(width: int, height: int, settings: Settings, device: torch.device) -> int:
@@ -293,12 +327,29 @@ def flat_weights(content: torch.Tensor, floor: float) -> torch.Tensor:
     of the photo to keep there, so a lower weight lets the painting fill it.
     """
     # In float64: E[y²] - E[y]² of a flat area is rounding noise in float32 (weights of ~0.002, not 0).
-    luma = content.to("cpu", torch.float64).mean(dim=1, keepdim=True)
+    luma = content.cpu().double().mean(dim=1, keepdim=True)  # moved, then converted (see losses._float64)
     k = max(3, max(content.shape[-2:]) // 16 | 1)  # a window of 1/16 of the picture, odd
-    pool = functools.partial(torch.nn.functional.avg_pool2d, kernel_size=k, stride=1, padding=k // 2, count_include_pad=False)
-    mean = pool(luma)
-    spread = (pool(luma * luma) - mean * mean).clamp_min(0).sqrt()
+    mean = box_mean(luma, k)
+    spread = (box_mean(luma * luma, k) - mean * mean).clamp_min(0).sqrt()
     return (spread / FLAT_CONTRAST).clamp(floor, 1.0).to(content.device, content.dtype)
+
+
+def box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The mean of each (N, C, H, W) value's k x k neighbourhood (k odd), over the part inside the
+    picture: avg_pool2d's count_include_pad=False, from an integral image, so its cost does not
+    grow with the window (avg_pool2d's 1/16-of-the-picture window took 18 s at 1024 px)."""
+    h, w = x.shape[-2:]
+    integral = torch.nn.functional.pad(x.cumsum(-2).cumsum(-1), (1, 0, 1, 0))
+
+    def span(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        centre = torch.arange(n, device=x.device)
+        return (centre - k // 2).clamp_min(0), (centre + k // 2 + 1).clamp_max(n)
+
+    (top, bottom), (left, right) = span(h), span(w)
+    rows_hi, rows_lo = integral[..., bottom, :], integral[..., top, :]
+    total = rows_hi[..., right] - rows_hi[..., left] - rows_lo[..., right] + rows_lo[..., left]
+    count = ((bottom - top)[:, None] * (right - left)[None, :]).to(x.dtype)
+    return total / count
 
 
 class Objective:
@@ -358,8 +409,8 @@ class Objective:
         for (a, b), lw in zip(pairs, layer_weights):
             for mask, members in groups:
                 cross = L.blend_cross_stats([per_style_chain[i][(a, b)] for i in members], [styles[i].weight for i in members])
-                chain = L.chain_loss(cross, settings.gram_shift, _mask_like(mask, content_feats[a]))
-                self.chain_losses.append((a, b, lw / len(groups), chain))
+                chain_fn = L.chain_loss(cross, settings.gram_shift, _mask_like(mask, content_feats[a]))
+                self.chain_losses.append((a, b, lw / len(groups), chain_fn))
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         total, parts, _ = self._evaluate(image)
@@ -388,13 +439,13 @@ class Objective:
         # overflows fp16 (65504) at the first layers, and its backward needs one dtype.
         s = self.settings
         if self.content_targets:
-            content = sum(L.content_loss(feats[k], t, self.content_weights[k]) for k, t in self.content_targets.items()) / len(self.content_targets)
+            content = cast(torch.Tensor, sum(L.content_loss(feats[k], t, self.content_weights[k]) for k, t in self.content_targets.items())) / len(self.content_targets)
         else:  # no content layers: texture synthesis
             content = image.new_zeros(())
         # Style terms, each already times its layer weight; named so terms() can report them.
         weighted = [(layer, w * fn(feats[layer])) for layer, w, fn in self.style_losses]
         weighted += [(f"{a}x{b}", w * fn(feats[a], feats[b])) for a, b, w, fn in self.chain_losses]
-        style = sum(v for _, v in weighted) if weighted else image.new_zeros(())
+        style = cast(torch.Tensor, sum(v for _, v in weighted)) if weighted else image.new_zeros(())
         tv = L.tv_loss(image.float())
         total = s.content_weight * content + s.style_weight * style + s.tv_weight * tv
         parts = {"content": content, "style": style, "tv": tv}
@@ -724,10 +775,11 @@ def gradient(
         with autocast_to(param.device, autocast):
             value, parts = score(param)
         (value * scale).backward()
-        if scale == 1.0 or not torch.isfinite(value) or bool(torch.isfinite(param.grad).all()):
+        if scale == 1.0 or not torch.isfinite(value) or param.grad is None or bool(torch.isfinite(param.grad).all()):
             break
         scale = max(1.0, scale / 256)  # an fp16 overflow in the backward pass: redo it scaled less
     if scale != 1.0:
+        assert param.grad is not None
         param.grad.div_(scale)
     return value, parts
 
@@ -761,7 +813,7 @@ def descend(
 
     for number in range(1, steps + 1):
         before = param.detach().clone()  # what `closure` scores during this step
-        optimizer.step(closure)
+        optimizer.step(closure)  # type: ignore[arg-type]  # torch's stub says float; LBFGS takes a tensor
         if not all(math.isfinite(v) for v in last.values()):
             hint = f"a lower {option('lr')} or smaller weights" + (f", or {option('precision', 'fp32')}" if autocast is not None else "")
             raise NonFiniteLoss(f"the loss became {last.get('total')} at iteration {number}; try {hint}", before)

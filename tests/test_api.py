@@ -361,6 +361,36 @@ def test_stylize_warns_when_the_loss_blows_up_part_way(stylizer, make_settings, 
     assert image.size == (48, 40)
 
 
+class ExtractorOutOfMemory:
+    """Wraps an extractor so that its `fail_at`-th call raises the device's out-of-memory error."""
+
+    def __init__(self, extractor, fail_at, error):
+        self.extractor, self.fail_at, self.error, self.calls = extractor, fail_at, error, 0
+
+    def __call__(self, image):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise self.error
+        return self.extractor(image)
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   RuntimeError("MPS backend out of memory (MPS allocated: 17.8 GB)")])  # fmt: skip
+def test_running_out_of_memory_part_way_keeps_the_best_picture(stylizer, make_settings, content_array, style_array,
+                                                              monkeypatch, error):  # fmt: skip
+    real = stylizer.extractor
+    monkeypatch.setattr(stylizer, "extractor", lambda settings, device: ExtractorOutOfMemory(real(settings, device), 6, error))
+    settings = make_settings(iterations=8, multiscale=False)
+    result = stylizer.run(content_array, style_array, settings)
+    assert result.interrupted and result.image.size == (48, 40)
+    assert result.stopped_reason == "out of memory on cpu for a 48x40 output; a smaller size, or tiles (tile=256), need less"
+    assert 0 < len(result.history) < 8
+    # Before any iteration there is no picture to keep: a one-line error with the same advice.
+    monkeypatch.setattr(stylizer, "extractor", lambda settings, device: ExtractorOutOfMemory(real(settings, device), 1, error))
+    with pytest.raises(ImpastoError, match=r"^out of memory on cpu for a 48x40 output; a smaller size, or tiles"):
+        stylizer.run(content_array, style_array, settings)
+
+
 def test_one_copy_of_the_weights_serves_every_choice_of_layers(stylizer, make_settings):
     device = torch.device("cpu")
     a = stylizer.extractor(make_settings(), device)

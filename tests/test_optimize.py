@@ -104,6 +104,29 @@ def test_an_output_larger_than_memory_is_cut_into_tiles_that_fit(monkeypatch):
         choose_tile(4096, 2731, Settings(), cpu)
 
 
+def test_without_proc_meminfo_the_memory_check_still_has_a_figure(monkeypatch):
+    """macOS has neither /proc/meminfo nor SC_AVPHYS_PAGES: half the machine's memory, not 'unlimited'."""
+    import builtins
+    import os
+
+    real_open, real_sysconf = builtins.open, os.sysconf
+
+    def no_proc(path, *args, **kwargs):
+        if str(path) == "/proc/meminfo":
+            raise FileNotFoundError(path)
+        return real_open(path, *args, **kwargs)
+
+    def no_avphys(name):
+        if name == "SC_AVPHYS_PAGES":
+            raise ValueError("unrecognized configuration name")
+        return real_sysconf(name)
+
+    monkeypatch.setattr(builtins, "open", no_proc)
+    monkeypatch.setattr(os, "sysconf", no_avphys)
+    total = real_sysconf("SC_PAGE_SIZE") * real_sysconf("SC_PHYS_PAGES")
+    assert optimize.available_bytes(torch.device("cpu")) == total // 2
+
+
 @pytest.mark.parametrize("width, height, tile", [(1000, 700, 256), (4096, 2731, 1600), (300, 90, 64), (257, 256, 256)])
 def test_tiles_cover_the_picture_with_overlapping_tiles_no_larger_than_asked(width, height, tile):
     regions = plan_tiles(width, height, tile)
@@ -319,6 +342,13 @@ def test_flat_weights_are_the_floor_where_the_photo_is_flat_and_whole_where_it_h
     assert torch.all(weights[..., :48] == 0.1) and torch.all(weights[..., 72:] == 1.0)
     assert torch.all((weights >= 0.1) & (weights <= 1.0))
     assert torch.all(optimize.flat_weights(photo, 1.0) == 1.0)  # 1 is one weight everywhere
+
+
+@pytest.mark.parametrize("h, w, k", [(37, 53, 5), (20, 90, 33), (5, 5, 7), (96, 64, 9)])
+def test_box_mean_is_the_mean_over_the_window_inside_the_picture(h, w, k):
+    x = torch.rand(2, 1, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(h))
+    expected = torch.nn.functional.avg_pool2d(x, kernel_size=k, stride=1, padding=k // 2, count_include_pad=False)
+    torch.testing.assert_close(optimize.box_mean(x, k), expected, rtol=0, atol=1e-12)
 
 
 def test_flat_content_frees_a_flat_photo_from_its_content_term(stylizer, make_settings, style_array):
