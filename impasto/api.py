@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,23 +94,31 @@ class Stylizer:
     """Holds loaded weights and feature extractors so many runs share them.
 
     One Stylizer per process is the intended use: a notebook, a sweep or a
-    batch worker loads VGG once and reuses it.
+    batch worker loads VGG once and reuses it. Runs may share it from several threads
+    (the web server's workers): its caches are locked.
     """
 
     def __init__(self, download: bool = True) -> None:
         self.download = download
         self._weights: dict[tuple[Optional[str], Optional[str]], W.Weights] = {}
         self._extractors: dict[tuple, FeatureExtractor] = {}
+        # Two threads asking for the same network at once must get one copy of its weights, not two.
+        self._lock = threading.RLock()
         # Style statistics outlive a run, so a sweep or a re-run computes them once.
         self.style_cache = StatsCache()
 
     def weights(self, settings: Settings) -> W.Weights:
         key = (settings.model, settings.weights)
-        if key not in self._weights:
-            self._weights[key] = W.load_for(settings.model, settings.weights, self.download)
-        return self._weights[key]
+        with self._lock:
+            if key not in self._weights:
+                self._weights[key] = W.load_for(settings.model, settings.weights, self.download)
+            return self._weights[key]
 
     def extractor(self, settings: Settings, device: torch.device) -> FeatureExtractor:
+        with self._lock:
+            return self._extractor(settings, device)
+
+    def _extractor(self, settings: Settings, device: torch.device) -> FeatureExtractor:
         weights = self.weights(settings)
         # One copy of the weights per device: every choice of layers and pooling shares the conv
         # layers of a whole network (a sweep over layers would otherwise hold one copy per cell).

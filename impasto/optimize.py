@@ -14,6 +14,7 @@ import contextlib
 import functools
 import hashlib
 import math
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -578,6 +579,7 @@ class StatsCache:
         self.capacity = capacity
         self._items: "OrderedDict[tuple, tuple[dict, dict]]" = OrderedDict()
         self.hits = 0
+        self._lock = threading.Lock()  # the web server's workers share one cache
 
     @staticmethod
     def fingerprint(image: torch.Tensor) -> str:
@@ -585,16 +587,18 @@ class StatsCache:
         return hashlib.sha1(data).hexdigest() + str(tuple(image.shape))
 
     def get(self, key: tuple) -> Optional[tuple[dict, dict]]:
-        if key in self._items:
-            self._items.move_to_end(key)
-            self.hits += 1
-            return self._items[key]
-        return None
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+            return None
 
     def put(self, key: tuple, value: tuple[dict, dict]) -> None:
-        self._items[key] = value
-        while len(self._items) > self.capacity:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
 
 
 def style_statistics(
@@ -763,13 +767,23 @@ def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
 
+class LossScale:
+    """fp16's loss scale through one descent: lowered by an overflow, it stays lowered, so the
+    next iteration does not overflow and pay a second backward pass again."""
+
+    def __init__(self, autocast: Optional[torch.dtype]) -> None:
+        self.value = LOSS_SCALE if autocast == torch.float16 else 1.0
+
+
 def gradient(
     score: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
     param: torch.Tensor,
     autocast: Optional[torch.dtype] = None,
+    loss_scale: Optional[LossScale] = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`score(param)` with its gradient in `param.grad`; under fp16 autocast, through a scaled loss."""
-    scale = LOSS_SCALE if autocast == torch.float16 else 1.0
+    loss_scale = loss_scale or LossScale(autocast)
+    scale = loss_scale.value
     while True:
         param.grad = None
         with autocast_to(param.device, autocast):
@@ -778,6 +792,7 @@ def gradient(
         if scale == 1.0 or not torch.isfinite(value) or param.grad is None or bool(torch.isfinite(param.grad).all()):
             break
         scale = max(1.0, scale / 256)  # an fp16 overflow in the backward pass: redo it scaled less
+    loss_scale.value = scale
     if scale != 1.0:
         assert param.grad is not None
         param.grad.div_(scale)
@@ -803,9 +818,10 @@ def descend(
     param.requires_grad_(True)
     optimizer = make_optimizer(settings, param)
     last: dict[str, float] = {}
+    loss_scale = LossScale(autocast)
 
     def closure() -> torch.Tensor:
-        value, parts = gradient(score, param, autocast)
+        value, parts = gradient(score, param, autocast, loss_scale)
         last.clear()
         last.update({k: float(v.detach()) for k, v in parts.items()})
         last["total"] = float(value.detach())

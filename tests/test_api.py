@@ -391,6 +391,29 @@ def test_running_out_of_memory_part_way_keeps_the_best_picture(stylizer, make_se
         stylizer.run(content_array, style_array, settings)
 
 
+def test_threads_sharing_a_stylizer_get_one_network(make_settings, monkeypatch):
+    # The web server's workers share one Stylizer: two jobs starting together must not load two copies.
+    import threading
+
+    import impasto.api
+
+    real = impasto.api.FeatureExtractor
+
+    def slow(*args, **kwargs):
+        time.sleep(0.2)  # long enough for the other thread to ask in between
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(impasto.api, "FeatureExtractor", slow)
+    shared = Stylizer(download=False)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(shared.extractor(make_settings(), torch.device("cpu")))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 2 and got[0] is got[1]
+
+
 def test_one_copy_of_the_weights_serves_every_choice_of_layers(stylizer, make_settings):
     device = torch.device("cpu")
     a = stylizer.extractor(make_settings(), device)

@@ -344,6 +344,23 @@ def test_flat_weights_are_the_floor_where_the_photo_is_flat_and_whole_where_it_h
     assert torch.all(optimize.flat_weights(photo, 1.0) == 1.0)  # 1 is one weight everywhere
 
 
+def test_an_fp16_overflow_lowers_the_loss_scale_for_the_rest_of_the_descent():
+    # A convolution's backward pass in fp16 overflows when the loss is scaled by 2**16 (its
+    # gradient, 1 per output, becomes 65536 > 65504), not at 2**8: one redo, then no more.
+    weight = torch.ones(1, 3, 3, 3) / 27
+    passes = []
+
+    def score(x):
+        passes.append(1)
+        value = torch.nn.functional.conv2d(x, weight).float().sum()
+        return value, {"content": value}
+
+    param = torch.rand(1, 3, 8, 8)
+    steps = list(optimize.descend(score, param, 3, Settings(optimizer="adam", lr=0.01), autocast=torch.float16))
+    assert len(steps) == 3 and torch.isfinite(param).all()
+    assert len(passes) == 4  # 2 + 1 + 1; restarting at 2**16 every iteration would be 6
+
+
 @pytest.mark.parametrize("h, w, k", [(37, 53, 5), (20, 90, 33), (5, 5, 7), (96, 64, 9)])
 def test_box_mean_is_the_mean_over_the_window_inside_the_picture(h, w, k):
     x = torch.rand(2, 1, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(h))
