@@ -141,7 +141,8 @@ class Settings:
     lr: Optional[float] = field(default=None, metadata={"help": "learning rate (default 1 for lbfgs, 0.02 for adam)"})
     init: str = field(default="content", metadata={"help": "start image: content, noise, style or a file path"})
     seed: Optional[int] = field(
-        default=0, metadata={"help": "seed of the start's noise (init noise) and of other random draws; CPU runs are repeatable"}
+        default=0, metadata={"help": "seed of the start's noise (init noise) and of other random draws; CPU runs are repeatable "
+        "with the same number of threads (a sum split over other threads rounds differently)"}
     )
 
     # -- sizes
