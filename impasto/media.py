@@ -111,15 +111,16 @@ def write_gif(
 
 
 def require_matplotlib() -> Any:
-    """matplotlib with the file-only Agg backend, or a clear error naming the extra."""
+    """matplotlib's Figure class, or a clear error naming the extra.
+
+    A Figure made directly, not through pyplot: it needs no display, never pops a window,
+    and leaves the caller's backend alone (a notebook's inline plots go on working)."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401  # first: its submodules may be loaded while it is not installed whole
+        from matplotlib.figure import Figure
     except ImportError:
         raise ImpastoError(f"loss plots need matplotlib, an optional extra: {VIZ_HINT}") from None
-    matplotlib.use("Agg", force=True)  # no display needed, and never pops a window
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure
 
 
 def plot_losses(
@@ -146,8 +147,8 @@ def plot_losses(
     weights = dict(weights or {})
     if path is not None:
         path = check_output_path(path, overwrite)
-    plt = require_matplotlib()
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    fig = require_matplotlib()(figsize=(8, 4.5), dpi=100)
+    ax = fig.subplots()
     x = [int(r.get("iteration", i + 1)) for i, r in enumerate(rows)]
     for term in LOSS_TERMS:
         if term not in rows[0]:
@@ -181,18 +182,13 @@ def plot_losses(
 
 
 def save_figure(fig: Any, path: Optional[Union[str, os.PathLike]]) -> Any:
-    """Write a matplotlib figure as PNG atomically (temporary file, then rename), close it, return it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        if path is not None:
-            tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
-            try:
-                fig.savefig(tmp, format="png")
-                os.replace(tmp, path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
-    finally:
-        plt.close(fig)  # also when writing failed: pyplot keeps every open figure
+    """Write a matplotlib figure as PNG atomically (temporary file, then rename), return it."""
+    if path is not None:
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
+        try:
+            fig.savefig(tmp, format="png")
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     return fig

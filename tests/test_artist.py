@@ -296,6 +296,19 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, tmp_path):
         plot_losses([{"iteration": 1, "scale": 0, "content": 1.0, "style": 1.0, "tv": 1.0, "total": 3.0}], tmp_path / "l.png")
 
 
+def test_a_plot_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    # A notebook's inline backend must survive a plot: figures after it still show.
+    matplotlib = pytest.importorskip("matplotlib")
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        fig = plot_losses([{"iteration": 1, "scale": 0, "content": 1.0, "style": 1.0, "tv": 1.0, "total": 3.0}], tmp_path / "l.png")
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "l.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.axes
+    finally:
+        matplotlib.use(before)
+
+
 def test_frame_recorder_upsamples_coarse_frames():
     from impasto.optimize import Progress
 

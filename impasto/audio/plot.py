@@ -19,13 +19,14 @@ def plot_spectrograms(result: AudioResult, path: Optional[Union[str, os.PathLike
 
     if path is not None:
         path = check_output_path(path, overwrite)
-    plt = require_matplotlib()
+    figure = require_matplotlib()
     audio = result.audio_settings
     specs = [result.spectrograms[name] for name in PANELS]
     # One colour scale for all three, so louder really looks brighter across panels.
     top = max(float(np.max(s)) for s in specs) or 1.0
     widths = [max(s.shape[1], 1) for s in specs]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), dpi=100, gridspec_kw={"width_ratios": widths}, constrained_layout=True)
+    fig = figure(figsize=(15, 4.2), dpi=100, layout="constrained")
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": widths})
     nyquist_khz = audio.sample_rate / 2000
     seconds_per_frame = audio.hop / audio.sample_rate
     for ax, name, spec in zip(axes, PANELS, specs):
