@@ -1,5 +1,7 @@
 """impasto: paint a photo in the style of an artwork (Gatys et al. neural style transfer)."""
 
+from importlib import metadata as _metadata
+
 from .api import Result, Stylizer, stylize
 from .batch import batch  # the function shadows the package name on purpose: impasto.batch(...)
 from .errors import ImpastoError, ImpastoWarning, Interrupted, NonFiniteLoss
@@ -10,7 +12,10 @@ from .presets import PRESETS
 from .settings import Settings
 from .sweep import SweepResult, sweep  # the function shadows the module name on purpose: impasto.sweep(...)
 
-__version__ = "0.1.0"
+try:  # one source of truth: pyproject.toml, as installed
+    __version__ = _metadata.version("impasto")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ImpastoError", "ImpastoWarning", "Interrupted", "NonFiniteLoss", "PRESETS", "Progress", "Result", "Settings", "Stylizer", "SweepResult", "batch", "load_image", "plot_losses",

@@ -137,6 +137,14 @@ def test_version_and_an_unknown_command(capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["--version"])
     assert stopped.value.code == 0 and capsys.readouterr().out.strip() == f"impasto {impasto.__version__}"
+    # One version, pyproject.toml's, whichever way the command is started.
+    import re
+    import sys
+
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE).group(1)
+    assert impasto.__version__ == declared
+    assert run_child([sys.executable, "-m", "impasto", "--version"]).stdout.strip() == f"impasto {declared}"
     code, _, err = cli(capsys, "frobnicate")
     assert_one_line_error(code, err, "unknown command 'frobnicate'", "batch", "video", "impasto PHOTO PAINTING -o OUT")
     # A misspelt command is one even with a run's worth of arguments after it.
