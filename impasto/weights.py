@@ -90,6 +90,7 @@ def verify_hash(path: Path, expected: Optional[str] = None) -> None:
 
 def resolve(model: str, explicit: Optional[str] = None, download: bool = True) -> Path:
     """The path of a weights file for `model`, downloading it if needed."""
+    from_env = not explicit and bool(os.environ.get("IMPASTO_WEIGHTS"))
     explicit = explicit or os.environ.get("IMPASTO_WEIGHTS") or None
     searched: list[Path] = []
     if explicit:
@@ -102,7 +103,8 @@ def resolve(model: str, explicit: Optional[str] = None, download: bool = True) -
                     return path / name
             searched.append(path)
         else:
-            raise ImpastoError(f"weights {path}: no such file or folder")
+            # Named where it came from: a forgotten export in a shell profile is hard to find otherwise.
+            raise ImpastoError(f"weights {path}{' (from $IMPASTO_WEIGHTS)' if from_env else ''}: no such file or folder")
     for folder in (cache_dir(), torch_hub_dir()):
         for name in candidate_names(model):
             if (folder / name).is_file():

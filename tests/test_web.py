@@ -551,6 +551,21 @@ def test_serve_says_which_extra_is_missing(monkeypatch, capsys):
     assert "pip install 'impasto[web]'" in capsys.readouterr().err
 
 
+def test_serve_says_at_start_when_the_first_job_would_download_the_network(monkeypatch, tmp_path, synthetic_weights):
+    from impasto import ImpastoWarning
+    from impasto.web import check_weights_at_hand
+
+    monkeypatch.delenv("IMPASTO_WEIGHTS", raising=False)
+    monkeypatch.setenv("IMPASTO_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
+    with pytest.warns(ImpastoWarning, match=r"no vgg19 weights here yet: the first job will download them \(https://.*vgg19.*restart with --weights PATH"):
+        check_weights_at_hand({})
+    monkeypatch.setenv("IMPASTO_WEIGHTS", str(synthetic_weights))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_weights_at_hand({})  # found: nothing to say
+
+
 def test_bad_server_options_fail_at_start(capsys, synthetic_weights, tmp_path):
     assert cli.main(["serve", "--workers", "0", "--data-dir", str(tmp_path)]) == 2
     assert "--workers must be at least 1" in capsys.readouterr().err

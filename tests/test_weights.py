@@ -67,6 +67,14 @@ def test_environment_variable_is_used_without_an_explicit_path(tmp_path, monkeyp
     assert W.resolve("vgg19") == folder / "vgg19.safetensors"
 
 
+def test_a_missing_path_says_it_came_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMPASTO_WEIGHTS", str(tmp_path / "gone"))
+    with pytest.raises(ImpastoError, match=r"^weights .*gone \(from \$IMPASTO_WEIGHTS\): no such file or folder$"):
+        W.resolve("vgg19")
+    with pytest.raises(ImpastoError, match=r"^weights .*given: no such file or folder$"):  # an explicit one wins, and is not blamed on it
+        W.resolve("vgg19", str(tmp_path / "given"))
+
+
 def test_folder_without_the_file_falls_back_to_the_cache(tmp_path):
     cached = touch(W.cache_dir() / "vgg19.pth")
     (tmp_path / "empty").mkdir()

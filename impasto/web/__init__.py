@@ -68,6 +68,7 @@ def cli_main(argv: Sequence[str]) -> int:
         token = secrets.token_urlsafe(18)  # exposed without a token is never what anyone wants
     config = config_from_args(args, token, loopback)
     check_port_free(args.host, args.port)
+    check_weights_at_hand(config.base_settings)
 
     from .app import create_app
 
@@ -96,10 +97,16 @@ def require_web() -> Any:
     """uvicorn, once FastAPI and the multipart parser are known to be importable."""
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401  (python-multipart: FastAPI's form parser)
         import uvicorn
     except ImportError as exc:
         raise ImpastoError(f"impasto serve needs the web extra ({exc.name} is missing): {WEB_HINT}") from None
+    try:  # python-multipart, FastAPI's form parser: `multipart` is its old name, still what older releases have
+        import python_multipart  # noqa: F401
+    except ImportError:
+        try:
+            import multipart  # noqa: F401
+        except ImportError:
+            raise ImpastoError(f"impasto serve needs the web extra (python-multipart is missing): {WEB_HINT}") from None
     return uvicorn
 
 
@@ -140,6 +147,21 @@ def check_port_free(host: str, port: int) -> None:
             probe.bind((host.strip("[]"), port))
         except OSError as exc:
             raise ImpastoError(f"cannot listen on {host}:{port} ({exc.strerror}); is another server there? Try --port {port + 1}") from None
+
+
+def check_weights_at_hand(base: dict[str, Any]) -> None:
+    """Say now, in the server's terminal, when the first job would have to download the network."""
+    from .. import weights as W
+    from ..errors import warn
+
+    if base.get("weights"):
+        return  # checked to exist by config_from_args
+    model = base.get("model") or "vgg19"
+    try:
+        W.resolve(model, None, download=False)
+    except ImpastoError:
+        warn(f"no {model} weights here yet: the first job will download them ({W.OFFICIAL_URLS[model]}) to "
+             f"{W.cache_dir()}; to use a file you have, restart with --weights PATH")
 
 
 def default_data_dir() -> Path:
