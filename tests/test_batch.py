@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import smooth_image, textured_image, write_png
 from PIL import Image
@@ -207,6 +210,41 @@ def test_folder_errors(data, tmp_path):
         impasto.batch(None, data / "photos", contents=data / "photos", styles=data / "paintings")
 
 
+def test_a_tree_of_folders_is_read_with_recursive_and_mirrored_in_the_outputs(data, fast, capsys):
+    # ImageNet's layout: one folder per class, the same file names in each.
+    tree = data / "train"
+    for i, label in enumerate(("class_a", "class_b")):
+        (tree / label).mkdir(parents=True)
+        write_png(tree / label / "0001.png", smooth_image(36, 44, seed=10 + i))
+    (tree / ".thumbnails").mkdir()
+    write_png(tree / ".thumbnails" / "0001.png", smooth_image(36, 44))  # hidden: not a photo of the set
+    with pytest.raises(ImpastoError, match=r"train: no images in it .*; its subfolders have images: pass recursive=True to read them"):
+        pair_folders(tree, data / "paintings")
+    jobs = pair_folders(tree, data / "paintings", per_content=1, seed=3, recursive=True)
+    assert sorted(str(Path(j.content).relative_to(tree)) for j in jobs) == ["class_a/0001.png", "class_b/0001.png"]
+    assert [j.output.split("__")[0] for j in jobs] == ["class_a/0001", "class_b/0001"]
+    # Every pair: each painting for each photo, into the photo's subfolder.
+    assert len(pair_folders(tree, data / "paintings", recursive=True)) == 6
+
+    out = data / "stylized"
+    argv = ["batch", "--contents", str(tree), "--styles", str(data / "paintings"), "--per-content", "1", "--pair-seed", "3",
+            "-o", str(out), *settings_flags(fast)]  # fmt: skip
+    assert main(argv) == 2
+    assert "its subfolders have images: pass --recursive to read them" in capsys.readouterr().err
+    assert main([*argv, "--recursive"]) == 0
+    assert "2 done, 0 failed" in capsys.readouterr().err
+    records = index_records(out)
+    assert set(records) == {j.output for j in jobs}
+    assert all((out / name).exists() for name in records)
+    assert main([*argv, "--recursive"]) == 0
+    assert "2 done (2 from an earlier run)" in capsys.readouterr().err
+    # Outputs inside a tree read whole would be read as photos by the same command run again.
+    with pytest.raises(ImpastoError, match="the output folder is inside the contents folder"):
+        impasto.batch(None, tree / "out", fast, contents=tree, styles=data / "paintings", recursive=True)
+    with pytest.raises(ImpastoError, match="a manifest names its files"):
+        impasto.batch([{"content": "a.png", "style": "b.png"}], out, fast, recursive=True)
+
+
 # -- running -------------------------------------------------------------------------------------
 
 
@@ -326,6 +364,160 @@ def test_rows_from_python_and_outputs_in_subfolders(data, fast, stylizer):
     assert all(r.previous for r in again)
 
 
+def test_a_transparent_photo_stays_transparent_as_in_a_single_run(data, fast, stylizer):
+    from impasto.batch.work import run_job
+
+    # A cut-out: transparent on the left, opaque on the right.
+    photo = Image.fromarray((smooth_image(36, 44) * 255).astype("uint8")).convert("RGBA")
+    photo.putalpha(Image.fromarray(((np.arange(44) >= 22) * 255).astype("uint8")[None].repeat(36, 0)))
+    photo.save(data / "cutout.png")
+    rows = [{"content": str(data / "cutout.png"), "style": str(data / "paintings" / "art0.png")}]
+    [result] = impasto.batch(rows, data / "out", fast, stylizer=stylizer)
+    picture = Image.open(result.output)
+    assert result.status == "done" and picture.mode == "RGBA" and picture.size == (40, 33)
+    alpha = np.asarray(picture.getchannel("A"))
+    assert alpha[:, :15].max() == 0 and alpha[:, -15:].min() == 255
+    assert result.image().mode == "RGBA"
+    # The same from bytes, as a Ray actor is sent its images.
+    sent = ("cutout.png", (data / "cutout.png").read_bytes())
+    art = ("art0.png", (data / "paintings" / "art0.png").read_bytes())
+    outcome = run_job(stylizer, fast.to_dict(), sent, [(art, 1.0)])
+    assert outcome["ok"] and Image.open(io.BytesIO(outcome["png"])).mode == "RGBA"
+
+
+def test_resume_does_not_depend_on_how_the_paths_are_spelled(data, fast, stylizer, monkeypatch):
+    def run(contents, styles, output):
+        return list(impasto.batch(None, output, fast, contents=contents, styles=styles, per_content=1, stylizer=stylizer))
+
+    monkeypatch.chdir(data)
+    assert {r.status for r in run("photos", "paintings", "out")} == {"done"}
+    written = {p.name: p.stat().st_mtime_ns for p in (data / "out").glob("*.png")}
+    # Absolute paths, other relative ones from another folder, a link to the folder: the same batch.
+    assert all(r.previous and r.status == "done" for r in run(data / "photos", data / "paintings", data / "out"))
+    monkeypatch.chdir(data / "paintings")
+    assert all(r.previous and r.status == "done" for r in run("../photos", ".", "../out"))
+    (data / "linked").symlink_to(data / "photos", target_is_directory=True)
+    assert all(r.previous and r.status == "done" for r in run(data / "linked", data / "paintings", data / "out"))
+    assert {p.name: p.stat().st_mtime_ns for p in (data / "out").glob("*.png")} == written
+
+    # A photo replaced by another of the same name: its job is redone (its own picture replaced), not
+    # passed off as done, nor taken for someone else's file in the way.
+    write_png(data / "photos" / "photo1.png", smooth_image(30, 50, seed=9))
+    results = {r.output.name: r for r in run(data / "photos", data / "paintings", data / "out")}
+    redone = [name for name, r in results.items() if not r.previous]
+    assert [name.split("__")[0] for name in redone] == ["photo1"] and results[redone[0]].status == "done"
+    assert Image.open(data / "out" / redone[0]).size == (40, 24)
+    assert all(r.previous for name, r in results.items() if name not in redone)
+
+
+def test_an_index_written_before_paths_were_resolved_still_counts(data, fast, stylizer, monkeypatch):
+    from impasto.batch.plan import job_key
+
+    def run():
+        return list(impasto.batch(None, "out", fast, contents="photos", styles="paintings", per_content=1, stylizer=stylizer))
+
+    monkeypatch.chdir(data)
+    assert {r.status for r in run()} == {"done"}
+    # The records as the batch wrote them before: the paths as spelled ("photos/photo0.png"), no file versions.
+    old = {}
+    for name, record in index_records(data / "out").items():
+        content = f"photos/{Path(record['content']).name}"
+        styles = [[f"paintings/{Path(path).name}", weight] for path, weight in record["styles"]]
+        key = job_key(content, [tuple(s) for s in styles], record["settings_hash"], None)
+        old[name] = {k: v for k, v in record.items() if k not in ("inputs", "settings", "current", "timings", "warnings")}
+        old[name] |= {"content": content, "styles": styles, "key": key}
+    (data / "out" / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old.values()))
+    assert all(r.previous and r.status == "done" for r in run())
+    for name, record in index_records(data / "out").items():  # brought up to date
+        assert record["key"] != old[name]["key"] and Path(record["content"]).is_absolute()
+        assert record["inputs"] and record["current"] is True and record["settings"]["size"] == 40
+
+
+def test_the_index_serves_a_data_loader(data, fast, stylizer, monkeypatch):
+    """What a data loader reads from index.jsonl: absolute paths, the settings (the seed among them),
+    the timings, and which records belong to the batch as it is now."""
+
+    def draw(seed):
+        return {j.output for j in pair_folders(data / "photos", data / "paintings", 1, seed)}
+
+    monkeypatch.chdir(data)
+    first = list(impasto.batch(None, "out", fast.replace(seed=5), contents="photos", styles="paintings", per_content=1, seed=1, stylizer=stylizer))
+    records = index_records(data / "out")
+    assert set(records) == draw(1) and {r.status for r in first} == {"done"}
+    for record in records.values():
+        content, [[style, weight]] = record["content"], record["styles"]
+        assert Path(content).is_absolute() and Path(content) == (data / "photos" / Path(content).name).resolve()
+        assert Path(style).is_absolute() and Path(style).parent == (data / "paintings").resolve() and weight == 1.0
+        assert record["settings"] == json.loads(json.dumps(fast.replace(seed=5).identity())) and record["settings"]["seed"] == 5
+        assert {"load", "decode", "optimise", "encode", "started_at", "finished_at"} <= set(record["timings"])
+        assert record["current"] is True and record["warnings"] == []
+    # Another draw of paintings: the jobs no longer drawn keep their records (their pictures are
+    # there), marked as not of the batch as it is now.
+    other = next(seed for seed in range(2, 50) if draw(seed) != draw(1))
+    list(impasto.batch(None, "out", fast.replace(seed=5), contents="photos", styles="paintings", per_content=1, seed=other, stylizer=stylizer))
+    records = index_records(data / "out")
+    assert set(records) == draw(1) | draw(other)
+    assert {name for name, r in records.items() if r["status"] == "done" and r["current"]} == draw(other)
+    assert all(not records[name]["current"] for name in draw(1) - draw(other))
+
+
+def test_a_warning_of_a_job_is_said_once_per_batch_naming_its_file(data, fast, stylizer):
+    (data / "small").mkdir()
+    write_png(data / "small" / "tiny.png", textured_image(10, 12))
+    with pytest.warns(ImpastoWarning) as caught:
+        results = list(impasto.batch(None, data / "out", fast, contents=data / "photos", styles=data / "small", stylizer=stylizer))
+    said = [str(w.message) for w in caught if issubclass(w.category, ImpastoWarning)]
+    assert len(results) == 3 and len(said) == 1, said
+    assert said[0].startswith(f"{(data / 'small' / 'tiny.png').resolve()} is 12x10 but is used at"), said
+    # Each job's record keeps what it was warned of.
+    assert all(r.warnings == said for r in results)
+    assert all(r["warnings"] == said for r in index_records(data / "out").values())
+
+
+def test_local_workers_share_the_gpus(monkeypatch):
+    """No GPU here: torch is told of two, and each worker's jobs are looked at as they reach run_job."""
+    import signal
+
+    import torch
+
+    from impasto.batch.local import Task
+
+    local = sys.modules["impasto.batch.local"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    current: list[int] = []
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # the worker ignores Ctrl-C: not in this process
+    monkeypatch.setattr(local, "make_stylizer", lambda: None)
+    devices: list[str] = []
+    monkeypatch.setattr(local, "run_job", lambda stylizer, settings, *args: devices.append(settings["device"]) or {"ok": True})
+
+    class Pipe:
+        def __init__(self, tasks):
+            self.tasks, self.sent = list(tasks), []
+
+        def recv(self):
+            return self.tasks.pop(0)
+
+        def send(self, message):
+            self.sent.append(message)
+
+    asked = ["auto", "cuda", "cpu", "cuda:0"]
+    for slot in range(3):
+        devices.clear()
+        pipe = Pipe([Task(i, {"device": device}, "a.png", []) for i, device in enumerate(asked)] + [None])
+        local._worker_main(slot, 1, pipe)
+        assert [m[0] for m in pipe.sent] == ["done"] * 4
+        gpu = f"cuda:{slot % 2}"
+        assert devices == [gpu, gpu, "cpu", "cuda:0"], (slot, devices)  # a device named exactly is left as named
+        assert current[-1] == slot % 2
+    # One GPU: nothing to share.
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    devices.clear()
+    local._worker_main(1, 1, Pipe([Task(0, {"device": "auto"}, "a.png", []), None]))
+    assert devices == ["auto"]
+
+
 def test_a_script_without_a_main_guard_is_told_to_add_one(data, fast):
     # Spawned workers import the driver's script again; one that starts a batch at its top
     # level would start one in each worker. What a Python user pastes from the README.
@@ -402,10 +594,12 @@ def test_cli_folder_mode_and_its_rerun(data, fast, capsys):
     argv = ["batch", "--contents", str(data / "two"), "--styles", str(data / "paintings"), "--per-content", "2",
             "--pair-seed", "3", "-o", str(out), *settings_flags(fast)]  # fmt: skip
     assert main(argv) == 0
-    assert "4 done, 0 failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert re.search(r"4 done, 0 failed, 0 skipped in [\d.]+ s \([\d.]+ jobs/min, [\d.]+ s per job\); index: ", err), err
     assert len(index_records(out)) == 4 and len(list(out.glob("*.png"))) == 4
     assert main(argv) == 0
-    assert "4 done (4 from an earlier run)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "4 done (4 from an earlier run)" in err and "jobs/min" not in err  # nothing painted: no rate to give
     # Other settings into the same folder: nothing painted, so not a success either.
     assert main([*argv, "--style-weight", "7"]) == 1
     err = capsys.readouterr().err

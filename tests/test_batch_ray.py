@@ -98,6 +98,125 @@ def test_an_unreachable_cluster_is_a_quick_clear_error(tmp_path, capsys):
     assert time.monotonic() - started < 60
 
 
+# -- without a cluster: what run_ray and connect make of what Ray says --------------------------------
+# These start no Ray: a stand-in module answers run_ray's few questions, in this process.
+
+
+class FakeRef:
+    def __init__(self, value):
+        self.value = value
+
+
+class FakeRay:
+    """Enough of Ray for run_ray: a cluster of `resources`, actors run at once in this process."""
+
+    class exceptions:
+        RayError = type("RayError", (Exception,), {})
+
+    def __init__(self, resources: dict, init_error: BaseException = None):
+        self.resources, self.init_error, self.actors = resources, init_error, []
+
+    def is_initialized(self):
+        return self.init_error is None  # connected already: run_ray neither connects nor disconnects
+
+    def init(self, **kwargs):
+        raise self.init_error
+
+    def cluster_resources(self):
+        return self.resources
+
+    def remote(self, **options):
+        fake = self
+
+        def wrap(cls):
+            class Handle:
+                @staticmethod
+                def remote(*args):
+                    actor = FakeActor(cls(*args), options)
+                    fake.actors.append(actor)
+                    return actor
+
+            return Handle
+
+        return wrap
+
+    def put(self, value):
+        return FakeRef(value)
+
+    def wait(self, refs, num_returns=1):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        return ref.value
+
+    def kill(self, actor):
+        pass
+
+
+class FakeActor:
+    def __init__(self, instance, options):
+        self.instance, self.options = instance, options
+        unwrap = lambda args: [a.value if isinstance(a, FakeRef) else a for a in args]  # noqa: E731
+        self.run = type("Method", (), {"remote": staticmethod(lambda *args: FakeRef(instance.run(*unwrap(args))))})()
+        self.pid = type("Method", (), {"remote": staticmethod(lambda: FakeRef(os.getpid()))})()
+
+
+@pytest.mark.parametrize("resources, workers, actors, gpu", [
+    ({"CPU": 2.0}, 5, 2, False),  # more workers asked for than the cluster holds: as many as it holds, said
+    ({"CPU": 8.0, "GPU": 2.0}, None, 2, True),  # one per GPU
+])  # fmt: skip
+def test_ray_workers_fit_the_cluster_and_cpu_actors_run_on_the_cpu(tmp_path, monkeypatch, resources, workers, actors, gpu):
+    from impasto.batch import cluster
+    from impasto.batch.local import Task
+    from impasto.errors import ImpastoWarning
+
+    fake = FakeRay(resources)
+    monkeypatch.setattr(cluster, "require_ray", lambda: fake)
+    monkeypatch.setattr(sys.modules["impasto.batch.work"], "make_stylizer", lambda: None)
+    seen = []
+    monkeypatch.setattr(cluster, "run_job", lambda stylizer, settings, *args: seen.append(settings["device"]) or {"ok": True})
+    (tmp_path / "a.png").write_bytes(b"a")
+    tasks = [Task(i, {"device": "auto"}, str(tmp_path / "a.png"), [(str(tmp_path / "a.png"), 1.0)]) for i in range(4)]
+    if workers is not None and workers > actors:
+        with pytest.warns(ImpastoWarning, match=rf"workers={workers}: the Ray cluster holds {actors} workers \(one per 1 CPU\); starting {actors}"):
+            outcomes = list(cluster.run_ray(tasks, None, workers, retries=0))
+    else:
+        outcomes = list(cluster.run_ray(tasks, None, workers, retries=0))
+    assert len(outcomes) == 4 and all(outcome["ok"] for _, outcome in outcomes)
+    # No actor that the cluster cannot place (it would wait for resources, and the batch with it).
+    assert len(fake.actors) == actors and {a.options["num_gpus"] for a in fake.actors} == {int(gpu)}
+    # An actor given no GPU runs "auto" on its CPUs, even on a node with GPUs; one given a GPU gets Ray's.
+    assert set(seen) == {"auto" if gpu else "cpu"}
+
+
+def test_a_refused_ray_token_is_named(monkeypatch):
+    from impasto.batch import cluster
+
+    # What ray.init raises when the cluster wants a token this machine lacks (or has another of):
+    # its own message names no cause, the traceback of the cause is text in the message below it.
+    cause = RuntimeError(
+        "Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+        '  File "python/ray/includes/common.pxi", line 119, in ray._raylet.check_status\n'
+        "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: Authentication token is missing or incorrect. "
+        "Note: RAY_AUTH_MODE is currently 'disabled' (not 'token'). Ensure that the token for the cluster is available ...\n"
+    )
+    error = ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6391")
+    error.__cause__ = cause
+    monkeypatch.setattr(cluster, "require_ray", lambda: FakeRay({}, init_error=error))
+    monkeypatch.setattr(cluster, "check_reachable", lambda address: None)
+    with pytest.raises(Exception) as failed:
+        cluster.connect("127.0.0.1:6391")
+    message = str(failed.value)
+    assert "\n" not in message
+    assert message.startswith("cannot reach a Ray cluster at 127.0.0.1:6391: the cluster refused this machine's Ray authentication "
+                              "(InvalidAuthToken: Authentication token is missing or incorrect)"), message  # fmt: skip
+    assert "~/.ray/auth_token" in message
+    # Another cause: its own last line, not Ray's "Failed to connect".
+    error.__cause__ = RuntimeError("Failed to connect to GCS. Last connection error: Traceback ...\nray.exceptions.RpcError: Deadline Exceeded")
+    with pytest.raises(Exception, match=r"at 127.0.0.1:6391: ray.exceptions.RpcError: Deadline Exceeded$"):
+        cluster.connect("127.0.0.1:6391")
+
+
 # -- inside the namespaces --------------------------------------------------------------------------
 
 

@@ -145,6 +145,9 @@ def test_version_and_an_unknown_command(capsys):
     declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE).group(1)
     assert impasto.__version__ == declared
     assert run_child([sys.executable, "-m", "impasto", "--version"]).stdout.strip() == f"impasto {declared}"
+    # Where there is no `resource` module (Windows) the package still imports.
+    without = run_child([sys.executable, "-c", "import sys; sys.modules['resource'] = None; from impasto.batch.work import peak_rss_mib; print(peak_rss_mib())"])
+    assert without.returncode == 0 and without.stdout.strip() == "None", without.stderr
     code, _, err = cli(capsys, "frobnicate")
     assert_one_line_error(code, err, "unknown command 'frobnicate'", "batch", "video", "impasto PHOTO PAINTING -o OUT")
     # A misspelt command is one even with a run's worth of arguments after it.

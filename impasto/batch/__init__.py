@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Sequence, Union
 
-from ..errors import ImpastoError, option
+from ..errors import ImpastoError, option, warn
 from ..images import check_writable
 from ..settings import SettingsLike, as_settings
 from .index import INDEX_NAME, FolderLock, Index
@@ -52,16 +52,17 @@ class JobResult:
     attempts: int = 0
     worker: Optional[str] = None
     previous: bool = False
+    warnings: list[str] = field(default_factory=list)  # what the run warned of (each also said once per batch)
 
     @property
     def ok(self) -> bool:
         return self.status != "failed"
 
     def image(self) -> Any:
-        """The written picture (PIL)."""
-        from ..images import load_image
+        """The written picture (PIL): RGB, or RGBA where it kept a photo's transparency."""
+        from ..images import load_image_and_alpha, with_alpha
 
-        return load_image(self.output)
+        return with_alpha(*load_image_and_alpha(self.output))
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], folder: Path, previous: bool = False) -> "JobResult":
@@ -70,6 +71,7 @@ class JobResult:
             styles=[tuple(s) for s in record.get("styles", [])], settings_hash=record.get("settings_hash", ""),
             losses=record.get("losses") or {}, seconds=record.get("seconds") or 0.0, error=record.get("error"),
             attempts=record.get("attempts", 0), worker=record.get("worker"), previous=previous,
+            warnings=list(record.get("warnings") or []),
         )  # fmt: skip
 
 
@@ -96,6 +98,7 @@ def collect_jobs(
     per_content: Optional[int],
     seed: int,
     fmt: str,
+    recursive: bool = False,
 ) -> list[Job]:
     if fmt not in OUTPUT_FORMATS:
         raise ImpastoError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r}")
@@ -105,7 +108,9 @@ def collect_jobs(
     if folders:
         if contents is None or styles is None:
             raise ImpastoError(f"folder mode needs both {folder_options()}")
-        return pair_folders(contents, styles, per_content, seed, fmt)
+        return pair_folders(contents, styles, per_content, seed, fmt, recursive)
+    if recursive:
+        raise ImpastoError(f"{option('recursive', True)} reads the subfolders of {folder_options()}; a manifest names its files")
     if per_content is not None:
         raise ImpastoError(f"{option('per_content')} pairs folders; with a manifest, each row names its styles")
     if source is None:
@@ -128,15 +133,21 @@ def plan_batch(
     retry_failed: bool = False,
     overwrite: bool = False,
     fixed: Collection[str] = (),
+    recursive: bool = False,
 ) -> BatchPlan:
     """Read the jobs and the index and decide which jobs run now (see `batch`)."""
     base = as_settings(settings).validate()
     folder = Path(output)
     for given, flag in ((contents, option("contents")), (styles, option("styles"))):
-        if given is not None and folder.resolve() == Path(given).resolve():
+        if given is None:
+            continue
+        if folder.resolve() == Path(given).resolve():
             # Its pictures would be read as new photos (or paintings) by the same command run again.
             raise ImpastoError(f"{folder}: the output folder is the {flag} folder; give the outputs a folder of their own")
-    jobs = plan(collect_jobs(source, contents, styles, per_content, seed, image_format), base, fixed)
+        if recursive and folder.resolve().is_relative_to(Path(given).resolve()):
+            raise ImpastoError(f"{folder}: the output folder is inside the {flag} folder, which {option('recursive', True)} "
+                               "reads whole; give the outputs a folder outside it")  # fmt: skip
+    jobs = plan(collect_jobs(source, contents, styles, per_content, seed, image_format, recursive), base, fixed)
     if folder.exists() and not folder.is_dir():
         raise ImpastoError(f"{folder}: exists and is not a folder (the batch's output folder)")
     try:
@@ -149,9 +160,16 @@ def plan_batch(
     to_run, finished, failed_before, ours = [], [], [], set()
     for job in jobs:
         record = index.get(job.output) or {}
+        if record and "inputs" not in record and record.get("key") in (job.key, job.legacy_key):
+            # Written before the index held resolved paths and file versions, by this very job as
+            # spelled then: brought up to date, with the files taken as they were.
+            record.update(job.record())
         status = record.get("status") if record.get("key") == job.key else None  # another job's record is none of ours
         exists = (folder / job.output).exists()
-        if status == "done" and exists and not overwrite:
+        if status == "done" and exists and not overwrite and inputs_changed(record, job):
+            ours.add(job.output)  # a photo (or painting) replaced since: redone, its old picture replaced
+            to_run.append(job)
+        elif status == "done" and exists and not overwrite:
             finished.append(job)
         elif status == "failed" and not (retry_failed or overwrite):
             failed_before.append(job)
@@ -159,7 +177,18 @@ def plan_batch(
             if status == "writing":
                 ours.add(job.output)  # redone, and its half-recorded picture replaced
             to_run.append(job)
+    if index.mark_current({job.output: job.key for job in jobs}):
+        index.compact()  # so the records of jobs no longer in the batch say so even if this run is killed
     return BatchPlan(folder, index, jobs, to_run, finished, failed_before, replace=overwrite, ours=frozenset(ours), lock=lock)
+
+
+def inputs_changed(record: Mapping[str, Any], job: Job) -> bool:
+    """Whether an input file of a done job is not the one its picture was made from (another size
+    or modification time). A file now missing is no reason to redo a job: there is nothing to redo it from."""
+    before = record.get("inputs")
+    if not isinstance(before, list) or len(before) != len(job.inputs):
+        return False  # an older record: nothing to compare
+    return any(now is not None and now != then for now, then in zip(job.inputs, before))
 
 
 def batch(
@@ -171,6 +200,7 @@ def batch(
     styles: Optional[PathLike] = None,
     per_content: Optional[int] = None,
     seed: int = 0,
+    recursive: bool = False,
     workers: Optional[int] = None,
     ray: Union[None, bool, str] = None,
     ray_cpus: float = 1.0,
@@ -188,14 +218,16 @@ def batch(
     Jobs come from `source` (a .csv or .jsonl manifest, or a list of dicts with the same
     fields: content, style or styles, output, settings or any setting name), or from the
     folders `contents` x `styles`: every pair, or `per_content` styles drawn at random per
-    content (repeatably for a given `seed`). `settings` applies to every job; a row's
+    content (repeatably for a given `seed`); `recursive` reads the folders' subfolders too, and
+    a content's output goes into the same subfolder of `output`. `settings` applies to every job; a row's
     preset overrides it but for the settings named in `fixed` (the command line's explicit
     options), and a row's own values override both.
 
     Results are written into the folder `output` with deterministic names, and an index
     (`output/index.jsonl`) records every job. Jobs done by an earlier run with the same
-    inputs and settings are yielded first (`previous=True`) and not redone; failed ones
-    are redone with `retry_failed`. An existing file the batch did not make is skipped
+    inputs and settings are yielded first (`previous=True`) and not redone (the same inputs:
+    the same files, by resolved path, size and modification time); failed ones are redone
+    with `retry_failed`. An existing file the batch did not make is skipped
     (status "skipped") unless `overwrite`.
 
     Local by default: `workers` processes (default 1: this process, reusing `stylizer`
@@ -224,7 +256,7 @@ def batch(
             check_reachable(ray)
     planned = plan_batch(
         source, output, settings, contents=contents, styles=styles, per_content=per_content, seed=seed,
-        image_format=image_format, retry_failed=retry_failed, overwrite=overwrite, fixed=fixed,
+        image_format=image_format, retry_failed=retry_failed, overwrite=overwrite, fixed=fixed, recursive=recursive,
     )  # fmt: skip
     address = None if ray is True else (ray or None)
     return BatchRun(planned, _execute(planned, workers, bool(ray), address, ray_cpus, ray_gpus, retries, stylizer, on_progress))
@@ -304,9 +336,15 @@ def _execute(
             finished = run_inline(tasks, stylizer, hook)
         else:
             finished = run_pool(tasks, min(workers or 1, len(tasks)), retries, hook)
+        said: set[str] = set()
         try:
             for task, outcome in finished:
                 job = runnable[task.id]
+                warned = outcome.get("warnings")
+                for message in warned if isinstance(warned, list) else []:
+                    if message not in said:  # once per batch, not once per job of a painting
+                        said.add(message)
+                        warn(message)
                 yield _record(index, folder, job, outcome, task.attempts, planned.replace or job.output in planned.ours)
         finally:
             close = getattr(finished, "close", None)
@@ -343,7 +381,7 @@ def _record(index: Index, folder: Path, job: Job, outcome: dict[str, Any], attem
         if status == "done":
             # Said before the picture is written: a run killed between the two (SIGKILL, power) leaves a
             # picture its next run knows to be its own, and redoes, instead of one it must not touch.
-            index.append(job.record() | {"status": "writing"})
+            index.append(job.record() | {"status": "writing", "current": True})
             try:
                 (folder / job.output).parent.mkdir(parents=True, exist_ok=True)  # a manifest may name subfolders
                 save_image(Image.open(io.BytesIO(outcome["png"])), folder / job.output, overwrite=replace)
@@ -359,6 +397,9 @@ def _record(index: Index, folder: Path, job: Job, outcome: dict[str, Any], attem
             "attempts": attempts,
             "worker": outcome.get("worker"),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "timings": outcome.get("timings"),
+            "warnings": outcome.get("warnings") or [],
+            "current": True,
         }
         if not keep:
             index.append(record)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from collections import deque
 from typing import Any, Iterator, Optional, Sequence
 
-from ..errors import COMMAND_LINE_ENV, ImpastoError, on_command_line
+from ..errors import COMMAND_LINE_ENV, ImpastoError, on_command_line, option, warn
 from .local import Task, lost_worker_outcome
 from .work import read_source, run_job
 
@@ -43,7 +44,7 @@ def require_ray() -> Any:
 class BatchWorker:
     """A Ray actor's state: one Stylizer for its whole life."""
 
-    def __init__(self, weights_hint: Optional[str] = None, command_line: bool = False) -> None:
+    def __init__(self, weights_hint: Optional[str] = None, command_line: bool = False, gpu: bool = True) -> None:
         # The driver's $IMPASTO_WEIGHTS helps only where that path exists on this node too.
         if weights_hint and os.path.exists(weights_hint):
             os.environ["IMPASTO_WEIGHTS"] = weights_hint
@@ -52,12 +53,17 @@ class BatchWorker:
         from .work import make_stylizer
 
         self.stylizer = make_stylizer()
+        # An actor given no GPU may still be on a node with GPUs, where "auto" would pick one that
+        # Ray gave to another actor (or to no one): it runs on the CPUs it was given.
+        self.gpu = gpu
 
     def pid(self) -> int:
         return os.getpid()
 
     def run(self, settings: dict[str, Any], names: list[str], weights: list[float], content: bytes, *styles: bytes) -> dict[str, Any]:
         sources = [(name, data) for name, data in zip(names[1:], styles)]
+        if not self.gpu and settings.get("device", "auto") == "auto":
+            settings = settings | {"device": "cpu"}
         return run_job(self.stylizer, settings, (names[0], content), list(zip(sources, weights)))
 
 
@@ -69,11 +75,40 @@ def connect(address: Optional[str]) -> bool:
         return False
     if address:
         check_reachable(address)
+    failures: tuple[type[BaseException], ...] = (ConnectionError,)
+    authentication = getattr(getattr(ray, "exceptions", None), "AuthenticationError", None)
+    if isinstance(authentication, type) and issubclass(authentication, BaseException):
+        failures += (authentication,)
     try:
         ray.init(address=address or None, logging_level=logging.WARNING, configure_logging=True)
-    except ConnectionError as exc:
-        raise ImpastoError(f"cannot reach a Ray cluster at {address}: {exc}") from None
+    except failures as exc:
+        where = f"at {address}" if address else "($RAY_ADDRESS, or on this machine)"
+        raise ImpastoError(f"cannot reach a Ray cluster {where}: {connect_failure(exc)}") from None
     return True
+
+
+def connect_failure(exc: BaseException) -> str:
+    """One line on why ray.init failed. Ray says only "Failed to connect to Ray cluster at ..."; the
+    cause is deeper in the chain, as the last line of a traceback held in a message."""
+    chain, seen = [], set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ if current.__cause__ is not None else None if current.__suppress_context__ else current.__context__
+    text = "\n".join(str(e) for e in chain)
+    if "InvalidAuthToken" in text or "AuthenticationError" in text or "Unauthenticated" in text:
+        found = re.search(r"(InvalidAuthToken:[^.\n]*)", text)
+        reason = found.group(1).strip() if found else "authentication failed"
+        return (f"the cluster refused this machine's Ray authentication ({reason}): the token here (~/.ray/auth_token, "
+                "$RAY_AUTH_TOKEN or $RAY_AUTH_TOKEN_PATH, with $RAY_AUTH_MODE) must be the cluster's, or none for a cluster without one")  # fmt: skip
+    # The deepest error's own last line ("SomeError: what went wrong"), else the first line of the first.
+    for error in reversed(chain):
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        if lines:
+            last = lines[-1]
+            return (last if len(lines) == 1 or re.match(r"^[\w.]+(Error|Exception): ", last) else lines[0])[:300]
+    return _first_line(exc)
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -120,11 +155,17 @@ def run_ray(
     actors: list[Any] = []
     try:
         resources, slots = actor_resources(cpus, gpus)
-        count = max(1, min(workers or slots, len(tasks)))
+        if workers is not None and workers > slots:
+            # Actors beyond what the cluster holds would wait for resources forever, and the batch with them.
+            unit = "GPU" if resources["num_gpus"] else f"{cpus:g} CPU"
+            warn(f"{option('workers', workers)}: the Ray cluster holds {slots} worker{'s' if slots != 1 else ''} "
+                 f"(one per {unit}); starting {slots}")  # fmt: skip
+        count = max(1, min(workers or slots, slots, len(tasks)))
         # max_restarts=-1: a killed actor comes back (and reloads VGG); the driver, not Ray,
         # decides whether its job is sent again, so the retries are counted per job.
         remote_worker = ray.remote(max_restarts=-1, max_task_retries=0, **resources)(BatchWorker)
-        actors = [remote_worker.remote(os.environ.get("IMPASTO_WEIGHTS"), on_command_line()) for _ in range(count)]
+        gpu = bool(resources["num_gpus"])
+        actors = [remote_worker.remote(os.environ.get("IMPASTO_WEIGHTS"), on_command_line(), gpu) for _ in range(count)]
         styles: dict[str, Any] = {}  # path -> object ref of its bytes, sent once
         free = deque(actors)
         pending = deque(tasks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -15,6 +16,7 @@ examples:
   impasto batch jobs.csv -o out/ --size 256
   impasto batch --contents photos/ --styles paintings/ -o out/ --workers 2
   impasto batch --contents photos/ --styles paintings/ --per-content 3 --pair-seed 7 -o augmented/
+  impasto batch --contents imagenet/train/ --styles paintings/ --per-content 1 --recursive -o stylized/
   impasto batch jobs.jsonl -o out/ --ray 10.0.0.5:6379
   impasto batch jobs.csv -o out/ --retry-failed          (after fixing what failed)
 
@@ -43,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--styles", metavar="DIR", help="folder of paintings")
     group.add_argument("--per-content", type=int, metavar="K", help="K styles drawn at random for each photo (default: every style)")
     group.add_argument("--pair-seed", type=int, default=0, metavar="N", help="seed of the random draw of styles (default: 0)")
+    group.add_argument("--recursive", action="store_true",
+                       help="read the folders' subfolders too (class_a/0001.jpg); the outputs go into the same subfolders")  # fmt: skip
     group = p.add_argument_group("running")
     group.add_argument("--workers", type=int, metavar="N", help="worker processes here (default 1), or Ray actors (default: as many as the cluster holds)")
     group.add_argument("--ray", nargs="?", const=True, default=None, metavar="ADDRESS",
@@ -62,7 +66,7 @@ def main(argv: Sequence[str]) -> int:
     from tqdm import tqdm
 
     from ..cli import explicit_settings, settings_from_args
-    from ..errors import ImpastoError
+    from ..errors import ImpastoError, ImpastoWarning
     from . import JobResult, batch
 
     args = build_parser().parse_args(argv)
@@ -86,7 +90,7 @@ def main(argv: Sequence[str]) -> int:
 
     results = batch(
         args.manifest, args.output, settings, contents=args.contents, styles=args.styles, per_content=args.per_content,
-        seed=args.pair_seed, workers=args.workers, ray=args.ray, ray_cpus=args.ray_cpus, retries=args.retries,
+        seed=args.pair_seed, recursive=args.recursive, workers=args.workers, ray=args.ray, ray_cpus=args.ray_cpus, retries=args.retries,
         retry_failed=args.retry_failed, overwrite=args.overwrite, image_format=args.format, on_progress=on_progress,
         fixed=set(explicit_settings(args)),
     )  # fmt: skip
@@ -98,7 +102,16 @@ def main(argv: Sequence[str]) -> int:
               f"(index: {results.index_path})", file=sys.stderr)  # fmt: skip
     # The overall bar counts the jobs run now, so its rate and ETA are this run's.
     overall = tqdm(total=results.to_run, position=0, unit="job", disable=args.quiet or not results.to_run, dynamic_ncols=True, desc="batch")
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(category, ImpastoWarning):  # above the bars, not through them
+            tqdm.write(f"impasto: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
     try:
+        warnings.showwarning = show
         for result in results:
             counts[result.status] += 1
             if result.previous:
@@ -118,6 +131,8 @@ def main(argv: Sequence[str]) -> int:
     except ImpastoError:
         _close(overall, bars)
         raise
+    finally:
+        warnings.showwarning = shown
     _close(overall, bars)
     summary = _summary(counts, time.perf_counter() - start, Path(args.output))
     print(summary, file=sys.stderr)
@@ -129,12 +144,20 @@ def main(argv: Sequence[str]) -> int:
 
 def _summary(counts: dict[str, int], seconds: float, folder: Path) -> str:
     earlier = f" ({counts['earlier']} from an earlier run)" if counts["earlier"] else ""
-    text = f"batch: {counts['done']} done{earlier}, {counts['failed']} failed, {counts['skipped']} skipped in {seconds:.1f} s; index: {folder / 'index.jsonl'}"
+    painted = counts["done"] - counts["earlier"]
+    # Pictures painted now over the run's wall clock (worker start-up included): what the next batch can expect.
+    rate = f" ({_figure(painted / seconds * 60)} jobs/min, {_figure(seconds / painted)} s per job)" if painted and seconds > 0 else ""
+    text = (f"batch: {counts['done']} done{earlier}, {counts['failed']} failed, {counts['skipped']} skipped in {seconds:.1f} s{rate}; "
+            f"index: {folder / 'index.jsonl'}")  # fmt: skip
     if counts["failed"]:
         text += "\nrun again with --retry-failed to redo the failed jobs once their cause is fixed"
     if counts["skipped"]:
         text += "\nskipped: a file not made by this batch (other settings or inputs) was in the way; pass --overwrite, or give these settings an output folder of their own"
     return text
+
+
+def _figure(x: float) -> str:
+    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def _close(overall: Optional[Any], bars: dict[int, Any]) -> None:

@@ -3,6 +3,8 @@
 Records are appended (and flushed to disk) as jobs finish, so a crash or Ctrl-C
 loses at most the jobs in flight; at the end the file is rewritten with one
 record per output, the latest, so it can be compared with the files on disk.
+Each record says whether it belongs to the batch last run there ("current"), so a
+data loader can leave out the records of jobs that batch no longer has.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from ..errors import ImpastoError
 
@@ -53,6 +55,19 @@ class Index:
             handle.write(json.dumps(record, default=str) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+    def mark_current(self, keys: Mapping[str, str]) -> bool:
+        """Set each record's "current": whether it is the record of a job of this batch (`keys`: output
+        name -> the key of the job that writes it now). A record of a job the batch no longer has (a
+        photo left out, another draw of styles, other settings) stays, with "current": false. Returns
+        whether any record changed."""
+        changed = False
+        for output, record in self.records.items():
+            current = keys.get(output) == record.get("key")
+            if record.get("current") is not current:
+                record["current"] = current
+                changed = True
+        return changed
 
     def compact(self) -> None:
         """Rewrite the file atomically with one line per output."""

@@ -78,6 +78,21 @@ def run_inline(tasks: Sequence[Task], stylizer: Any, on_progress: Optional[Progr
         yield task, run_job(stylizer, task.settings, task.content, task.styles, hook)
 
 
+def placed(settings: dict[str, Any], slot: int) -> dict[str, Any]:
+    """A job's settings for the worker in `slot`: with several CUDA GPUs, a job for "auto" or "cuda"
+    (each the current GPU, cuda:0 in every new process) runs on GPU slot % count, so the workers
+    share the GPUs instead of all crowding the first. Other devices are left as given."""
+    if settings.get("device", "auto") not in ("auto", "cuda"):
+        return settings
+    import torch
+
+    if not torch.cuda.is_available() or (count := torch.cuda.device_count()) < 2:
+        return settings
+    gpu = slot % count
+    torch.cuda.set_device(gpu)  # for what asks torch for "the" GPU (memory figures, caches)
+    return settings | {"device": f"cuda:{gpu}"}
+
+
 def _worker_main(slot: int, threads: int, conn: Any) -> None:
     # Ctrl-C is the driver's to handle: it stops the workers, whose jobs are then redone on resume.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -101,7 +116,7 @@ def _worker_main(slot: int, threads: int, conn: Any) -> None:
                 last = now
                 conn.send(("progress", task.id, done, total))
 
-        conn.send(("done", task.id, run_job(stylizer, task.settings, task.content, task.styles, progress)))
+        conn.send(("done", task.id, run_job(stylizer, placed(task.settings, slot), task.content, task.styles, progress)))
 
 
 @dataclass

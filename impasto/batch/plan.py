@@ -15,7 +15,7 @@ import random
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
-from typing import Any, Collection, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Collection, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from ..errors import ImpastoError, option, warn
 from ..settings import Settings
@@ -44,7 +44,11 @@ class Job:
     settings: Optional[Settings] = None
     error: Optional[str] = None  # why it cannot run, found while planning
     settings_hash: str = ""
-    key: str = ""  # inputs + settings: a finished record with this key need not be redone
+    key: str = ""  # inputs (resolved paths) + settings: a finished record with this key need not be redone
+    # Each input file as [size, mtime_ns] (None where it cannot be read), content first: a done
+    # record whose files have changed since is redone, in place (its picture is this job's own).
+    inputs: list[Optional[list[int]]] = field(default_factory=list)
+    legacy_key: str = ""  # the key as indexes written before paths were resolved have it
 
     def record(self) -> dict[str, Any]:
         """The job's part of an index record."""
@@ -54,7 +58,9 @@ class Job:
             "styles": [[path, weight] for path, weight in self.styles],
             "overrides": self.overrides,
             "settings_hash": self.settings_hash,
+            "settings": self.settings.identity() if self.settings is not None else None,
             "key": self.key,
+            "inputs": self.inputs,
             "origin": self.origin,
         }
 
@@ -99,17 +105,69 @@ def resolve_settings(base: Settings, overrides: Mapping[str, Any], fixed: Collec
         raise ImpastoError(f"bad setting: {exc}") from None
 
 
-def finish_job(job: Job, base: Settings, fixed: Collection[str] = ()) -> Job:
-    """Fill in the job's settings, hash and key, or its error."""
+def job_key(content: str, styles: Sequence[tuple[str, float]], settings_hash_: str, error: Optional[str]) -> str:
+    identity = {"content": content, "styles": styles, "settings": settings_hash_, "error": error}
+    return hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()[:16]
+
+
+def canonical_path(path: str, folders: Optional[dict[str, str]] = None) -> str:
+    """`path` absolute, its folders resolved (symlinks, "..", the working directory), its own name
+    kept: the same file however a run spells it, and a symlinked file (a data set's blob store)
+    keeps the name and the class folder a data loader reads labels from. `folders` keeps the
+    folders resolved so far (a data set has many files per folder)."""
+    full = os.path.join(os.getcwd(), os.path.expanduser(path))  # as given where it is absolute
+    parent, name = os.path.split(full)
+    if name in ("", ".", ".."):
+        return str(Path(full).resolve())
+    folders = {} if folders is None else folders
+    if parent not in folders:
+        folders[parent] = str(Path(parent).resolve())
+    return os.path.join(folders[parent], name)
+
+
+def file_version(path: str, cache: Optional[dict[str, Optional[list[int]]]] = None) -> Optional[list[int]]:
+    """[size, mtime_ns] of a file, as cheaply as "the same file as before" can be known; None if unreadable."""
+    if cache is not None and path in cache:
+        return cache[path]
+    try:
+        stat = os.stat(path)
+        version: Optional[list[int]] = [stat.st_size, stat.st_mtime_ns]
+    except OSError:
+        version = None
+    if cache is not None:
+        cache[path] = version
+    return version
+
+
+@dataclass
+class PlanCache:
+    """What planning many jobs would otherwise work out again for each: the settings of each set of
+    overrides (one for a whole folder pairing), each folder resolved, each file's version."""
+
+    settings: dict[str, tuple[Settings, str]] = field(default_factory=dict)
+    folders: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, Optional[list[int]]] = field(default_factory=dict)
+
+
+def finish_job(job: Job, base: Settings, fixed: Collection[str] = (), cache: Optional[PlanCache] = None) -> Job:
+    """Fill in the job's settings, hash and key, or its error; resolve its paths and note its files' versions."""
+    cache = PlanCache() if cache is None else cache
     if job.error is None:
-        try:
-            job.settings = resolve_settings(base, job.overrides, fixed)
-        except ImpastoError as exc:
-            job.error = f"{job.origin}: {exc}" if job.origin else str(exc)
-    if job.settings is not None:
-        job.settings_hash = settings_hash(job.settings)
-    identity = {"content": job.content, "styles": job.styles, "settings": job.settings_hash, "error": job.error}
-    job.key = hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()[:16]
+        overrides = json.dumps(job.overrides, sort_keys=True, default=repr)
+        if overrides not in cache.settings:
+            try:
+                resolved = resolve_settings(base, job.overrides, fixed)
+                cache.settings[overrides] = (resolved, settings_hash(resolved))
+            except ImpastoError as exc:
+                job.error = f"{job.origin}: {exc}" if job.origin else str(exc)
+        if job.error is None:
+            job.settings, job.settings_hash = cache.settings[overrides]
+    job.legacy_key = job_key(job.content, job.styles, job.settings_hash, job.error)
+    job.content = canonical_path(job.content, cache.folders) if job.content else ""
+    job.styles = tuple((canonical_path(path, cache.folders), weight) for path, weight in job.styles)
+    job.key = job_key(job.content, job.styles, job.settings_hash, job.error)
+    paths = ([job.content] if job.content else []) + [path for path, _ in job.styles]
+    job.inputs = [file_version(path, cache.versions) for path in paths]
     return job
 
 
@@ -278,16 +336,36 @@ def jobs_from_rows(rows: Iterable[Row], fmt: str = "png", folder: Optional[PathL
 # -- folders -------------------------------------------------------------------------------------
 
 
-def list_images(folder: PathLike, what: str) -> list[Path]:
+def tree_files(folder: Path) -> Iterator[Path]:
+    """The files of `folder` and of its subfolders (symlinked ones too, each real folder once), hidden ones left out."""
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            path = Path(root) / name
+            if not name.startswith(".") and path.is_file():
+                yield path
+
+
+def list_images(folder: PathLike, what: str, recursive: bool = False) -> list[Path]:
+    """The images of a folder, sorted by their path in it; with `recursive`, those of its subfolders too."""
     folder = Path(folder)
     if folder.is_file():
         raise ImpastoError(f"{folder}: is a file; --{what} takes a folder of images (a list of jobs is a manifest)")
     if not folder.is_dir():
         raise ImpastoError(f"{folder}: no such folder (--{what})")
-    files = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
+    if recursive:
+        files = list(tree_files(folder))
+    else:
+        files = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
     avif = avif_readable()
     suffixes = IMAGE_SUFFIXES + (AVIF_SUFFIXES if avif else ())
-    images = sorted(p for p in files if p.suffix.lower() in suffixes)
+    images = sorted((p for p in files if p.suffix.lower() in suffixes), key=lambda p: p.relative_to(folder).as_posix())
     # Pictures a user would expect in a batch but this machine cannot read: left out like any
     # other file, but said, so a folder of them is not a mystery.
     unreadable = (
@@ -301,7 +379,11 @@ def list_images(folder: PathLike, what: str) -> list[Path]:
             them = "them" if count > 1 else "it"
             notes.append((f"{count} {name}{'s' if count > 1 else ''} in it cannot be read: {advice.format(them=them)}", them))
     if not images:
-        raise ImpastoError(f"{folder}: no images in it (looked for {', '.join(suffixes)})" + "".join(f"; {n}" for n, _ in notes))
+        deeper = ""
+        if not recursive and any(p.suffix.lower() in suffixes for p in tree_files(folder)):
+            # An ImageNet-style tree (class/photo.jpg): say how to read it rather than "no images".
+            deeper = f"; its subfolders have images: pass {option('recursive', True)} to read them"
+        raise ImpastoError(f"{folder}: no images in it (looked for {', '.join(suffixes)})" + "".join(f"; {n}" for n, _ in notes) + deeper)
     for note, them in notes:
         warn(f"{folder}: {note}; the batch leaves {them} out")
     return images
@@ -314,14 +396,19 @@ def avif_readable() -> bool:
     return "avif" in features.modules and bool(features.check("avif"))
 
 
-def pair_folders(contents: PathLike, styles: PathLike, per_content: Optional[int] = None, seed: int = 0, fmt: str = "png") -> list[Job]:
+def pair_folders(
+    contents: PathLike, styles: PathLike, per_content: Optional[int] = None, seed: int = 0, fmt: str = "png", recursive: bool = False
+) -> list[Job]:
     """Every content with every style, or `per_content` styles drawn at random for each content.
 
-    The draw for a content depends only on the seed and the content's file name, so adding
-    photos to the folder leaves the earlier pairs (and their finished outputs) as they were.
+    The draw for a content depends only on the seed and the content's path in its folder (its
+    file name, at the top level), so adding photos to the folder leaves the earlier pairs (and
+    their finished outputs) as they were. With `recursive`, the subfolders' images are read
+    too, and a content's output goes into the same subfolder of the output folder.
     """
-    content_paths = list_images(contents, "contents")
-    style_paths = list_images(styles, "styles")
+    contents, styles = Path(contents), Path(styles)
+    content_paths = list_images(contents, "contents", recursive)
+    style_paths = list_images(styles, "styles", recursive)
     if per_content is not None:
         if per_content < 1:
             raise ImpastoError(f"{option('per_content')} must be at least 1, not {per_content}")
@@ -329,17 +416,21 @@ def pair_folders(contents: PathLike, styles: PathLike, per_content: Optional[int
             raise ImpastoError(f"{option('per_content', per_content)}: there are only {len(style_paths)} styles in {styles}")
     jobs = []
     for content in content_paths:
+        place = content.relative_to(contents).as_posix()  # "photo.jpg", or "class_a/0001.jpg" in a tree
         if per_content is None:
             chosen = style_paths
         else:
-            chosen = sorted(random.Random(f"{seed}:{content.name}").sample(style_paths, per_content))
+            chosen = sorted(random.Random(f"{seed}:{place}").sample(style_paths, per_content))
         for style in chosen:
             styles_ = ((str(style), 1.0),)
-            jobs.append(Job(output=default_output(str(content), styles_, fmt), content=str(content), styles=styles_, origin=f"{content.name} x {style.name}"))
+            output = str(PurePosixPath(place).parent / default_output(str(content), styles_, fmt))
+            name = style.relative_to(styles).as_posix()
+            jobs.append(Job(output=output, content=str(content), styles=styles_, origin=f"{place} x {name}"))
     return jobs
 
 
 def plan(jobs: Sequence[Job], base: Settings, fixed: Collection[str] = ()) -> list[Job]:
     """Settings, hashes and keys for every job; two jobs writing one file is an error."""
     check_unique_outputs(jobs)
-    return [finish_job(job, base, fixed) for job in jobs]
+    cache = PlanCache()
+    return [finish_job(job, base, fixed, cache) for job in jobs]

@@ -8,13 +8,15 @@ no shared file system.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-import resource
 import socket
+import sys
 import time
 import traceback
-from typing import Any, Callable, Optional, Sequence, Union
+import warnings
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 from ..errors import ImpastoError, Interrupted
 
@@ -77,9 +79,14 @@ def torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def peak_rss_mib() -> float:
-    """This process's resident-memory high-water mark (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mib() -> Optional[float]:
+    """This process's resident-memory high-water mark, or None where there is no `resource` (Windows)."""
+    try:
+        import resource  # here, not at the top: `import impasto` loads this module on every platform
+    except ImportError:
+        return None
+    # Linux reports KiB, macOS bytes.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024**2 if sys.platform == "darwin" else 1024)
 
 
 def worker_name() -> str:
@@ -87,20 +94,45 @@ def worker_name() -> str:
 
 
 def open_source(source: Source) -> Any:
-    """A PIL image from a path or from bytes, with load_image's checks and messages."""
+    """A PIL image from a path or from bytes, with load_image's checks and messages: RGB, or RGBA
+    where the picture has transparency, which a run keeps in its output (a cut-out stays a cut-out)."""
     from PIL import Image, UnidentifiedImageError
 
-    from ..images import load_image
+    from ..images import load_image_and_alpha, with_alpha
 
     if isinstance(source, str):
-        return load_image(source)
+        return with_alpha(*load_image_and_alpha(source))
     name, data = source
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
         raise ImpastoError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
-    return load_image(image)
+    return with_alpha(*load_image_and_alpha(image))
+
+
+def source_name(source: Source) -> str:
+    return source if isinstance(source, str) else source[0]
+
+
+# How Stylizer.run names a painting it was given as a picture rather than a path.
+UNNAMED_STYLE = "a style image"
+
+
+def name_input(message: str, content: str, styles: Sequence[tuple[str, Any]]) -> str:
+    """A job's warning, naming the input it concerns where it does not already: in a batch of
+    thousands, "a style image is 40x30" says nothing. `styles`: (name, PIL image) of each painting."""
+    names = [content] + [name for name, _ in styles]
+    if any(name and (name in message or os.path.basename(name) in message) for name in names):
+        return message
+    if message.startswith(UNNAMED_STYLE):  # which painting: the one of the size it gives, if it gives one
+        candidates = [name for name, image in styles if f"{image.width}x{image.height}" in message] or [name for name, _ in styles]
+        if len(candidates) == 1:
+            return candidates[0] + message[len(UNNAMED_STYLE):]
+        return f"{' or '.join(candidates)}: {message}"
+    if "photo" in message.lower():
+        return f"{content}: {message}"
+    return f"{content} in {' + '.join(name for name, _ in styles)}: {message}"
 
 
 def read_source(path: str) -> tuple[str, bytes]:
@@ -123,7 +155,8 @@ def run_job(
     styles: Sequence[tuple[Source, float]],
     on_progress: Optional[ProgressFn] = None,
 ) -> dict[str, Any]:
-    """Paint one job. Returns {"ok", "png", "losses", "seconds", "note", "worker", "timings"} or {"ok": False, "error"}.
+    """Paint one job. Returns {"ok", "png", "losses", "seconds", "note", "worker", "timings", "warnings"} or
+    {"ok": False, "error", "warnings"}.
 
     Every error becomes a message here: a bad input fails its job, never the worker.
     A Ctrl-C in the middle of a job (the driver running jobs itself) is raised again,
@@ -131,14 +164,55 @@ def run_job(
     "timings" splits the job's seconds for benchmarks/batch.py: model load (non-zero on a
     worker's first job), input decoding, style targets (None when the stylizer's cache does
     not time them), the rest of the run, PNG encoding; plus the wall clock at the start and
-    end, the worker's peak RSS and its torch threads.
+    end, the worker's peak RSS and its torch threads. "warnings" holds what the job warned of
+    (ImpastoWarning), each naming its input: the driver says each once per batch and records
+    them, instead of every job of a small painting saying it again.
     """
+    said: list[str] = []
+    paintings: list[tuple[str, Any]] = []  # (name, picture) of each style read, to name one in a warning
+    with catch_job_warnings(said):
+        outcome = _run_job(stylizer, settings, content, styles, on_progress, paintings)
+    outcome["warnings"] = list(dict.fromkeys(name_input(message, source_name(content), paintings) for message in said))
+    return outcome
+
+
+@contextlib.contextmanager
+def catch_job_warnings(said: list[str]) -> Iterator[None]:
+    """Collect the ImpastoWarnings of a job, every time they are raised (a process's warning registry
+    would say one only once, leaving later jobs' records without it); other warnings go on as usual."""
+    from ..errors import ImpastoWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ImpastoWarning)
+        shown = warnings.showwarning
+
+        def collect(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+            if issubclass(category, ImpastoWarning):
+                said.append(str(message))
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = collect
+        yield
+
+
+def _run_job(
+    stylizer: Any,
+    settings: dict[str, Any],
+    content: Source,
+    styles: Sequence[tuple[Source, float]],
+    on_progress: Optional[ProgressFn],
+    paintings: list[tuple[str, Any]],
+) -> dict[str, Any]:
     from ..settings import Settings
 
     start, started_at = time.perf_counter(), time.time()
     try:
         content_image = open_source(content)
-        style_images = [(open_source(source), weight) for source, weight in styles]
+        style_images = []
+        for source, weight in styles:
+            style_images.append((open_source(source), weight))
+            paintings.append((source_name(source), style_images[-1][0]))
         decoded = time.perf_counter()
         job_settings = Settings.from_dict(settings)
         load = load_model(stylizer, job_settings)
