@@ -7,7 +7,10 @@ The clips are made here: a textured picture panned 2 px a frame, 8 frames of 64x
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +24,8 @@ pytest.importorskip("cv2", reason="the video extra is not installed")
 from impasto import ImpastoError, Stylizer  # noqa: E402
 from impasto.cli import main  # noqa: E402
 from impasto.video import measure_warping_error, output_size, stylize_video  # noqa: E402
-from impasto.video.flow import FlowEstimator, warping_error  # noqa: E402
-from impasto.video.io import audio_codec_of, probe  # noqa: E402
+from impasto.video.flow import FlowEstimator, FrameMotion, warping_error  # noqa: E402
+from impasto.video.io import audio_codec_of, mux_audio, probe, read_frames  # noqa: E402
 
 FRAMES, WIDTH, HEIGHT, STEP, FPS = 8, 64, 48, 2, 12
 
@@ -55,6 +58,14 @@ def ffmpeg(*args: str) -> None:
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
 
 
+def track_seconds(path: Path, track: str) -> float:
+    """How long a file's first video ("v") or audio ("a") track plays, as ffmpeg decodes it."""
+    done = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", f"0:{track}:0",
+                           "-f", "null", "-"], capture_output=True, text=True, check=True)  # fmt: skip
+    h, m, s = re.findall(r"time=(\d+):(\d+):([\d.]+)", done.stderr)[-1]
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("clips")
@@ -69,10 +80,12 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=0.5", "-c:a", "aac", str(audio_only))
     no_tracks = folder / "empty.mp4"
     ffmpeg("-f", "lavfi", "-i", "color=c=red:s=64x48:r=12", "-frames:v", "0", str(no_tracks))
+    one_frame = write_clip(folder / "one_frame.mp4", panned_frames(frames=1))
     not_video = folder / "notes.mp4"
     not_video.write_text("this is text, not a video\n")
     style = write_png(folder / "style.png", textured_image(48, 40, *BLUISH))
-    return {"pan": pan, "audio": with_audio, "short_audio": short_audio, "audio_only": audio_only, "no_tracks": no_tracks, "not_video": not_video, "style": style}
+    return {"pan": pan, "audio": with_audio, "short_audio": short_audio, "audio_only": audio_only, "no_tracks": no_tracks,
+            "not_video": not_video, "one_frame": one_frame, "style": style}  # fmt: skip
 
 
 @pytest.fixture
@@ -265,6 +278,7 @@ def test_cli_end_to_end_with_report(clips, synthetic_weights, tmp_path, capsys):
         ("no_tracks", "holds no video frames"),
         ("missing", "no such file"),
         ("style", "is a single picture, not a video"),  # a photo given as the video
+        ("one_frame", "the video has a single frame, so there is no motion to follow; take the frame out"),
     ],
 )
 def test_bad_inputs_give_one_line_errors(clips, synthetic_weights, tmp_path, capsys, which, message):
@@ -322,6 +336,23 @@ def test_a_frame_whose_loss_stops_being_a_number_keeps_its_best_picture_and_the_
     assert result.frames == FRAMES and probe(output).frames == FRAMES
 
 
+class OutOfMemoryOnThirdFrame(CountingStylizer):
+    """As if the device ran out of memory part-way through the third frame."""
+
+    def run(self, *args, **kwargs):
+        result = super().run(*args, **kwargs)
+        if self.runs == 3:
+            result.interrupted, result.stopped_reason = True, "out of memory on cuda:0 for a 32x24 output; a smaller size needs less"
+        return result
+
+
+def test_running_out_of_memory_stops_the_video_and_keeps_the_finished_frames(clips, settings, tmp_path):
+    with pytest.raises(ImpastoError, match=r"^frame 2: out of memory on cuda:0 for a 32x24 output"):
+        stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, stylizer=OutOfMemoryOnThirdFrame(), size=32)
+    assert not (tmp_path / "out.mp4").exists()
+    assert len(list((tmp_path / "out_frames").glob("*.png"))) == 2  # for the rerun: the half-painted third is not kept
+
+
 class NanFromTheStartOnThirdFrame(CountingStylizer):
     """As if the third frame's loss were not a number from its first iteration."""
 
@@ -354,3 +385,145 @@ def test_ctrl_c_between_frames_gives_the_videos_result_too(clips, settings, styl
     with pytest.raises(impasto.Interrupted) as stop:
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, stylizer=stylizer, callback=ctrl_c_after_the_second_frame)
     assert stop.value.result.frames == 2 == len(list((tmp_path / "out_frames").glob("frame_*.png")))
+
+
+def test_a_variable_frame_rate_clip_is_painted_whole_with_its_sound(clips, settings, tmp_path):
+    """Read at the constant rate the output is written at, a frame shown longer comes again:
+    the whole clip is painted, at its length, and its sound is not cut short."""
+    clip = tmp_path / "vfr.mkv"
+    # 4 frames 1/12 s apart, then 4 shown 1/4 s each: 8 frames over 1.08 s and more (the last one's length is the
+    # container's to say), 14 and more at 12 fps.
+    ffmpeg("-i", str(clips["pan"]), "-f", "lavfi", "-i", "sine=frequency=440:duration=1.3", "-map", "0:v", "-map", "1:a",
+           "-vf", "setpts='if(lt(N,4),N/12,1/3+(N-4)/4)/TB'", "-fps_mode", "vfr", "-c:v", "libx264", "-crf", "10",
+           "-c:a", "aac", str(clip))  # fmt: skip
+    info = probe(clip)
+    assert (info.file_frames, info.fps) == (FRAMES, FPS) and info.frames >= 14
+    assert sum(1 for _ in read_frames(info)) == info.frames  # counting and reading agree
+    painter = CountingStylizer()
+    output = tmp_path / "out.mp4"
+    result = stylize_video(clip, clips["style"], output, settings, stylizer=painter, size=32)
+    assert result.frames == info.frames == probe(output).frames and result.audio
+    assert painter.runs == FRAMES  # a frame that comes again is not painted again
+    assert track_seconds(output, "v") >= 14 / FPS and track_seconds(output, "a") >= 14 / FPS  # not 8 / FPS
+
+
+def test_an_animated_gif_is_read_at_its_frame_rate(clips, settings, stylizer, tmp_path, monkeypatch):
+    gif = tmp_path / "pan.gif"
+    ffmpeg("-i", str(clips["pan"]), "-vf", "fps=10", "-frames:v", "4", str(gif))  # ffmpeg reads no fps for a GIF, only a tbr
+    info = probe(gif)
+    assert (info.fps, info.frames) == (10, 4)
+    result = stylize_video(gif, clips["style"], tmp_path / "out.mp4", settings, stylizer=stylizer, size=32, end_frame=2)
+    assert probe(result.output).fps == 10
+    # From the header when ffmpeg's filters do not say the rate (older ffmpeg builds).
+    from impasto.video import io
+
+    monkeypatch.setattr(io, "_ffmpeg_rate", lambda path: None)
+    assert probe(gif).rate == 10
+    assert io._header_rate("Stream #0:0: Video: gif, bgra, 160x120, 10 tbr, 100 tbn") == 10
+    assert io._header_rate("Stream #0:0: Video: h264, yuv420p, 160x120, 29.97 fps, 29.97 tbr, 30k tbn") == Fraction(30000, 1001)
+    assert (io._fraction(23.98), io._fraction(6.67), io._fraction(0)) == (Fraction(24000, 1001), Fraction(667, 100), None)
+
+
+def test_what_a_pan_brings_in_starts_from_the_photo_not_from_smeared_edge_pixels():
+    photo = panned_frames(frames=1)[0]
+    h, w = photo.shape[:2]
+    painted = np.ascontiguousarray(photo[:, ::-1, ::-1])  # another picture, another palette
+    painted[:, -1] = (255, 0, 0)  # an edge that smearing would draw as red streaks
+    grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    motion = FrameMotion(grid_x + 3, grid_y, np.ones((h, w), np.float32))  # a pan: 3 columns come in on the right
+    carried = motion.carry(painted, photo)
+    assert carried.dtype == np.uint8 and np.array_equal(carried[:, : w - 4], painted[:, 3:-1])  # whole pixels: moved exactly
+    assert motion.outside[:, -3:].all() and not motion.outside[:, :-3].any()
+    new = carried[:, -3:].reshape(-1, 3).astype(float)
+    assert (np.abs(new - (255, 0, 0)).sum(axis=1) > 60).all()  # no red streaks
+    # The photo's picture in the painting's colours.
+    assert np.corrcoef(new[:, 1], photo[:, -3:, 1].ravel())[0, 1] > 0.99
+    assert np.allclose(new.mean(axis=0), painted.reshape(-1, 3).mean(axis=0), atol=40)
+    # The mask of a real flow leaves them out of the temporal loss.
+    frames = panned_frames(frames=2, step=3)
+    flow = FlowEstimator().motion(frames[0], frames[1])
+    assert flow.outside.any() and not flow.mask[flow.outside].any()
+
+
+def test_carried_frames_stay_sharp_over_many_frames():
+    """A picture moved half a pixel 30 times: bilinear warps blur it, Catmull-Rom keeps it sharp
+    (and, unlike OpenCV's bicubic, does not sharpen it into ringing)."""
+    import cv2
+
+    photo = panned_frames(frames=1)[0]
+    h, w = photo.shape[:2]
+    grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    motion = FrameMotion(grid_x + 0.5, grid_y, np.ones((h, w), np.float32))
+    carried = bilinear = photo
+    for _ in range(30):
+        carried = motion.carry(carried, photo)
+        bilinear = np.clip(np.rint(motion.warp(bilinear.astype(np.float32))), 0, 255).astype(np.uint8)
+
+    def sharpness(frame: np.ndarray) -> float:
+        return float(cv2.Laplacian(cv2.cvtColor(frame[:, :-20], cv2.COLOR_RGB2GRAY), cv2.CV_64F).var())
+
+    assert 0.6 * sharpness(photo) < sharpness(carried) <= 1.05 * sharpness(photo)
+    assert sharpness(bilinear) < 0.5 * sharpness(carried)
+
+
+def test_a_frame_starts_from_the_previous_painting_carried_along(clips, settings, tmp_path):
+    starts = []
+
+    class Recording(CountingStylizer):
+        def run(self, content, *args, **kwargs):
+            starts.append((np.array(content), kwargs.get("init_image")))
+            return super().run(content, *args, **kwargs)
+
+    stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, stylizer=Recording(), size=32, end_frame=2,
+                  keep_frames=True)  # fmt: skip
+    from PIL import Image
+
+    first = np.asarray(Image.open(tmp_path / "out_frames" / "frame_000000.png").convert("RGB"))
+    (content_0, _), (content_1, start_1) = starts
+    assert np.array_equal(start_1, FlowEstimator().motion(content_0, content_1).carry(first, content_1))
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mp4", "aac"), (".m4v", "aac"), (".mov", "pcm_s16le"), (".mkv", "pcm_s16le")])
+def test_pcm_sound_is_copied_only_into_containers_whose_players_play_it(clips, tmp_path, suffix, codec):
+    source = tmp_path / "pcm.mkv"
+    ffmpeg("-i", str(clips["audio"]), "-c:v", "copy", "-c:a", "pcm_s16le", str(source))
+    output = tmp_path / f"out{suffix}"
+    assert mux_audio(clips["pan"], probe(source), 0.0, FRAMES / FPS, output)
+    assert audio_codec_of(output) == codec
+
+
+def test_a_rotated_phone_video_is_read_upright_without_imageio_ffmpegs_size_warning(clips, tmp_path, caplog):
+    rotated = tmp_path / "rotated.mp4"
+    ffmpeg("-display_rotation", "90", "-i", str(clips["pan"]), "-c", "copy", str(rotated))
+
+    def size_warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "different from the source frame size" in r.getMessage()]
+
+    with caplog.at_level(logging.WARNING, logger="imageio_ffmpeg"):
+        info = probe(rotated)
+        frames = list(read_frames(info, 0, 2))
+        assert info.size == (HEIGHT, WIDTH) and frames[0].shape == (WIDTH, HEIGHT, 3)
+        assert size_warnings() == []
+        reader = imageio_ffmpeg.read_frames(str(rotated))  # imageio-ffmpeg on its own still says it
+        next(reader)
+        reader.close()
+        assert len(size_warnings()) == 1
+
+
+def test_cli_ctrl_c_writes_the_json_of_the_frames_done(clips, synthetic_weights, tmp_path, capsys, monkeypatch):
+    from impasto.video import ProgressBars
+
+    def ctrl_c_in_the_second_frame(self, news):
+        if news.step is not None and news.frame == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ProgressBars, "__call__", ctrl_c_in_the_second_frame)
+    summary = tmp_path / "r.json"
+    args = ["video", str(clips["pan"]), str(clips["style"]), "-o", str(tmp_path / "out.mp4"), "--json", str(summary), "--quiet",
+            "--weights", str(synthetic_weights), "--device", "cpu", "--size", "32", "--no-multiscale", "--iterations", "3",
+            "--style-layers", "conv1_1,conv2_1", "--content-layers", "conv2_2", "--end-frame", "3"]  # fmt: skip
+    assert main(args) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err
+    written = json.loads(summary.read_text())
+    assert written["frames"] == 1 and written["interrupted"] and written["stopped_reason"] == "interrupted"
+    assert written["output"] is None

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import warn
+from ..errors import Interrupted, warn
 from .run import DEFAULT_TEMPORAL_WEIGHT, VideoProgress, VideoResult, measure_warping_error, output_size, stylize_video
 
 __all__ = ["DEFAULT_TEMPORAL_WEIGHT", "VideoProgress", "VideoResult", "cli_main", "measure_warping_error", "output_size", "stylize_video"]
@@ -88,23 +88,28 @@ def cli_main(argv: Sequence[str]) -> int:
             frames_dir=args.frames_dir, keep_frames=args.keep_frames, overwrite=args.overwrite,
             masks=masks_from_args(args, len(styles)), keep_mask=args.keep_mask, callback=bars,
         )  # fmt: skip
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         bars.close()
         folder = args.frames_dir or Path(args.output).with_name(Path(args.output).stem + "_frames")
         print(f"impasto: interrupted; the finished frames are in {folder}: run the same command again to resume", file=sys.stderr)
+        if isinstance(stop, Interrupted):  # in or between frames: the video's result so far, as the image command writes
+            report(stop.result, args, stopped=False)
         return 130
     bars.close()
     report(result, args)
     return 1 if result.interrupted else 0
 
 
-def report(result: VideoResult, args: argparse.Namespace) -> None:
+def report(result: VideoResult, args: argparse.Namespace, stopped: bool = True) -> None:
+    """What a run did, on stderr; with --report its warping error, with --json its summary
+    (also for a run cut short: the frames done). `stopped`: say where the frames of a run
+    stopped early are (False when that was said already)."""
     if result.output is not None:
         audio = "with the input's audio" if result.audio else ("AUDIO DROPPED: ffmpeg could not copy it" if result.input_audio else "no audio")
         resumed = f"; {result.resumed} frames reused from {result.frames_dir}" if result.resumed else ""
         print(f"wrote {result.output}: {result.frames} frames, {result.size[0]}x{result.size[1]}, {result.fps:g} fps, {audio}, "
               f"in {result.seconds:.1f} s{resumed}", file=sys.stderr)  # fmt: skip
-    else:
+    elif stopped:
         print(f"stopped after {result.frames} frames ({result.stopped_reason}); they are in {result.frames_dir}", file=sys.stderr)
     if args.report:
         if result.warping_error is None:

@@ -1,18 +1,27 @@
 """Reading and writing video files with imageio-ffmpeg (its bundled ffmpeg binary).
 
 Frames are streamed one at a time, so memory does not grow with the clip's length.
-The audio track is copied from the input at the end, in a second ffmpeg pass that
-muxes it with the encoded frames.
+They are read at one constant rate, ffmpeg's frame rate for the stream (exactly, e.g.
+30000/1001): a variable-rate clip's frames are repeated where shown longer, so the whole
+clip is painted and the output, written at that rate, lasts as long as the input. The
+count comes from the same decoding, so counting and reading agree. The audio track is
+copied from the input at the end (re-encoded when the output container's players would
+not play it), in a second ffmpeg pass that muxes it with the encoded frames.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import shlex
 import subprocess
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
@@ -30,6 +39,23 @@ CONTAINERS: dict[str, tuple[str, list[str], str]] = {
     ".avi": ("libx264", ["-crf", "18", "-preset", "medium"], "aac"),
     ".webm": ("libvpx-vp9", ["-crf", "30", "-b:v", "0"], "libopus"),
 }
+
+# Audio codecs copied into a container as they are; any other is re-encoded (to the codec
+# above). ffmpeg's mp4 muxer also takes PCM, FLAC, AC-3 and more, but players (browsers,
+# QuickTime, phones) do not play them from an .mp4. Opus in .mp4 plays in browsers, VLC and
+# mpv but not in QuickTime, so it is kept in .mp4 only. .mov is QuickTime's own: PCM is native
+# there. Containers not named take whatever ffmpeg writes into them (.webm refuses all but
+# Opus and Vorbis itself, and is re-encoded then).
+COPIED_AUDIO: dict[str, frozenset[str]] = {
+    ".mp4": frozenset({"aac", "mp3", "alac", "opus"}),
+    ".m4v": frozenset({"aac", "mp3", "alac"}),
+    ".mov": frozenset({"aac", "mp3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be", "pcm_s32le", "pcm_s32be",
+                       "pcm_f32le", "pcm_f32be", "pcm_u8"}),  # fmt: skip
+}
+
+# Above this, a frame rate ffmpeg guessed for a stream is taken for a timestamp unit (some
+# variable-rate files claim "1k tbr") when the frames come far slower: the average is used.
+IMPLAUSIBLE_FPS = 100.0
 
 
 def require_ffmpeg() -> Any:
@@ -50,13 +76,16 @@ def ffmpeg_exe() -> str:
 
 @dataclass
 class VideoInfo:
-    """What the input holds. `frames` is exact: counted by decoding the whole video stream."""
+    """What the input holds. `frames` is exact: counted by decoding the whole video stream
+    at `rate`, as `read_frames` reads it."""
 
     path: Path
     size: tuple[int, int]  # (width, height) of the decoded frames, rotation applied
-    fps: float
-    frames: int
+    fps: float  # the rate frames are read at and the output is written at (float(rate))
+    frames: int  # frames read at that rate
     audio_codec: Optional[str]  # None when there is no audio track
+    rate: Fraction = Fraction(0)  # fps exactly (30000/1001, not 29.97)
+    file_frames: int = 0  # frames the file holds; differs from `frames` only for a variable frame rate
 
     @property
     def has_audio(self) -> bool:
@@ -81,26 +110,102 @@ def probe(path: os.PathLike | str) -> VideoInfo:
         raise ImpastoError(f"{path}: has no video track (only {', '.join(_stream_kinds(streams))})")
     audio = [s for s in streams if " Audio: " in s]
     audio_codec = audio[0].split(" Audio: ", 1)[1].split()[0].rstrip(",") if audio else None
-    ffmpeg = require_ffmpeg()
-    frames_reader = ffmpeg.read_frames(str(path))
+    frames_reader = _open_reader(path, reading_options(None))
     try:
-        meta = next(frames_reader)
+        with _quiet_size_warning():
+            meta = next(frames_reader)
     except (OSError, RuntimeError, StopIteration) as exc:
         raise ImpastoError(f"{path}: ffmpeg cannot decode its video ({_first_line(exc)})") from None
     finally:
         frames_reader.close()
-    try:
-        count, _seconds = ffmpeg.count_frames_and_secs(str(path))
-    except RuntimeError as exc:
-        raise ImpastoError(f"{path}: ffmpeg cannot decode its video ({_first_line(exc)})") from None
+    rate = _ffmpeg_rate(path) or _header_rate(video[0]) or _fraction(meta.get("fps"))
+    if rate is None:  # no rate anywhere (a GIF, say, read by another ffmpeg): the frames' average one
+        stored, seconds, _, _ = _count(path, None)
+        rate = _fraction(stored / seconds) if stored and seconds else None
+        if not stored:
+            raise ImpastoError(f"{path}: the video track has no frames")
+        if rate is None:
+            raise ImpastoError(f"{path}: the video has no frame rate ffmpeg can read, nor a duration to take one from")
+    count, seconds, repeated, dropped = _count(path, rate)
+    stored = count - repeated + dropped
+    if rate > IMPLAUSIBLE_FPS and seconds and stored / seconds < rate / 4:
+        rate = _fraction(stored / seconds) or rate
+        count = _count(path, rate)[0]
     if not count:
         raise ImpastoError(f"{path}: the video track has no frames")
-    if count == 1:  # ffmpeg reads a photo as a one-frame video
-        raise ImpastoError(f"{path}: is a single picture, not a video; paint it with `impasto PHOTO PAINTING -o OUT`")
-    fps = float(meta.get("fps") or 0)
-    if fps <= 0:
-        raise ImpastoError(f"{path}: the video has no frame rate ffmpeg can read")
-    return VideoInfo(path, tuple(meta["size"]), fps, int(count), audio_codec)
+    if count == 1:
+        if _input_format(header).endswith("_pipe") or _input_format(header) in ("image2", "gif", "apng", "webp"):
+            # ffmpeg reads a photo as a one-frame video
+            raise ImpastoError(f"{path}: is a single picture, not a video; paint it with `impasto PHOTO PAINTING -o OUT`")
+        raise ImpastoError(f"{path}: the video has a single frame, so there is no motion to follow; take the frame out "
+                           f"(`ffmpeg -i {shlex.quote(str(path))} frame.png`) and paint it as a picture: "
+                           "`impasto frame.png PAINTING -o OUT`")  # fmt: skip
+    return VideoInfo(path, tuple(meta["size"]), float(rate), count, audio_codec, rate, stored)
+
+
+def reading_options(rate: Optional[Fraction]) -> list[str]:
+    """ffmpeg output options that pick the video stream and, with a rate, make its frames come
+    at that constant rate: what `read_frames` reads, and so what `probe` counts."""
+    # 0:V:0: the first video stream that is not a cover picture, as `probe` checks.
+    options = ["-map", "0:V:0"]
+    if rate is None:
+        return options + ["-fps_mode", "passthrough"]
+    return options + ["-fps_mode", "cfr", "-r", f"{rate.numerator}/{rate.denominator}"]
+
+
+def _count(path: Path, rate: Optional[Fraction]) -> tuple[int, float, int, int]:
+    """(frames, seconds, repeated, dropped) of the video stream decoded at `rate` (None: as stored)."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), *reading_options(rate), "-f", "null", "-"]
+    done = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    reports = [line for line in done.stderr.splitlines() if line.startswith("frame=")]
+    if done.returncode != 0 or not reports:
+        raise ImpastoError(f"{path}: ffmpeg cannot decode its video ({_ffmpeg_complaint(done.stderr, path)})")
+    fields = dict(re.findall(r"(\w+)=\s*(\S+)", reports[-1]))
+    time = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", fields.get("time", ""))
+    seconds = int(time.group(1)) * 3600 + int(time.group(2)) * 60 + float(time.group(3)) if time else 0.0
+    return int(fields.get("frame", 0)), seconds, int(fields.get("dup", 0)), int(fields.get("drop", 0))
+
+
+def _ffmpeg_rate(path: Path) -> Optional[Fraction]:
+    """ffmpeg's frame rate for the stream, exact (the header rounds 30000/1001 to 29.97): the rate
+    its constant-rate output takes by default. None when it says none (older ffmpeg, some GIFs)."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(path), "-map", "0:V:0", "-vf", "showinfo", "-frames:v", "1",
+           "-f", "null", "-"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    match = re.search(r"config in time_base: \S+, frame_rate: (\d+)/(\d+)", done.stderr)
+    if not match or not int(match.group(1)) or not int(match.group(2)):
+        return None
+    return Fraction(int(match.group(1)), int(match.group(2)))
+
+
+def _header_rate(stream: str) -> Optional[Fraction]:
+    """The rate a header's stream line gives: its tbr (ffmpeg's guess), else its fps (the average).
+    GIFs have a tbr and no fps."""
+    for unit in ("tbr", "fps"):
+        match = re.search(rf"(\d+(?:\.\d+)?)(k?) {unit}\b", stream)
+        if match and float(match.group(1)) > 0:
+            return _fraction(float(match.group(1)) * (1000 if match.group(2) else 1))
+    return None
+
+
+def _fraction(fps: Any) -> Optional[Fraction]:
+    """A frame rate in frames a second as a fraction, to 1/100; a rounded NTSC rate (29.97, 23.98,
+    59.94, as headers print them) as the one meant (30000/1001, ...). None for no rate."""
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        return None
+    if not 0 < value < float("inf"):
+        return None
+    ntsc = Fraction(round(value * 1.001) * 1000, 1001)
+    if abs(value - round(value)) > 0.001 and abs(float(ntsc) - value) < 0.006:
+        return ntsc
+    return Fraction(round(value * 100), 100) or None
+
+
+def _input_format(header: str) -> str:
+    match = re.search(r"^Input #0, ([^,]+)", header, re.MULTILINE)
+    return match.group(1) if match else ""
 
 
 def _ffmpeg_header(path: Path) -> str:
@@ -128,11 +233,43 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def read_frames(info: VideoInfo, start: int = 0, end: Optional[int] = None) -> Iterator[np.ndarray]:
-    """Frames start..end-1 (0-based) as HxWx3 uint8 RGB arrays, decoded one at a time."""
-    reader = require_ffmpeg().read_frames(str(info.path))
+# imageio-ffmpeg warns (through logging) whenever the frames it reads differ in size from the
+# stream's coded size, which is so for every rotated phone video: expected, and said twice a run.
+_SIZE_WARNING = "different from the source frame size"
+_quiet = threading.local()
+
+
+class _SizeWarningFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(_quiet, "depth", 0) and _SIZE_WARNING in record.getMessage())
+
+
+_size_warning_filter = _SizeWarningFilter()
+
+
+@contextmanager
+def _quiet_size_warning() -> Iterator[None]:
+    """Drop imageio-ffmpeg's frame-size warning, in this thread only, while impasto opens a reader."""
+    logger = logging.getLogger("imageio_ffmpeg")
+    logger.addFilter(_size_warning_filter)  # once: the same filter is not added twice
+    _quiet.depth = getattr(_quiet, "depth", 0) + 1
     try:
-        meta = next(reader)
+        yield
+    finally:
+        _quiet.depth -= 1
+
+
+def _open_reader(path: Path, options: list[str]) -> Any:
+    return require_ffmpeg().read_frames(str(path), output_params=options)
+
+
+def read_frames(info: VideoInfo, start: int = 0, end: Optional[int] = None) -> Iterator[np.ndarray]:
+    """Frames start..end-1 (0-based) as HxWx3 uint8 RGB arrays, decoded one at a time at the
+    info's constant rate."""
+    reader = _open_reader(info.path, reading_options(info.rate or _fraction(info.fps)))
+    try:
+        with _quiet_size_warning():
+            meta = next(reader)
         w, h = meta["size"]
         for index, raw in enumerate(reader):
             if end is not None and index >= end:
@@ -150,8 +287,9 @@ def check_video_output(path: os.PathLike | str) -> str:
     return suffix
 
 
-def encode(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float, path: Path) -> None:
-    """Encode HxWx3 uint8 frames (even width and height) into a video file without audio."""
+def encode(frames: Iterable[np.ndarray], size: tuple[int, int], fps: Union[float, Fraction], path: Path) -> None:
+    """Encode HxWx3 uint8 frames (even width and height) into a video file without audio, at
+    `fps` frames a second (a Fraction is kept exact)."""
     codec, options, _ = CONTAINERS[check_video_output(path)]
     writer = require_ffmpeg().write_frames(
         str(path), size, fps=fps, codec=codec, quality=None, macro_block_size=2, pix_fmt_out="yuv420p",
@@ -168,17 +306,20 @@ def encode(frames: Iterable[np.ndarray], size: tuple[int, int], fps: float, path
 def mux_audio(video: Path, source: VideoInfo, start_seconds: float, seconds: float, output: Path) -> bool:
     """Write `output`: `video`'s frames with the audio of `source` from `start_seconds`, `seconds` long.
 
-    The audio is copied as it is when the container takes it and no cut is needed at its
-    start, else re-encoded.
+    The audio is copied as it is when the container takes it, its players play it (see
+    COPIED_AUDIO) and no cut is needed at its start, else re-encoded.
     Returns False (and writes nothing) when neither works.
     """
-    _, _, fallback = CONTAINERS[check_video_output(output)]
+    suffix = check_video_output(output)
+    _, _, fallback = CONTAINERS[suffix]
+    playable = COPIED_AUDIO.get(suffix)
+    copy = start_seconds == 0 and (playable is None or source.audio_codec in playable)
     base = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(video)]
     base += ["-ss", f"{start_seconds:.6f}", "-t", f"{seconds:.6f}", "-i", str(source.path)]
     base += ["-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy"]
     # A copied track cut after its start keeps the timestamps of the packets it starts in, which
     # some containers (mkv) honour by delaying the video; re-encoding cuts exactly at the frame.
-    for audio_codec in ("copy", fallback) if start_seconds == 0 else (fallback,):
+    for audio_codec in ("copy", fallback) if copy else (fallback,):
         # No -shortest: -t already bounds the audio, and a track shorter than the picture would cut frames.
         done = subprocess.run(base + ["-c:a", audio_codec, str(output)], capture_output=True, text=True)
         if done.returncode == 0:

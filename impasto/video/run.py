@@ -22,7 +22,7 @@ from PIL import Image
 
 from .. import color
 from ..api import StyleSpec, Stylizer, normalize_styles
-from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss, option, warn
+from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, STOP_OUT_OF_MEMORY, ImpastoError, Interrupted, NonFiniteLoss, option, warn
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..optimize import Progress, check_short_side, resolve_device
 from ..settings import Settings, SettingsLike, as_settings
@@ -135,7 +135,9 @@ def stylize_video(
     Without it each frame is an independent run with `settings` (the per-frame baseline).
 
     `size` is the output's long side (default: the input's, at most `settings.size`);
-    `start_frame`/`end_frame` pick frames start..end-1 (0-based). Finished frames are PNGs
+    `start_frame`/`end_frame` pick frames start..end-1 (0-based), counted at the constant rate
+    the frames are read and written at (a variable-rate input's frames shown longer come again;
+    a frame identical to the one before repeats its painting instead of being painted again). Finished frames are PNGs
     in `frames_dir` (default OUTPUT_frames beside the output): a rerun of the same call
     skips them, and the folder is removed after the video is written unless `keep_frames`.
     `callback(VideoProgress)` hears of every iteration and every finished frame; return
@@ -168,6 +170,11 @@ def stylize_video(
             if stored is not None:
                 stylised = stored
                 resumed += 1
+            elif previous_output is not None and previous_content is not None and np.array_equal(content, previous_content):
+                # The same picture again (a variable-rate clip's frame shown longer, read at a constant
+                # rate, or a still): the same painting, not a new run that could only drift from it.
+                stylised = previous_output
+                frames.save(index, stylised)
             else:
                 painted = stylise_frame(stylizer, job, index, content, motion, previous_output, callback, started)
                 if painted is None:
@@ -371,7 +378,7 @@ def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray,
     count = job.end - job.start
     init, extra, settings = None, None, job.first_settings
     if job.temporal and motion is not None and previous is not None:
-        warped = motion.warp(previous)
+        warped = motion.carry(previous, content)  # what came in from outside is masked out of the loss
         init, settings = warped, job.next_settings
         if job.temporal_weight > 0:
             extra = temporal_loss(warped, motion.mask, job.temporal_weight, settings)
@@ -392,6 +399,10 @@ def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray,
     if result.interrupted and result.stopped_reason == STOP_CALLBACK:
         job.stopped_reason = result.stopped_reason
         return None
+    if result.interrupted and (result.stopped_reason or "").startswith(STOP_OUT_OF_MEMORY):
+        # Every later frame is the same size and would run out too: stop here, with the finished
+        # frames kept for a rerun with less (the half-painted one is not among them).
+        raise ImpastoError(f"frame {index}: {result.stopped_reason}")
     if result.interrupted:
         # The loss stopped being a number: the frame's best picture so far is kept, as a single
         # picture's is, and the video goes on (a rerun, seeded alike, would only meet it again).
@@ -436,7 +447,8 @@ def write_video(job: Job, frames: FrameStore, count: int) -> bool:
     silent = output.with_name(f".{output.stem}.video{os.getpid()}{output.suffix}")
     muxed = output.with_name(f".{output.stem}.muxed{os.getpid()}{output.suffix}")
     try:
-        encode(frames.frames(count), job.size, job.info.fps, silent)
+        rate = job.info.rate or job.info.fps  # the rate the frames were read at, exactly
+        encode(frames.frames(count), job.size, rate, silent)
         audio = False
         if job.info.has_audio:
             audio = mux_audio(silent, job.info, job.start / job.info.fps, count / job.info.fps, muxed)
