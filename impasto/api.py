@@ -178,7 +178,7 @@ class Stylizer:
             warn("the photo is transparent everywhere, so the picture will be too; it is painted as it looks on white")
         out_w, out_h = fit_long_side(source.width, source.height, settings.size)
         check_short_side((out_w, out_h), "the output", "photo", settings)
-        choose_tile(out_w, out_h, settings, device)
+        tile = choose_tile(out_w, out_h, settings, device)
         content_img = resize_long_side(source, settings.size)
         content_t = pil_to_tensor(content_img, device)
         style_specs = normalize_styles(style)
@@ -228,7 +228,7 @@ class Stylizer:
             if not is_out_of_memory(exc):
                 raise
             release_cached_memory(device)
-            advice = out_of_memory_advice(out_w, out_h, device)
+            advice = out_of_memory_advice(out_w, out_h, device, tile)
             if not outcome.history:
                 raise ImpastoError(advice) from None
             interrupted, reason = True, advice  # the best picture so far is still worth having

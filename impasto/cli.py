@@ -397,9 +397,12 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     cells = save_sweep(result, args.output, overwrite=args.overwrite)
     count = sum(len(row) for row in result.results)
     state = f" (interrupted: {len(cells)} of {count} cells ran; the others are blank)" if cut_short else ""
+    stopped = sum(1 for row in result.results for r in row if r is not None and r.interrupted)
+    if stopped and not cut_short:
+        state = f" ({stopped} cell{'s' if stopped != 1 else ''} stopped early, as warned above)"
     images = f"{len(cells)} image{'s' if len(cells) != 1 else ''}"
     print(f"wrote {args.output} ({result.sheet.width}x{result.sheet.height}) and {images} in {cells[0].parent}{state}", file=sys.stderr)
-    return 130 if cut_short else 0
+    return 130 if cut_short else (1 if stopped else 0)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -7,6 +7,7 @@ escapes is a bug and keeps its traceback.
 import contextlib
 import os
 import sys
+import threading
 import types
 import warnings
 from typing import Any, Iterator, Optional
@@ -20,8 +21,28 @@ class ImpastoWarning(UserWarning):
     """Something the run can do, but not as well as the user may expect; the CLI prints it on one line."""
 
 
+_collecting = threading.local()
+
+
+@contextlib.contextmanager
+def collect_warnings(into: list[str]) -> Iterator[None]:
+    """Within it, this thread's warn() calls add their message to `into` instead of warning, each
+    time: a batch job keeps its own. Per thread, unlike swapping warnings.showwarning, which is
+    the whole process's (a job in another thread would take this one's warnings, or lose them)."""
+    before = getattr(_collecting, "sink", None)
+    _collecting.sink = into
+    try:
+        yield
+    finally:
+        _collecting.sink = before
+
+
 def warn(message: str) -> None:
     """An ImpastoWarning, attributed to the first caller outside this package (the user's line)."""
+    sink = getattr(_collecting, "sink", None)
+    if sink is not None:
+        sink.append(message)
+        return
     package = os.path.dirname(os.path.abspath(__file__))
     level = 1
     frame: Optional[types.FrameType] = sys._getframe(0)
@@ -72,6 +93,9 @@ def option(name: str, value: Any = None, placeholder: bool = False) -> str:
 # after which the best picture so far is kept and the work goes on.
 STOP_INTERRUPTED = "interrupted"  # Ctrl-C
 STOP_CALLBACK = "stopped by callback"  # a callback returned False (a cancel, a GUI's stop button)
+# How a run's `stopped_reason` begins when the device ran out of memory part-way: the picture is
+# half painted, and what runs next the same way would run out too (a batch fails the job, a video stops).
+STOP_OUT_OF_MEMORY = "out of memory"
 USER_STOPS = (STOP_INTERRUPTED, STOP_CALLBACK)
 
 

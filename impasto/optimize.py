@@ -23,9 +23,9 @@ from typing import Callable, Iterator, NamedTuple, Optional, Sequence, cast
 import torch
 
 from . import losses as L
-from .errors import ImpastoError, NonFiniteLoss, option
+from .errors import STOP_OUT_OF_MEMORY, ImpastoError, NonFiniteLoss, option
 from .images import fit_long_side, resize_tensor
-from .settings import Settings
+from .settings import MIN_TILE, Settings
 from .vgg import FeatureExtractor
 
 
@@ -220,10 +220,11 @@ def release_cached_memory(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
-def out_of_memory_advice(width: int, height: int, device: torch.device) -> str:
-    tile = max(MIN_AUTO_TILE, max(width, height) // 2 // 64 * 64)
-    return (f"out of memory on {device} for a {width}x{height} output; a smaller {option('size')}, "
-            f"or tiles ({option('tile', tile)}), need less")
+def out_of_memory_advice(width: int, height: int, device: torch.device, tile: int) -> str:
+    """A run's stopped_reason (or error) when the device ran out of memory; `tile`: the one in use (0: none)."""
+    smaller = (tile or max(width, height)) // 2 // 64 * 64  # half what ran: a quarter of the memory for the passes
+    tiles = f", or tiles ({option('tile', smaller)})" if smaller >= MIN_TILE else ""
+    return f"{STOP_OUT_OF_MEMORY} on {device} for a {width}x{height} output; a smaller {option('size')}{tiles} needs less"
 
 
 def choose_tile(width: int, height: int, settings: Settings, device: torch.device) -> int:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import ImpastoError, Interrupted, option
+from .errors import USER_STOPS, ImpastoError, Interrupted, option, warn
 from .images import ImageLike, check_image_output, flatten, save_image
 from .settings import Settings, SettingsLike, as_settings
 
@@ -190,6 +190,10 @@ def sweep(
             results.append([])
             for c, cell_settings in enumerate(row):
                 result = stylizer.run(content, style, cell_settings, callback=callback, masks=masks, keep_mask=keep_mask)
+                if result.interrupted and result.stopped_reason not in USER_STOPS:
+                    # Not the picture its label promises: said, so a sheet is not read as a finished one.
+                    shown = ", ".join(f"{k}={format_value(v)}" for k, v in cell_values(axes, r, c).items())
+                    warn(f"grid cell {shown}: {result.stopped_reason}; its picture is the best before that")
                 images[r].append(result.image)
                 results[r].append(result)
                 if on_cell is not None:

@@ -425,6 +425,24 @@ def test_sweep_command_cut_short_writes_the_cells_done(capsys, tmp_path, content
     assert [p.name for p in cells_folder(sheet).iterdir()] == ["style_weight=10.png"] and sheet.exists()
 
 
+def test_a_sweep_cell_stopped_early_is_said_and_the_command_exits_1(capsys, tmp_path, content_path, style_path, fast, monkeypatch):
+    real_run, calls = impasto.Stylizer.run, {"n": 0}
+
+    def second_runs_out_of_memory(self, *args, **kwargs):
+        calls["n"] += 1
+        result = real_run(self, *args, **kwargs)
+        if calls["n"] == 2:
+            result.interrupted, result.stopped_reason = True, "out of memory on cpu for a 40x33 output; a smaller size needs less"
+        return result
+
+    monkeypatch.setattr(impasto.Stylizer, "run", second_runs_out_of_memory)
+    sheet = tmp_path / "sheet.png"
+    code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", "style_weight=10,20,30", "-o", sheet, *fast)
+    assert code == 1, err
+    assert "grid cell style_weight=20: out of memory on cpu" in err and "1 cell stopped early, as warned above" in err
+    assert sheet.exists()
+
+
 def test_overwrite_replaces_frames_and_cells_as_a_set(capsys, tmp_path, content_path, style_path, fast):
     out = tmp_path / "o.png"
     assert cli(capsys, content_path, style_path, "-o", out, *fast, "--save-every", 1)[0] == 0

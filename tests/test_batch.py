@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -472,6 +473,69 @@ def test_a_warning_of_a_job_is_said_once_per_batch_naming_its_file(data, fast, s
     # Each job's record keeps what it was warned of.
     assert all(r.warnings == said for r in results)
     assert all(r["warnings"] == said for r in index_records(data / "out").values())
+
+
+def test_warnings_of_jobs_in_two_threads_stay_with_their_own_job():
+    # Two inline batches may run in two threads: each job's record must hold its own warnings,
+    # and warnings outside any job must still be warnings.
+    import threading
+
+    from impasto.errors import collect_warnings, warn
+
+    first_in, second_done = threading.Event(), threading.Event()
+    a: list[str] = []
+    b: list[str] = []
+
+    def job_a():
+        with collect_warnings(a):
+            warn("from A")
+            first_in.set()
+            second_done.wait(5)
+
+    def job_b():
+        first_in.wait(5)
+        with collect_warnings(b):
+            warn("from B")
+        second_done.set()
+
+    threads = [threading.Thread(target=job_a), threading.Thread(target=job_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert a == ["from A"] and b == ["from B"]
+    with pytest.warns(ImpastoWarning, match="outside any job"):
+        warn("outside any job")
+
+
+def test_a_job_that_runs_out_of_memory_part_way_fails_and_is_redone(data, fast, stylizer, monkeypatch):
+    import torch
+
+    real = stylizer.extractor
+    calls = {"n": 0}
+
+    def extractor(settings, device):
+        network = real(settings, device)
+
+        def run(image):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return network(image)
+
+        return run
+
+    monkeypatch.setattr(stylizer, "extractor", extractor)
+    contents = data / "one"
+    contents.mkdir()
+    shutil.copy(data / "photos" / "photo0.png", contents)
+    styles = data / "paintings"
+    first = list(impasto.batch(None, data / "out", fast, contents=contents, styles=styles, per_content=1, stylizer=stylizer))
+    assert first and all(r.status == "failed" and r.error.startswith("out of memory on cpu") for r in first), first
+    assert not any((data / "out" / r.output).exists() for r in first)  # no half-painted picture for the data set
+    monkeypatch.setattr(stylizer, "extractor", real)
+    again = list(impasto.batch(None, data / "out", fast, contents=contents, styles=styles, per_content=1, stylizer=stylizer, retry_failed=True))
+    assert [r.status for r in again] == ["done"] * len(first)
 
 
 def test_local_workers_share_the_gpus(monkeypatch):

@@ -104,6 +104,13 @@ def test_an_output_larger_than_memory_is_cut_into_tiles_that_fit(monkeypatch):
         choose_tile(4096, 2731, Settings(), cpu)
 
 
+def test_out_of_memory_advice_halves_what_ran():
+    cpu = torch.device("cpu")
+    assert optimize.out_of_memory_advice(2048, 1365, cpu, 0) == "out of memory on cpu for a 2048x1365 output; a smaller size, or tiles (tile=1024) needs less"
+    assert "tile=768" in optimize.out_of_memory_advice(4096, 2731, cpu, 1600)  # half the tile in use, not of the picture
+    assert "tile" not in optimize.out_of_memory_advice(4096, 2731, cpu, 200)  # half of it would be below the smallest tile
+
+
 def test_without_proc_meminfo_the_memory_check_still_has_a_figure(monkeypatch):
     """macOS has neither /proc/meminfo nor SC_AVPHYS_PAGES: half the machine's memory, not 'unlimited'."""
     import builtins

@@ -8,17 +8,15 @@ no shared file system.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import socket
 import sys
 import time
 import traceback
-import warnings
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
-from ..errors import ImpastoError, Interrupted
+from ..errors import STOP_OUT_OF_MEMORY, ImpastoError, Interrupted, collect_warnings
 
 # A batch revisits each style many times, at every scale: keep more statistics than a single run would.
 STYLE_CACHE_ENTRIES = 64
@@ -170,30 +168,10 @@ def run_job(
     """
     said: list[str] = []
     paintings: list[tuple[str, Any]] = []  # (name, picture) of each style read, to name one in a warning
-    with catch_job_warnings(said):
+    with collect_warnings(said):
         outcome = _run_job(stylizer, settings, content, styles, on_progress, paintings)
     outcome["warnings"] = list(dict.fromkeys(name_input(message, source_name(content), paintings) for message in said))
     return outcome
-
-
-@contextlib.contextmanager
-def catch_job_warnings(said: list[str]) -> Iterator[None]:
-    """Collect the ImpastoWarnings of a job, every time they are raised (a process's warning registry
-    would say one only once, leaving later jobs' records without it); other warnings go on as usual."""
-    from ..errors import ImpastoWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", ImpastoWarning)
-        shown = warnings.showwarning
-
-        def collect(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-            if issubclass(category, ImpastoWarning):
-                said.append(str(message))
-            else:
-                shown(message, category, filename, lineno, file, line)
-
-        warnings.showwarning = collect
-        yield
 
 
 def _run_job(
@@ -229,6 +207,9 @@ def _run_job(
             # One job's half-painted picture is not the batch's to hand on: the batch stops as at
             # any other Ctrl-C, with the jobs done in its index.
             raise KeyboardInterrupt from None
+        if result.interrupted and (result.stopped_reason or "").startswith(STOP_OUT_OF_MEMORY):
+            # Half painted: not a picture for the data set, and --retry-failed must be able to redo it.
+            return {"ok": False, "error": result.stopped_reason, "seconds": round(time.perf_counter() - start, 3), "worker": worker_name()}
         run_seconds = time.perf_counter() - run_start
         style = None if style_before is None else stylizer.style_cache.seconds - style_before
         encode_start = time.perf_counter()
