@@ -769,11 +769,27 @@ def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 class LossScale:
-    """fp16's loss scale through one descent: lowered by an overflow, it stays lowered, so the
-    next iteration does not overflow and pay a second backward pass again."""
+    """fp16's loss scale through one descent, as a gradient scaler keeps it: lowered by an
+    overflow, it stays lowered, so the next iteration does not pay a second backward pass
+    again; after GROWTH_INTERVAL iterations without one it is doubled again (up to LOSS_SCALE),
+    since small gradients near convergence need it high."""
+
+    GROWTH_INTERVAL = 20
 
     def __init__(self, autocast: Optional[torch.dtype]) -> None:
         self.value = LOSS_SCALE if autocast == torch.float16 else 1.0
+        self.good = 0.0  # the last value that did not overflow (0: none yet)
+        self.streak = 0
+
+    def overflowed(self) -> None:
+        # Right after a growth, back to what worked; else down by 256, a few passes at most.
+        self.value = self.good if 0 < self.good < self.value else max(1.0, self.value / 256)
+        self.streak = 0
+
+    def succeeded(self) -> None:
+        self.good, self.streak = self.value, self.streak + 1
+        if self.streak >= self.GROWTH_INTERVAL and self.value < LOSS_SCALE:
+            self.value, self.streak = min(LOSS_SCALE, self.value * 2), 0
 
 
 def gradient(
@@ -784,16 +800,17 @@ def gradient(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`score(param)` with its gradient in `param.grad`; under fp16 autocast, through a scaled loss."""
     loss_scale = loss_scale or LossScale(autocast)
-    scale = loss_scale.value
     while True:
+        scale = loss_scale.value
         param.grad = None
         with autocast_to(param.device, autocast):
             value, parts = score(param)
         (value * scale).backward()
         if scale == 1.0 or not torch.isfinite(value) or param.grad is None or bool(torch.isfinite(param.grad).all()):
             break
-        scale = max(1.0, scale / 256)  # an fp16 overflow in the backward pass: redo it scaled less
-    loss_scale.value = scale
+        loss_scale.overflowed()  # an fp16 overflow in the backward pass: redo it scaled less
+    if autocast == torch.float16:
+        loss_scale.succeeded()
     if scale != 1.0:
         assert param.grad is not None
         param.grad.div_(scale)

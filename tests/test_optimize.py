@@ -368,6 +368,20 @@ def test_an_fp16_overflow_lowers_the_loss_scale_for_the_rest_of_the_descent():
     assert len(passes) == 4  # 2 + 1 + 1; restarting at 2**16 every iteration would be 6
 
 
+def test_the_loss_scale_grows_back_after_a_run_of_iterations_without_overflow():
+    scale = optimize.LossScale(torch.float16)
+    scale.overflowed()
+    assert scale.value == 2.0**8
+    for _ in range(optimize.LossScale.GROWTH_INTERVAL):
+        scale.succeeded()
+    assert scale.value == 2.0**9  # doubled once
+    scale.overflowed()  # right after growing: back to what worked, not down by 256
+    assert scale.value == 2.0**8
+    for _ in range(100 * optimize.LossScale.GROWTH_INTERVAL):
+        scale.succeeded()
+    assert scale.value == optimize.LOSS_SCALE  # never above it
+
+
 @pytest.mark.parametrize("h, w, k", [(37, 53, 5), (20, 90, 33), (5, 5, 7), (96, 64, 9)])
 def test_box_mean_is_the_mean_over_the_window_inside_the_picture(h, w, k):
     x = torch.rand(2, 1, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(h))

@@ -564,6 +564,10 @@ def test_serve_says_at_start_when_the_first_job_would_download_the_network(monke
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_weights_at_hand({})  # found: nothing to say
+    # A path that is not there is no download to come: the server refuses to start.
+    monkeypatch.setenv("IMPASTO_WEIGHTS", str(tmp_path / "gone"))
+    with pytest.raises(ImpastoError, match=r"^\$IMPASTO_WEIGHTS .*gone: no such file or folder$"):
+        check_weights_at_hand({})
 
 
 def test_bad_server_options_fail_at_start(capsys, synthetic_weights, tmp_path):

@@ -157,6 +157,10 @@ def check_weights_at_hand(base: dict[str, Any]) -> None:
     if base.get("weights"):
         return  # checked to exist by config_from_args
     model = base.get("model") or "vgg19"
+    named = os.environ.get("IMPASTO_WEIGHTS")
+    if named and not Path(named).expanduser().exists():
+        # Not a download to come: every job would fail on it, so the server does not start.
+        raise ImpastoError(f"$IMPASTO_WEIGHTS {named}: no such file or folder")
     try:
         W.resolve(model, None, download=False)
     except ImpastoError:
