@@ -246,6 +246,41 @@ def test_a_tree_of_folders_is_read_with_recursive_and_mirrored_in_the_outputs(da
         impasto.batch([{"content": "a.png", "style": "b.png"}], out, fast, recursive=True)
 
 
+def test_paintings_of_one_name_in_two_subfolders_make_two_pictures_with_recursive(data):
+    from impasto.batch.plan import plan
+
+    styles = data / "styles"
+    for i, painter in enumerate(("monet", "vangogh")):
+        (styles / painter).mkdir(parents=True)
+        write_png(styles / painter / "001.png", textured_image(40, 32, seed=30 + i))
+    write_png(styles / "shipwreck.png", textured_image(40, 32, seed=33))
+    jobs = pair_folders(data / "photos", styles, recursive=True)
+    # Named by their path in the styles folder; one at its top level keeps its name.
+    assert sorted(j.output for j in jobs if j.output.startswith("photo0__")) == [
+        "photo0__monet-001.png", "photo0__shipwreck.png", "photo0__vangogh-001.png"]  # fmt: skip
+    assert len(plan(jobs, impasto.Settings())) == 9  # no two jobs write one file
+
+
+def test_the_paintings_are_drawn_from_in_path_order(data):
+    """The draw samples the paintings as sorted Paths (by their parts; without case on Windows), the
+    order batches have always drawn from, so a --pair-seed draws the same paintings on every OS."""
+    import random
+
+    from impasto.batch.plan import list_images
+
+    styles = data / "styles"
+    names = ["a-b.png", "a.png", "a/x.png", "B.png", "a/Y.png"]  # as text, "a/x.png" would sort after "a.png"
+    for i, name in enumerate(names):
+        (styles / name).parent.mkdir(parents=True, exist_ok=True)
+        write_png(styles / name, textured_image(40, 32, seed=40 + i))
+    in_order = sorted(Path(name) for name in names)
+    assert [p.relative_to(styles) for p in list_images(styles, "styles", recursive=True)] == in_order
+    for job in pair_folders(data / "photos", styles, per_content=2, seed=4, recursive=True):
+        place = Path(job.content).name
+        drawn = random.Random(f"4:{place}").sample([styles / p for p in in_order], 2)
+        assert Path(job.styles[0][0]) in drawn
+
+
 # -- running -------------------------------------------------------------------------------------
 
 
@@ -411,6 +446,29 @@ def test_resume_does_not_depend_on_how_the_paths_are_spelled(data, fast, stylize
     assert all(r.previous for name, r in results.items() if name not in redone)
 
 
+def test_a_batch_moved_with_its_inputs_resumes_there(data, fast, stylizer, monkeypatch, tmp_path_factory):
+    def run(output="out"):
+        return list(impasto.batch(None, output, fast, contents="photos", styles="paintings", per_content=1, stylizer=stylizer))
+
+    monkeypatch.chdir(data)
+    assert {r.status for r in run()} == {"done"}
+    written = {p.name: p.stat().st_mtime_ns for p in (data / "out").glob("*.png")}
+    # The whole project copied elsewhere (a mounted disk, another machine), the same command run there.
+    moved = tmp_path_factory.mktemp("elsewhere") / "project"
+    shutil.copytree(data, moved, ignore=shutil.ignore_patterns("*.lock"))
+    monkeypatch.chdir(moved)
+    results = run()
+    assert len(results) == 3 and all(r.previous and r.status == "done" for r in results), [(r.status, r.error) for r in results]
+    assert {p.name: p.stat().st_mtime_ns for p in (moved / "out").glob("*.png")} == written
+    for record in index_records(moved / "out").values():  # the paths a data loader reads are the new ones
+        assert record["current"] and Path(record["content"]).parent == (moved / "photos").resolve()
+        assert Path(record["styles"][0][0]).parent == (moved / "paintings").resolve()
+    # The output folder moved on its own: the same files and settings, so the same jobs.
+    results = tmp_path_factory.mktemp("disk") / "results"
+    shutil.move(str(moved / "out"), str(results))
+    assert all(r.previous and r.status == "done" for r in run(results))
+
+
 def test_an_index_written_before_paths_were_resolved_still_counts(data, fast, stylizer, monkeypatch):
     from impasto.batch.plan import job_key
 
@@ -432,6 +490,33 @@ def test_an_index_written_before_paths_were_resolved_still_counts(data, fast, st
     for name, record in index_records(data / "out").items():  # brought up to date
         assert record["key"] != old[name]["key"] and Path(record["content"]).is_absolute()
         assert record["inputs"] and record["current"] is True and record["settings"]["size"] == 40
+    # And as the batch wrote them next: keyed on the absolute resolved paths.
+    records = index_records(data / "out")
+    for record in records.values():
+        record["key"] = job_key(record["content"], [tuple(s) for s in record["styles"]], record["settings_hash"], None)
+    (data / "out" / "index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records.values()))
+    assert all(r.previous and r.status == "done" for r in run())
+
+
+def test_a_replaced_input_is_not_current_until_redone_and_a_failed_job_of_one_is_retried(data, fast, stylizer):
+    out = data / "out"
+    (data / "photos" / "broken.png").write_bytes(b"not a picture yet")
+    rows = [{"content": str(data / "photos" / name), "style": str(data / "paintings" / "art0.png")} for name in ("photo0.png", "broken.png")]
+    assert sorted((r.output.name, r.status) for r in impasto.batch(rows, out, fast, stylizer=stylizer)) == [
+        ("broken__art0.png", "failed"), ("photo0__art0.png", "done")]  # fmt: skip
+    # Both inputs replaced: the done job's picture is of the old photo until its job is redone, so
+    # a data loader reading meanwhile must not pair it with the new one.
+    write_png(data / "photos" / "photo0.png", smooth_image(30, 50, seed=9))
+    write_png(data / "photos" / "broken.png", smooth_image(36, 44, seed=8))
+    run = impasto.batch(rows, out, fast, stylizer=stylizer)
+    assert run.to_run == 2  # the failed one too, without retry_failed: a replaced input is redone
+    records = index_records(out)
+    assert records["photo0__art0.png"]["status"] == "done" and records["photo0__art0.png"]["current"] is False
+    results = {r.output.name: r for r in run}
+    assert {name: (r.status, r.previous) for name, r in results.items()} == {
+        "photo0__art0.png": ("done", False), "broken__art0.png": ("done", False)}  # fmt: skip
+    assert Image.open(out / "photo0__art0.png").size == (40, 24)
+    assert all(r["status"] == "done" and r["current"] for r in index_records(out).values())
 
 
 def test_the_index_serves_a_data_loader(data, fast, stylizer, monkeypatch):
@@ -473,6 +558,18 @@ def test_a_warning_of_a_job_is_said_once_per_batch_naming_its_file(data, fast, s
     # Each job's record keeps what it was warned of.
     assert all(r.warnings == said for r in results)
     assert all(r["warnings"] == said for r in index_records(data / "out").values())
+
+
+def test_a_warning_is_taken_to_name_a_file_only_by_its_whole_name():
+    from impasto.batch.work import name_input
+
+    painting = Image.new("RGB", (12, 10))
+    styles = [("/art/a.png", painting)]
+    # "a.png" inside "data.png" or "a.png.bak" names another file: the job's own are named.
+    for message in ("/x/data.png is 12x10 but is used at 40", "a.png.bak is 12x10", "my-a.png is 12x10"):
+        assert name_input(message, "/p/cat.jpg", styles) == f"/p/cat.jpg in /art/a.png: {message}"
+    for message in ("a.png is 12x10", "/art/a.png: is 12x10", "it is a.png.", "cannot read 'a.png'", "cat.jpg is transparent"):
+        assert name_input(message, "/p/cat.jpg", styles) == message
 
 
 def test_warnings_of_jobs_in_two_threads_stay_with_their_own_job():

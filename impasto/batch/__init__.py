@@ -13,9 +13,10 @@ losses, seconds, error). Running the same batch again skips the finished jobs;
 
 from __future__ import annotations
 
-import math
 import contextlib
 import io
+import json
+import math
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -147,7 +148,7 @@ def plan_batch(
         if recursive and folder.resolve().is_relative_to(Path(given).resolve()):
             raise ImpastoError(f"{folder}: the output folder is inside the {flag} folder, which {option('recursive', True)} "
                                "reads whole; give the outputs a folder outside it")  # fmt: skip
-    jobs = plan(collect_jobs(source, contents, styles, per_content, seed, image_format, recursive), base, fixed)
+    jobs = plan(collect_jobs(source, contents, styles, per_content, seed, image_format, recursive), base, fixed, folder)
     if folder.exists() and not folder.is_dir():
         raise ImpastoError(f"{folder}: exists and is not a folder (the batch's output folder)")
     try:
@@ -157,38 +158,79 @@ def plan_batch(
     check_writable(folder)
     lock = FolderLock(folder).acquire()  # before the index is read: another run's index is final first
     index = Index(folder / INDEX_NAME)
-    to_run, finished, failed_before, ours = [], [], [], set()
+    to_run, finished, failed_before, ours, stale = [], [], [], set(), set()
+    refreshed = False
     for job in jobs:
         record = index.get(job.output) or {}
-        if record and "inputs" not in record and record.get("key") in (job.key, job.legacy_key):
-            # Written before the index held resolved paths and file versions, by this very job as
-            # spelled then: brought up to date, with the files taken as they were.
-            record.update(job.record())
+        if record and record_is_of(record, job):
+            refreshed = refresh_record(record, job) or refreshed
         status = record.get("status") if record.get("key") == job.key else None  # another job's record is none of ours
         exists = (folder / job.output).exists()
-        if status == "done" and exists and not overwrite and inputs_changed(record, job):
+        changed = inputs_changed(record, job)
+        if status == "done" and changed:
+            stale.add(job.output)  # until it is redone, not a picture of the photo (or painting) as it is now
+        if status == "done" and exists and not overwrite and changed:
             ours.add(job.output)  # a photo (or painting) replaced since: redone, its old picture replaced
             to_run.append(job)
         elif status == "done" and exists and not overwrite:
             finished.append(job)
-        elif status == "failed" and not (retry_failed or overwrite):
-            failed_before.append(job)
+        elif status == "failed" and not (retry_failed or overwrite or changed):
+            failed_before.append(job)  # an input replaced since (the cause fixed, maybe) is tried again
         else:
             if status == "writing":
                 ours.add(job.output)  # redone, and its half-recorded picture replaced
             to_run.append(job)
-    if index.mark_current({job.output: job.key for job in jobs}):
+    if index.mark_current({job.output: job.key for job in jobs}, stale) or refreshed:
         index.compact()  # so the records of jobs no longer in the batch say so even if this run is killed
     return BatchPlan(folder, index, jobs, to_run, finished, failed_before, replace=overwrite, ours=frozenset(ours), lock=lock)
 
 
+def record_is_of(record: Mapping[str, Any], job: Job) -> bool:
+    """Whether an index record was written by this job: by its key, or as an earlier index has it (on
+    the absolute resolved paths; before those, on the paths as spelled, in records without "inputs"),
+    or with the same files and settings (the output folder moved on its own)."""
+    key = record.get("key")
+    if key in (job.key, job.absolute_key) or ("inputs" not in record and key == job.legacy_key):
+        return True
+    styles = record.get("styles")
+    return (
+        job.error is None and bool(job.settings_hash) and record.get("settings_hash") == job.settings_hash
+        and record.get("content") == job.content and isinstance(styles, list)
+        and [tuple(s) if isinstance(s, list) else s for s in styles] == [tuple(s) for s in job.styles]
+    )  # fmt: skip
+
+
+def refresh_record(record: dict[str, Any], job: Job) -> bool:
+    """Bring a record of this job (see record_is_of) up to date: its key, and its paths where the files
+    were moved, for a data loader. The file versions stay those its picture was made from, so an input
+    replaced since is still seen to be; a record without them takes the files as they are. Returns
+    whether it changed."""
+    if record.get("key") == job.key and "inputs" in record and record.get("content") == job.content and \
+            record.get("styles") == [[path, weight] for path, weight in job.styles]:  # fmt: skip
+        return False  # as this job wrote it (the common case, and quick)
+    fresh = job.record()
+    if isinstance(record.get("inputs"), list):
+        fresh["inputs"] = record["inputs"]
+    if all(record.get(name) == value for name, value in json_like(fresh).items()):
+        return False
+    record.update(fresh)
+    return True
+
+
+def json_like(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record as it reads back from the index (tuples as lists), to compare with one read."""
+    return json.loads(json.dumps(record, default=str))
+
+
 def inputs_changed(record: Mapping[str, Any], job: Job) -> bool:
-    """Whether an input file of a done job is not the one its picture was made from (another size
-    or modification time). A file now missing is no reason to redo a job: there is nothing to redo it from."""
+    """Whether an input file of a job is not the one its record was made from (another size or
+    modification time): a replaced photo or painting. A file now missing is no reason to redo a job
+    (there is nothing to redo it from), nor one missing then and there now: a failed job's missing
+    input put in place waits for retry_failed, as any other fixed cause does."""
     before = record.get("inputs")
     if not isinstance(before, list) or len(before) != len(job.inputs):
         return False  # an older record: nothing to compare
-    return any(now is not None and now != then for now, then in zip(job.inputs, before))
+    return any(now is not None and then is not None and now != then for now, then in zip(job.inputs, before))
 
 
 def batch(
@@ -226,8 +268,9 @@ def batch(
     Results are written into the folder `output` with deterministic names, and an index
     (`output/index.jsonl`) records every job. Jobs done by an earlier run with the same
     inputs and settings are yielded first (`previous=True`) and not redone (the same inputs:
-    the same files, by resolved path, size and modification time); failed ones are redone
-    with `retry_failed`. An existing file the batch did not make is skipped
+    the same files, by resolved path from the output folder, size and modification time, so
+    inputs and outputs moved together still match); failed ones are redone with
+    `retry_failed`, or when an input was replaced since. An existing file the batch did not make is skipped
     (status "skipped") unless `overwrite`.
 
     Local by default: `workers` processes (default 1: this process, reusing `stylizer`

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Collection, Iterator, Mapping, Optional
 
 from ..errors import ImpastoError
 
@@ -56,14 +56,15 @@ class Index:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def mark_current(self, keys: Mapping[str, str]) -> bool:
+    def mark_current(self, keys: Mapping[str, str], stale: Collection[str] = ()) -> bool:
         """Set each record's "current": whether it is the record of a job of this batch (`keys`: output
         name -> the key of the job that writes it now). A record of a job the batch no longer has (a
-        photo left out, another draw of styles, other settings) stays, with "current": false. Returns
+        photo left out, another draw of styles, other settings) stays, with "current": false, as do
+        the outputs in `stale` (made from an input replaced since) until they are redone. Returns
         whether any record changed."""
         changed = False
         for output, record in self.records.items():
-            current = keys.get(output) == record.get("key")
+            current = keys.get(output) == record.get("key") and output not in stale
             if record.get("current") is not current:
                 record["current"] = current
                 changed = True

@@ -44,11 +44,17 @@ class Job:
     settings: Optional[Settings] = None
     error: Optional[str] = None  # why it cannot run, found while planning
     settings_hash: str = ""
-    key: str = ""  # inputs (resolved paths) + settings: a finished record with this key need not be redone
+    # Inputs + settings: a finished record with this key need not be redone. Each input is known by
+    # its path from the output folder, both resolved: the same file however it is spelled, and the
+    # same key after photos, paintings and outputs were moved (or mounted elsewhere) together.
+    key: str = ""
     # Each input file as [size, mtime_ns] (None where it cannot be read), content first: a done
     # record whose files have changed since is redone, in place (its picture is this job's own).
     inputs: list[Optional[list[int]]] = field(default_factory=list)
-    legacy_key: str = ""  # the key as indexes written before paths were resolved have it
+    # The key as earlier indexes have it: on the absolute resolved paths (absolute_key), and, before
+    # paths were resolved, on the paths as spelled (legacy_key).
+    absolute_key: str = ""
+    legacy_key: str = ""
 
     def record(self) -> dict[str, Any]:
         """The job's part of an index record."""
@@ -149,8 +155,23 @@ class PlanCache:
     versions: dict[str, Optional[list[int]]] = field(default_factory=dict)
 
 
-def finish_job(job: Job, base: Settings, fixed: Collection[str] = (), cache: Optional[PlanCache] = None) -> Job:
-    """Fill in the job's settings, hash and key, or its error; resolve its paths and note its files' versions."""
+def key_path(path: str, output: Optional[str]) -> str:
+    """How a job's key knows an input (resolved, see canonical_path): by its path from the resolved
+    output folder `output`, so the key stays when the inputs and the outputs move together; the
+    absolute path where there is no output folder or no path between them (another drive)."""
+    if output is None:
+        return path
+    try:
+        return Path(os.path.relpath(path, output)).as_posix()
+    except ValueError:
+        return path
+
+
+def finish_job(
+    job: Job, base: Settings, fixed: Collection[str] = (), cache: Optional[PlanCache] = None, output: Optional[str] = None
+) -> Job:
+    """Fill in the job's settings, hash and key, or its error; resolve its paths and note its files' versions.
+    `output`: the batch's output folder, resolved, which the key's paths are taken from (absolute without it)."""
     cache = PlanCache() if cache is None else cache
     if job.error is None:
         overrides = json.dumps(job.overrides, sort_keys=True, default=repr)
@@ -165,7 +186,9 @@ def finish_job(job: Job, base: Settings, fixed: Collection[str] = (), cache: Opt
     job.legacy_key = job_key(job.content, job.styles, job.settings_hash, job.error)
     job.content = canonical_path(job.content, cache.folders) if job.content else ""
     job.styles = tuple((canonical_path(path, cache.folders), weight) for path, weight in job.styles)
-    job.key = job_key(job.content, job.styles, job.settings_hash, job.error)
+    job.absolute_key = job_key(job.content, job.styles, job.settings_hash, job.error)
+    content = key_path(job.content, output) if job.content else ""
+    job.key = job_key(content, tuple((key_path(path, output), weight) for path, weight in job.styles), job.settings_hash, job.error)
     paths = ([job.content] if job.content else []) + [path for path, _ in job.styles]
     job.inputs = [file_version(path, cache.versions) for path in paths]
     return job
@@ -174,8 +197,10 @@ def finish_job(job: Job, base: Settings, fixed: Collection[str] = (), cache: Opt
 # -- names ---------------------------------------------------------------------------------------
 
 
-def default_output(content: str, styles: Sequence[tuple[str, float]], fmt: str) -> str:
-    style_part = "+".join(Path(path).stem for path, _ in styles) or "nostyle"
+def default_output(content: str, styles: Sequence[tuple[str, float]], fmt: str, style_names: Optional[Sequence[str]] = None) -> str:
+    """PHOTO__PAINTING.fmt, from the files' stems, or from `style_names` where given."""
+    names = [Path(path).stem for path, _ in styles] if style_names is None else style_names
+    style_part = "+".join(names) or "nostyle"
     return f"{Path(content).stem or 'nocontent'}__{style_part}.{fmt}"
 
 
@@ -365,7 +390,9 @@ def list_images(folder: PathLike, what: str, recursive: bool = False) -> list[Pa
         files = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
     avif = avif_readable()
     suffixes = IMAGE_SUFFIXES + (AVIF_SUFFIXES if avif else ())
-    images = sorted((p for p in files if p.suffix.lower() in suffixes), key=lambda p: p.relative_to(folder).as_posix())
+    # Sorted as paths (by their parts; without case on Windows), as batches have always drawn their
+    # paintings from this order: the same --pair-seed draws the same paintings as before, on every OS.
+    images = sorted((p for p in files if p.suffix.lower() in suffixes), key=lambda p: p.relative_to(folder))
     # Pictures a user would expect in a batch but this machine cannot read: left out like any
     # other file, but said, so a folder of them is not a mystery.
     unreadable = (
@@ -404,7 +431,9 @@ def pair_folders(
     The draw for a content depends only on the seed and the content's path in its folder (its
     file name, at the top level), so adding photos to the folder leaves the earlier pairs (and
     their finished outputs) as they were. With `recursive`, the subfolders' images are read
-    too, and a content's output goes into the same subfolder of the output folder.
+    too, and a content's output goes into the same subfolder of the output folder; a painting in
+    a subfolder is named by its path in the styles folder (monet/001.png: PHOTO__monet-001.png),
+    so paintings of one file name in two subfolders make two pictures.
     """
     contents, styles = Path(contents), Path(styles)
     content_paths = list_images(contents, "contents", recursive)
@@ -423,14 +452,23 @@ def pair_folders(
             chosen = sorted(random.Random(f"{seed}:{place}").sample(style_paths, per_content))
         for style in chosen:
             styles_ = ((str(style), 1.0),)
-            output = str(PurePosixPath(place).parent / default_output(str(content), styles_, fmt))
             name = style.relative_to(styles).as_posix()
+            label = [style_label(name)] if recursive else None
+            output = str(PurePosixPath(place).parent / default_output(str(content), styles_, fmt, label))
             jobs.append(Job(output=output, content=str(content), styles=styles_, origin=f"{place} x {name}"))
     return jobs
 
 
-def plan(jobs: Sequence[Job], base: Settings, fixed: Collection[str] = ()) -> list[Job]:
-    """Settings, hashes and keys for every job; two jobs writing one file is an error."""
+def style_label(name: str) -> str:
+    """A painting's part of an output name from its path in the styles folder: "monet/001.png" ->
+    "monet-001"; one at the top level keeps its stem."""
+    return "-".join(PurePosixPath(name).with_suffix("").parts)
+
+
+def plan(jobs: Sequence[Job], base: Settings, fixed: Collection[str] = (), output: Optional[PathLike] = None) -> list[Job]:
+    """Settings, hashes and keys for every job (keyed on their inputs' paths from the output folder
+    `output`, if given); two jobs writing one file is an error."""
     check_unique_outputs(jobs)
     cache = PlanCache()
-    return [finish_job(job, base, fixed, cache) for job in jobs]
+    folder = None if output is None else str(Path(os.path.expanduser(output)).resolve())
+    return [finish_job(job, base, fixed, cache, folder) for job in jobs]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import socket
 import sys
 import time
@@ -121,7 +122,7 @@ def name_input(message: str, content: str, styles: Sequence[tuple[str, Any]]) ->
     """A job's warning, naming the input it concerns where it does not already: in a batch of
     thousands, "a style image is 40x30" says nothing. `styles`: (name, PIL image) of each painting."""
     names = [content] + [name for name, _ in styles]
-    if any(name and (name in message or os.path.basename(name) in message) for name in names):
+    if any(name and (mentions(message, name) or mentions(message, os.path.basename(name))) for name in names):
         return message
     if message.startswith(UNNAMED_STYLE):  # which painting: the one of the size it gives, if it gives one
         candidates = [name for name, image in styles if f"{image.width}x{image.height}" in message] or [name for name, _ in styles]
@@ -131,6 +132,16 @@ def name_input(message: str, content: str, styles: Sequence[tuple[str, Any]]) ->
     if "photo" in message.lower():
         return f"{content}: {message}"
     return f"{content} in {' + '.join(name for name, _ in styles)}: {message}"
+
+
+def mentions(message: str, name: str) -> bool:
+    """Whether `message` names the file `name` as a whole: "a.png" in "a.png is small" or "/x/a.png: ...",
+    not in "data.png" nor "a.png.bak"."""
+    if not name:
+        return False
+    # Not part of a longer name on either side: no letter, digit, "_", "-" or "." joined to it (a
+    # sentence's full stop after it is fine).
+    return re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w-]|\.\w)", message) is not None
 
 
 def read_source(path: str) -> tuple[str, bytes]:
