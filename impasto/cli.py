@@ -17,12 +17,11 @@ import math
 import os
 import sys
 import typing
-import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .errors import STOP_INTERRUPTED, ImpastoError, ImpastoWarning, Interrupted, command_line, option, warn
+from .errors import STOP_INTERRUPTED, ImpastoError, Interrupted, command_line, one_line_warnings, option, warn
 from .settings import COLOR_MODES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, STYLE_LOSSES, Settings
 
 # Shown in --help; Settings.validate gives the error for anything else.
@@ -406,18 +405,8 @@ def cmd_sweep(argv: Sequence[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    with warnings.catch_warnings():
-        others = warnings.showwarning
-
-        def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-            if issubclass(category, ImpastoWarning):  # the user's to act on: one line, like an error
-                print(f"impasto: warning: {message}", file=sys.stderr)
-            else:
-                others(message, category, filename, lineno, file, line)
-
-        warnings.showwarning = show
-        with command_line():
-            return _main(argv)
+    with one_line_warnings(lambda line: print(line, file=sys.stderr)), command_line():
+        return _main(argv)
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:

@@ -10,7 +10,7 @@ import sys
 import threading
 import types
 import warnings
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 
 class ImpastoError(Exception):
@@ -35,6 +35,24 @@ def collect_warnings(into: list[str]) -> Iterator[None]:
         yield
     finally:
         _collecting.sink = before
+
+
+@contextlib.contextmanager
+def one_line_warnings(write: Callable[[str], None]) -> Iterator[None]:
+    """Within it, an ImpastoWarning is shown as `impasto: warning: ...` through `write` (the user's
+    to act on: one line, like an error; a command with progress bars writes above them); other
+    warnings are shown as before."""
+    with warnings.catch_warnings():
+        others = warnings.showwarning
+
+        def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+            if issubclass(category, ImpastoWarning):
+                write(f"impasto: warning: {message}")
+            else:
+                others(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 def warn(message: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -66,7 +65,7 @@ def main(argv: Sequence[str]) -> int:
     from tqdm import tqdm
 
     from ..cli import explicit_settings, settings_from_args
-    from ..errors import ImpastoError, ImpastoWarning
+    from ..errors import ImpastoError, one_line_warnings
     from . import JobResult, batch
 
     args = build_parser().parse_args(argv)
@@ -102,27 +101,19 @@ def main(argv: Sequence[str]) -> int:
               f"(index: {results.index_path})", file=sys.stderr)  # fmt: skip
     # The overall bar counts the jobs run now, so its rate and ETA are this run's.
     overall = tqdm(total=results.to_run, position=0, unit="job", disable=args.quiet or not results.to_run, dynamic_ncols=True, desc="batch")
-    shown = warnings.showwarning
-
-    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        if issubclass(category, ImpastoWarning):  # above the bars, not through them
-            tqdm.write(f"impasto: warning: {message}", file=sys.stderr)
-        else:
-            shown(message, category, filename, lineno, file, line)
-
     try:
-        warnings.showwarning = show
-        for result in results:
-            counts[result.status] += 1
-            if result.previous:
-                counts["earlier"] += result.status == "done"  # the "(N from an earlier run)" of the done
-                continue
-            if result.status != "done" and len(first_errors) < 5:
-                first_errors.append(result)
-            overall.update(1)
-            overall.set_postfix(done=counts["done"] - counts["earlier"], failed=counts["failed"], refresh=True)
-            if result.status == "failed" and not args.quiet:
-                overall.write(f"failed: {result.output.name}: {result.error}", file=sys.stderr)
+        with one_line_warnings(lambda line: tqdm.write(line, file=sys.stderr)):  # above the bars, not through them
+            for result in results:
+                counts[result.status] += 1
+                if result.previous:
+                    counts["earlier"] += result.status == "done"  # the "(N from an earlier run)" of the done
+                    continue
+                if result.status != "done" and len(first_errors) < 5:
+                    first_errors.append(result)
+                overall.update(1)
+                overall.set_postfix(done=counts["done"] - counts["earlier"], failed=counts["failed"], refresh=True)
+                if result.status == "failed" and not args.quiet:
+                    overall.write(f"failed: {result.output.name}: {result.error}", file=sys.stderr)
     except KeyboardInterrupt:
         _close(overall, bars)
         earlier = f" ({counts['earlier']} of them by an earlier run)" if counts["earlier"] else ""
@@ -131,8 +122,6 @@ def main(argv: Sequence[str]) -> int:
     except ImpastoError:
         _close(overall, bars)
         raise
-    finally:
-        warnings.showwarning = shown
     _close(overall, bars)
     summary = _summary(counts, time.perf_counter() - start, Path(args.output))
     print(summary, file=sys.stderr)
