@@ -527,3 +527,7 @@ def test_cli_ctrl_c_writes_the_json_of_the_frames_done(clips, synthetic_weights,
     written = json.loads(summary.read_text())
     assert written["frames"] == 1 and written["interrupted"] and written["stopped_reason"] == "interrupted"
     assert written["output"] is None
+    # "Run the same command again": it resumes, replacing the cut-short summary without --overwrite.
+    monkeypatch.undo()
+    assert main(args) == 0, capsys.readouterr().err
+    assert json.loads(summary.read_text())["interrupted"] is False

@@ -64,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def interrupted_summary(path: Path) -> bool:
+    """Whether `path` is the --json of a video run cut short: the same command run again to
+    resume replaces it, as the interrupted run told the user to do."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("interrupted") is True and "warping_error" in data and data.get("output") is None
+
+
 def cli_main(argv: Sequence[str]) -> int:
     from ..cli import masks_from_args, parse_style, settings_from_args
     from ..images import check_distinct_outputs, check_output_path
@@ -78,7 +88,7 @@ def cli_main(argv: Sequence[str]) -> int:
                  "every frame is painted afresh")
     styles = [parse_style(s) for s in args.styles]
     check_distinct_outputs({"-o": args.output, "--json": args.json})
-    if args.json and args.json != "-":
+    if args.json and args.json != "-" and not interrupted_summary(Path(args.json)):
         check_output_path(args.json, args.overwrite)
     bars = ProgressBars(args.quiet)
     try:
