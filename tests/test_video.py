@@ -347,10 +347,23 @@ class OutOfMemoryOnThirdFrame(CountingStylizer):
 
 
 def test_running_out_of_memory_stops_the_video_and_keeps_the_finished_frames(clips, settings, tmp_path):
-    with pytest.raises(ImpastoError, match=r"^frame 2: out of memory on cuda:0 for a 32x24 output"):
+    with pytest.raises(ImpastoError, match=r"^frame 2: out of memory on cuda:0 for a 32x24 output.*; the 2 finished frames are kept in \S*out_frames"):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, stylizer=OutOfMemoryOnThirdFrame(), size=32)
     assert not (tmp_path / "out.mp4").exists()
     assert len(list((tmp_path / "out_frames").glob("*.png"))) == 2  # for the rerun: the half-painted third is not kept
+
+
+def test_cli_error_part_way_is_on_its_own_line_and_says_where_the_frames_are(clips, synthetic_weights, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("impasto.video.run.Stylizer", OutOfMemoryOnThirdFrame)
+    output = tmp_path / "out.mp4"
+    assert main(["video", str(clips["pan"]), str(clips["style"]), "-o", str(output), "--weights", str(synthetic_weights),
+                 "--device", "cpu", "--size", "32", "--no-multiscale", "--iterations", "2", "--style-layers", "conv1_1",
+                 "--content-layers", "conv2_2"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    # Not glued to the frames' progress bar (split on newlines only: the bar redraws with carriage returns).
+    line = next(text for text in err.split("\n") if "impasto: error" in text)
+    assert line.startswith("impasto: error: frame 2: out of memory"), repr(line)
+    assert "the 2 finished frames are kept in" in line
 
 
 class NanFromTheStartOnThirdFrame(CountingStylizer):

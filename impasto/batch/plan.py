@@ -64,7 +64,9 @@ class Job:
             "styles": [[path, weight] for path, weight in self.styles],
             "overrides": self.overrides,
             "settings_hash": self.settings_hash,
-            "settings": self.settings.identity() if self.settings is not None else None,
+            # All of them, for readers of the index; the hash (what matches a job) leaves out the device
+            # and settings added later while they hold their old value, so older indexes still match.
+            "settings": {k: v for k, v in self.settings.to_dict().items() if k != "device"} if self.settings is not None else None,
             "key": self.key,
             "inputs": self.inputs,
             "origin": self.origin,

@@ -105,7 +105,8 @@ def cli_main(argv: Sequence[str]) -> int:
         if isinstance(stop, Interrupted):  # in or between frames: the video's result so far, as the image command writes
             report(stop.result, args, stopped=False)
         return 130
-    bars.close()
+    finally:
+        bars.close()  # before any message: an error is not glued to the bar's last line
     report(result, args)
     return 1 if result.interrupted else 0
 

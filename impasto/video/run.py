@@ -402,7 +402,9 @@ def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray,
     if result.interrupted and (result.stopped_reason or "").startswith(STOP_OUT_OF_MEMORY):
         # Every later frame is the same size and would run out too: stop here, with the finished
         # frames kept for a rerun with less (the half-painted one is not among them).
-        raise ImpastoError(f"frame {index}: {result.stopped_reason}")
+        kept = f"the {index} finished frames are" if index != 1 else "the 1 finished frame is"
+        kept += f" kept in {job.frames_dir} (the same command, run where there is more memory, resumes from them)"
+        raise ImpastoError(f"frame {index}: {result.stopped_reason}" + (f"; {kept}" if index else ""))
     if result.interrupted:
         # The loss stopped being a number: the frame's best picture so far is kept, as a single
         # picture's is, and the video goes on (a rerun, seeded alike, would only meet it again).
