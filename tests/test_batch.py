@@ -519,6 +519,22 @@ def test_a_replaced_input_is_not_current_until_redone_and_a_failed_job_of_one_is
     assert all(r["status"] == "done" and r["current"] for r in index_records(out).values())
 
 
+def test_a_redo_that_fails_keeps_the_old_picture_as_the_batchs_own(data, fast, stylizer):
+    out = data / "out"
+    rows = [{"content": str(data / "photos" / "photo0.png"), "style": str(data / "paintings" / "art0.png")}]
+    assert [r.status for r in impasto.batch(rows, out, fast, stylizer=stylizer)] == ["done"]
+    before = (out / "photo0__art0.png").read_bytes()
+    # The photo replaced by something that is not a picture: its redo fails, and the old picture stays.
+    (data / "photos" / "photo0.png").write_bytes(b"not a picture")
+    assert [r.status for r in impasto.batch(rows, out, fast, stylizer=stylizer)] == ["failed"]
+    assert (out / "photo0__art0.png").read_bytes() == before
+    # Mended: the retry replaces that picture, which this batch made, instead of skipping it as a stranger's.
+    write_png(data / "photos" / "photo0.png", smooth_image(30, 50, seed=9))
+    results = list(impasto.batch(rows, out, fast, stylizer=stylizer, retry_failed=True))
+    assert [(r.status, r.error) for r in results] == [("done", None)]
+    assert Image.open(out / "photo0__art0.png").size == (40, 24)
+
+
 def test_the_index_serves_a_data_loader(data, fast, stylizer, monkeypatch):
     """What a data loader reads from index.jsonl: absolute paths, the settings (the seed among them),
     the timings, and which records belong to the batch as it is now."""

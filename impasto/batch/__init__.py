@@ -177,8 +177,8 @@ def plan_batch(
         elif status == "failed" and not (retry_failed or overwrite or changed):
             failed_before.append(job)  # an input replaced since (the cause fixed, maybe) is tried again
         else:
-            if status == "writing":
-                ours.add(job.output)  # redone, and its half-recorded picture replaced
+            if status == "writing" or (status == "failed" and record.get("earlier_picture")):
+                ours.add(job.output)  # redone, and its half-recorded (or earlier) picture replaced
             to_run.append(job)
     if index.mark_current({job.output: job.key for job in jobs}, stale) or refreshed:
         index.compact()  # so the records of jobs no longer in the batch say so even if this run is killed
@@ -444,6 +444,9 @@ def _record(index: Index, folder: Path, job: Job, outcome: dict[str, Any], attem
             "warnings": outcome.get("warnings") or [],
             "current": True,
         }
+        if status == "failed" and replace and (folder / job.output).exists():
+            # A redo that failed leaves the batch's earlier picture in place: still its own to replace.
+            record["earlier_picture"] = True
         if not keep:
             index.append(record)
     return JobResult.from_record(record, folder)
