@@ -401,7 +401,8 @@ def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray,
         return None
     if result.interrupted and (result.stopped_reason or "").startswith(STOP_OUT_OF_MEMORY):
         # Every later frame is the same size and would run out too: stop here, with the finished
-        # frames kept for a rerun with less (the half-painted one is not among them).
+        # frames kept for the same command run where there is more memory (a smaller size or tiles
+        # change the frames' fingerprint, so they start afresh); the half-painted one is not kept.
         kept = f"the {index} finished frames are" if index != 1 else "the 1 finished frame is"
         kept += f" kept in {job.frames_dir} (the same command, run where there is more memory, resumes from them)"
         raise ImpastoError(f"frame {index}: {result.stopped_reason}" + (f"; {kept}" if index else ""))
