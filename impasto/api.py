@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, SupportsFloat, Union
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -29,7 +31,11 @@ from .optimize import (
 from .settings import Settings, SettingsLike, as_settings
 from .vgg import FeatureExtractor, conv_layer_names
 
-StyleSpec = Union[ImageLike, tuple[ImageLike, float]]
+# A weight is any real number: numpy's scalars and 0-d tensors too (a blend computed from data).
+StyleWeight = SupportsFloat
+# A style, or a (style, weight) pair as a tuple or as a list (from JSON or YAML).
+StyleSpec = Union[ImageLike, tuple[ImageLike, StyleWeight], list[Union[ImageLike, StyleWeight]]]
+MaskSpec = Union[ImageLike, Sequence[Optional[ImageLike]]]
 Callback = Callable[[Progress], Optional[bool]]
 
 # A painting enlarged more than this for the finest scale has visibly soft strokes
@@ -68,19 +74,29 @@ class Result:
         }
 
 
-def normalize_styles(style: Union[StyleSpec, Sequence[StyleSpec]]) -> list[tuple[ImageLike, float]]:
-    """Accept one style, a list of styles, or (style, weight) pairs."""
-    def weight(x: Any) -> bool:  # numpy's float32 too; not a bool
-        return isinstance(x, numbers.Real) and not isinstance(x, bool)
+def is_style_weight(x: Any) -> bool:
+    """A real number, numpy's or a 0-d tensor's too (never a picture: those have pixels); not a bool."""
+    if isinstance(x, torch.Tensor):
+        return x.ndim == 0 and x.dtype != torch.bool and not x.is_complex()
+    if isinstance(x, np.ndarray):
+        return x.ndim == 0 and x.dtype.kind in "iuf"
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
-    if isinstance(style, (list, tuple)) and not (len(style) == 2 and weight(style[1]) and not weight(style[0])):
-        items = list(style)
-    else:
-        items = [style]
+
+def normalize_styles(style: Union[StyleSpec, Sequence[StyleSpec]]) -> list[tuple[ImageLike, float]]:
+    """Accept one style, a list of styles, or (style, weight) pairs (tuples or lists)."""
+    def pair(x: Any) -> bool:
+        return isinstance(x, (list, tuple)) and len(x) == 2 and is_style_weight(x[1]) and not is_style_weight(x[0])
+
+    items: list[Any] = list(style) if isinstance(style, (list, tuple)) and not pair(style) else [style]
     out: list[tuple[ImageLike, float]] = []
-    for item in items:
-        if isinstance(item, tuple) and len(item) == 2 and weight(item[1]):
+    for number, item in enumerate(items, 1):
+        if pair(item):
             out.append((item[0], float(item[1])))
+        elif isinstance(item, (list, tuple)):
+            # In a list of styles a sequence can only be a pair; read as a picture it would be "cannot read a list".
+            got = f"{item[1]!r} as its weight" if len(item) == 2 else f"{len(item)} items"
+            raise ImpastoError(f"style {number}: give a picture or a (picture, weight) pair with a number as the weight, not {got}")
         else:
             out.append((item, 1.0))
     if not out:
@@ -108,7 +124,10 @@ class Stylizer:
         self.style_cache = StatsCache()
 
     def weights(self, settings: Settings) -> W.Weights:
-        key = (settings.model, settings.weights)
+        # By the file the weights come from, as load_for finds it, not as spelt: ./w/x.safetensors
+        # and w/x.safetensors (or $IMPASTO_WEIGHTS naming it) are one copy in memory, not two.
+        path = settings.weights or os.environ.get("IMPASTO_WEIGHTS") or None
+        key = (settings.model, os.path.realpath(path) if path else None)
         with self._lock:
             if key not in self._weights:
                 self._weights[key] = W.load_for(settings.model, settings.weights, self.download)
@@ -141,7 +160,7 @@ class Stylizer:
         style: Union[StyleSpec, Sequence[StyleSpec]],
         settings: Optional[SettingsLike] = None,
         callback: Optional[Callback] = None,
-        masks: Optional[Sequence[Optional[ImageLike]]] = None,
+        masks: Optional[MaskSpec] = None,
         keep_mask: Optional[ImageLike] = None,
         frames: int = 0,
         init_image: Optional[ImageLike] = None,
@@ -151,10 +170,11 @@ class Stylizer:
         """Stylise `content`. `callback(progress)` is called each iteration; return False to stop.
 
         Spatial control (Gatys et al. 2017): `masks` gives one mask per style
-        (None = everywhere); white is where that style applies. `keep_mask`: white
-        regions keep the content untouched. Masks are greyscale images of any size,
-        stretched to the output's. `frames=N` keeps N pictures evenly spaced over the
-        run, at the output size, in `Result.frames` (for impasto.media.write_gif).
+        (None = everywhere), or is the one style's mask; white is where that style
+        applies. `keep_mask`: white regions keep the content untouched. Masks are
+        greyscale images of any size, stretched to the output's. `frames=N` keeps N
+        pictures evenly spaced over the run, at the output size, in `Result.frames`
+        (for impasto.media.write_gif).
         `init_image` is a picture to start from (any size; it overrides
         `settings.init`), and `extra_loss(image) -> {name: weighted term}` adds
         terms to the objective at every scale (video's temporal loss uses both).
@@ -342,16 +362,20 @@ def stylize(
 
 def attach_masks(
     styles: Sequence[StyleInput],
-    masks: Optional[Sequence[Optional[ImageLike]]],
+    masks: Optional[MaskSpec],
     keep_mask: Optional[ImageLike],
     size: tuple[int, int],
     device: torch.device,
 ) -> Optional[torch.Tensor]:
     """Give each style its mask (Gatys et al. 2017) and return the keep mask as a tensor, if any."""
     if masks is not None:
-        if len(masks) != len(styles):
-            raise ImpastoError(f"{len(masks)} masks given for {len(styles)} styles")
-        for number, (s, mask) in enumerate(zip(styles, masks), 1):
+        # Only a list or a tuple is a list of masks: an array's len() is its rows, a path's its letters.
+        if not isinstance(masks, (list, tuple)) and len(styles) != 1:
+            raise ImpastoError(f"one mask given for {len(styles)} styles: give a list of one mask per style (None: everywhere)")
+        given = masks if isinstance(masks, (list, tuple)) else [masks]
+        if len(given) != len(styles):
+            raise ImpastoError(f"{len(given)} masks given for {len(styles)} styles: give one per style (None: everywhere)")
+        for number, (s, mask) in enumerate(zip(styles, given), 1):
             if mask is not None:
                 s.mask = load_mask(mask, size, device)
                 if float(s.mask.max()) <= 0:

@@ -51,9 +51,14 @@ def load_image_and_alpha(source: ImageLike) -> tuple[Image.Image, Optional[Image
         image, name = array_to_pil(source), "array"
     elif isinstance(source, Image.Image):
         image, name = source, "image"
+        try:
+            image.load()  # a no-op once loaded; a lazily opened file is read now, as it would be below
+        except (ValueError, AssertionError):  # Pillow's "Operation on closed image", or a bare assert
+            raise ImpastoError("the PIL image is closed (used after its `with Image.open(...)` block?): "
+                               "open it again, or call .load() or .copy() on it before closing") from None  # fmt: skip
     elif isinstance(source, (bytes, bytearray)) or hasattr(source, "read"):  # an upload, a file opened in a notebook
         name = "the given file"
-        image = _open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, name)
+        image = open_image(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, name)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = str(path)
@@ -61,7 +66,7 @@ def load_image_and_alpha(source: ImageLike) -> tuple[Image.Image, Optional[Image
             raise ImpastoError(f"{path}: no such file")
         if path.is_dir():
             raise ImpastoError(f"{path}: is a folder, not an image")
-        image = _open(path, name)
+        image = open_image(path, name)
     else:
         raise ImpastoError(f"cannot read a picture from {type(source).__name__}: give a file path, a PIL image, an array or a tensor")
     image = ImageOps.exif_transpose(image)
@@ -73,7 +78,8 @@ def load_image_and_alpha(source: ImageLike) -> tuple[Image.Image, Optional[Image
     return _check_size(_to_rgb(image), name), alpha
 
 
-def _open(target: Any, name: str) -> Image.Image:
+def open_image(target: Any, name: str) -> Image.Image:
+    """Pillow's Image.open and load, with one clear line (naming the file as `name`) for what cannot be read."""
     # A path is opened here, and closed here; a file object is the caller's to close.
     owned = isinstance(target, (str, os.PathLike))
     image = None
@@ -108,7 +114,8 @@ def _open(target: Any, name: str) -> Image.Image:
         if "truncated" in str(exc) or "broken data stream" in str(exc):
             # A download or a copy that stopped early: the file names a picture it does not hold.
             raise ImpastoError(f"{name}: the file is cut short (incomplete download or copy?); get it again") from None
-        raise ImpastoError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
+        why = "no picture format Pillow knows" if isinstance(exc, UnidentifiedImageError) else "damaged, or a kind Pillow cannot decode"
+        raise ImpastoError(f"{name}: not a readable image ({why})") from None
     return image
 
 
@@ -184,9 +191,18 @@ def _check_size(image: Image.Image, name: str) -> Image.Image:
     return image
 
 
+# Float pictures are 0-1, or 0-255 when they reach past FLOAT_255_FROM (`np.asarray(image).astype(np.float32)`;
+# one so dark it does not is rare, and refused rather than guessed). Either may overshoot its range by
+# FLOAT_OVERSHOOT of it (a resize's ringing), clipped away; anything further out is refused, not clipped
+# or rescaled: 1.5 or 300 is neither a 0-1 picture nor a 0-255 one.
+FLOAT_255_FROM = 10.0
+FLOAT_OVERSHOOT = 0.05
+
+
 def array_to_pil(array: np.ndarray) -> Image.Image:
     """An 8-bit PIL image (L, RGB or RGBA) of an HxW, HxWxC or CxHxW array: floats are 0-1, or
-    0-255 when they reach well past 1 (`np.asarray(image).astype(np.float32)`), uint16 0-65535."""
+    0-255 when they reach past 10 (`np.asarray(image).astype(np.float32)`), either within 5% of
+    its range (else refused); uint16 is 0-65535."""
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
         a = np.moveaxis(a, 0, -1)  # CHW -> HWC
@@ -196,14 +212,19 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
         a = a.astype(np.uint8) * 255  # a mask: True is white
     elif a.dtype.kind == "f":
         a = np.nan_to_num(a.astype(np.float64))
-        # A little below 0 is a resize's overshoot; a normalised tensor (about -2..2.6) is not a picture.
-        if a.size and a.min() < -0.05 * (255.0 if a.max() > 10.0 else 1.0):
+        low, high = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        top = 255.0 if high > FLOAT_255_FROM else 1.0
+        if low < -FLOAT_OVERSHOOT * top:  # a normalised tensor (about -2..2.6) is not a picture
             raise ImpastoError(
-                f"a float image reaches {a.min():.3g}: pictures are 0-1 or 0-255 (an ImageNet-normalised "
+                f"a float image reaches {low:.3g}: pictures are 0-1 or 0-255 (an ImageNet-normalised "
                 "tensor? undo the normalisation first: x * std + mean)"
             )
-        scale = 255.0 if a.size == 0 or a.max() <= 2.0 else 1.0
-        a = np.clip(a * scale + 0.5, 0, 255).astype(np.uint8)
+        if high > top * (1 + FLOAT_OVERSHOOT):
+            raise ImpastoError(
+                f"a float image reaches {high:.3g}: float pictures are 0-1 or 0-255 (clip it into one, "
+                "as np.clip(a, 0, 1), or scale it)"
+            )
+        a = np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
     elif a.dtype == np.uint16:
         a = (a >> 8).astype(np.uint8)
     elif a.dtype != np.uint8:

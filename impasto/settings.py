@@ -9,7 +9,7 @@ import numbers
 import os
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from .errors import ImpastoError, on_command_line, option
 
@@ -128,14 +128,15 @@ class Settings:
         default=50,
         metadata={
             "help": "iterations at the finest scale, the output's (with --no-multiscale, at the one scale); an "
-            "output too small for a second scale (under --min-size x --scale-factor) is one scale and gets --initial-iterations instead"
+            "output too small for a second scale (under --min-size x --scale-factor) is one scale and runs these too, or --initial-iterations "
+            "while this is left at its default"
         },
     )
     initial_iterations: int = field(
         default=100,
         metadata={
             "help": "iterations at the coarsest scale (scales between get a geometric blend); an output too "
-            "small for a second scale (under --min-size x --scale-factor) is one scale, and gets these"
+            "small for a second scale (under --min-size x --scale-factor) is one scale, and gets these while --iterations is left at its default"
         },
     )
     lr: Optional[float] = field(default=None, metadata={"help": "learning rate (default 1 for lbfgs, 0.02 for adam)"})
@@ -193,6 +194,12 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        # numpy's scalars (a value read from an array) as Python's, so that to_dict and a Result's
+        # summary() stay JSON; a float stays a float, so validate still names 2.5 given for a count.
+        for name in _scalar_kinds():
+            value = getattr(self, name)
+            if type(value) not in (int, float, bool) and isinstance(value, numbers.Real):
+                setattr(self, name, int(value) if isinstance(value, numbers.Integral) else float(value))
         for name in ("weights", "init"):  # paths as pathlib gives them
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, os.fspath(getattr(self, name)))
@@ -227,11 +234,16 @@ class Settings:
                 d[k] = list(v)
         return d
 
+    def to_dict_without_device(self) -> dict[str, Any]:
+        """Every setting but the device: where a run happened, not what it painted (a batch
+        resumed on another machine keeps its jobs)."""
+        return {k: v for k, v in self.to_dict().items() if k != "device"}
+
     def identity(self) -> dict[str, Any]:
         """What decides the picture, for matching a run against earlier ones (a batch's index,
         a video's frames on disk): every setting but the device, less those added later
         while they hold the value every earlier run had."""
-        data = {k: v for k, v in self.to_dict().items() if k != "device"}
+        data = self.to_dict_without_device()
         for name, before in ADDED_LATER.items():
             if data.get(name) == before:
                 del data[name]
@@ -282,7 +294,7 @@ class Settings:
 
     def validate(self) -> "Settings":
         """Raise ImpastoError with one clear line for the first bad value."""
-        from .vgg import layer_names  # late import: settings must not need torch to load
+        from .vgg import conv_layer_names, layer_names  # late import: settings must not need torch to load
 
         def choice(name: str, options: tuple[str, ...]) -> None:
             if getattr(self, name) not in options:
@@ -317,6 +329,16 @@ class Settings:
             raise ImpastoError(f"{option('style_chain')} needs at least two style layers (it correlates adjacent ones)")
         if not (math.isfinite(self.style_layer_decay) and self.style_layer_decay > 0):
             raise ImpastoError(f"{option('style_layer_decay')} must be a positive number, not {self.style_layer_decay}")
+        if self.style_layer_weights is not None and self.style_layers == (ALL_LAYERS,):
+            # Checked now, not once the weights have said which model they are (after a download,
+            # perhaps): with no model named, a weights file may yet make it either.
+            counts = {m: len(conv_layer_names(m)) for m in ((self.model,) if self.model else MODELS)}
+            if len(self.style_layer_weights) not in counts.values():
+                layers = ", ".join(f"{n} in {m}" for m, n in counts.items())
+                raise ImpastoError(
+                    f"{len(self.style_layer_weights)} style layer weights given for {option('style_layers')} 'all', "
+                    f"which is every conv layer: {layers}"
+                )
         if self.style_layer_weights is not None and self.style_layers != (ALL_LAYERS,):
             if len(self.style_layer_weights) != len(self.style_layers):
                 raise ImpastoError(
@@ -411,6 +433,22 @@ def _document_fields() -> None:
 
 
 _document_fields()
+
+
+def _check_keywords(generated: Callable[..., None]) -> Callable[..., None]:
+    """The dataclass's own __init__, but a mistyped keyword (Settings(style_weigth=50)) gets
+    check_names' one line with its guess, not Python's bare TypeError."""
+
+    @functools.wraps(generated)
+    def __init__(self: Settings, *args: Any, **kwargs: Any) -> None:
+        check_names(kwargs)
+        generated(self, *args, **kwargs)
+
+    return __init__
+
+
+# Set after the class is made: defined in its body, it would stop the dataclass writing its own.
+setattr(Settings, "__init__", _check_keywords(Settings.__init__))
 
 
 def help_for(name: str) -> str:

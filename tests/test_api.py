@@ -522,3 +522,63 @@ def test_ctrl_c_while_the_painting_is_made_into_a_picture_keeps_it(stylizer, mak
     with pytest.raises(impasto.Interrupted) as stop:
         stylizer.run(content_array, style_array, make_settings(iterations=3))
     assert stop.value.result.image.size == (48, 40) and len(stop.value.result.history) == 3
+
+
+def test_style_weight_pairs_may_be_lists_and_weights_any_real_number(style_path):
+    # A blend read from JSON or YAML has lists; a weight computed from data is a numpy scalar or a 0-d tensor.
+    assert normalize_styles([[style_path, 0.5]]) == [(style_path, 0.5)]
+    assert normalize_styles([style_path, 0.5]) == [(style_path, 0.5)]
+    blend = normalize_styles([(style_path, torch.tensor(0.25)), [style_path, np.array(0.75)], (style_path, np.int64(2))])
+    assert blend == [(style_path, 0.25), (style_path, 0.75), (style_path, 2.0)]
+    assert all(type(weight) is float for _, weight in blend)
+    assert normalize_styles((style_path, torch.tensor(0.5))) == [(style_path, 0.5)]
+
+
+@pytest.mark.parametrize(
+    "styles, message",
+    [
+        (lambda p: [(p, "0.5")], "style 1: give a picture or a (picture, weight) pair with a number as the weight, not '0.5' as its weight"),
+        (lambda p: [p, (p, True)], "style 2: give a picture or a (picture, weight) pair with a number as the weight, not True as its weight"),
+        (lambda p: [(p, 0.5, 1.0)], "style 1: give a picture or a (picture, weight) pair with a number as the weight, not 3 items"),
+        (lambda p: [(p, torch.tensor([0.5, 0.5]))], "not tensor([0.5000, 0.5000]) as its weight"),
+    ],
+)
+def test_a_style_pair_without_a_number_for_its_weight_is_refused_by_its_place(style_path, styles, message):
+    with pytest.raises(ImpastoError) as error:
+        normalize_styles(styles(style_path))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_lone_mask_serves_a_lone_style_and_a_wrong_count_is_named():
+    from PIL import Image
+
+    from impasto.api import attach_masks
+    from impasto.optimize import StyleInput
+
+    def styles(n):
+        return [StyleInput(torch.rand(1, 3, 16, 16)) for _ in range(n)]
+
+    left = np.zeros((10, 12), np.uint8)
+    left[:, :6] = 255
+    for mask in (left, Image.fromarray(left), torch.from_numpy(left)):
+        one = styles(1)
+        attach_masks(one, mask, None, (12, 10), torch.device("cpu"))
+        assert one[0].mask is not None and one[0].mask.shape == (1, 1, 10, 12)
+        assert float(one[0].mask[..., :5].min()) == 1.0 and float(one[0].mask[..., 7:].max()) == 0.0
+    with pytest.raises(ImpastoError, match=r"^one mask given for 2 styles: give a list of one mask per style \(None: everywhere\)$"):
+        attach_masks(styles(2), left, None, (12, 10), torch.device("cpu"))
+    with pytest.raises(ImpastoError, match=r"^1 masks given for 2 styles: give one per style \(None: everywhere\)$"):
+        attach_masks(styles(2), [left], None, (12, 10), torch.device("cpu"))
+
+
+def test_weights_are_loaded_once_however_their_path_is_spelt(tmp_path, monkeypatch):
+    loads = []
+    monkeypatch.setattr(impasto.api.W, "load_for", lambda model, path, download: loads.append(path) or object())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w").mkdir()
+    stylizer = Stylizer(download=False)
+    same = [stylizer.weights(Settings(weights=spelt)) for spelt in ("./w/x.safetensors", "w/x.safetensors", str(tmp_path / "w" / "x.safetensors"), "w/../w/x.safetensors")]
+    monkeypatch.setenv("IMPASTO_WEIGHTS", "w/x.safetensors")
+    same.append(stylizer.weights(Settings()))  # the same file, named by the environment
+    assert len(loads) == 1 and all(w is same[0] for w in same)
+    assert stylizer.weights(Settings(weights="w/y.safetensors")) is not same[0] and len(loads) == 2

@@ -305,7 +305,7 @@ def test_bad_rows_fail_alone_and_the_exit_status_says_so(data, fast, capsys):
         "unknown.png": "failed", "badvalue.png": "failed",
     }  # fmt: skip
     assert records["missing.png"]["error"].endswith("missing.png: no such file")
-    assert "not a readable image" in records["unreadable.png"]["error"]
+    assert records["unreadable.png"]["error"].endswith("notes.txt: not a readable image (no picture format Pillow knows)")
     assert records["unknown.png"]["error"] == "jobs.csv line 5: unknown setting brush; impasto --help lists them"
     assert records["badvalue.png"]["error"] == "jobs.csv line 6: style_weight: 'lots' is not a number"
     assert records["good2.png"]["overrides"] == {"style_weight": "10"}

@@ -190,7 +190,8 @@ def test_bytes_and_open_files_are_read_and_other_things_refused(tmp_path):
     with open(tmp_path / "a.png", "rb") as handle:
         for source in (data, handle):
             assert np.array_equal(np.asarray(load_image(source)), rgb)
-    with pytest.raises(ImpastoError, match="the given file: not a readable image"):
+    # Plain words, not Pillow's exception class (UnidentifiedImageError) that a user cannot act on.
+    with pytest.raises(ImpastoError, match=r"^the given file: not a readable image \(no picture format Pillow knows\)$"):
         load_image(b"not a picture")
     with pytest.raises(ImpastoError, match="cannot read a picture from NoneType"):
         load_image(None)
@@ -370,3 +371,38 @@ def test_a_float_picture_in_0_255_may_overshoot_below_0_a_little():
     a = np.random.default_rng(0).uniform(0, 255, (32, 32, 3)).astype(np.float32)
     a[0, 0, 0] = -2.5
     assert load_image(a).getpixel((0, 0))[0] == 0
+
+
+def test_a_closed_pil_image_is_a_one_line_error(tmp_path):
+    Image.fromarray(two_tone(10, 12)).save(tmp_path / "a.png")
+    with Image.open(tmp_path / "a.png") as lazy:  # never loaded: Pillow's bare assert
+        pass
+    loaded = Image.open(tmp_path / "a.png")
+    loaded.load()
+    loaded.close()  # loaded, then closed: Pillow's ValueError
+    for image in (lazy, loaded):
+        with pytest.raises(ImpastoError, match=r"^the PIL image is closed \(used after its `with Image.open\(...\)` block\?\)"):
+            load_image(image)
+    with Image.open(tmp_path / "a.png") as still_open:  # a lazily opened one still open is read as before
+        assert np.array_equal(np.asarray(load_image(still_open)), two_tone(10, 12))
+
+
+@pytest.mark.parametrize("high", [1.5, 5.0, 300.0, np.inf])
+def test_a_float_picture_outside_0_1_and_0_255_is_refused_not_clipped_or_rescaled(high):
+    # 1.5 was clipped to 1 (white), 5 read as 0-255 (near black), 300 clipped to 255: none is asked for.
+    a = np.full((10, 12, 3), 0.5, np.float32)
+    a[0, 0, 0] = high
+    with pytest.raises(ImpastoError, match=r"^a float image reaches .*: float pictures are 0-1 or 0-255 \(clip it into one"):
+        load_image(a)
+    with pytest.raises(ImpastoError, match="float pictures are 0-1 or 0-255"):
+        load_image(torch.from_numpy(a).permute(2, 0, 1))
+
+
+def test_a_float_picture_may_overshoot_its_range_a_little_and_is_clipped():
+    # A resize's ringing: up to 5% of the range past either end.
+    a = np.full((10, 12, 3), 0.5, np.float32)
+    a[0, 0] = (1.04, -0.04, 0.0)
+    assert load_image(a).getpixel((0, 0)) == (255, 0, 0) and load_image(a).getpixel((1, 1)) == (128, 128, 128)
+    b = np.full((10, 12, 3), 128.0, np.float32)
+    b[0, 0] = (265.0, -10.0, 0.0)
+    assert load_image(b).getpixel((0, 0)) == (255, 0, 0) and load_image(b).getpixel((1, 1)) == (128, 128, 128)

@@ -66,7 +66,7 @@ class Job:
             "settings_hash": self.settings_hash,
             # All of them, for readers of the index; the hash (what matches a job) leaves out the device
             # and settings added later while they hold their old value, so older indexes still match.
-            "settings": {k: v for k, v in self.settings.to_dict().items() if k != "device"} if self.settings is not None else None,
+            "settings": self.settings.to_dict_without_device() if self.settings is not None else None,
             "key": self.key,
             "inputs": self.inputs,
             "origin": self.origin,

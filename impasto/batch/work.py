@@ -95,19 +95,13 @@ def worker_name() -> str:
 def open_source(source: Source) -> Any:
     """A PIL image from a path or from bytes, with load_image's checks and messages: RGB, or RGBA
     where the picture has transparency, which a run keeps in its output (a cut-out stays a cut-out)."""
-    from PIL import Image, UnidentifiedImageError
 
-    from ..images import load_image_and_alpha, with_alpha
+    from ..images import load_image_and_alpha, open_image, with_alpha
 
     if isinstance(source, str):
         return with_alpha(*load_image_and_alpha(source))
     name, data = source
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
-        raise ImpastoError(f"{name}: not a readable image ({exc.__class__.__name__})") from None
-    return with_alpha(*load_image_and_alpha(image))
+    return with_alpha(*load_image_and_alpha(open_image(io.BytesIO(data), name)))
 
 
 def source_name(source: Source) -> str:
