@@ -116,6 +116,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     except ValueError as exc:
         raise ImpastoError(f"bad setting: {exc}") from None
     settings.validate()
+    if settings.multiscale and "iterations" in explicit and settings.scale_count() == 1:
+        # One scale is the output's, so it runs --iterations as given: plan_iterations cannot
+        # tell the default's value (50), given on purpose, from the default left alone.
+        settings = settings.replace(initial_iterations=settings.iterations)
     if not settings.multiscale:
         # Asked for, and silently without effect, they would leave the user wondering why.
         unused = [f for f in ("min_size", "scale_factor", "initial_iterations", "coarse_content", "upsample_detail") if f in explicit]
@@ -196,7 +200,7 @@ def masks_from_args(args: argparse.Namespace, n_styles: int) -> Optional[list[Op
 def add_output_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT (and frames) if they exist")
-    p.add_argument("--save-every", type=int, default=0, metavar="N", help="write a frame every N iterations, and the last, into OUTPUT_frames/ (default: 0, off)")
+    p.add_argument("--save-every", type=int, default=0, metavar="N", help="write a frame every N iterations, and the last, into OUTPUT_frames/, each at the output's size (default: 0, off)")
     p.add_argument("--json", metavar="PATH", help="write the final losses and settings as JSON ('-' for stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_media_arguments(p)
@@ -205,7 +209,8 @@ def add_output_arguments(p: argparse.ArgumentParser) -> None:
 def add_media_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("progress as pictures")
     group.add_argument("--gif", metavar="PATH", help="write an animated GIF of the image forming")
-    group.add_argument("--gif-frames", type=int, default=30, metavar="N", help="frames in the GIF, evenly spaced over the iterations (default: 30)")
+    group.add_argument("--gif-frames", type=int, default=30, metavar="N", help="frames in the GIF, spread evenly over the run's work (pixels x iterations), "
+                       "so the output-size scale gets its share (default: 30)")
     group.add_argument("--gif-duration", type=float, default=4.0, metavar="SECONDS", help="how long the GIF plays, all frames together (default: 4)")
     group.add_argument("--plot", metavar="PATH", help="write a PNG plot of each loss term over the iterations, log scale (needs impasto[viz])")
 
@@ -215,7 +220,8 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
 
     from .api import Stylizer
     from .images import (
-        check_distinct_outputs, check_image_output, check_output_path, load_image_and_alpha, save_image, tensor_to_pil, with_alpha,
+        check_distinct_outputs, check_image_output, check_output_path, fit_long_side, load_image_and_alpha, resize_tensor, save_image,
+        tensor_to_pil, with_alpha,
     )
     from .media import MAX_GIF_SECONDS
 
@@ -252,8 +258,10 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         for frame in earlier:  # replaced as a set: an earlier run's later frames must not trail after this run's
             frame.unlink()
         frames_dir.mkdir(exist_ok=True)
-    # A cut-out photo's frames are cut out too, as its picture is.
-    alpha = load_image_and_alpha(content)[1] if args.save_every else None
+    # A cut-out photo's frames are cut out too, as its picture is; and all are the picture's
+    # size (the coarse scales enlarged), so they show one picture forming, as the GIF does.
+    source, alpha = load_image_and_alpha(content) if args.save_every else (None, None)
+    frame_w, frame_h = fit_long_side(source.width, source.height, settings.size) if source is not None else (0, 0)
 
     bar: Optional[tqdm] = None
 
@@ -266,7 +274,7 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         bar.set_postfix({k: f"{v:.3g}" for k, v in progress.losses.items()}, refresh=False)
         bar.update(1)
         if args.save_every and (progress.done % args.save_every == 0 or progress.is_last):
-            frame = with_alpha(tensor_to_pil(progress.image), alpha)
+            frame = with_alpha(tensor_to_pil(resize_tensor(progress.image.detach().float().clamp(0, 1), (frame_h, frame_w))), alpha)
             save_image(frame, frames_dir / f"{progress.done:05d}.png", overwrite=args.overwrite)
 
     try:
@@ -280,10 +288,14 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         bar.close()
     save_image(result.image, output, overwrite=args.overwrite)
     if args.gif and result.frames:
+        from PIL import Image
+
         from .media import write_gif
 
         write_gif(result.frames, args.gif, args.gif_duration, overwrite=args.overwrite)
-        print(f"wrote {args.gif} ({len(result.frames)} frames)", file=sys.stderr)
+        with Image.open(args.gif) as written:  # Pillow merges a frame identical to the one before it
+            count = getattr(written, "n_frames", 1)
+        print(f"wrote {args.gif} ({count} frame{'s' if count != 1 else ''})", file=sys.stderr)
     elif args.gif:
         print(f"impasto: no iterations ran, so there is no {args.gif} to write", file=sys.stderr)
     if args.plot and result.history:

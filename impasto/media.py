@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # api imports this module
 
 VIZ_HINT = "pip install 'impasto[viz]'"
 LOSS_TERMS = ("content", "style", "tv", "total")
+# The plot's legend, in words an artist reads without the settings' names.
+LOSS_LABELS = {"content": "content loss", "style": "style loss", "tv": "total variation", "total": "total loss"}
 
 
 def frame_iterations(total: int, count: int) -> list[int]:
@@ -39,9 +41,12 @@ def frame_iterations(total: int, count: int) -> list[int]:
 
 
 class FrameRecorder:
-    """A progress callback that keeps pictures at evenly spaced iterations, all at one size.
+    """A progress callback that keeps `count` pictures spread evenly over the run's work, all at one size.
 
-    Coarse scales are upsampled to `size` (w, h) so every frame of a GIF matches.
+    Work is pixels x iterations (Progress.work): spread by iterations, most frames would show
+    the cheap coarse scales, which take a small part of the time. A run that does not count
+    its work (None) is spread by iterations. At most one frame per iteration; the last is the
+    run's last iteration. Coarse scales are upsampled to `size` (w, h) so every frame of a GIF matches.
     """
 
     def __init__(self, count: int, size: tuple[int, int]) -> None:
@@ -54,12 +59,23 @@ class FrameRecorder:
         self._wanted: Optional[set[int]] = None
 
     def __call__(self, progress: "Progress") -> None:
-        if self._wanted is None:
-            self._wanted = set(frame_iterations(progress.total, self.count))
-        if progress.done in self._wanted:
+        if self._due(progress):
             w, h = self.size
             self.frames.append(tensor_to_pil(resize_tensor(progress.image.detach().float().clamp(0, 1), (h, w))))
             self.iterations.append(progress.done)
+
+    def _due(self, progress: "Progress") -> bool:
+        if progress.work is None:
+            if self._wanted is None:
+                self._wanted = set(frame_iterations(progress.total, self.count))
+            return progress.done in self._wanted
+        owed = self.count - len(self.iterations)
+        if owed <= 0:
+            return False
+        if progress.total - progress.done + 1 <= owed:
+            return True  # one iteration's work can pass several frames' marks: catch up, one per iteration
+        # Frame k is due at k / (count - 1) of the work (one frame: only the last, taken above).
+        return self.count > 1 and progress.work * (self.count - 1) >= len(self.iterations) - 1e-9
 
 
 # A GIF frame's delay is at most 655 s; an animation longer than this is no one's wish.
@@ -160,20 +176,17 @@ def plot_losses(
         row_weights = [r.get("content_weight", w) if term == "content" and not given else w for r in rows]
         # A log axis cannot show zeros; they become gaps.
         y = [r[term] * rw if r[term] * rw > 0 else float("nan") for r, rw in zip(rows, row_weights)]
-        if len(set(row_weights)) > 1:
-            label = f"{term} × its scale's weight ({min(row_weights):g}-{max(row_weights):g})"
-        else:
-            label = term if term == "total" or row_weights[0] == 1.0 else f"{term} × {row_weights[0]:g}"
+        label = LOSS_LABELS[term]
         if term == "total":  # dashed and on top, so the term it is mostly made of shows through
             ax.plot(x, y, label=label, color="black", linestyle="--", linewidth=1.6, zorder=3)
         else:
             ax.plot(x, y, label=label, linewidth=1.6)
     boundaries = [x[i] - 0.5 for i in range(1, len(rows)) if rows[i].get("scale") != rows[i - 1].get("scale")]
     for i, b in enumerate(boundaries):
-        ax.axvline(b, color="grey", linestyle="--", linewidth=0.8, label="new scale" if i == 0 else None)
+        ax.axvline(b, color="grey", linestyle="--", linewidth=0.8, label="a finer scale starts" if i == 0 else None)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("loss (weighted)")
+    ax.set_ylabel("loss (each part as it adds to the total)")
     ax.set_title(title or "impasto losses")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(loc="best")  # where it hides least of the curves

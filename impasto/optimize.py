@@ -45,7 +45,7 @@ def with_autograd(fn: Callable) -> Callable:
 @dataclass
 class Progress:
     """One iteration's news. `image` is the picture its `losses` were measured on (for a picture
-    cut into tiles, the whole picture as it stands); keep a copy if it must outlive the callback."""
+    cut into tiles, the whole picture as it stood), a tensor of its own: a callback may keep it."""
 
     scale: int  # 0-based
     scales: int
@@ -59,6 +59,9 @@ class Progress:
     elapsed: float
     tile: int = 0  # 0-based, of `tiles` this scale is cut into (plan_tiles)
     tiles: int = 1
+    # The share (0-1) of the run's work done, counted as pixels x iterations: a fine scale's
+    # iteration costs many coarse ones. None where the caller does not count it (audio).
+    work: Optional[float] = None
 
     @property
     def is_last(self) -> bool:
@@ -113,15 +116,21 @@ def plan_scales(width: int, height: int, settings: Settings) -> list[tuple[int, 
     return [wh for wh in sizes[:-1] if min(wh) >= min_side(settings)] + sizes[-1:]
 
 
+# Settings' own `iterations`: a one-scale run left at it gets `initial_iterations` (plan_iterations).
+DEFAULT_ITERATIONS = Settings().iterations
+
+
 def plan_iterations(scales: int, settings: Settings) -> list[int]:
     """Geometric from `initial_iterations` at the coarsest scale to `iterations` at the finest.
 
-    A multiscale run too small for a second scale is all coarsest scale, and gets
-    `initial_iterations` (its 50 fine-tuning iterations alone would leave it half painted);
-    `--no-multiscale` runs `iterations` at the one scale.
+    A run of one scale (`--no-multiscale`, or an output too small for a second) paints at the
+    output's size, and runs `iterations`. Only while `iterations` is left at its default does
+    a multiscale run of one scale get `initial_iterations` instead: the default's 50 are a
+    fine-tuning count for a picture coarser scales have painted, and alone leave it half painted.
     """
     if scales == 1:
-        return [settings.initial_iterations if settings.multiscale else settings.iterations]
+        unchanged = settings.multiscale and settings.iterations == DEFAULT_ITERATIONS
+        return [settings.initial_iterations if unchanged else settings.iterations]
     first, last = max(settings.initial_iterations, 0), max(settings.iterations, 0)
     if first == 0 or last == 0:
         return [round(first + (last - first) * i / (scales - 1)) for i in range(scales)]
@@ -888,6 +897,10 @@ def optimise(
     if tile and cache is None:
         cache = StatsCache()  # each tile's objective needs the same style statistics: take them once
     total = sum(n * len(tiles) for n, tiles in zip(steps, tiles_per_scale))
+    # Pixels x iterations: what an iteration costs grows with its pixels, so a progress GIF
+    # spread by this gives the finest scale, most of the time, its share of the frames.
+    work_total = sum(n * (x1 - x0) * (y1 - y0) for n, tiles in zip(steps, tiles_per_scale) for x0, y0, x1, y1 in tiles)
+    work_done = 0
     # No torch.manual_seed here: nothing below draws from the global generator (a noise start
     # has its own), and reseeding it would repeat the caller's own random draws after each run.
     autocast = mixed_precision(settings, device)
@@ -923,14 +936,16 @@ def optimise(
             try:
                 for step in _descend_keeping_best(objective, param, n, settings, autocast, keep):
                     done += 1
+                    work_done += (x1 - x0) * (y1 - y0)
                     # The content weight of this scale (coarse_content raises it below the output's size),
                     # so a plot can weight each row's terms as they added up to its total.
                     history.append({"scale": index, "iteration": done, **step.losses, "content_weight": settings_here.content_weight})
                     # The pixels the step's losses were measured on (a copy of their own), not the
                     # step's result, so a callback sees a picture and losses that belong together.
-                    shown = step.scored if whole else canvas
+                    # A tiled scale shows the whole canvas: copied, since later tiles paint on it.
+                    shown = step.scored if whole else canvas.clone()
                     yield Progress(index, len(sizes), size, number * n + step.number, n * len(tiles), done, total, step.losses, shown,
-                                   time.perf_counter() - start, number, len(tiles))
+                                   time.perf_counter() - start, number, len(tiles), work_done / work_total)
             except NonFiniteLoss as exc:
                 where = f"scale {index + 1}" + ("" if whole else f", tile {number + 1} of {len(tiles)}")
                 raise NonFiniteLoss(f"at {where}: {exc}", canvas) from None

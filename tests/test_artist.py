@@ -273,18 +273,18 @@ def test_gif_and_plot_from_python(stylizer, make_settings, content_array, style_
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
     labels = [line.get_label() for line in ax.get_lines()]
-    # The coarse scale's content weight is raised (coarse_content 12, eased: 12^0.5 at half the size).
-    content_label = "content × its scale's weight (1-3.4641)"
-    assert {content_label, "style × 30", "tv × 2", "total"} <= set(labels)
-    assert labels.count("new scale") == 1  # two scales, one boundary
+    # Plain words: no weights, multipliers or setting names in the legend.
+    content_label = "content loss"
+    assert set(labels) == {content_label, "style loss", "total variation", "total loss", "a finer scale starts"}
+    assert labels.count("a finer scale starts") == 1  # two scales, one boundary
     content_line = ax.get_lines()[labels.index(content_label)]
     assert list(content_line.get_xdata()) == list(range(1, 11))
     # Drawn as they add up: at a coarse iteration too, the plotted terms sum to the total (the
     # first iteration's content term is 0, a gap on the log axis).
     lines = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
     for i in (1, 9):
-        plotted = sum(lines[name][i] for name in (content_label, "style × 30", "tv × 2"))
-        assert plotted == pytest.approx(lines["total"][i], rel=1e-4)
+        plotted = sum(lines[name][i] for name in (content_label, "style loss", "total variation"))
+        assert plotted == pytest.approx(lines["total loss"][i], rel=1e-4)
     assert Image.open(tmp_path / "l.png").format == "PNG"
     with pytest.raises(ImpastoError, match=r"already exists \(pass overwrite=True to replace it\)"):
         plot_losses(result, tmp_path / "l.png")
@@ -307,6 +307,26 @@ def test_a_plot_leaves_the_callers_matplotlib_backend_alone(tmp_path):
         assert (tmp_path / "l.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.axes
     finally:
         matplotlib.use(before)
+
+
+def test_gif_frames_are_spread_by_compute_so_the_output_size_gets_its_share(stylizer, make_settings, content_array, style_array):
+    # 20 iterations at 24x20 then 4 at 48x40: the finest scale is 4 of 24 iterations but
+    # 7680 of 17280 pixel-iterations, so it should hold nearly half the frames, not one.
+    settings = make_settings(multiscale=True, size=48, min_size=24, scale_factor=2.0, initial_iterations=20, iterations=4, optimizer="adam")
+    recorder = FrameRecorder(6, (48, 40))
+    stylizer.run(content_array, style_array, settings, callback=recorder)
+    assert recorder.iterations == [1, 8, 15, 21, 23, 24]
+    assert len(recorder.frames) == 6
+
+
+def test_frame_recorder_takes_as_many_frames_as_asked_even_when_one_iteration_is_most_of_the_work():
+    from impasto.optimize import Progress
+
+    recorder = FrameRecorder(4, (8, 8))
+    work = [0.01, 0.02, 0.03, 0.9, 0.95, 1.0]  # iteration 4 crosses two frames' marks at once
+    for done, share in enumerate(work, 1):
+        recorder(Progress(0, 1, (8, 8), done, 6, done, 6, {}, torch.rand(1, 3, 8, 8), 0.0, work=share))
+    assert recorder.iterations == [1, 4, 5, 6]  # distinct iterations, the last the run's last
 
 
 def test_frame_recorder_upsamples_coarse_frames():
@@ -497,10 +517,10 @@ def test_a_long_column_title_is_cut_to_its_cell():
 def test_plot_weights_given_by_the_caller_are_drawn_as_given():
     rows = [{"iteration": 1, "scale": 0, "content": 1.0, "style": 1.0, "tv": 1.0, "total": 10.0, "content_weight": 5.0},
             {"iteration": 2, "scale": 1, "content": 1.0, "style": 1.0, "tv": 1.0, "total": 5.0, "content_weight": 1.0}]  # fmt: skip
-    labels = [line.get_label() for line in plot_losses(rows, weights={"content": 2.0}).axes[0].get_lines()]
-    assert "content × 2" in labels
-    labels = [line.get_label() for line in plot_losses(rows).axes[0].get_lines()]
-    assert "content × its scale's weight (1-5)" in labels
+    lines = {line.get_label(): line.get_ydata() for line in plot_losses(rows, weights={"content": 2.0}).axes[0].get_lines()}
+    assert list(lines["content loss"]) == [2.0, 2.0]
+    lines = {line.get_label(): line.get_ydata() for line in plot_losses(rows).axes[0].get_lines()}
+    assert list(lines["content loss"]) == [5.0, 1.0]  # each row's own content weight
 
 
 def test_every_cell_of_a_sweep_is_checked_before_the_first_runs(capsys, tmp_path, content_path, style_path, fast):

@@ -78,8 +78,28 @@ def test_save_every_writes_numbered_frames(capsys, tmp_path, content_path, style
     assert code == 0, err
     frames = tmp_path / "painting_frames"
     assert sorted(p.name for p in frames.iterdir()) == ["00002.png", "00004.png", "00006.png"]
-    assert Image.open(frames / "00002.png").size == (24, 20)  # iteration 2 is at the coarse scale
-    assert Image.open(frames / "00006.png").size == (48, 40)
+    # Iteration 2 is at the coarse scale (24x20): enlarged, so every frame is the output's size.
+    assert {Image.open(frames / name).size for name in ("00002.png", "00004.png", "00006.png")} == {(48, 40)}
+
+
+def test_the_gif_frame_count_said_is_the_gifs_own(capsys, tmp_path, content_path, style_path, fast):
+    gif = tmp_path / "p.gif"
+    # A step too small to change a pixel: the frames of each scale are alike, and Pillow merges them.
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "o.png", *fast, "--optimizer", "adam", "--lr", "1e-9",
+                       "--gif", gif, "--gif-frames", TOTAL_ITERATIONS)  # fmt: skip
+    assert code == 0, err
+    with Image.open(gif) as g:
+        written = g.n_frames
+    assert written < TOTAL_ITERATIONS and f"wrote {gif} ({written} frames)" in err
+
+
+def test_iterations_count_at_a_size_with_one_scale(capsys, tmp_path, content_path, style_path, fast):
+    # 48 px is under twice --min-size 48: one scale, which is the output's, so --iterations is what it runs.
+    for given in ("5", "50"):  # 50, the default's value, given all the same
+        code, out, err = cli(capsys, content_path, style_path, "-o", tmp_path / f"o{given}.png", *fast, "--min-size", "48",
+                             "--iterations", given, "--json", "-")  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out)["iterations"] == int(given)
 
 
 @pytest.mark.parametrize("flag", ["-o", "--json", "--gif", "--plot"])
@@ -116,7 +136,7 @@ def test_a_loss_that_turns_nan(capsys, tmp_path, content_path, style_path, fast,
     monkeypatch.setattr(L, "tv_loss", tv_that_blows_up)
     out = tmp_path / "out.png"
     # One scale (48 px is under twice --min-size 48) of ten iterations.
-    code, _, err = cli(capsys, content_path, style_path, "-o", out, *fast, "--min-size", "48", "--initial-iterations", "10", "--optimizer", "adam", "--lr", "0.01")
+    code, _, err = cli(capsys, content_path, style_path, "-o", out, *fast, "--min-size", "48", "--iterations", "10", "--optimizer", "adam", "--lr", "0.01")
     if good_calls == 0:
         # Not one good picture to keep: an error, and nothing written.
         assert code == 2
@@ -287,7 +307,7 @@ def test_frames_of_an_earlier_run_are_refused_before_the_run(capsys, tmp_path, c
     assert not out.exists() and (tmp_path / "painting_frames" / "00002.png").read_bytes() == b"an earlier frame"
     code, _, err = cli(capsys, content_path, style_path, "-o", out, "--save-every", "2", "--overwrite", *fast)
     assert code == 0, err
-    assert Image.open(tmp_path / "painting_frames" / "00002.png").size == (24, 20)
+    assert Image.open(tmp_path / "painting_frames" / "00002.png").size == (48, 40)
 
 
 # -- in a child process ---------------------------------------------------------------------------
@@ -373,8 +393,8 @@ def test_a_cut_out_photo_gives_a_cut_out_picture(capsys, tmp_path, content_array
     png, jpg, gif = tmp_path / "out.png", tmp_path / "out.jpg", tmp_path / "out.gif"
     code, _, err = cli(capsys, photo, style_path, "-o", png, "--gif", gif, "--save-every", "3", *fast)
     assert code == 0, err
-    coarse = np.asarray(Image.open(tmp_path / "out_frames" / "00003.png"))  # the 24x20 coarse scale's last
-    assert coarse.shape == (20, 24, 4) and coarse[:, :5, 3].max() == 0 and coarse[:, 7:, 3].min() == 255
+    coarse = np.asarray(Image.open(tmp_path / "out_frames" / "00003.png"))  # the 24x20 coarse scale's last, enlarged
+    assert coarse.shape == (40, 48, 4) and coarse[:, :11, 3].max() == 0 and coarse[:, 13:, 3].min() == 255
     out = np.asarray(Image.open(png))
     assert out.shape == (40, 48, 4)
     assert out[:, :11, 3].max() == 0 and out[:, 13:, 3].min() == 255  # the photo's transparency, at the output's size

@@ -63,9 +63,18 @@ def test_plan_iterations_geometric_from_initial_to_final():
     assert steps == sorted(steps, reverse=True)
     ratios = [b / a for a, b in zip(steps, steps[1:])]
     assert ratios == pytest.approx([0.2**0.25] * 4, rel=0.02)
-    assert plan_iterations(1, settings) == [300]  # a multiscale run with room for one scale only
     assert plan_iterations(1, settings.replace(multiscale=False)) == [60]
     assert plan_iterations(3, Settings(initial_iterations=10, iterations=40)) == [10, 20, 40]
+
+
+def test_a_run_of_one_scale_runs_the_iterations_asked_for():
+    # The one scale is the output's: a changed `iterations` is what it runs, whatever initial_iterations says.
+    assert plan_iterations(1, Settings(initial_iterations=300, iterations=60)) == [60]
+    assert plan_iterations(1, Settings(iterations=7)) == [7]
+    # Left at its default (50, a fine-tuning count after coarser scales), the one scale gets
+    # initial_iterations: 50 alone would leave it half painted.
+    assert plan_iterations(1, Settings()) == [100]
+    assert plan_iterations(1, Settings(initial_iterations=40)) == [40]
 
 
 def test_progress_follows_the_plan(stylizer, make_settings, content_array, style_array):
@@ -336,6 +345,21 @@ def test_a_tiled_run_paints_every_tile_and_scores_like_a_whole_one(stylizer, mak
     start = score((content * 255).round())
     assert score(tiled.image) < 0.7 * start  # (0.45 when written)
     assert score(tiled.image) < 1.25 * score(whole.image)  # (0.86: each tile had the whole run's iterations)
+
+
+@pytest.mark.filterwarnings("ignore::impasto.ImpastoWarning")  # a 64 px painting at 160 px is soft, and that is not what it tests
+def test_a_tiled_runs_progress_image_is_a_copy_that_stays_as_it_was(stylizer, make_settings):
+    # A callback keeping the picture of an iteration must not see it painted on after.
+    settings = make_settings(size=160, tile=128, iterations=2)
+    kept, snapshots = [], []
+
+    def keep(progress) -> None:
+        kept.append(progress.image)
+        snapshots.append(progress.image.clone())
+
+    stylizer.run(smooth_image(96, 160), textured_image(64, 64), settings, callback=keep)
+    assert len(kept) == 4  # two tiles of two iterations
+    assert all(torch.equal(image, snapshot) for image, snapshot in zip(kept, snapshots))
 
 
 # -- flat areas -----------------------------------------------------------------------------------
