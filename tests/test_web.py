@@ -237,7 +237,8 @@ def test_a_preset_from_the_form_applies_under_explicit_settings(serve, photo, pa
         ({"size": "abc"}, "size must be a whole number"),
         ({"settings": {"size": 8}}, "size must be at least 16"),
         ({"settings": {"size": 100000}}, "size must be at most 2048"),
-        ({"settings": {"iterations": 10**6}}, "iterations must be at most"),
+        ({"settings": {"iterations": 10**6}}, "iterations must be at most 5000 on this server, not 1000000"),
+        ({"settings": {"initial_iterations": 6000}}, "initial_iterations must be at most 5000 on this server, not 6000"),
         ({"settings": {"style_scale": 100}}, "style_scale must be at most 4 on this server"),
         ({"settings": {"style_weight": -1}}, "style_weight must be a non-negative number, not -1"),
         ({"settings": {"style_weight": "NaN"}}, "style_weight must be a finite number"),
@@ -324,6 +325,109 @@ def test_a_png_decompression_bomb_is_refused_before_decoding(serve, photo, max_p
         assert response.status_code == 413
         assert "Photo (bomb.png): " in detail(response) and "too many pixels" in detail(response)
         assert time.monotonic() - started < 5  # 10 Gpx were never decoded
+
+
+def test_uploads_are_read_a_few_at_a_time_and_one_kept_waiting_too_long_gets_a_clear_503(serve, photo, painting, monkeypatch):
+    # Each upload holds its decoded pictures until they are saved; unbounded, many at once
+    # could hold gigabytes. Here one slot: a second upload waits its turn, or is told to retry.
+    import threading
+
+    from impasto.web import app as web_app
+
+    real_decode = web_app.decode_upload
+    go_on = threading.Event()
+    lock = threading.Lock()
+    inside, most = [0], [0]
+
+    def slow_decode(*args: Any) -> Image.Image:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            go_on.wait(10)
+            return real_decode(*args)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    def wait_until_decoding() -> None:
+        deadline = time.monotonic() + 10
+        while not inside[0]:
+            assert time.monotonic() < deadline, "the first upload was never decoded"
+            time.sleep(0.01)
+
+    monkeypatch.setattr(web_app, "decode_upload", slow_decode)
+    with serve(upload_slots=1, upload_wait=1.5) as client:
+        statuses: list[int] = []
+
+        def post() -> None:
+            statuses.append(client.post("/api/jobs", files=files(photo, painting)).status_code)
+
+        uploads = [threading.Thread(target=post) for _ in range(2)]
+        uploads[0].start()
+        wait_until_decoding()
+        uploads[1].start()  # queued behind the first
+        time.sleep(0.5)
+        go_on.set()
+        for upload in uploads:
+            upload.join(30)
+        assert statuses == [201, 201] and most[0] == 1
+
+        go_on.clear()
+        uploads = [threading.Thread(target=post)]
+        uploads[0].start()
+        wait_until_decoding()
+        started = time.monotonic()
+        refused = client.post("/api/jobs", files=files(photo, painting))  # kept waiting past upload_wait
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "30"
+        assert detail(refused) == "the server is busy reading other uploads; try again in a minute"
+        assert 1.4 < time.monotonic() - started < 8 and most[0] == 1
+        go_on.set()
+        uploads[0].join(30)
+        assert statuses[-1] == 201
+        for job in client.get("/api/jobs").json():
+            wait(client, job["id"])
+
+
+def test_pictures_between_pillows_guard_and_max_megapixels_are_accepted(serve, photo, painting, monkeypatch):
+    # Pillow warns from its own limit (~89 Mpx) on: a server given --max-megapixels 120 refused a
+    # 100 Mpx picture as over "the limit of 120 Mpx". Here Pillow's limit is made small instead.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_500)  # the photo (1920 px) is over it, under twice it
+    with serve() as client:
+        job = create(client, photo, painting)
+        assert job["content"]["size"] == [48, 40]
+        wait(client, job["id"])
+    with serve(max_pixels=1_800) as client:  # the server's own limit still applies, with the picture's size
+        response = client.post("/api/jobs", files=files(photo, painting))
+        assert response.status_code == 413 and detail(response) == "Photo (photo.png): 48x40 has too many pixels (limit 1800 px)"
+
+
+def test_serve_raises_pillows_guard_to_its_max_megapixels(monkeypatch, synthetic_weights, tmp_path):
+    # Past twice its limit Pillow refuses a picture whatever the server allows: `impasto serve`
+    # lifts it to --max-megapixels, and its own check of the size from the header stays first.
+    import logging.config
+
+    import uvicorn
+
+    from impasto.web.uploads import allow_pixels
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # put back after the test
+    monkeypatch.setattr(logging.config, "dictConfig", lambda config: None)  # leave the test's logging alone
+    monkeypatch.setattr(logging.getLogger("uvicorn.access"), "filters", [])
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *args, **kwargs: None)
+    assert cli_main(["--max-megapixels", "200", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"),
+                     "--weights", str(synthetic_weights), "--device", "cpu"]) == 0  # fmt: skip
+    assert Image.MAX_IMAGE_PIXELS == 200_000_000
+    allow_pixels(50_000_000)  # a limit below Pillow's own never lowers it
+    assert Image.MAX_IMAGE_PIXELS == 200_000_000
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_a_text_file_named_jpg_is_refused(serve, photo):

@@ -18,7 +18,7 @@ import sys
 import time
 import http.client
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
 
@@ -65,11 +65,12 @@ TOKEN = "page-test-token"
 
 @pytest.fixture
 def serve_process(tmp_path, synthetic_weights):
-    """serve_process() -> (process, url): `impasto serve` as a user starts it, small synthetic-weight runs its defaults."""
+    """serve_process(*options, size="48") -> (process, url): `impasto serve` as a user starts it, small
+    synthetic-weight runs its defaults (size=None: no --size, so presets keep their own)."""
     started: list[subprocess.Popen] = []
 
-    def start(*extra: str) -> tuple[subprocess.Popen, str]:
-        process, url = launch(tmp_path, synthetic_weights, extra)
+    def start(*extra: str, size: Optional[str] = "48") -> tuple[subprocess.Popen, str]:
+        process, url = launch(tmp_path, synthetic_weights, extra, size)
         started.append(process)
         return process, url
 
@@ -84,11 +85,11 @@ def serve_process(tmp_path, synthetic_weights):
                 process.wait()
 
 
-def launch(tmp_path: Path, synthetic_weights: Path, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+def launch(tmp_path: Path, synthetic_weights: Path, extra: tuple[str, ...] = (), size: Optional[str] = "48") -> tuple[subprocess.Popen, str]:
     port = free_port()
     command = impasto_command() + [
         "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
-        "--weights", str(synthetic_weights), "--device", "cpu", "--size", "48", "--min-size", "32",
+        "--weights", str(synthetic_weights), "--device", "cpu", *(["--size", size] if size else []), "--min-size", "32",
         "--initial-iterations", "8", "--iterations", "4",
         "--style-layers", ",".join(FAST_STYLE_LAYERS), "--content-layers", ",".join(FAST_CONTENT_LAYERS), *extra,
     ]  # fmt: skip
@@ -250,6 +251,121 @@ def test_a_bad_upload_shows_the_servers_message(server, browser, tmp_path):
     page.set_input_files("#style-input", {"name": "notes.txt", "mimeType": "text/plain", "buffer": text.read_bytes()})
     assert message.inner_text() == "notes.txt is not a picture: choose a PNG, JPEG, WebP, GIF, BMP or TIFF file."
     assert page.locator("#style-list li").count() == 1
+
+
+def test_use_these_settings_then_paint_repeats_the_job_exactly(server, browser, tmp_path):
+    # A job from the API with what the form cannot show or aim at: a style weight between the
+    # slider's stops, a content and a smoothness weight, blend weights above 1. The page took
+    # the style weight from the preset's content weight and cut the blend weights to 1.
+    httpx = pytest.importorskip("httpx")
+    photo = write_png(tmp_path / "photo.png", smooth_image(48, 64))
+    a = write_png(tmp_path / "a.png", textured_image(56, 48))
+    b = write_png(tmp_path / "b.png", textured_image(40, 48, seed=3))
+    asked = {"style_weight": 1234, "content_weight": 2, "tv_weight": 0.5, "seed": 3, "initial_iterations": 3}
+    with httpx.Client(base_url=server, timeout=30) as client:
+        files = [("content", ("photo.png", photo.read_bytes(), "image/png")), ("style", ("a.png", a.read_bytes(), "image/png")),
+                 ("style", ("b.png", b.read_bytes(), "image/png"))]  # fmt: skip
+        first = client.post("/api/jobs", files=files, data={"settings": json.dumps(asked), "style_weights": "3,0.37"}).json()
+        while client.get(f"/api/jobs/{first['id']}").json()["status"] in ("queued", "running"):
+            time.sleep(0.1)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server)
+        row = f"#jobs li[data-id='{first['id']}']"
+        page.wait_for_selector(row)
+
+        def use_and_paint(deleted_meanwhile: bool = False) -> dict:
+            """Use these settings on the first job, press Paint: the job that makes."""
+            page.locator(row + " button", has_text="Use these settings").click()
+            wait_until(page, f"() => state.fromJob === {json.dumps(first['id'])}")
+            assert page.inner_text("#ratio-out") == "1 : 620"  # 1234 : 2, not the slider's nearest stop
+            if deleted_meanwhile:  # the page then uploads its copies of the pictures
+                assert client.delete(f"/api/jobs/{first['id']}").status_code == 204
+            before = {job["id"] for job in client.get("/api/jobs").json()}
+            page.click("#start")
+            deadline = time.monotonic() + 30
+            while not (new := [job for job in client.get("/api/jobs").json() if job["id"] not in before]):
+                assert time.monotonic() < deadline, page.inner_text("#message")
+                time.sleep(0.1)
+            return new[0]
+
+        again = use_and_paint()
+        uploaded = use_and_paint(deleted_meanwhile=True)
+        assert again["rerun_of"] == first["id"] and uploaded["rerun_of"] is None
+        for job in (again, uploaded):
+            assert job["settings"] == first["settings"] and [s["weight"] for s in job["styles"]] == [3, 0.37]
+
+
+def test_the_preset_note_says_the_size_a_job_will_use(serve_process, browser):
+    # The note said "256 px" and "1024 px" whatever the server's --size and --max-size made of them.
+    _, server = serve_process()  # --size 48 replaces every preset's size
+    page = browser.new_page()
+    page.goto(server)
+    wait_until(page, "() => document.getElementById('size').value !== ''")
+    page.select_option("#preset", "fast")
+    assert page.input_value("#size") == "48" and page.inner_text("#preset-note") == "A quick preview: 48 px and few steps."
+    _, server = serve_process("--max-size", "600", size=None)  # presets keep their sizes, up to 600 px
+    page.goto(server)
+    wait_until(page, "() => document.getElementById('size').value !== ''")
+    page.select_option("#preset", "fast")
+    assert page.input_value("#size") == "256" and page.inner_text("#preset-note") == "A quick preview: 256 px and few steps."
+    page.select_option("#preset", "hq")
+    assert page.input_value("#size") == "600"
+    assert page.inner_text("#preset-note").startswith("A large, careful picture: 600 px (the largest this server allows) and many steps.")
+
+
+def test_a_new_upload_shows_its_own_status_and_a_fixed_mistake_clears_its_message(server, browser, tmp_path):
+    photo = write_png(tmp_path / "photo.png", smooth_image(48, 64))
+    painting = write_png(tmp_path / "painting.png", textured_image(56, 48))
+    page = browser.new_page()
+    page.goto(server)
+    wait_until(page, "() => document.getElementById('size').value !== ''")
+    page.set_input_files("#content-input", str(photo))
+    page.set_input_files("#style-input", str(painting))
+    for field, value in (("#size", "128"), ("#initial-iterations", "5000"), ("#iterations", "5000")):  # minutes
+        page.fill(field, value)
+    page.click("#start")
+    page.wait_for_selector("#status[data-status=running]")
+    wait_until(page, "() => document.getElementById('status').textContent.startsWith('Painting: step')")
+
+    # A mistake: the server's message shows, and the running job's progress again under it.
+    page.set_input_files("#content-input", {"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"not a picture\n" * 10})
+    page.click("#start")
+    page.locator("#message").wait_for(state="visible")
+    wait_until(page, "() => document.getElementById('status').textContent.startsWith('Painting: step')")
+    # Fixed: the message about the old photo goes with it.
+    page.set_input_files("#content-input", str(photo))
+    assert not page.is_visible("#message")
+
+    # While the next upload is on its way, the job still painting must not write over its status.
+    held = []
+    page.route("**/api/jobs", lambda route: held.append(route) if route.request.method == "POST" else route.continue_())
+    for field, value in (("#size", "48"), ("#initial-iterations", "2")):
+        page.fill(field, value)
+    page.click("#start")
+    while not held:
+        page.wait_for_timeout(50)
+    for _ in range(15):  # the running job sends its progress several times a second
+        page.wait_for_timeout(100)
+        assert page.inner_text("#status") == "Uploading the pictures…"
+    held[0].continue_()
+    page.unroute("**/api/jobs")
+    page.wait_for_selector("#status[data-status=queued]")
+    page.locator("#jobs li[data-status=running] button", has_text="Cancel").click()
+    page.wait_for_selector("#jobs li[data-status=cancelled]")
+
+
+def test_the_token_stays_out_of_the_access_log(serve_process):
+    # The page must send it in the query of its event streams and pictures; the log need not keep it.
+    process, url = serve_process("--token", TOKEN)
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", f"/api/jobs?token={TOKEN}")
+    assert connection.getresponse().status == 200
+    connection.close()
+    process.terminate()
+    out, err = process.communicate(timeout=30)
+    lines = [line for line in (out + err).splitlines() if "GET /api/jobs" in line]
+    assert lines and all(TOKEN not in line and "token=[hidden]" in line for line in lines), lines
 
 
 def check_the_plan_mirrors_the_runs(page) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import math
 import os
+import re
 import secrets
 import socket
 import sys
@@ -71,12 +73,15 @@ def cli_main(argv: Sequence[str]) -> int:
     check_weights_at_hand(config.base_settings)
 
     from .app import create_app
+    from .uploads import allow_pixels
 
+    allow_pixels(config.max_pixels)
     app = create_app(config)
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown_host}:{args.port}/" + (f"?token={token}" if token else "")
     print(f"impasto: serving on {url}  (API docs: /docs; jobs in {config.data_dir}; Ctrl-C stops)", file=sys.stderr)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5))
+    logging.getLogger("uvicorn.access").addFilter(HideToken())  # after uvicorn.Config, which sets up its logging
     stop_signal = server.handle_exit
 
     def handle_exit(sig: int, frame: Any) -> None:
@@ -91,6 +96,20 @@ def cli_main(argv: Sequence[str]) -> int:
     with command_line(False):
         server.run()
     return 0
+
+
+class HideToken(logging.Filter):
+    """Keeps the token out of uvicorn's access log: the page sends it in the query of its event
+    streams and pictures (they cannot send headers), and a log is read by more people than a token."""
+
+    QUERY_TOKEN = re.compile(r"([?&]token=)[^&\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.QUERY_TOKEN.sub(r"\1[hidden]", a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = self.QUERY_TOKEN.sub(r"\1[hidden]", record.msg)
+        return True
 
 
 def require_web() -> Any:

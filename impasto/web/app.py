@@ -42,6 +42,10 @@ from .options import (LAYER_SETS, Limits, SettingsResolver, check_proportions, p
 from .uploads import UploadError, decode_upload, display_name, format_bytes
 
 STATIC = Path(__file__).with_name("static")
+# Pixels the uploads being read at once may hold (about 2.4 GB as RGBA). Each upload keeps all
+# its pictures until they are saved, so this, not the request count, is what bounds memory.
+UPLOAD_PIXEL_BUDGET = 600_000_000
+UPLOAD_WAIT = 60.0  # seconds an upload waits for its turn before a 503 asks to try again
 # Form fields the create-job route declares; any other field must be a Settings name.
 DECLARED_FIELDS = ("content", "style", "settings", "preset", "style_weights")
 
@@ -63,6 +67,13 @@ class WebConfig:
     gif_frames: int = 30
     allowed_hosts: Optional[list[str]] = None  # Host headers accepted; None = any
     stylizer: Any = None  # an impasto.api.Stylizer; made on demand when None
+    upload_slots: Optional[int] = None  # uploads read at once; None = as many as UPLOAD_PIXEL_BUDGET allows
+    upload_wait: float = UPLOAD_WAIT
+
+
+def upload_slots(max_pixels: int, max_styles: int) -> int:
+    """How many uploads of (max_styles + 1) pictures of max_pixels fit the budget: 1 to 4."""
+    return max(1, min(4, UPLOAD_PIXEL_BUDGET // ((max_styles + 1) * max_pixels)))
 
 
 # -- response models (they are the OpenAPI schema's documentation of the API)
@@ -332,6 +343,7 @@ def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolve
 
     router = APIRouter(dependencies=[Depends(check_access)])
     JobId = PathParam(description="the job's id (a uuid)")
+    reading = asyncio.Semaphore(config.upload_slots or upload_slots(config.max_pixels, config.limits.max_styles))
 
     def find(job_id: uuid.UUID) -> dict[str, Any]:
         try:
@@ -397,24 +409,32 @@ def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolve
         # output size, the styles at that times the largest style scale.
         limits = config.limits
         longest = [limits.max_size] + [round(limits.max_size * limits.max_style_scale)] * len(style)
-        images = []
-        for (label, upload), long_side in zip(labelled, longest):
-            data = await upload.read(config.max_upload_bytes + 1)
-            image = await run_in_threadpool(decode_upload, data, label, config.max_upload_bytes, config.max_pixels)
-            if max(image.size) > long_side:
-                image = await run_in_threadpool(resize_long_side, image, long_side)
-            images.append(image)
-        # Checked here, not minutes later in the queue (and in the page's words, not the CLI's).
-        check_proportions(images[0].size, resolved, labelled[0][0])
-        job_id = str(uuid.uuid4())
-        folder = manager.store.create_folder(job_id)
-        names = [CONTENT_FILE] + [style_file(i) for i in range(len(style))]
         try:
-            for image, name in zip(images, names):
-                await run_in_threadpool(save_image, image, folder / name)
-        except BaseException:
-            manager.store.delete(job_id)  # no folder without a job.json is left behind
-            raise
+            await asyncio.wait_for(reading.acquire(), config.upload_wait)
+        except asyncio.TimeoutError:
+            raise HTTPException(503, "the server is busy reading other uploads; try again in a minute",
+                                headers={"Retry-After": "30"}) from None  # fmt: skip
+        try:
+            images = []
+            for (label, upload), long_side in zip(labelled, longest):
+                data = await upload.read(config.max_upload_bytes + 1)
+                image = await run_in_threadpool(decode_upload, data, label, config.max_upload_bytes, config.max_pixels)
+                if max(image.size) > long_side:
+                    image = await run_in_threadpool(resize_long_side, image, long_side)
+                images.append(image)
+            # Checked here, not minutes later in the queue (and in the page's words, not the CLI's).
+            check_proportions(images[0].size, resolved, labelled[0][0])
+            job_id = str(uuid.uuid4())
+            folder = manager.store.create_folder(job_id)
+            names = [CONTENT_FILE] + [style_file(i) for i in range(len(style))]
+            try:
+                for image, name in zip(images, names):
+                    await run_in_threadpool(save_image, image, folder / name)
+            except BaseException:
+                manager.store.delete(job_id)  # no folder without a job.json is left behind
+                raise
+        finally:
+            reading.release()
         described = [{"file": name, "name": display_name(upload.filename), "size": list(image.size)}
                      for name, (_, upload), image in zip(names, labelled, images)]  # fmt: skip
         job = {

@@ -47,8 +47,9 @@ class Limits:
     def check(self, settings: Settings) -> None:
         if settings.size > self.max_size:
             raise ImpastoError(f"{option('size')} must be at most {self.max_size} pixels on this server, not {settings.size} (impasto serve --max-size raises it)")
-        if max(settings.iterations, settings.initial_iterations) > self.max_iterations:
-            raise ImpastoError(f"iterations must be at most {self.max_iterations} on this server")
+        for name in ("iterations", "initial_iterations"):
+            if getattr(settings, name) > self.max_iterations:
+                raise ImpastoError(f"{option(name)} must be at most {self.max_iterations} on this server, not {getattr(settings, name)}")
         if settings.style_scale > self.max_style_scale:
             raise ImpastoError(f"{option('style_scale')} must be at most {self.max_style_scale:g} on this server, not {settings.style_scale}")
 

@@ -40,11 +40,12 @@ def decode_upload(data: bytes, label: str, max_bytes: int, max_pixels: int) -> I
     if len(data) > max_bytes:
         raise UploadError(413, f"{label}: the file is larger than the limit of {format_bytes(max_bytes)}")
     with warnings.catch_warnings():
-        # Pillow only warns between its limit and twice it; here any bomb is an error.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Pillow's own guard (it warns from ~89 Mpx) is not the server's: max_pixels, checked from
+        # the header below, is. Past twice Pillow's limit it refuses anyway (see allow_pixels).
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        except Image.DecompressionBombError:
             raise UploadError(413, f"{label}: the picture has too many pixels (limit {format_pixels(max_pixels)})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
             if looks_like_heic(io.BytesIO(data)):  # a phone's photo: it is a picture, of a kind not read here
@@ -63,10 +64,21 @@ def decode_upload(data: bytes, label: str, max_bytes: int, max_pixels: int) -> I
             return with_alpha(*load_image_and_alpha(image))
         except ImpastoError as exc:  # too small
             raise UploadError(400, f"{label}: {str(exc).removeprefix('image: ')}") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        except Image.DecompressionBombError:
             raise UploadError(413, f"{label}: the picture has too many pixels (limit {format_pixels(max_pixels)})") from None
         except (OSError, SyntaxError, ValueError, EOFError):
             raise UploadError(400, f"{label}: the {image.format} file is damaged or truncated") from None
+
+
+def allow_pixels(max_pixels: int) -> None:
+    """Let Pillow open pictures up to the server's --max-megapixels, when that is above its own limit.
+
+    Pillow refuses pictures over twice Image.MAX_IMAGE_PIXELS (~179 Mpx) before their size can
+    be read, so a larger --max-megapixels would be a limit in name only. Process-wide: only the
+    server's process calls it, and every upload's size is checked against max_pixels first.
+    """
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 def display_name(filename: Optional[str]) -> str:

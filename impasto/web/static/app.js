@@ -59,10 +59,18 @@ function showMessage(text) {
   box.hidden = !text;
 }
 
+// A message about the pictures or the settings is out of date once they change; the
+// server being out of reach is not, and goes when it answers again.
+function clearMessage() {
+  if ($("message").textContent !== OFFLINE) showMessage("");
+}
+
 // -- pictures ---------------------------------------------------------------------------
 
+// filled: the settings the form was last filled from; jobSettings: the same when they are a
+// job's ("Use these settings"), sent whole so the fields the form does not show are repeated too.
 const state = { content: null, contentSize: null, styles: [], options: null, job: null, events: null, jobsKey: null,
-                fromJob: null, offline: false };
+                fromJob: null, offline: false, filled: null, jobSettings: null, ratioFilled: null };
 
 function thumbnailUrl(file) {
   return URL.createObjectURL(file);
@@ -81,6 +89,7 @@ function notAPicture(file) {
 // fromJob: the pictures are a job's stored inputs, so Paint can re-run that job instead of uploading them.
 function setContent(file, fromJob = false) {
   if (!file) return;
+  clearMessage();
   if (!isPicture(file)) return notAPicture(file);
   if (!fromJob) state.fromJob = null;
   state.content = file;
@@ -95,6 +104,7 @@ function setContent(file, fromJob = false) {
 
 function addStyles(files) {
   const max = state.options ? state.options.limits.max_styles : 5;
+  clearMessage();
   for (const file of files) {
     if (!isPicture(file)) { notAPicture(file); continue; }
     if (state.styles.length >= max) {
@@ -110,6 +120,8 @@ function addStyles(files) {
 function renderStyles() {
   const list = $("style-list");
   list.replaceChildren();
+  // A job's blend may weigh a picture above 1: the sliders reach its largest weight.
+  const top = Math.max(1, ...state.styles.map((s) => s.weight));
   state.styles.forEach((style, index) => {
     const item = document.createElement("li");
     const img = document.createElement("img");
@@ -125,12 +137,12 @@ function renderStyles() {
       const weight = document.createElement("input");
       weight.type = "range";
       weight.min = "0";
-      weight.max = "1";
+      weight.max = String(top);
       weight.step = "0.05";
       weight.value = String(style.weight);
       weight.title = "weight in the blend";
       weight.setAttribute("aria-label", "weight of " + style.file.name);
-      weight.addEventListener("input", () => { style.weight = Number(weight.value); });
+      weight.addEventListener("input", () => { style.weight = Number(weight.value); clearMessage(); });
       item.append(weight);
     }
     const remove = document.createElement("button");
@@ -139,7 +151,7 @@ function renderStyles() {
     remove.textContent = "×";
     remove.title = "remove";
     remove.setAttribute("aria-label", "remove " + style.file.name);
-    remove.addEventListener("click", () => { state.fromJob = null; state.styles.splice(index, 1); renderStyles(); });
+    remove.addEventListener("click", () => { clearMessage(); state.fromJob = null; state.styles.splice(index, 1); renderStyles(); });
     item.append(remove);
     list.append(item);
   });
@@ -205,8 +217,17 @@ function ratioToWeight(value) {
   return Number(Math.pow(10, Number(value)).toPrecision(2));
 }
 
+// Untouched, the slider stands for the exact weights the form was filled with (it cannot aim
+// at 1234, nor below 1 : 1); once moved, for the weight it points at.
+function ratioMoved() {
+  return $("ratio").value !== state.ratioFilled;
+}
+
 function showRatio() {
-  const text = "1 : " + ratioToWeight($("ratio").value);
+  const s = state.filled;
+  const ratio = s && !ratioMoved() ? Number((s.style_weight / Math.max(s.content_weight, 1e-9)).toPrecision(2))
+    : ratioToWeight($("ratio").value);
+  const text = "1 : " + ratio;
   $("ratio-out").textContent = text;
   $("ratio").setAttribute("aria-valuetext", text);  // not the slider's log-scale number
 }
@@ -214,11 +235,12 @@ function showRatio() {
 const LAYER_NAMES = { gatys: "balanced", fine: "fine texture", coarse: "large strokes", all: "all layers" };
 const COLOUR_NAMES = { luminance: "the photo's (luminance)", histogram: "the photo's (histogram)" };
 // The server's descriptions are for people who read papers; these are for the page.
+// Each is given the size a job will use: the server's --size replaces a preset's, --max-size caps it.
 const PRESET_TEXT = {
-  gatys2015: "The original 2015 method: paints at full size only, starting from noise. Slow: it needs many steps.",
-  novak2016: "A 2016 refinement: copies the painting's texture at every level of detail, for richer strokes.",
-  fast: "A quick preview: 256 px and few steps.",
-  hq: "A large, careful picture: 1024 px and many steps. Minutes with a graphics card; long on a processor alone.",
+  gatys2015: () => "The original 2015 method: paints at full size only, starting from noise. Slow: it needs many steps.",
+  novak2016: () => "A 2016 refinement: copies the painting's texture at every level of detail, for richer strokes.",
+  fast: (size) => `A quick preview: ${size} and few steps.`,
+  hq: (size) => `A large, careful picture: ${size} and many steps. Minutes with a graphics card; long on a processor alone.`,
 };
 const CPU_SIZE = 512;  // above this, a CPU-only server takes many minutes a picture
 
@@ -230,10 +252,18 @@ function layerSetOf(layers) {
   return "";
 }
 
-function fillSettings(settings) {
-  $("size").value = settings.size;
+// A size over the server's limit would only be refused: the form offers the largest allowed.
+function usableSize(settings) {
+  return Math.min(settings.size, state.options.limits.max_size);
+}
+
+function fillSettings(settings, fromJob = false) {
+  state.filled = settings;
+  state.jobSettings = fromJob ? settings : null;
+  $("size").value = usableSize(settings);
   $("size").max = state.options.limits.max_size;
   $("ratio").value = String(Math.log10(Math.max(1, settings.style_weight / Math.max(settings.content_weight, 1e-9))));
+  state.ratioFilled = $("ratio").value;  // as the slider rounded it
   showRatio();
   const layers = $("layers");
   const custom = layers.querySelector("option[value='']");
@@ -258,17 +288,17 @@ function currentPresetSettings() {
 }
 
 function collectSettings() {
-  const base = currentPresetSettings();
+  const base = state.filled || currentPresetSettings();
   const settings = {
     size: Number($("size").value),
-    style_weight: ratioToWeight($("ratio").value) * base.content_weight,
+    style_weight: ratioMoved() ? ratioToWeight($("ratio").value) * base.content_weight : base.style_weight,
     preserve_color: $("colour").value || null,
     initial_iterations: Number($("initial-iterations").value),
     iterations: Number($("iterations").value),
     seed: $("seed").value === "" ? null : Number($("seed").value),
   };
   if ($("layers").value) settings.style_layers = state.options.layer_sets[$("layers").value];
-  return settings;
+  return state.jobSettings ? Object.assign({}, state.jobSettings, settings) : settings;
 }
 
 // What the form shows, in its own words: to tell the artist what a preset changed.
@@ -283,9 +313,13 @@ function formValues() {
 
 function showPreset() {
   const name = $("preset").value;
-  $("preset-note").textContent = name
-    ? (PRESET_TEXT[name] || state.options.presets[name])
-    : "The server's usual settings. A preset is a starting point: it fills in the settings below.";
+  if (!name) {
+    $("preset-note").textContent = "The server's usual settings. A preset is a starting point: it fills in the settings below.";
+    return;
+  }
+  const s = state.options.preset_settings[name];
+  const size = usableSize(s) + " px" + (s.size > usableSize(s) ? " (the largest this server allows)" : "");
+  $("preset-note").textContent = PRESET_TEXT[name] ? PRESET_TEXT[name](size) : state.options.presets[name];
 }
 
 // Which of the two step fields a run uses (finding the same plan the run will), and the size advice.
@@ -335,6 +369,7 @@ async function loadOptions() {
     showPreset();
   });
   for (const id of ["size", "initial-iterations", "iterations"]) $(id).addEventListener("input", updateSteps);
+  $("settings-form").addEventListener("input", clearMessage);
 }
 
 // -- jobs -------------------------------------------------------------------------------
@@ -354,6 +389,9 @@ async function startJob(event) {
   const settings = collectSettings();
   const preset = $("preset").value;
   $("start").disabled = true;
+  // The job on show may still be streaming its progress, which would write over this one's.
+  if (state.events) state.events.close();
+  state.events = null;
   try {
     let job = null;
     if (state.fromJob) {
@@ -383,7 +421,7 @@ async function startJob(event) {
     refreshJobs();
   } catch (error) {
     showMessage(error.message);
-    if (state.job) showJob(state.job);
+    if (state.job) follow(state.job);  // and its progress again, if it is still going
     else setStatus("No job yet.");
   } finally {
     $("start").disabled = false;
@@ -595,9 +633,9 @@ async function useSettings(job) {
     showPreset();
     $("preset-changes").textContent = "";
     setContent(content, true);
-    state.styles = styles.map((file, i) => ({ file, weight: Math.min(1, job.styles[i].weight) }));
+    state.styles = styles.map((file, i) => ({ file, weight: job.styles[i].weight }));
     renderStyles();
-    fillSettings(job.settings);
+    fillSettings(job.settings, true);
     state.fromJob = job.id;
     $("settings-title").scrollIntoView({ block: "nearest", behavior: "smooth" });
   } catch (error) {
