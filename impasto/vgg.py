@@ -81,7 +81,13 @@ def build_features(
             conv = next(given) if given is not None else nn.Conv2d(in_ch, WIDTHS[block], 3, padding=1)
             layers += [conv, nn.ReLU(inplace=False)]
             in_ch = WIDTHS[block]
-        layers.append(nn.AvgPool2d(2, 2) if pooling == "avg" else nn.MaxPool2d(2, 2))
+        # ceil_mode keeps a side's odd last row or column as a window of its own: floor
+        # mode drops it, and at 170 px the last 10 rows never reached conv5, so nothing
+        # styled them and the picture's bottom edge stayed bright and plain. The divisor
+        # stays 4 in that half-empty window (as if zero-padded): dividing by its 2 pixels
+        # doubled their gradient at each pooling and painted the last rows dark.
+        pool = nn.AvgPool2d(2, 2, ceil_mode=True, divisor_override=4) if pooling == "avg" else nn.MaxPool2d(2, 2, ceil_mode=True)
+        layers.append(pool)
     if upto is not None:
         layers = layers[: upto + 1]
     return nn.Sequential(*layers)

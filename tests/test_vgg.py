@@ -111,6 +111,30 @@ def test_pooling_kind(vgg19_features, pooling, reference, module):
     assert torch.allclose(out["pool1"], reference(out["relu1_2"], 2, 2))
 
 
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_every_row_and_column_of_an_odd_sized_picture_reaches_the_deepest_layer(vgg19_features, pooling):
+    """170 rows: floor pooling dropped the last 10 from conv5_1, so nothing styled the bottom edge."""
+    extractor = FeatureExtractor("vgg19", vgg19_features, ["conv5_1"], pooling=pooling)
+    image = torch.rand(1, 3, 170, 170, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    extractor(image)["conv5_1"].square().sum().backward()
+    reached = image.grad.abs().sum(dim=(0, 1))
+    rows, columns = reached.sum(dim=1), reached.sum(dim=0)
+    # The bottom edge as strongly tied to the deep layer as the top edge (floor: a third as strongly).
+    for profile in (rows, columns):
+        assert profile[-10:].sum() > 0.8 * profile[:10].sum(), (profile[:10], profile[-10:])
+
+
+def test_a_half_empty_average_window_counts_its_missing_pixels_as_zeros():
+    """So an odd last row gets the gradient every other row gets, not twice it at each pooling
+    (which painted the last rows dark)."""
+    pool = build_features("vgg19", "avg", upto=4)[4]
+    x = torch.ones(1, 1, 3, 4, requires_grad=True)
+    out = pool(x)
+    assert out.flatten().tolist() == [1.0, 1.0, 0.5, 0.5]
+    out.sum().backward()
+    assert torch.equal(x.grad, torch.full_like(x, 0.25))
+
+
 def test_avg_and_max_pooling_give_different_features(vgg19_features):
     image = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
