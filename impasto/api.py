@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, SupportsFloat, Union
+from typing import Any, Callable, Optional, Sequence, SupportsFloat, Union, cast
 
 import numpy as np
 import torch
@@ -360,6 +360,17 @@ def stylize(
     return result.image
 
 
+def mask_list(masks: MaskSpec, count: int) -> list[Optional[ImageLike]]:
+    """One mask per style (None: everywhere); a lone mask, not in a list, is a lone style's."""
+    # Only a list or a tuple is a list of masks: an array's len() is its rows, a path's its letters.
+    if not isinstance(masks, (list, tuple)) and count != 1:
+        raise ImpastoError(f"one mask given for {count} styles: give a list of one mask per style (None: everywhere)")
+    given = cast(list[Optional[ImageLike]], list(masks) if isinstance(masks, (list, tuple)) else [masks])
+    if len(given) != count:
+        raise ImpastoError(f"{len(given)} masks given for {count} styles: give one per style (None: everywhere)")
+    return given
+
+
 def attach_masks(
     styles: Sequence[StyleInput],
     masks: Optional[MaskSpec],
@@ -369,13 +380,7 @@ def attach_masks(
 ) -> Optional[torch.Tensor]:
     """Give each style its mask (Gatys et al. 2017) and return the keep mask as a tensor, if any."""
     if masks is not None:
-        # Only a list or a tuple is a list of masks: an array's len() is its rows, a path's its letters.
-        if not isinstance(masks, (list, tuple)) and len(styles) != 1:
-            raise ImpastoError(f"one mask given for {len(styles)} styles: give a list of one mask per style (None: everywhere)")
-        given = masks if isinstance(masks, (list, tuple)) else [masks]
-        if len(given) != len(styles):
-            raise ImpastoError(f"{len(given)} masks given for {len(styles)} styles: give one per style (None: everywhere)")
-        for number, (s, mask) in enumerate(zip(styles, given), 1):
+        for number, (s, mask) in enumerate(zip(styles, mask_list(masks, len(styles))), 1):
             if mask is not None:
                 s.mask = load_mask(mask, size, device)
                 if float(s.mask.max()) <= 0:

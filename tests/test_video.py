@@ -304,6 +304,13 @@ def test_bad_options_give_errors(clips, settings, tmp_path):
     stylize_video(clips["pan"], clips["style"], tmp_path / "ok.mp4", settings.replace(iterations=0), frame_iterations=1,
                   end_frame=2)  # fmt: skip
     assert (tmp_path / "ok.mp4").exists()
+    # Masks as the Python API takes them: a lone one for a lone style, else one per style.
+    mask = np.full((8, 8), 255, np.uint8)
+    with pytest.raises(ImpastoError, match=r"^2 masks given for 1 styles: give one per style \(None: everywhere\)$"):
+        stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, masks=[mask, mask])
+    stylize_video(clips["pan"], clips["style"], tmp_path / "masked.mp4", settings.replace(iterations=0), frame_iterations=1,
+                  end_frame=2, masks=mask)  # fmt: skip
+    assert (tmp_path / "masked.mp4").exists()
     (tmp_path / "a_file").write_text("mine")
     with pytest.raises(ImpastoError, match=r"exists and is not a folder \(choose another frames_dir\)"):
         stylize_video(clips["pan"], clips["style"], tmp_path / "out.mp4", settings, frames_dir=tmp_path / "a_file")

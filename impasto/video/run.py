@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from .. import color
-from ..api import StyleSpec, Stylizer, normalize_styles
+from ..api import MaskSpec, StyleSpec, Stylizer, mask_list, normalize_styles
 from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, STOP_OUT_OF_MEMORY, ImpastoError, Interrupted, NonFiniteLoss, option, warn
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..optimize import Progress, check_short_side, resolve_device
@@ -121,7 +121,7 @@ def stylize_video(
     frames_dir: Optional[Union[str, os.PathLike]] = None,
     keep_frames: bool = False,
     overwrite: bool = False,
-    masks: Optional[Sequence[Optional[ImageLike]]] = None,
+    masks: Optional[MaskSpec] = None,
     keep_mask: Optional[ImageLike] = None,
     stylizer: Optional[Stylizer] = None,
     callback: Optional[VideoCallback] = None,
@@ -262,9 +262,7 @@ def plan_job(input: Union[str, os.PathLike], style: Any, output: Union[str, os.P
     if end <= start:
         raise ImpastoError(f"{info.path}: no frames in the range {start}..{end} (the video has {info.frames}, numbered from 0)")
     styles = [(load_image(image), weight) for image, weight in normalize_styles(style)]
-    if masks is not None and len(masks) != len(styles):
-        raise ImpastoError(f"{len(masks)} masks given for {len(styles)} styles")
-    mask_images = None if masks is None else [None if m is None else load_image(m) for m in masks]
+    mask_images = None if masks is None else [None if m is None else load_image(m) for m in mask_list(masks, len(styles))]
     keep_image = None if keep_mask is None else load_image(keep_mask)
     w, h = output_size(info.size, size, settings)
     first = settings.replace(size=max(w, h)).validate()
