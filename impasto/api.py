@@ -173,8 +173,8 @@ class Stylizer:
         (None = everywhere), or is the one style's mask; white is where that style
         applies. `keep_mask`: white regions keep the content untouched. Masks are
         greyscale images of any size, stretched to the output's. `frames=N` keeps N
-        pictures evenly spaced over the run, at the output size, in `Result.frames`
-        (for impasto.media.write_gif).
+        pictures spread evenly over the run's work (pixels x iterations), at the
+        output size, in `Result.frames` (for impasto.media.write_gif).
         `init_image` is a picture to start from (any size; it overrides
         `settings.init`), and `extra_loss(image) -> {name: weighted term}` adds
         terms to the objective at every scale (video's temporal loss uses both).
