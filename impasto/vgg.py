@@ -69,10 +69,15 @@ class Normalize(nn.Module):
 
 
 def build_features(
-    model: str, pooling: str = "max", upto: int | None = None, convs: Optional[Sequence[nn.Conv2d]] = None
+    model: str,
+    pooling: str = "max",
+    upto: int | None = None,
+    convs: Optional[Sequence[nn.Conv2d]] = None,
+    odd_edges: bool = True,
 ) -> nn.Sequential:
     """torchvision-compatible `features` (same indices), optionally cut after index `upto`.
-    `convs`, the conv layers of another such network in order, are used rather than new ones."""
+    `convs`, the conv layers of another such network in order, are used rather than new ones.
+    `odd_edges=False` pools as torchvision does, dropping an odd last row or column."""
     layers: list[nn.Module] = []
     given = iter(convs) if convs is not None else None
     in_ch = 3
@@ -86,8 +91,10 @@ def build_features(
         # styled them and the picture's bottom edge stayed bright and plain. The divisor
         # stays 4 in that half-empty window (as if zero-padded): dividing by its 2 pixels
         # doubled their gradient at each pooling and painted the last rows dark.
-        pool = nn.AvgPool2d(2, 2, ceil_mode=True, divisor_override=4) if pooling == "avg" else nn.MaxPool2d(2, 2, ceil_mode=True)
-        layers.append(pool)
+        if pooling == "avg":
+            layers.append(nn.AvgPool2d(2, 2, ceil_mode=odd_edges, divisor_override=4 if odd_edges else None))
+        else:
+            layers.append(nn.MaxPool2d(2, 2, ceil_mode=odd_edges))
     if upto is not None:
         layers = layers[: upto + 1]
     return nn.Sequential(*layers)
@@ -107,9 +114,11 @@ class FeatureExtractor(nn.Module):
         pooling: str = "avg",
         convention: str = "torchvision",
         share: Optional["FeatureExtractor"] = None,
+        odd_edges: bool = True,
     ) -> None:
         """`share`: an extractor of the same model and weights, at least as deep, whose conv
-        layers (the weights' memory) this one uses too; its pooling and layers may differ."""
+        layers (the weights' memory) this one uses too; its pooling and layers may differ.
+        `odd_edges`: see build_features."""
         super().__init__()
         names = layer_names(model)
         self.layers = list(dict.fromkeys(layers))
@@ -122,13 +131,13 @@ class FeatureExtractor(nn.Module):
         self.normalize = Normalize(convention)
         if share is not None:
             convs = [m for m in share.features if isinstance(m, nn.Conv2d)]
-            self.features = build_features(model, pooling, upto=deepest, convs=convs)
+            self.features = build_features(model, pooling, upto=deepest, convs=convs, odd_edges=odd_edges)
             self._format = share._format
         else:
             # Conv2d draws its random initial weights from torch's global generator; they are
             # overwritten at once, and the caller's random numbers must not move because of them.
             with torch.random.fork_rng(devices=[]):
-                self.features = build_features(model, pooling, upto=deepest)
+                self.features = build_features(model, pooling, upto=deepest, odd_edges=odd_edges)
             own = self.features.state_dict()
             self.features.load_state_dict({k: state_dict[k] for k in own})
         # An in-place ReLU saves one activation map per conv, but would overwrite

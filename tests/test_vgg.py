@@ -135,6 +135,16 @@ def test_a_half_empty_average_window_counts_its_missing_pixels_as_zeros():
     assert torch.equal(x.grad, torch.full_like(x, 0.25))
 
 
+@pytest.mark.parametrize("pooling, reference", [("avg", F.avg_pool2d), ("max", F.max_pool2d)])
+def test_torchvisions_pooling_is_kept_for_a_fixed_yardstick(vgg19_features, pooling, reference):
+    """The quality benchmark scores with odd_edges=False: the network every session's figures used."""
+    extractor = FeatureExtractor("vgg19", vgg19_features, ["relu1_2", "pool1"], pooling=pooling, odd_edges=False)
+    with torch.no_grad():
+        out = extractor(torch.rand(1, 3, 15, 17))
+    assert out["pool1"].shape[-2:] == (7, 8)
+    assert torch.allclose(out["pool1"], reference(out["relu1_2"], 2, 2))
+
+
 def test_avg_and_max_pooling_give_different_features(vgg19_features):
     image = torch.rand(1, 3, 16, 16)
     with torch.no_grad():
