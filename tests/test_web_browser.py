@@ -438,7 +438,7 @@ def test_ctrl_c_in_the_middle_of_a_job_stops_at_once_and_a_restart_marks_it_inte
         # `impasto serve` is started from the command line, but its clients name settings as JSON fields.
         bad = client.post("/api/jobs", files=files, data={"settings": json.dumps({"style_weight": -1})})
         assert bad.status_code == 422 and "style_weight must be a non-negative number" in bad.text and "--" not in bad.text, bad.text
-        job = client.post("/api/jobs", files=files, data={"settings": json.dumps({"initial_iterations": 5000})}).json()
+        job = client.post("/api/jobs", files=files, data={"settings": json.dumps({"initial_iterations": 5000, "iterations": 5000})}).json()
         deadline = time.monotonic() + 60
         while (client.get(f"/api/jobs/{job['id']}").json()["progress"] or {}).get("done", 0) < 2:
             assert time.monotonic() < deadline, "the job never started"
