@@ -116,21 +116,16 @@ def plan_scales(width: int, height: int, settings: Settings) -> list[tuple[int, 
     return [wh for wh in sizes[:-1] if min(wh) >= min_side(settings)] + sizes[-1:]
 
 
-# Settings' own `iterations`: a one-scale run left at it gets `initial_iterations` (plan_iterations).
-DEFAULT_ITERATIONS = Settings().iterations
-
-
 def plan_iterations(scales: int, settings: Settings) -> list[int]:
     """Geometric from `initial_iterations` at the coarsest scale to `iterations` at the finest.
 
-    A run of one scale (`--no-multiscale`, or an output too small for a second) paints at the
-    output's size, and runs `iterations`. Only while `iterations` is left at its default does
-    a multiscale run of one scale get `initial_iterations` instead: the default's 50 are a
-    fine-tuning count for a picture coarser scales have painted, and alone leave it half painted.
+    A multiscale run too small for a second scale is all coarsest scale, and gets
+    `initial_iterations` (its 50 fine-tuning iterations alone would leave it half painted);
+    `--no-multiscale` runs `iterations` at the one scale. (The CLI, which knows when
+    `--iterations` was given, makes such a run take it: cli.settings_from_args.)
     """
     if scales == 1:
-        unchanged = settings.multiscale and settings.iterations == DEFAULT_ITERATIONS
-        return [settings.initial_iterations if unchanged else settings.iterations]
+        return [settings.initial_iterations if settings.multiscale else settings.iterations]
     first, last = max(settings.initial_iterations, 0), max(settings.iterations, 0)
     if first == 0 or last == 0:
         return [round(first + (last - first) * i / (scales - 1)) for i in range(scales)]

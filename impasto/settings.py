@@ -128,15 +128,16 @@ class Settings:
         default=50,
         metadata={
             "help": "iterations at the finest scale, the output's (with --no-multiscale, at the one scale); an "
-            "output too small for a second scale (under --min-size x --scale-factor) is one scale and runs these too, or --initial-iterations "
-            "while this is left at its default"
+            "output too small for a second scale (under --min-size x --scale-factor) is one scale and gets --initial-iterations instead "
+            "(on the command line, an --iterations given is run there)"
         },
     )
     initial_iterations: int = field(
         default=100,
         metadata={
             "help": "iterations at the coarsest scale (scales between get a geometric blend); an output too "
-            "small for a second scale (under --min-size x --scale-factor) is one scale, and gets these while --iterations is left at its default"
+            "small for a second scale (under --min-size x --scale-factor) is one scale, and gets these (on the command line, unless "
+            "--iterations is given)"
         },
     )
     lr: Optional[float] = field(default=None, metadata={"help": "learning rate (default 1 for lbfgs, 0.02 for adam)"})

@@ -67,14 +67,12 @@ def test_plan_iterations_geometric_from_initial_to_final():
     assert plan_iterations(3, Settings(initial_iterations=10, iterations=40)) == [10, 20, 40]
 
 
-def test_a_run_of_one_scale_runs_the_iterations_asked_for():
-    # The one scale is the output's: a changed `iterations` is what it runs, whatever initial_iterations says.
-    assert plan_iterations(1, Settings(initial_iterations=300, iterations=60)) == [60]
-    assert plan_iterations(1, Settings(iterations=7)) == [7]
-    # Left at its default (50, a fine-tuning count after coarser scales), the one scale gets
-    # initial_iterations: 50 alone would leave it half painted.
+def test_a_multiscale_run_of_one_scale_is_its_coarsest_and_gets_initial_iterations():
+    # 50 fine-tuning iterations alone would leave the picture half painted; the page's copy
+    # of this plan (app.js planIterations) and its notes say the same.
     assert plan_iterations(1, Settings()) == [100]
-    assert plan_iterations(1, Settings(initial_iterations=40)) == [40]
+    assert plan_iterations(1, Settings(initial_iterations=40, iterations=7)) == [40]
+    assert plan_iterations(1, Settings(initial_iterations=40, iterations=7, multiscale=False)) == [7]
 
 
 def test_progress_follows_the_plan(stylizer, make_settings, content_array, style_array):
