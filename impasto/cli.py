@@ -116,11 +116,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     except ValueError as exc:
         raise ImpastoError(f"bad setting: {exc}") from None
     settings.validate()
-    if settings.multiscale and "iterations" in explicit and settings.scale_count() == 1:
-        # One scale is the output's, so an --iterations given is what it runs. The library gives
-        # such a run initial_iterations (plan_iterations): a Settings cannot tell 50 given on
-        # purpose from the default left alone, but the command line knows what was typed.
-        settings = settings.replace(initial_iterations=settings.iterations)
+    settings = settings.with_given_iterations(explicit)
     if not settings.multiscale:
         # Asked for, and silently without effect, they would leave the user wondering why.
         unused = [f for f in ("min_size", "scale_factor", "initial_iterations", "coarse_content", "upsample_detail") if f in explicit]

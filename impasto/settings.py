@@ -9,7 +9,7 @@ import numbers
 import os
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Collection, Optional, Union
 
 from .errors import ImpastoError, on_command_line, option
 
@@ -269,6 +269,15 @@ class Settings:
         if not self.multiscale or self.size <= self.min_size * 0.99:
             return 1
         return 1 + math.floor(math.log(self.size / (self.min_size * 0.99)) / math.log(self.scale_factor))
+
+    def with_given_iterations(self, given: "Collection[str]") -> "Settings":
+        """A run of one scale (the output's) takes `iterations` when it was given (typed on the
+        command line, a manifest's column): without that, it gets `initial_iterations`, since
+        the default's 50 alone would leave it half painted (optimize.plan_iterations). A
+        Settings alone cannot tell 50 given on purpose from the default left alone."""
+        if self.multiscale and "iterations" in given and self.scale_count() == 1:
+            return self.replace(initial_iterations=self.iterations)
+        return self
 
     def layer_weights(self) -> tuple[float, ...]:
         raw = self.style_layer_weights or tuple(1.0 for _ in self.style_layers)

@@ -388,3 +388,10 @@ def test_settings_may_be_a_dict_on_top_of_the_audio_defaults():
                            sample_rate=RATE, n_fft=N_FFT, hop=HOP, filters=32, griffin_lim_iterations=5, refine_iterations=0)  # fmt: skip
     assert result.settings.iterations == 2
     assert all(getattr(result.settings, k) == v for k, v in AUDIO_DEFAULTS.items() if k != "iterations")
+
+
+def test_the_help_offers_only_the_starts_a_sound_takes():
+    from impasto.audio.cli import build_parser
+
+    usage = build_parser().format_help()
+    assert "--init content|noise" in usage and "style|PATH" not in usage

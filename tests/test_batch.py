@@ -16,7 +16,7 @@ from conftest import smooth_image, textured_image, write_png
 from PIL import Image
 
 import impasto
-from impasto.batch.plan import pair_folders, read_manifest
+from impasto.batch.plan import pair_folders, read_manifest, resolve_settings
 from impasto.cli import main
 from impasto.errors import ImpastoError, ImpastoWarning
 
@@ -353,8 +353,9 @@ def test_resume_finishes_the_rest_without_redoing_any(data, fast, stylizer):
     assert {r.status for r in other} == {"skipped"}
     assert "overwrite=True" in other[0].error  # from Python, the keyword to pass
     assert {name: (out / name).stat().st_mtime_ns for name in written} == written
-    # ...nor disowned: the batch that made them, run again, still finds all nine done.
-    assert {r["status"] for r in index_records(out).values()} == {"done"}
+    # ...nor disowned: a data loader still reads all nine (a mistyped rerun must not empty its
+    # view), and the batch that made them, run again, still finds all nine done.
+    assert {(r["status"], r["current"]) for r in index_records(out).values()} == {("done", True)}
     assert all(r.previous and r.status == "done" for r in impasto.batch(None, out, fast, contents=data / "photos", styles=data / "paintings", stylizer=stylizer))
 
 
@@ -897,3 +898,23 @@ def test_ctrl_c_in_a_python_batch_is_a_plain_interrupt_and_settings_may_be_a_dic
     # One job's half-painted picture is not the batch's result: a plain interrupt, the first job kept.
     assert not isinstance(stop.value, impasto.Interrupted)
     assert [r.status for r in done] == ["done"] and list(index_records(out)) == ["photo0__art0.png"]
+
+
+def test_iterations_given_by_a_row_or_the_command_line_are_run_at_a_one_scale_size():
+    # 48 px is one scale: without a given count it gets initial_iterations (100), as a single run does.
+    assert resolve_settings(impasto.Settings(), {"size": "48"}).initial_iterations == 100
+    assert resolve_settings(impasto.Settings(), {"size": "48", "iterations": "3"}).initial_iterations == 3
+    assert resolve_settings(impasto.Settings(iterations=3), {"size": "48"}, fixed={"iterations"}).initial_iterations == 3
+    # At a size with several scales the coarse count stays as it was.
+    assert resolve_settings(impasto.Settings(), {"size": "512", "iterations": "3"}).initial_iterations == 100
+
+
+def test_a_picture_or_a_non_utf8_file_given_as_a_manifest_gets_a_clear_line(tmp_path):
+    picture = tmp_path / "cat.jpg"
+    picture.write_bytes(b"\xff\xd8\xff\xe0 not text at all \x89\xfe")
+    with pytest.raises(ImpastoError, match=r"cat.jpg: a manifest is a .csv or .jsonl file, not '.jpg'$"):
+        read_manifest(picture)
+    latin1 = tmp_path / "jobs.csv"
+    latin1.write_bytes("content,style,output\ncaf\xe9.png,s.png,o.png\n".encode("latin-1"))
+    with pytest.raises(ImpastoError, match=r"jobs.csv: the manifest is not UTF-8 text \(save it as UTF-8"):
+        read_manifest(latin1)

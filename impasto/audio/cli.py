@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
             action.help = AUDIO_HELP[action.dest] + (action.help[default:] if default >= 0 else "")
         if action.dest in AUDIO_DEFAULTS and action.help:
             action.help = action.help.rsplit(" (default:", 1)[0] + f" (default for audio: {AUDIO_DEFAULTS[action.dest]:g})"
+        if action.dest == "init":
+            action.metavar = "content|noise"  # a sound starts from neither a painting nor a picture file
     return p
 
 

@@ -89,7 +89,7 @@ def mix_down(data: np.ndarray, rate: int, label: str) -> Sound:
         if mixed < SILENCE_PEAK <= loudest:
             raise ImpastoError(
                 f"{label}: mixed down to mono it is silent because its {channels} channels cancel (one is the other inverted?), though "
-                f"they peak at {20 * math.log10(loudest):.0f} dBFS; impasto works in mono: give it one of the channels"
+                f"they peak at {round(20 * math.log10(loudest))} dBFS; impasto works in mono: give it one of the channels"
             )
     return Sound(mono, rate, channels, label)
 

@@ -159,6 +159,7 @@ def plan_batch(
     lock = FolderLock(folder).acquire()  # before the index is read: another run's index is final first
     index = Index(folder / INDEX_NAME)
     to_run, finished, failed_before, ours, stale = [], [], [], set(), set()
+    kept: dict[str, str] = {}  # output -> the key of the earlier record its picture stays with
     refreshed = False
     for job in jobs:
         record = index.get(job.output) or {}
@@ -179,8 +180,12 @@ def plan_batch(
         else:
             if status == "writing" or (status == "failed" and record.get("earlier_picture")):
                 ours.add(job.output)  # redone, and its half-recorded (or earlier) picture replaced
+            elif exists and not overwrite and job.error is None and record.get("status") == "done" and record.get("key"):
+                # Another batch's picture, which this one will skip, not replace: its record still
+                # describes the file, so a data loader keeps it (a mistyped rerun must not empty its view).
+                kept[job.output] = record["key"]
             to_run.append(job)
-    if index.mark_current({job.output: job.key for job in jobs}, stale) or refreshed:
+    if index.mark_current({job.output: job.key for job in jobs} | kept, stale) or refreshed:
         index.compact()  # so the records of jobs no longer in the batch say so even if this run is killed
     return BatchPlan(folder, index, jobs, to_run, finished, failed_before, replace=overwrite, ours=frozenset(ours), lock=lock)
 

@@ -108,7 +108,8 @@ def resolve_settings(base: Settings, overrides: Mapping[str, Any], fixed: Collec
     try:
         typed = {name: typed_override(name, value) for name, value in overrides.items()}
         from_preset = {k: v for k, v in (preset_settings(str(preset)) if preset else {}).items() if k not in fixed}
-        return Settings.from_dict(base.to_dict() | from_preset | typed).validate()
+        merged = Settings.from_dict(base.to_dict() | from_preset | typed).validate()
+        return merged.with_given_iterations(set(fixed) | set(typed))
     except (TypeError, ValueError) as exc:
         raise ImpastoError(f"bad setting: {exc}") from None
 
@@ -296,16 +297,16 @@ def read_manifest(path: PathLike, fmt: str = "png") -> list[Job]:
     if path.is_dir():
         raise ImpastoError(f"{path}: is a folder; give a manifest (.csv or .jsonl), or use {folder_options()}")
     suffix = path.suffix.lower()
+    # Checked before reading: a picture or a video given by mistake is not "unreadable text".
+    if suffix not in (".csv", ".jsonl", ".ndjson"):
+        raise ImpastoError(f"{path}: a manifest is a .csv or .jsonl file, not {suffix or 'a file without suffix'!r}")
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ImpastoError(f"{path}: cannot read the manifest ({exc.__class__.__name__})") from None
-    if suffix == ".csv":
-        rows = csv_rows(text, path)
-    elif suffix in (".jsonl", ".ndjson"):
-        rows = jsonl_rows(text, path)
-    else:
-        raise ImpastoError(f"{path}: a manifest is a .csv or .jsonl file, not {suffix or 'a file without suffix'!r}")
+    except UnicodeDecodeError:
+        raise ImpastoError(f"{path}: the manifest is not UTF-8 text (save it as UTF-8: a spreadsheet's \"CSV UTF-8\")") from None
+    except OSError as exc:
+        raise ImpastoError(f"{path}: cannot read the manifest ({exc.strerror or exc.__class__.__name__})") from None
+    rows = csv_rows(text, path) if suffix == ".csv" else jsonl_rows(text, path)
     jobs = []
     for origin, row in rows:
         if isinstance(row, str):  # a line that did not parse: a failed job, not a failed batch

@@ -21,6 +21,10 @@ from .run import DEFAULT_TEMPORAL_WEIGHT, VideoProgress, VideoResult, measure_wa
 __all__ = ["DEFAULT_TEMPORAL_WEIGHT", "VideoProgress", "VideoResult", "cli_main", "measure_warping_error", "output_size", "stylize_video"]
 
 
+def frames_text(count: int) -> str:
+    return f"{count} frame{'' if count == 1 else 's'}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..cli import Parser, add_mask_arguments, add_settings_arguments
 
@@ -117,11 +121,11 @@ def report(result: VideoResult, args: argparse.Namespace, stopped: bool = True) 
     stopped early are (False when that was said already)."""
     if result.output is not None:
         audio = "with the input's audio" if result.audio else ("AUDIO DROPPED: ffmpeg could not copy it" if result.input_audio else "no audio")
-        resumed = f"; {result.resumed} frames reused from {result.frames_dir}" if result.resumed else ""
-        print(f"wrote {result.output}: {result.frames} frames, {result.size[0]}x{result.size[1]}, {result.fps:g} fps, {audio}, "
+        resumed = f"; {frames_text(result.resumed)} reused from {result.frames_dir}" if result.resumed else ""
+        print(f"wrote {result.output}: {frames_text(result.frames)}, {result.size[0]}x{result.size[1]}, {result.fps:g} fps, {audio}, "
               f"in {result.seconds:.1f} s{resumed}", file=sys.stderr)  # fmt: skip
     elif stopped:
-        print(f"stopped after {result.frames} frames ({result.stopped_reason}); they are in {result.frames_dir}", file=sys.stderr)
+        print(f"stopped after {frames_text(result.frames)} ({result.stopped_reason}); they are in {result.frames_dir}", file=sys.stderr)
     if args.report:
         if result.warping_error is None:
             print("warping error: nothing to measure (fewer than two frames, or only cuts)", file=sys.stderr)
