@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .errors import STOP_INTERRUPTED, ImpastoError, Interrupted, command_line, one_line_warnings, option, warn
-from .settings import COLOR_MODES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, STYLE_LOSSES, Settings
+from .settings import COLOR_MODES, INIT_NAMES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, STYLE_LOSSES, Settings
 
 # Shown in --help; Settings.validate gives the error for anything else.
 CHOICES = {"model": MODELS, "pooling": POOLINGS, "optimizer": OPTIMIZERS, "style_loss": STYLE_LOSSES, "preserve_color": COLOR_MODES, "precision": PRECISIONS}
@@ -212,12 +212,25 @@ def add_media_arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--plot", metavar="PATH", help="write a PNG plot of each loss term over the iterations, log scale (needs impasto[viz])")
 
 
+def input_files(
+    content: Any, styles: Sequence[tuple[Any, float]], settings: Settings, args: argparse.Namespace, content_is: str = "the photo"
+) -> dict[str, Any]:
+    """The files a run reads, by what they are (for check_not_inputs)."""
+    named: dict[str, Any] = {content_is: content}
+    named |= {f"the painting {style}": style for style, _ in styles}
+    named |= {f"the --mask {mask}": mask for mask in getattr(args, "mask", None) or []}
+    named["the --keep-mask"] = getattr(args, "keep_mask", None)
+    if settings.init not in INIT_NAMES:
+        named["the --init picture"] = settings.init
+    return named
+
+
 def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .api import Stylizer
     from .images import (
-        check_distinct_outputs, check_image_output, check_output_path, fit_long_side, load_image_and_alpha, resize_tensor, save_image,
+        check_distinct_outputs, check_image_output, check_not_inputs, check_output_path, fit_long_side, load_image_and_alpha, resize_tensor, save_image,
         tensor_to_pil, with_alpha,
     )
     from .media import MAX_GIF_SECONDS
@@ -244,6 +257,7 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
             raise ImpastoError(f"--plot {args.plot}: the file name must end in .png (the plot is a PNG)")
         require_matplotlib()
     check_distinct_outputs({"-o": output, "--json": args.json, "--gif": args.gif, "--plot": args.plot})
+    check_not_inputs({"-o": output, "--json": args.json, "--gif": args.gif, "--plot": args.plot}, input_files(content, styles, settings, args))
     masks = masks_from_args(args, len(styles))
     frames_dir = output.with_name(output.stem + "_frames")
     if args.save_every:
@@ -356,6 +370,7 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     from tqdm import tqdm
 
     from .api import Stylizer
+    from .images import check_not_inputs
     from .sweep import check_sweep_outputs, format_value, normalize_grid, parse_grid, save_sweep, sweep
 
     p = Parser(
@@ -385,7 +400,8 @@ def cmd_sweep(argv: Sequence[str]) -> int:
         warn(f"{option(name, getattr(settings, name))} is replaced in every cell by the grid's values of {name}")
     styles = [parse_style(s) for s in args.styles]
     masks = masks_from_args(args, len(styles))
-    check_sweep_outputs(args.output, axes, args.overwrite)
+    cells = check_sweep_outputs(args.output, axes, args.overwrite)
+    check_not_inputs({"-o": args.output, **{f"cell {cell.name}": cell for cell in cells}}, input_files(args.content, styles, settings, args))
 
     bar: Optional[tqdm] = None
 

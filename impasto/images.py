@@ -11,7 +11,7 @@ import tempfile
 import typing
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -325,6 +325,16 @@ def check_distinct_outputs(named: dict[str, Union[str, os.PathLike, None]]) -> N
             if key in seen:
                 raise ImpastoError(f"{flag} {path}: the same file as {seen[key]}; give each output its own name")
             seen[key] = flag
+
+
+def check_not_inputs(outputs: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+    """Refuse an output (flag -> path) that is one of the run's inputs (what -> path; anything but
+    a path is skipped), even with --overwrite: a typo would replace the photo or the painting."""
+    given = {Path(p).resolve(): what for what, p in inputs.items() if isinstance(p, (str, os.PathLike)) and os.fspath(p) not in ("", "-")}
+    for flag, path in outputs.items():
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) not in ("", "-") and Path(path).resolve() in given:
+            raise ImpastoError(f"{flag} {path}: is {given[Path(path).resolve()]}, an input; impasto never writes over its "
+                               "inputs, even with --overwrite: give the output another name")  # fmt: skip
 
 
 def check_writable(folder: Union[str, os.PathLike], what: Union[str, os.PathLike, None] = None) -> None:

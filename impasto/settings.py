@@ -64,6 +64,10 @@ def _scalar_kinds() -> dict[str, tuple[type, ...]]:
     return kinds
 
 
+# The starts `init` names; anything else is a picture file.
+INIT_NAMES = ("content", "noise", "style")
+
+
 @dataclass
 class Settings:
     """Every knob of a run. Field docs double as the CLI's --help text."""
@@ -369,7 +373,7 @@ class Settings:
                 raise ImpastoError(f"{option(name)} must be zero or more, not {getattr(self, name)}")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise ImpastoError(f"{option('seed')} must be between 0 and 2**63-1, not {self.seed}")
-        if self.init not in ("content", "noise", "style") and not os.path.isfile(self.init):
+        if self.init not in INIT_NAMES and not os.path.isfile(self.init):
             # Checked here, not only when a run starts: a sweep or a batch checks every cell first.
             raise ImpastoError(f"{option('init')} must be content, noise, style or an image file; {self.init!r}: no such file")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):

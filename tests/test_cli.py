@@ -418,3 +418,21 @@ def test_coarse_to_fine_options_with_no_multiscale_are_said_to_change_nothing(ca
                        "with --no-multiscale they change nothing"]  # fmt: skip
     code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "o2.png", *fast)
     assert code == 0 and "warning" not in err
+
+
+def test_no_output_may_be_an_input_even_with_overwrite(capsys, tmp_path, content_path, style_path, fast):
+    """A typo (-o photo.jpg) with --overwrite would replace the photo or the painting."""
+    before = {p: p.read_bytes() for p in (content_path, style_path)}
+    cases = [
+        (["-o", content_path], ["is the photo, an input", "even with --overwrite"]),
+        (["-o", tmp_path / "o.png", "--plot", style_path], ["--plot", "is the painting", "an input"]),
+        (["-o", tmp_path / "o.png", "--json", style_path], ["--json", "is the painting"]),
+        (["-o", tmp_path / "start.png", "--init", tmp_path / "start.png"], ["is the --init picture"]),
+    ]
+    Image.open(content_path).save(tmp_path / "start.png")
+    for extra, fragments in cases:
+        code, _, err = cli(capsys, content_path, style_path, *extra, "--overwrite", *fast)
+        assert_one_line_error(code, err, *fragments)
+    code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", "seed=1,2", "-o", content_path, "--overwrite", *fast)
+    assert_one_line_error(code, err, "is the photo, an input")
+    assert {p: p.read_bytes() for p in (content_path, style_path)} == before

@@ -85,10 +85,12 @@ def shared_settings_from_args(args: argparse.Namespace) -> Settings:
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Every file the run will write is checked first, so a long run cannot fail at its end."""
-    from ..images import check_distinct_outputs, check_output_path
+    from ..images import check_distinct_outputs, check_not_inputs, check_output_path
     from .io import check_audio_output, require_soundfile
 
-    check_distinct_outputs({option(name): path for name, path in (("output", args.output), ("plot", args.plot), ("json", args.json))})
+    outputs = {option(name): path for name, path in (("output", args.output), ("plot", args.plot), ("json", args.json))}
+    check_distinct_outputs(outputs)
+    check_not_inputs(outputs, {"the content sound": args.content, "the style sound": args.style})
     require_soundfile()
     check_audio_output(args.output, args.overwrite)
     if args.plot:

@@ -79,8 +79,8 @@ def interrupted_summary(path: Path) -> bool:
 
 
 def cli_main(argv: Sequence[str]) -> int:
-    from ..cli import masks_from_args, parse_style, settings_from_args
-    from ..images import check_distinct_outputs, check_output_path
+    from ..cli import input_files, masks_from_args, parse_style, settings_from_args
+    from ..images import check_distinct_outputs, check_not_inputs, check_output_path
 
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
@@ -92,6 +92,7 @@ def cli_main(argv: Sequence[str]) -> int:
                  "every frame is painted afresh")
     styles = [parse_style(s) for s in args.styles]
     check_distinct_outputs({"-o": args.output, "--json": args.json})
+    check_not_inputs({"-o": args.output, "--json": args.json}, input_files(args.input, styles, settings, args, "the video"))
     if args.json and args.json != "-" and not interrupted_summary(Path(args.json)):
         check_output_path(args.json, args.overwrite)
     bars = ProgressBars(args.quiet)
