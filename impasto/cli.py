@@ -123,6 +123,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         if unused:
             verb, pronoun = ("apply", "they change") if len(unused) > 1 else ("applies", "it changes")
             warn(f"{', '.join(option(f) for f in unused)} only {verb} to coarse-to-fine runs: with --no-multiscale {pronoun} nothing")
+    if "gram_shift" in explicit and settings.style_loss != "gram":
+        warn(f"{option('gram_shift')} only applies to the Gram loss: with {option('style_loss', settings.style_loss)} it changes nothing")
     return settings
 
 
@@ -203,12 +205,15 @@ def add_output_arguments(p: argparse.ArgumentParser) -> None:
     add_media_arguments(p)
 
 
+GIF_FRAMES, GIF_SECONDS = 30, 4.0
+
+
 def add_media_arguments(p: argparse.ArgumentParser) -> None:
     group = p.add_argument_group("progress as pictures")
     group.add_argument("--gif", metavar="PATH", help="write an animated GIF of the image forming")
-    group.add_argument("--gif-frames", type=int, default=30, metavar="N", help="frames in the GIF, spread evenly over the run's work (pixels x iterations), "
+    group.add_argument("--gif-frames", type=int, default=GIF_FRAMES, metavar="N", help="frames in the GIF, spread evenly over the run's work (pixels x iterations), "
                        "so the output-size scale gets its share (default: 30)")
-    group.add_argument("--gif-duration", type=float, default=4.0, metavar="SECONDS", help="how long the GIF plays, all frames together (default: 4)")
+    group.add_argument("--gif-duration", type=float, default=GIF_SECONDS, metavar="SECONDS", help="how long the GIF plays, all frames together (default: 4)")
     group.add_argument("--plot", metavar="PATH", help="write a PNG plot of each loss term over the iterations, log scale (needs impasto[viz])")
 
 
@@ -245,6 +250,8 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         raise ImpastoError(f"--gif-frames must be at least 1, not {args.gif_frames}")
     if not (math.isfinite(args.gif_duration) and 0 < args.gif_duration <= MAX_GIF_SECONDS):
         raise ImpastoError(f"--gif-duration must be above 0 and at most {MAX_GIF_SECONDS} seconds, not {args.gif_duration}")
+    if not args.gif and (args.gif_frames != GIF_FRAMES or args.gif_duration != GIF_SECONDS):
+        warn("--gif-frames and --gif-duration shape the GIF that --gif PATH writes: without --gif they change nothing")
     if args.gif:
         check_output_path(args.gif, args.overwrite)
         if Path(args.gif).suffix.lower() != ".gif":

@@ -96,7 +96,7 @@ def write_gif(
     """
     images = list(getattr(frames, "frames", frames))  # type: ignore[arg-type]  # a Result has .frames
     if not images:
-        raise ImpastoError("no frames to write: run with frames=N (CLI: --gif-frames N) to collect some")
+        raise ImpastoError("no frames to write: run with frames=N to collect some (on the command line, --gif PATH does)")
     if not (math.isfinite(duration) and 0 < duration <= MAX_GIF_SECONDS):
         raise ImpastoError(f"the GIF duration must be above 0 and at most {MAX_GIF_SECONDS} seconds, not {duration}")
     path = check_output_path(path, overwrite)

@@ -436,3 +436,16 @@ def test_no_output_may_be_an_input_even_with_overwrite(capsys, tmp_path, content
     code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", "seed=1,2", "-o", content_path, "--overwrite", *fast)
     assert_one_line_error(code, err, "is the photo, an input")
     assert {p: p.read_bytes() for p in (content_path, style_path)} == before
+
+
+def test_options_that_change_nothing_in_the_run_asked_for_are_said(capsys, tmp_path, content_path, style_path, fast):
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "a.png", "--style-loss", "meanstd", "--gram-shift", "-1",
+                       "--gif-frames", "10", *fast)  # fmt: skip
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("impasto: warning:")]
+    assert any("--gram-shift only applies to the Gram loss" in w and "--style-loss meanstd" in w for w in warnings), err
+    assert any("--gif-frames and --gif-duration" in w and "without --gif" in w for w in warnings), err
+    # Given where they apply, nothing is said.
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "b.png", "--gram-shift", "-1", "--gif", tmp_path / "b.gif",
+                       "--gif-frames", "3", *fast)  # fmt: skip
+    assert code == 0 and "impasto: warning:" not in err, err
