@@ -94,11 +94,16 @@ def on_command_line() -> bool:
     return os.environ.get(COMMAND_LINE_ENV) == "1"
 
 
+def number(value: Any) -> str:
+    """A value as a user typed it: -1, not -1.0 (a float's repr is Python's, not theirs)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def option(name: str, value: Any = None, placeholder: bool = False) -> str:
     """A setting as the user would give it: `--style-scale 0.62` on the command line,
     `style_scale=0.62` from Python (a message's advice has to be typeable where it is read).
     A `placeholder` value (PATH) stands for one the user fills in, so it is never quoted."""
-    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    shown = number(value)
     if on_command_line():
         flag = "--" + name.replace("_", "-")
         return flag if value is None or value is True else f"{flag} {shown}"

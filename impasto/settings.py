@@ -11,7 +11,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Collection, Optional, Union
 
-from .errors import ImpastoError, on_command_line, option
+from .errors import ImpastoError, number, on_command_line, option
 
 MODELS = ("vgg16", "vgg19")
 POOLINGS = ("max", "avg")
@@ -342,7 +342,7 @@ class Settings:
         if self.style_chain and len(self.style_layers) < 2 and self.style_layers != (ALL_LAYERS,):
             raise ImpastoError(f"{option('style_chain')} needs at least two style layers (it correlates adjacent ones)")
         if not (math.isfinite(self.style_layer_decay) and self.style_layer_decay > 0):
-            raise ImpastoError(f"{option('style_layer_decay')} must be a positive number, not {self.style_layer_decay}")
+            raise ImpastoError(f"{option('style_layer_decay')} must be a positive number, not {number(self.style_layer_decay)}")
         if self.style_layer_weights is not None and self.style_layers == (ALL_LAYERS,):
             # Checked now, not once the weights have said which model they are (after a download,
             # perhaps): with no model named, a weights file may yet make it either.
@@ -363,37 +363,37 @@ class Settings:
         for name in ("content_weight", "style_weight", "tv_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
-                raise ImpastoError(f"{option(name)} must be a non-negative number, not {value}")
+                raise ImpastoError(f"{option(name)} must be a non-negative number, not {number(value)}")
         if not math.isfinite(self.gram_shift):
-            raise ImpastoError(f"{option('gram_shift')} must be a number, not {self.gram_shift}")
+            raise ImpastoError(f"{option('gram_shift')} must be a number, not {number(self.gram_shift)}")
         if self.content_weight == 0 and self.style_weight == 0:
             raise ImpastoError(f"{option('content_weight')} and {option('style_weight')} cannot both be zero")
         for name in ("iterations", "initial_iterations"):
             if getattr(self, name) < 0:
                 raise ImpastoError(f"{option(name)} must be zero or more, not {getattr(self, name)}")
         if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise ImpastoError(f"{option('seed')} must be between 0 and 2**63-1, not {self.seed}")
+            raise ImpastoError(f"{option('seed')} must be between 0 and 2**63-1, not {number(self.seed)}")
         if self.init not in INIT_NAMES and not os.path.isfile(self.init):
             # Checked here, not only when a run starts: a sweep or a batch checks every cell first.
             raise ImpastoError(f"{option('init')} must be content, noise, style or an image file; {self.init!r}: no such file")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ImpastoError(f"{option('lr')} must be positive, not {self.lr}")
+            raise ImpastoError(f"{option('lr')} must be positive, not {number(self.lr)}")
         if self.size < 16:
-            raise ImpastoError(f"{option('size')} must be at least 16 pixels, not {self.size}")
+            raise ImpastoError(f"{option('size')} must be at least 16 pixels, not {number(self.size)}")
         if not (math.isfinite(self.style_scale) and self.style_scale > 0):
-            raise ImpastoError(f"{option('style_scale')} must be positive, not {self.style_scale}")
+            raise ImpastoError(f"{option('style_scale')} must be positive, not {number(self.style_scale)}")
         if self.min_size < 16:
-            raise ImpastoError(f"{option('min_size')} must be at least 16 pixels, not {self.min_size}")
+            raise ImpastoError(f"{option('min_size')} must be at least 16 pixels, not {number(self.min_size)}")
         if not (0 <= self.upsample_detail <= 1):
-            raise ImpastoError(f"{option('upsample_detail')} must be between 0 and 1, not {self.upsample_detail}")
+            raise ImpastoError(f"{option('upsample_detail')} must be between 0 and 1, not {number(self.upsample_detail)}")
         if not (math.isfinite(self.coarse_content) and self.coarse_content > 0):
-            raise ImpastoError(f"{option('coarse_content')} must be above 0, not {self.coarse_content}")
+            raise ImpastoError(f"{option('coarse_content')} must be above 0, not {number(self.coarse_content)}")
         if not (0 <= self.flat_content <= 1):
-            raise ImpastoError(f"{option('flat_content')} must be between 0 and 1, not {self.flat_content}")
+            raise ImpastoError(f"{option('flat_content')} must be between 0 and 1, not {number(self.flat_content)}")
         if self.tile != 0 and self.tile < MIN_TILE:
-            raise ImpastoError(f"{option('tile')} must be 0 (automatic) or at least {MIN_TILE} pixels, not {self.tile}")
+            raise ImpastoError(f"{option('tile')} must be 0 (automatic) or at least {MIN_TILE} pixels, not {number(self.tile)}")
         if not (math.isfinite(self.scale_factor) and self.scale_factor > 1):
-            raise ImpastoError(f"{option('scale_factor')} must be above 1, not {self.scale_factor}")
+            raise ImpastoError(f"{option('scale_factor')} must be above 1, not {number(self.scale_factor)}")
         # A factor just above 1 is a typo more often than a wish: 1.01 from 128 to 512 px would
         # be 141 scales, each with its own iterations: hours of work.
         if (scales := self.scale_count()) > MAX_SCALES:

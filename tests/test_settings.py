@@ -65,3 +65,10 @@ def test_the_right_count_of_weights_for_all_style_layers_is_accepted(model):
     Settings(model=model, style_layers=("all",), style_layer_weights=(1.0,) * count).validate()
     if model is None:  # a vgg16 weights file may decide the model
         Settings(style_layers=("all",), style_layer_weights=(1.0,) * len(conv_layer_names("vgg16"))).validate()
+
+
+def test_numbers_in_messages_are_written_as_a_user_types_them():
+    with pytest.raises(ImpastoError, match=r"^style_scale must be positive, not 0$"):
+        Settings(style_scale=0.0).validate()
+    with pytest.raises(ImpastoError, match=r"^style_weight must be a non-negative number, not -1$"):
+        Settings(style_weight=-1.0).validate()
