@@ -327,7 +327,8 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
     state = f" ({result.stopped_reason}; best image so far kept)" if result.interrupted else ""
     print(f"wrote {output} in {result.seconds:.1f} s{state}; final losses: {losses}", file=sys.stderr)
     if args.json:
-        text = json.dumps(result.summary() | {"output": str(output)}, indent=2)
+        # The preset too: the settings are all there, but "which preset was this" is what a person asks.
+        text = json.dumps(result.summary() | {"output": str(output), "preset": getattr(args, "preset", None)}, indent=2)
         if args.json == "-":
             print(text)
         else:

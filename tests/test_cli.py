@@ -449,3 +449,10 @@ def test_options_that_change_nothing_in_the_run_asked_for_are_said(capsys, tmp_p
     code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "b.png", "--gram-shift", "-1", "--gif", tmp_path / "b.gif",
                        "--gif-frames", "3", *fast)  # fmt: skip
     assert code == 0 and "impasto: warning:" not in err, err
+
+
+def test_the_json_summary_names_the_preset(capsys, tmp_path, content_path, style_path, fast):
+    for preset, name in ((["--preset", "fast"], "fast"), ([], None)):
+        code, out, err = cli(capsys, content_path, style_path, "-o", tmp_path / f"{name}.png", *preset, *fast, "--json", "-")
+        assert code == 0, err
+        assert json.loads(out)["preset"] == name
