@@ -305,3 +305,18 @@ def inside(workdir: Path, weights: str) -> int:
 
 if __name__ == "__main__":
     sys.exit(inside(Path(sys.argv[1]), sys.argv[2]))
+
+
+def test_a_cluster_that_refuses_leaves_no_output_folder_behind(tmp_path, monkeypatch):
+    """Joined before planning: a wrong token is found before the folder and its index are made."""
+    import impasto
+    from impasto.batch import cluster
+
+    error = ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6391")
+    error.__cause__ = RuntimeError("ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: Authentication token is missing")
+    monkeypatch.setattr(cluster, "require_ray", lambda: FakeRay({}, init_error=error))
+    monkeypatch.setattr(cluster, "check_reachable", lambda address: None)
+    rows = [{"content": str(tmp_path / "a.png"), "style": str(tmp_path / "b.png")}]
+    with pytest.raises(impasto.ImpastoError, match="cannot reach a Ray cluster at 127.0.0.1:6391"):
+        impasto.batch(rows, tmp_path / "out", ray="127.0.0.1:6391")
+    assert not (tmp_path / "out").exists()

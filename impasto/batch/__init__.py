@@ -296,18 +296,30 @@ def batch(
         raise ImpastoError(f"{option('workers')} must be at least 1, not {workers}")
     if not (math.isfinite(ray_cpus) and ray_cpus > 0):
         raise ImpastoError(f"{option('ray_cpus')} must be a positive number, not {ray_cpus}")
-    if ray:
-        from .cluster import check_reachable, require_ray
-
-        require_ray()
-        if isinstance(ray, str):
-            check_reachable(ray)
-    planned = plan_batch(
-        source, output, settings, contents=contents, styles=styles, per_content=per_content, seed=seed,
-        image_format=image_format, retry_failed=retry_failed, overwrite=overwrite, fixed=fixed, recursive=recursive,
-    )  # fmt: skip
     address = None if ray is True else (ray or None)
-    return BatchRun(planned, _execute(planned, workers, bool(ray), address, ray_cpus, ray_gpus, retries, stylizer, on_progress))
+    joined = False
+    if ray:
+        from .cluster import connect
+
+        # Before anything is written: a cluster that refuses (a wrong token) leaves no folder or index behind.
+        joined = connect(address)
+    try:
+        planned = plan_batch(
+            source, output, settings, contents=contents, styles=styles, per_content=per_content, seed=seed,
+            image_format=image_format, retry_failed=retry_failed, overwrite=overwrite, fixed=fixed, recursive=recursive,
+        )  # fmt: skip
+    except BaseException:
+        if joined:
+            _leave_ray()
+        raise
+    run = _execute(planned, workers, bool(ray), address, ray_cpus, ray_gpus, retries, stylizer, on_progress, joined)
+    return BatchRun(planned, run)
+
+
+def _leave_ray() -> None:
+    from .cluster import require_ray
+
+    require_ray().shutdown()
 
 
 class BatchRun(Iterator[JobResult]):
@@ -350,7 +362,9 @@ def _execute(
     retries: int,
     stylizer: Any,
     on_progress: Optional[ProgressHook],
+    leave_ray: bool = False,
 ) -> Iterator[JobResult]:
+    """`leave_ray`: the batch joined the cluster itself, so it disconnects at the end."""
     folder, index = planned.folder, planned.index
     try:
         for job in planned.finished:
@@ -404,6 +418,8 @@ def _execute(
         finally:
             if planned.lock is not None:
                 planned.lock.release()
+            if leave_ray:
+                _leave_ray()
 
 
 def _by_output_name(on_progress: ProgressHook, runnable: list[Job]) -> RunnerHook:
