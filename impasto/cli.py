@@ -263,8 +263,9 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         if Path(args.plot).suffix.lower() != ".png":
             raise ImpastoError(f"--plot {args.plot}: the file name must end in .png (the plot is a PNG)")
         require_matplotlib()
-    check_distinct_outputs({"-o": output, "--json": args.json, "--gif": args.gif, "--plot": args.plot})
-    check_not_inputs({"-o": output, "--json": args.json, "--gif": args.gif, "--plot": args.plot}, input_files(content, styles, settings, args))
+    outputs = {"-o": output, "--json": args.json, "--gif": args.gif, "--plot": args.plot}
+    check_distinct_outputs(outputs)
+    check_not_inputs(outputs, input_files(content, styles, settings, args))
     masks = masks_from_args(args, len(styles))
     frames_dir = output.with_name(output.stem + "_frames")
     if args.save_every:

@@ -310,16 +310,13 @@ def batch(
         )  # fmt: skip
     except BaseException:
         if joined:
-            _leave_ray()
+            from .cluster import disconnect
+
+            disconnect()
         raise
     run = _execute(planned, workers, bool(ray), address, ray_cpus, ray_gpus, retries, stylizer, on_progress, joined)
     return BatchRun(planned, run)
 
-
-def _leave_ray() -> None:
-    from .cluster import require_ray
-
-    require_ray().shutdown()
 
 
 class BatchRun(Iterator[JobResult]):
@@ -419,7 +416,9 @@ def _execute(
             if planned.lock is not None:
                 planned.lock.release()
             if leave_ray:
-                _leave_ray()
+                from .cluster import disconnect
+
+                disconnect()
 
 
 def _by_output_name(on_progress: ProgressHook, runnable: list[Job]) -> RunnerHook:

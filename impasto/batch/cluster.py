@@ -87,6 +87,11 @@ def connect(address: Optional[str]) -> bool:
     return True
 
 
+def disconnect() -> None:
+    """Leave the cluster that connect() joined."""
+    require_ray().shutdown()
+
+
 def connect_failure(exc: BaseException) -> str:
     """One line on why ray.init failed. Ray says only "Failed to connect to Ray cluster at ..."; the
     cause is deeper in the chain, as the last line of a traceback held in a message."""
@@ -238,4 +243,4 @@ def run_ray(
             except Exception:  # already gone
                 pass
         if connected:
-            ray.shutdown()
+            disconnect()
