@@ -181,11 +181,14 @@ def stylize_video(
                     return job.result(index, errors, content_errors, resumed, cuts, started, stopped=job.stopped_reason)
                 stylised = painted
                 frames.save(index, stylised)
-            done = index + 1  # on disk: counted as done even if Ctrl-C comes before the next frame
             if motion is not None:
                 assert previous_output is not None and previous_content is not None  # motion is between two frames
-                errors.append(warping_error(previous_output, stylised, motion))
-                content_errors.append(warping_error(previous_content, content, motion))
+                # Measured before the frame is counted, then recorded with it, so a Ctrl-C cannot fall
+                # between the count and its pair's errors and leave the report a pair short.
+                pair = warping_error(previous_output, stylised, motion), warping_error(previous_content, content, motion)
+                errors.append(pair[0])
+                content_errors.append(pair[1])
+            done = index + 1  # on disk: counted as done even if Ctrl-C comes before the next frame
             if callback is not None and callback(VideoProgress(index, count, None, stored is not None, time.perf_counter() - started)) is False:
                 return job.result(index + 1, errors, content_errors, resumed, cuts, started, stopped=STOP_CALLBACK)
             previous_content, previous_output = content, stylised
