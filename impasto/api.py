@@ -106,6 +106,14 @@ def normalize_styles(style: Union[StyleSpec, Sequence[StyleSpec]]) -> list[tuple
     return out
 
 
+def _device_key(device: torch.device) -> str:
+    """cpu and cpu:0 (or cuda and cuda:N, N the current one) are one device, with one copy of the network."""
+    device = torch.device(device)
+    if device.index is None and device.type == "cuda" and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    return f"{device.type}:{device.index or 0}"
+
+
 class Stylizer:
     """Holds loaded weights and feature extractors so many runs share them.
 
@@ -116,7 +124,7 @@ class Stylizer:
 
     def __init__(self, download: bool = True) -> None:
         self.download = download
-        self._weights: dict[tuple[Optional[str], Optional[str]], W.Weights] = {}
+        self._weights: dict[str, W.Weights] = {}
         self._extractors: dict[tuple, FeatureExtractor] = {}
         # Two threads asking for the same network at once must get one copy of its weights, not two.
         self._lock = threading.RLock()
@@ -124,14 +132,16 @@ class Stylizer:
         self.style_cache = StatsCache()
 
     def weights(self, settings: Settings) -> W.Weights:
-        # By the file the weights come from, as load_for finds it, not as spelt: ./w/x.safetensors
-        # and w/x.safetensors (or $IMPASTO_WEIGHTS naming it) are one copy in memory, not two.
-        path = settings.weights or os.environ.get("IMPASTO_WEIGHTS") or None
-        key = (settings.model, os.path.realpath(path) if path else None)
+        # By the file the weights come from, not as spelt: ./w/x.safetensors, w/x.safetensors, the
+        # folder w or $IMPASTO_WEIGHTS naming it, with or without model='vgg19', are one copy in memory.
         with self._lock:
+            path, model = W.locate(settings.model, settings.weights, self.download)
+            key = os.path.realpath(path)
             if key not in self._weights:
-                self._weights[key] = W.load_for(settings.model, settings.weights, self.download)
-            return self._weights[key]
+                self._weights[key] = W.load(path)
+            weights = self._weights[key]
+        W.require_model(path, weights.model, model)
+        return weights
 
     def extractor(self, settings: Settings, device: torch.device) -> FeatureExtractor:
         with self._lock:
@@ -141,10 +151,12 @@ class Stylizer:
         weights = self.weights(settings)
         # One copy of the weights per device: every choice of layers and pooling shares the conv
         # layers of a whole network (a sweep over layers would otherwise hold one copy per cell).
-        whole_key = (weights.model, str(weights.path), str(device))
+        whole_key = (weights.model, str(weights.path), _device_key(device))
         if whole_key not in self._extractors:
             whole = FeatureExtractor(weights.model, weights.state_dict, conv_layer_names(weights.model)[-1:], "max", weights.convention)
-            self._extractors[whole_key] = whole.to(device)
+            # In the device's layout now, under the lock: the extractors that share its convs inherit
+            # it, so no run reorders weights that another thread's run is using (that crashed).
+            self._extractors[whole_key] = whole.to(device).in_fastest_format(device)
         layers = tuple(dict.fromkeys(settings.content_layers + settings.style_layers))
         key = (*whole_key, settings.pooling, layers)
         if key not in self._extractors:
@@ -204,8 +216,8 @@ class Stylizer:
         style_specs = normalize_styles(style)
         styles = [self._style_input(image, weight, settings, device) for image, weight in style_specs]
         keep_t = attach_masks(styles, masks, keep_mask, content_img.size, device)
-        if frames < 0:
-            raise ImpastoError(f"frames must be zero or more, not {frames}")
+        if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 0:
+            raise ImpastoError(f"frames must be a whole number, zero or more, not {frames!r}")
         init_t = initial_image(init_image, settings, device)
         target_content, init_t = colour_targets(settings, content_t, styles, init_t)
 
@@ -257,10 +269,13 @@ class Stylizer:
 
         def package() -> Result:
             assert outcome.image is not None  # there is history, so there is a best picture
-            final = finish(outcome.image)
+            # Enlarged first (a run stopped at a coarse scale), then finished: the kept region and the
+            # photo's colours are the photo's at full size, not a blurred copy of them.
+            painted = outcome.image
             size = (content_t.shape[-2], content_t.shape[-1])
-            if tuple(final.shape[-2:]) != size:
-                final = resize_tensor(final, size)
+            if tuple(painted.shape[-2:]) != size:
+                painted = resize_tensor(painted, size)
+            final = finish(painted)
             image = with_alpha(tensor_to_pil(final), alpha)  # a cut-out stays a cut-out
             kept_frames = recorder.frames if recorder is not None else []
             if kept_frames and not interrupted:
@@ -385,6 +400,8 @@ def attach_masks(
                 s.mask = load_mask(mask, size, device)
                 if float(s.mask.max()) <= 0:
                     warn(f"the mask of style {number} is black everywhere, so that painting is used nowhere")
+                elif s.weight == 0:
+                    warn(f"style {number} has weight 0, so its mask's region is matched to no painting")
     keep_t: Optional[torch.Tensor] = None
     if keep_mask is not None:
         # Style is matched only outside the kept region (its statistics are taken over

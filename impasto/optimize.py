@@ -533,7 +533,8 @@ def _group_by_mask(styles: Sequence[StyleInput]) -> list[tuple[Optional[torch.Te
                     break
             else:
                 groups.append((s.mask, [i]))
-    return groups
+    # A region whose styles all weigh 0 has no painting to match: it keeps the photo, not a 0/0 blend.
+    return [(mask, members) for mask, members in groups if sum(styles[i].weight for i in members) > 0]
 
 
 def chain_pairs(settings: Settings) -> list[tuple[str, str]]:

@@ -286,7 +286,11 @@ class Settings:
     def layer_weights(self) -> tuple[float, ...]:
         raw = self.style_layer_weights or tuple(1.0 for _ in self.style_layers)
         # The decay multiplies explicit weights too, so a preset's decay composes with them.
-        raw = tuple(w * self.style_layer_decay ** -i for i, w in enumerate(raw))
+        # decay^-i taken relative to the largest that counts, so an extreme decay puts the weight on
+        # one end of the layers instead of overflowing (1e-21 ** -15 is not a float).
+        logs = [-i * math.log(self.style_layer_decay) for i in range(len(raw))]
+        top = max((lg for lg, w in zip(logs, raw) if w > 0), default=0.0)
+        raw = tuple(w * math.exp(lg - top) for lg, w in zip(logs, raw))
         total = sum(raw)
         return tuple(w / total for w in raw)
 

@@ -153,13 +153,18 @@ class FeatureExtractor(nn.Module):
     def depth(self) -> int:
         return len(self.features)
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        fmt = _fastest_format(image.device)
+    def in_fastest_format(self, device: torch.device) -> "FeatureExtractor":
+        """Weights and input both in one layout, or every call pays a reorder. Done on first use
+        if not before; an extractor shared between threads is put in it before they use it."""
+        fmt = _fastest_format(device)
         if fmt != self._format:
-            # Weights and input both in one layout, or every call pays a reorder.
             self.features.to(memory_format=fmt)  # type: ignore[call-overload]  # torch's stub lacks it
             self._format = fmt
-        x = self.normalize(image).contiguous(memory_format=fmt)
+        return self
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.in_fastest_format(image.device)
+        x = self.normalize(image).contiguous(memory_format=self._format)
         out: dict[str, torch.Tensor] = {}
         for i, module in enumerate(self.features):
             x = module(x)

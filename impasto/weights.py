@@ -71,7 +71,9 @@ def expected_prefix(path: Path) -> Optional[str]:
     stem = path.name.split(".")[0]
     if "-" in stem:
         tail = stem.rsplit("-", 1)[1]
-        if len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail):
+        # A tail of digits alone is read as a date or a version (vgg19-20240115), not a hash: the
+        # official files' hashes have letters, and a user's file must not be called corrupt for its name.
+        if len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail) and not tail.isdigit():
             return tail
     return None
 
@@ -82,10 +84,14 @@ def verify_hash(path: Path, expected: Optional[str] = None) -> None:
         return
     digest = sha256_of(path)
     if not digest.startswith(expected):
-        raise ImpastoError(
-            f"{path}: sha256 {digest[:12]}… does not match the expected {expected}…; the file is corrupt or not the "
-            "official one, delete it and download again"
+        official = path.name in {official_name(m) for m in OFFICIAL_URLS}
+        advice = (
+            "delete it and download again" if official else
+            f"download it again, or rename the file if '-{expected}' in its name is not the start of its sha256 "
+            "(torchvision's naming convention)"
         )
+        raise ImpastoError(f"{path}: sha256 {digest[:12]}… does not match the expected {expected}…; the file is corrupt or not "
+                           f"the official one: {advice}")
 
 
 def resolve(model: str, explicit: Optional[str] = None, download: bool = True) -> Path:
@@ -230,10 +236,14 @@ def load(path: Path, model: Optional[str] = None) -> Weights:
     arch = declared or found
     if arch is None:
         raise ImpastoError(f"{path}: not VGG16/VGG19 features (no 'features.N.weight' keys of a VGG)")
-    if model is not None and model != arch:
-        raise ImpastoError(f"{path}: holds {arch} weights but {option('model', model)} was asked for")
+    require_model(path, arch, model)
     _check_shapes(path, arch, tensors)
     return Weights(model=arch, convention=parse_convention(meta.get("input", "")), state_dict=tensors, path=path)
+
+
+def require_model(path: Path, found: str, model: Optional[str]) -> None:
+    if model is not None and model != found:
+        raise ImpastoError(f"{path}: holds {found} weights but {option('model', model)} was asked for")
 
 
 def _check_shapes(path: Path, model: str, tensors: dict[str, torch.Tensor]) -> None:
@@ -254,9 +264,15 @@ def _check_shapes(path: Path, model: str, tensors: dict[str, torch.Tensor]) -> N
             in_ch = out_ch
 
 
-def load_for(model: Optional[str], explicit: Optional[str] = None, download: bool = True) -> Weights:
-    """Resolve and load. A weights *file* decides the model when none is forced."""
+def locate(model: Optional[str], explicit: Optional[str] = None, download: bool = True) -> tuple[Path, Optional[str]]:
+    """The file load_for reads, and the model it must hold (None: whichever it holds). A weights
+    *file* decides the model when none is forced; a folder or the cache is searched for vgg19's."""
     explicit = explicit or os.environ.get("IMPASTO_WEIGHTS") or None
-    if explicit and Path(explicit).is_file():
-        return load(Path(explicit), model)
-    return load(resolve(model or "vgg19", explicit, download), model or "vgg19")
+    if explicit and Path(explicit).expanduser().is_file():  # resolve() expands ~ too: one reading of the path
+        return Path(explicit).expanduser(), model
+    return resolve(model or "vgg19", explicit, download), model or "vgg19"
+
+
+def load_for(model: Optional[str], explicit: Optional[str] = None, download: bool = True) -> Weights:
+    """Resolve and load."""
+    return load(*locate(model, explicit, download))

@@ -573,12 +573,62 @@ def test_a_lone_mask_serves_a_lone_style_and_a_wrong_count_is_named():
 
 def test_weights_are_loaded_once_however_their_path_is_spelt(tmp_path, monkeypatch):
     loads = []
-    monkeypatch.setattr(impasto.api.W, "load_for", lambda model, path, download: loads.append(path) or object())
+    monkeypatch.setattr(impasto.api.W, "load", lambda path: loads.append(path) or impasto.api.W.Weights("vgg19", "caffe", {}, path))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "w").mkdir()
+    for name in ("vgg19-caffe-features.safetensors", "y.safetensors"):
+        (tmp_path / "w" / name).touch()
+    x = "w/vgg19-caffe-features.safetensors"
     stylizer = Stylizer(download=False)
-    same = [stylizer.weights(Settings(weights=spelt)) for spelt in ("./w/x.safetensors", "w/x.safetensors", str(tmp_path / "w" / "x.safetensors"), "w/../w/x.safetensors")]
-    monkeypatch.setenv("IMPASTO_WEIGHTS", "w/x.safetensors")
+    spellings = (f"./{x}", x, str(tmp_path / x), f"w/../{x}", "w", "./w/")  # the folder too: the file found in it
+    same = [stylizer.weights(Settings(weights=spelt)) for spelt in spellings]
+    same.append(stylizer.weights(Settings(weights=x, model="vgg19")))  # the model it holds, named or not
+    monkeypatch.setenv("IMPASTO_WEIGHTS", x)
     same.append(stylizer.weights(Settings()))  # the same file, named by the environment
     assert len(loads) == 1 and all(w is same[0] for w in same)
     assert stylizer.weights(Settings(weights="w/y.safetensors")) is not same[0] and len(loads) == 2
+    with pytest.raises(ImpastoError, match=r"holds vgg19 weights but model='vgg16' was asked for"):
+        stylizer.weights(Settings(weights=x, model="vgg16"))  # a cached copy is still checked against the model asked for
+
+
+def test_cpu_and_cpu0_are_one_device_with_one_network(stylizer, make_settings):
+    assert stylizer.extractor(make_settings(), torch.device("cpu")) is stylizer.extractor(make_settings(), torch.device("cpu:0"))
+
+
+def test_a_shared_network_is_in_the_devices_layout_before_any_run_uses_it(make_settings):
+    # Put in channels-last by the first run that used it, it was reordered under another thread's
+    # running convolutions: two web jobs starting at once crashed the server or gave NaN.
+    stylizer = Stylizer(download=False)
+    for layers in (("conv1_1", "conv2_1"), ("conv3_1",)):
+        extractor = stylizer.extractor(make_settings(style_layers=layers), torch.device("cpu"))
+        convs = [m.weight for m in extractor.features if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+
+
+THREADS_SCRIPT = """
+import sys, threading, numpy as np
+from impasto import Stylizer, Settings
+stylizer, out = Stylizer(download=False), {}
+def run(i):
+    settings = Settings(weights=sys.argv[1], device="cpu", size=48, multiscale=False, iterations=3, precision="fp32",
+                        style_layers=("conv1_1", "conv2_1", "conv3_1")[: i + 2])
+    photo = np.random.default_rng(i).random((40, 48, 3))
+    out[i] = stylizer.run(photo, photo[::-1].copy(), settings).losses["total"]
+threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(sorted(out.items()))
+sys.exit(0 if len(out) == 2 and all(np.isfinite(v) for v in out.values()) else 5)
+"""
+
+
+def test_two_threads_may_share_a_fresh_stylizer(synthetic_weights):
+    # In a child process: a crash is this test's failure, not the end of the test run.
+    done = run_python(["-c", THREADS_SCRIPT, str(synthetic_weights)], timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("frames", ["3", 2.5, True, -1])
+def test_frames_must_be_a_whole_number(stylizer, make_settings, content_array, style_array, frames):
+    with pytest.raises(ImpastoError, match=r"^frames must be a whole number, zero or more, not "):
+        stylizer.run(content_array, style_array, make_settings(), frames=frames)

@@ -206,6 +206,35 @@ def test_keep_mask_keeps_the_content_exactly_there(stylizer, make_settings, cont
         assert np.abs(np.asarray(frame, dtype=np.float64)[:, w // 2 + 1 :] / 255 - content_array[:, w // 2 + 1 :]).max() <= 1 / 255 + 1e-9
 
 
+def test_a_run_stopped_at_a_coarse_scale_still_keeps_the_photo_exactly(stylizer, make_settings, tmp_path):
+    photo = textured_image(80, 96, low=REDDISH[0], high=REDDISH[1])
+    keep = np.zeros((80, 96), dtype=np.uint8)
+    keep[:, 48:] = 255
+    settings = make_settings(size=96, min_size=24, multiscale=True, iterations=3, initial_iterations=3, preserve_color="luminance")
+    calls = []
+    # Stopped by its callback at the coarsest scale, as Ctrl-C, a NaN or running out of memory can stop it.
+    result = stylizer.run(photo, textured_image(64, 64), settings, keep_mask=write_png(tmp_path / "keep.png", keep),
+                          callback=lambda p: calls.append(p.scale) or False)
+    assert result.interrupted and calls == [0] and result.image.size == (96, 80)
+    out = np.asarray(result.image, dtype=np.float64) / 255.0
+    assert np.abs(out[:, 49:] - photo[:, 49:]).max() <= 1 / 255 + 1e-9  # the photo's pixels, not an enlarged copy
+    # The photo's colours at full size: in luminance mode only the brightness is the painting's.
+    chroma = lambda rgb: impasto.color.rgb_to_yiq(torch.from_numpy(rgb).permute(2, 0, 1)[None].float())[0, 1:]  # noqa: E731
+    assert (chroma(out) - chroma(photo)).abs().mean() < 0.01
+
+
+def test_a_style_of_weight_zero_with_its_own_mask_leaves_its_region_to_the_photo(stylizer, make_settings, content_array, style_array):
+    h, w = content_array.shape[:2]
+    left = np.zeros((h, w), dtype=np.uint8)
+    left[:, : w // 2] = 255
+    with pytest.warns(impasto.ImpastoWarning, match="style 2 has weight 0, so its mask's region is matched to no painting"):
+        result = stylizer.run(content_array, [(style_array, 1.0), (style_array[::-1].copy(), 0.0)],
+                              make_settings(style_weight=300.0, iterations=8), masks=[left, 255 - left])
+    out = np.asarray(result.image, dtype=np.float64) / 255.0
+    change = np.abs(out - content_array).mean(axis=(0, 2))
+    assert np.isfinite(result.losses["total"]) and change[: w // 2 - 2].mean() > 2 * change[w // 2 + 2 :].mean()
+
+
 def test_mask_options_on_the_command_line(capsys, tmp_path, content_path, style_path, fast):
     mask = write_png(tmp_path / "mask.png", np.full((9, 30), 255, dtype=np.uint8))  # wrong size and aspect: stretched
     out = tmp_path / "out.png"

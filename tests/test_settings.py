@@ -72,3 +72,15 @@ def test_numbers_in_messages_are_written_as_a_user_types_them():
         Settings(style_scale=0.0).validate()
     with pytest.raises(ImpastoError, match=r"^style_weight must be a non-negative number, not -1$"):
         Settings(style_weight=-1.0).validate()
+
+
+def test_an_extreme_layer_decay_weights_one_end_of_the_layers_instead_of_failing():
+    layers = tuple(conv_layer_names("vgg19"))
+    deep = Settings(style_layers=layers, style_layer_decay=1e-21).validate().layer_weights()
+    shallow = Settings(style_layers=layers, style_layer_decay=1e21).validate().layer_weights()
+    assert deep[-1] == pytest.approx(1.0) and shallow[0] == pytest.approx(1.0)
+    # The usual decays are unchanged: decay^-i, normalised to sum 1.
+    mild = Settings(style_layers=layers[:3], style_layer_decay=2.0).layer_weights()
+    assert mild == pytest.approx((4 / 7, 2 / 7, 1 / 7))
+    # A zero explicit weight on the layer the decay favours leaves the others to share it.
+    assert Settings(style_layers=layers[:3], style_layer_weights=(1, 1, 0), style_layer_decay=1e-300).layer_weights() == pytest.approx((0, 1, 0))

@@ -308,6 +308,21 @@ def test_hash_in_the_name_is_checked(tmp_path, vgg19_state):
     assert str(mislabelled) in str(info.value)
 
 
+def test_a_name_ending_in_a_date_is_not_read_as_a_hash(tmp_path, vgg19_state):
+    dated = save(tmp_path / "vgg19-caffe-20240115.safetensors", vgg19_state)
+    assert W.load(dated).model == "vgg19"
+    # A user's own file that does end in a wrong hash is told it may be its name, not told to delete it.
+    named = save(tmp_path / "vgg19-mine-deadbeef.pth", vgg19_state)
+    with pytest.raises(ImpastoError, match="rename the file if '-deadbeef' in its name is not the start of its sha256"):
+        W.load(named)
+
+
+def test_a_weights_file_named_from_home_decides_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    save(tmp_path / "mine.pth", random_vgg_features("vgg16", seed=3))
+    assert W.load_for(None, "~/mine.pth").model == "vgg16"
+
+
 @pytest.mark.parametrize(
     "suffix, damage",
     [
