@@ -106,6 +106,14 @@ def normalize_styles(style: Union[StyleSpec, Sequence[StyleSpec]]) -> list[tuple
     return out
 
 
+def _output_tile(source: Image.Image, settings: Settings, device: torch.device) -> int:
+    """The tile the output's size needs on `device` (0: none), or the error that it is too
+    small or would need more memory than there is."""
+    out_w, out_h = fit_long_side(source.width, source.height, settings.size)
+    check_short_side((out_w, out_h), "the output", "photo", settings)
+    return choose_tile(out_w, out_h, settings, device)
+
+
 def _device_key(device: torch.device) -> str:
     """cpu and cpu:0 (or cuda and cuda:N, N the current one) are one device, with one copy of the network."""
     device = torch.device(device)
@@ -142,6 +150,18 @@ class Stylizer:
             weights = self._weights[key]
         W.require_model(path, weights.model, model)
         return weights
+
+    def _for_weights(self, settings: Settings) -> Settings:
+        """Now that the weights say which model they are, "all" style layers can be spelled out."""
+        return settings.for_model(self.weights(settings).model).validate()
+
+    def check(self, content: ImageLike, settings: Optional[SettingsLike] = None, **overrides: Any) -> Settings:
+        """What `run` checks before its work, without the work: the settings, the device, the
+        output's size and memory, the weights and their model. Returns the settings as they
+        would run (a sweep checks every cell so, before its first)."""
+        settings = as_settings(settings, overrides).validate()
+        _output_tile(load_image(content), settings, resolve_device(settings.device))
+        return self._for_weights(settings)
 
     def extractor(self, settings: Settings, device: torch.device) -> FeatureExtractor:
         with self._lock:
@@ -208,9 +228,7 @@ class Stylizer:
         source, alpha = load_image_and_alpha(content)
         if alpha is not None and alpha.getextrema()[1] == 0:
             warn("the photo is transparent everywhere, so the picture will be too; it is painted as it looks on white")
-        out_w, out_h = fit_long_side(source.width, source.height, settings.size)
-        check_short_side((out_w, out_h), "the output", "photo", settings)
-        tile = choose_tile(out_w, out_h, settings, device)
+        tile = _output_tile(source, settings, device)
         content_img = resize_long_side(source, settings.size)
         content_t = pil_to_tensor(content_img, device)
         style_specs = normalize_styles(style)
@@ -232,8 +250,7 @@ class Stylizer:
                 image = keep * resize_tensor(content_t, hw) + (1 - keep) * image
             return image
 
-        # Now that the weights say which model they are, "all" style layers can be spelled out.
-        settings = settings.for_model(self.weights(settings).model).validate()
+        settings = self._for_weights(settings)
         extractor = self.extractor(settings, device)
         recorder = FrameRecorder(frames, content_img.size) if frames else None
         outcome = Outcome()
@@ -260,7 +277,7 @@ class Stylizer:
             if not is_out_of_memory(exc):
                 raise
             release_cached_memory(device)
-            advice = out_of_memory_advice(out_w, out_h, device, tile)
+            advice = out_of_memory_advice(*content_img.size, device, tile)
             if not outcome.history:
                 raise ImpastoError(advice) from None
             interrupted, reason = True, advice  # the best picture so far is still worth having

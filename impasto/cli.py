@@ -257,11 +257,9 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         if Path(args.gif).suffix.lower() != ".gif":
             raise ImpastoError(f"--gif {args.gif}: the file name must end in .gif")
     if args.plot:
-        from .media import require_matplotlib
+        from .media import check_plot_path, require_matplotlib
 
-        check_output_path(args.plot, args.overwrite)
-        if Path(args.plot).suffix.lower() != ".png":
-            raise ImpastoError(f"--plot {args.plot}: the file name must end in .png (the plot is a PNG)")
+        check_plot_path(args.plot, args.overwrite, "--plot")
         require_matplotlib()
     outputs = {"-o": output, "--json": args.json, "--gif": args.gif, "--plot": args.plot}
     check_distinct_outputs(outputs)
@@ -329,7 +327,14 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
     print(f"wrote {output} in {result.seconds:.1f} s{state}; final losses: {losses}", file=sys.stderr)
     if args.json:
         # The preset too: the settings are all there, but "which preset was this" is what a person asks.
-        text = json.dumps(result.summary() | {"output": str(output), "preset": getattr(args, "preset", None)}, indent=2)
+        # And the pictures that went in, so the summary is enough to make the picture again.
+        inputs = {
+            "content": str(content),
+            "styles": [{"path": str(style), "weight": weight} for style, weight in styles],
+            "masks": list(getattr(args, "mask", None) or []) or None,
+            "keep_mask": getattr(args, "keep_mask", None),
+        }
+        text = json.dumps(result.summary() | inputs | {"output": str(output), "preset": getattr(args, "preset", None)}, indent=2)
         if args.json == "-":
             print(text)
         else:
@@ -380,7 +385,7 @@ def cmd_sweep(argv: Sequence[str]) -> int:
 
     from .api import Stylizer
     from .images import check_not_inputs
-    from .sweep import check_sweep_outputs, format_value, normalize_grid, parse_grid, save_sweep, sweep
+    from .sweep import cell_label, check_sweep_outputs, normalize_grid, parse_grid, save_sweep, sweep
 
     p = Parser(
         prog="impasto sweep",
@@ -412,21 +417,20 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     cells = check_sweep_outputs(args.output, axes, args.overwrite)
     check_not_inputs({"-o": args.output, **{f"cell {cell.name}": cell for cell in cells}}, input_files(args.content, styles, settings, args))
 
-    bar: Optional[tqdm] = None
+    # From the start, so the first cell's time counts and shows; miniters=1, since a cell is
+    # slow enough that each one finished should show at once.
+    bar = tqdm(total=len(cells), unit="run", disable=args.quiet, dynamic_ncols=True, miniters=1)
 
     def on_cell(index: int, count: int, values: dict[str, Any], result: Any) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=count, unit="run", disable=args.quiet, dynamic_ncols=True)
-        bar.set_postfix_str(" ".join(f"{k}={format_value(v)}" for k, v in values.items()) + f" {result.seconds:.1f}s")
+        bar.set_postfix_str(f"{cell_label(values)} {result.seconds:.1f}s", refresh=False)
         bar.update(1)
 
     try:
         result, cut_short = sweep(args.content, styles, axes, settings, Stylizer(), masks, args.keep_mask, on_cell=on_cell), False
     except Interrupted as stop:  # Ctrl-C after a cell or more: the sheet of those is written
         result, cut_short = stop.result, True
-    if bar is not None:
-        bar.close()
+    finally:
+        bar.close()  # before any message, which then has a line of its own
     cells = save_sweep(result, args.output, overwrite=args.overwrite)
     count = sum(len(row) for row in result.results)
     state = f" (interrupted: {len(cells)} of {count} cells ran; the others are blank)" if cut_short else ""
@@ -439,7 +443,10 @@ def cmd_sweep(argv: Sequence[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    with one_line_warnings(lambda line: print(line, file=sys.stderr)), command_line():
+    from tqdm import tqdm
+
+    # Above a progress bar (a sweep's later cells, a run's scales), not glued onto its line.
+    with one_line_warnings(lambda line: tqdm.write(line, file=sys.stderr)), command_line():
         return _main(argv)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 import typing
 import warnings
@@ -60,6 +61,8 @@ def load_image_and_alpha(source: ImageLike) -> tuple[Image.Image, Optional[Image
         name = "the given file"
         image = open_image(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source, name)
     elif isinstance(source, (str, os.PathLike)):
+        if re.match(r"^[a-z][a-z0-9+.-]*://", str(source), re.I):  # Path() would make https:/ of it
+            raise ImpastoError(f"{source}: a web address; pictures are read from files, so download it first")
         path = Path(source)
         name = str(path)
         if not path.exists():

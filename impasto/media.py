@@ -162,7 +162,7 @@ def plot_losses(
         weights = {"content": settings.content_weight, "style": settings.style_weight, "tv": settings.tv_weight}
     weights = dict(weights or {})
     if path is not None:
-        path = check_output_path(path, overwrite)
+        path = check_plot_path(path, overwrite)
     fig = require_matplotlib()(figsize=(8, 4.5), dpi=100)
     ax = fig.subplots()
     x = [int(r.get("iteration", i + 1)) for i, r in enumerate(rows)]
@@ -192,6 +192,14 @@ def plot_losses(
     ax.legend(loc="best")  # where it hides least of the curves
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def check_plot_path(path: Union[str, os.PathLike], overwrite: bool = False, flag: str = "") -> Path:
+    """A plot is written as PNG: a name that says otherwise (plot.svg, plot.jpg) would hold PNG data."""
+    checked = check_output_path(path, overwrite)
+    if checked.suffix.lower() != ".png":
+        raise ImpastoError(f"{flag + ' ' if flag else ''}{path}: the file name must end in .png (the plot is a PNG)")
+    return checked
 
 
 def save_figure(fig: Any, path: Optional[Union[str, os.PathLike]]) -> Any:

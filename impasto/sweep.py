@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import USER_STOPS, ImpastoError, Interrupted, option, warn
-from .images import ImageLike, check_image_output, flatten, save_image
+from .images import ImageLike, check_image_output, flatten, load_image, save_image
 from .settings import Settings, SettingsLike, as_settings
 
 Grid = Union[Mapping[str, Sequence[Any]], Sequence[tuple[str, Sequence[Any]]]]
@@ -141,7 +141,13 @@ def format_value(value: Any) -> str:
         return "+".join(format_value(v) for v in value)
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, (str, os.PathLike)) and os.sep in os.fspath(value):
+        return Path(value).name  # a picture (init, weights): its name says which, its folder does not
     return str(value)
+
+
+def cell_label(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
 
 
 def sweep(
@@ -154,33 +160,41 @@ def sweep(
     keep_mask: Optional[ImageLike] = None,
     callback: Optional[Callable[..., Optional[bool]]] = None,
     on_cell: Optional[Callable[[int, int, dict[str, Any], Any], None]] = None,
+    **overrides: Any,
 ) -> SweepResult:
     """Run `content` x `style` once per grid cell and lay the results out on a labelled sheet.
 
     `grid` maps one or two setting names to value lists ({"style_weight": [10, 30]}; strings
     are parsed as on the command line). With two, the first varies down the rows and the
-    second across the columns. Every cell's settings are checked before the first run.
-    `callback` is passed to each run; `on_cell(index, count, values, result)` follows each cell.
+    second across the columns. `settings` is a Settings, a preset's name or a dict; keyword
+    `overrides` change single ones, as in `stylize`. Every cell is checked before the first run
+    (its settings, device, size and memory, the weights' model); a swept `iterations` is run
+    even at a size of one scale. `callback` is passed to each run; `on_cell(index, count,
+    values, result)` follows each cell.
     Ctrl-C raises impasto.Interrupted, whose `result` is the sheet of the cells that finished.
     """
     from .api import Stylizer
 
     axes = normalize_grid(grid)
-    base = as_settings(settings)
+    base = as_settings(settings, overrides)
     n_rows = len(axes[0][1]) if len(axes) == 2 else 1
     n_cols = len(axes[-1][1])
+    stylizer = stylizer or Stylizer()
+    photo = load_image(content)  # once, for every cell's check
+    swept = {name for name, _ in axes}
     plans: list[list[Settings]] = []
     for r in range(n_rows):
         row = []
         for c in range(n_cols):
             values = cell_values(axes, r, c)
             try:
-                row.append(base.replace(**values).validate())
+                # A swept iteration count is one given on purpose: run even where the size is one scale.
+                cell = base.replace(**values).validate().with_given_iterations(swept)
+                stylizer.check(photo, cell)
+                row.append(cell)
             except (ImpastoError, ValueError, TypeError) as exc:
-                shown = ", ".join(f"{k}={format_value(v)}" for k, v in values.items())
-                raise ImpastoError(f"grid cell {shown}: {exc}") from None
+                raise ImpastoError(f"grid cell {cell_label(values)}: {exc}") from None
         plans.append(row)
-    stylizer = stylizer or Stylizer()
     images: list[list[Image.Image]] = []
     results: list[list[Any]] = []
     count = n_rows * n_cols
@@ -189,11 +203,13 @@ def sweep(
             images.append([])
             results.append([])
             for c, cell_settings in enumerate(row):
-                result = stylizer.run(content, style, cell_settings, callback=callback, masks=masks, keep_mask=keep_mask)
+                try:
+                    result = stylizer.run(content, style, cell_settings, callback=callback, masks=masks, keep_mask=keep_mask)
+                except ImpastoError as exc:
+                    raise ImpastoError(f"grid cell {cell_label(cell_values(axes, r, c))}: {exc}") from None
                 if result.interrupted and result.stopped_reason not in USER_STOPS:
                     # Not the picture its label promises: said, so a sheet is not read as a finished one.
-                    shown = ", ".join(f"{k}={format_value(v)}" for k, v in cell_values(axes, r, c).items())
-                    warn(f"grid cell {shown}: {result.stopped_reason}; its picture is the best before that")
+                    warn(f"grid cell {cell_label(cell_values(axes, r, c))}: {result.stopped_reason}; its picture is the best before that")
                 images[r].append(result.image)
                 results[r].append(result)
                 if on_cell is not None:

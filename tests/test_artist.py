@@ -4,6 +4,7 @@ masks, several styles, sweeps, the progress GIF and the loss plot."""
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from impasto.cli import build_run_parser, main, settings_from_args
 from impasto.media import FrameRecorder, frame_iterations, plot_losses, write_gif
 from impasto.optimize import Objective, StyleInput, chain_pairs, style_size
 from impasto.presets import PRESETS
-from impasto.sweep import cells_folder, parse_grid, save_sweep
+from impasto.sweep import cell_filename, cell_label, cells_folder, parse_grid, save_sweep
 
 from conftest import BLUISH, REDDISH, textured_image, write_png
 from test_cli import FAST, assert_one_line_error, cli
@@ -556,6 +557,41 @@ def test_every_cell_of_a_sweep_is_checked_before_the_first_runs(capsys, tmp_path
     code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", f"init=content,{tmp_path / 'none.png'}", "-o", tmp_path / "s.png", *fast)
     assert_one_line_error(code, err, "grid cell init=", "none.png'", "no such file")
     assert not cells_folder(tmp_path / "s.png").exists()
+
+
+@pytest.mark.parametrize("grid, said", [("size=48,40000", "grid cell size=40000: a "), ("device=cpu,cuda:7", "grid cell device=cuda:7: ")])
+def test_a_sweep_cell_too_large_or_on_a_missing_device_is_refused_before_any_run(capsys, tmp_path, content_path, style_path, fast, grid, said):
+    flag = "--" + grid.split("=")[0]
+    at = fast.index(flag)
+    others = fast[:at] + fast[at + 2 :]  # the grid gives it
+    started = time.perf_counter()
+    code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", grid, "-o", tmp_path / "s.png", *others)
+    assert_one_line_error(code, err, said)
+    assert not cells_folder(tmp_path / "s.png").exists() and time.perf_counter() - started < 20
+
+
+def test_a_swept_iteration_count_is_run_even_at_a_size_of_one_scale(stylizer, make_settings, content_array, style_array):
+    settings = make_settings(multiscale=True, size=48, min_size=32, initial_iterations=4)  # 48 < 2 x 32: one scale
+    result = impasto.sweep(content_array, style_array, {"iterations": [2, 5]}, settings, stylizer)
+    assert [len(r.history) for r in result.results[0]] == [2, 5]
+
+
+def test_a_python_sweep_takes_single_settings_as_keywords(stylizer, make_settings, content_array, style_array):
+    result = impasto.sweep(content_array, style_array, {"tv_weight": [0, 5]}, make_settings(), stylizer, size=32)
+    assert [im.size for im in result.images[0]] == [(32, 27), (32, 27)]
+
+
+def test_a_picture_swept_is_labelled_by_its_name_not_its_folder(tmp_path):
+    painting = tmp_path / "deep" / "folder" / "coffee.png"
+    assert cell_filename({"init": str(painting)}) == "init=coffee.png.png"
+    assert cell_label({"init": str(painting), "tv_weight": 2.0}) == "init=coffee.png, tv_weight=2"
+
+
+def test_a_plot_is_a_png_whatever_the_caller(tmp_path):
+    rows = [{"iteration": 1, "scale": 0, "total": 2.0, "content": 1.0, "style": 1.0, "tv": 0.0}]
+    with pytest.raises(ImpastoError, match=r"plot\.svg: the file name must end in \.png \(the plot is a PNG\)$"):
+        plot_losses(rows, tmp_path / "plot.svg")
+    assert not (tmp_path / "plot.svg").exists()
 
 
 def test_an_option_the_grid_sweeps_is_said_to_be_replaced(capsys, tmp_path, content_path, style_path, fast):

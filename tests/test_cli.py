@@ -64,6 +64,9 @@ def test_json_summary(capsys, tmp_path, content_path, style_path, fast):
     assert data["interrupted"] is False
     assert data["settings"]["size"] == 48 and data["settings"]["style_layers"] == list(FAST_STYLE_LAYERS)
     assert Image.open(out).format == "JPEG"
+    # What went in, so the summary alone makes the picture again.
+    assert data["content"] == str(content_path) and data["masks"] is None and data["keep_mask"] is None
+    assert data["styles"] == [{"path": str(style_path), "weight": 0.6}, {"path": str(style_path), "weight": 0.4}]
 
 
 def test_json_to_stdout(capsys, tmp_path, content_path, style_path, fast):

@@ -97,6 +97,8 @@ def test_bad_inputs_are_user_errors(tmp_path):
         load_image(tmp_path / "notes.jpg")
     with pytest.raises(ImpastoError, match="no such file"):
         load_image(tmp_path / "missing.png")
+    with pytest.raises(ImpastoError, match=r"^https://example.com/x.jpg: a web address; pictures are read from files, so download it first$"):
+        load_image("https://example.com/x.jpg")
     with pytest.raises(ImpastoError, match="folder"):
         load_image(tmp_path)
     with pytest.raises(ImpastoError, match="too small"):

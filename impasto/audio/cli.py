@@ -94,11 +94,9 @@ def check_outputs(args: argparse.Namespace) -> None:
     require_soundfile()
     check_audio_output(args.output, args.overwrite)
     if args.plot:
-        from ..media import require_matplotlib
+        from ..media import check_plot_path, require_matplotlib
 
-        check_output_path(args.plot, args.overwrite)
-        if Path(args.plot).suffix.lower() != ".png":
-            raise ImpastoError(f"--plot {args.plot}: the file name must end in .png")
+        check_plot_path(args.plot, args.overwrite, "--plot")
         require_matplotlib()
     if args.json and args.json != "-":
         check_output_path(args.json, args.overwrite)

@@ -7,7 +7,6 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..images import check_output_path
 from .transfer import AudioResult
 
 PANELS = ("content", "style", "output")
@@ -15,10 +14,10 @@ PANELS = ("content", "style", "output")
 
 def plot_spectrograms(result: AudioResult, path: Optional[Union[str, os.PathLike]] = None, overwrite: bool = False) -> Any:
     """Draw the three log-magnitude spectrograms on one colour scale; return the Figure, write a PNG to `path`."""
-    from ..media import require_matplotlib, save_figure
+    from ..media import check_plot_path, require_matplotlib, save_figure
 
     if path is not None:
-        path = check_output_path(path, overwrite)
+        path = check_plot_path(path, overwrite)
     figure = require_matplotlib()
     audio = result.audio_settings
     specs = [result.spectrograms[name] for name in PANELS]
