@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import smooth_image, textured_image, write_png
+from conftest import run_python, smooth_image, textured_image, write_png
 from PIL import Image
 
 import impasto
@@ -872,11 +872,27 @@ def test_a_setting_added_later_leaves_earlier_indexes_matching_at_its_default():
 def test_two_batches_into_one_folder_at_once_are_refused_not_mixed(data, fast):
     # The second would record the first's pictures as "skipped" and the last to end would keep its index.
     first = impasto.batch(None, data / "out", fast, contents=data / "photos", styles=data / "paintings", per_content=1)
-    with pytest.raises(ImpastoError, match=rf"out: another batch is writing into this folder \(process {os.getpid()}\); wait until it ends"):
+    with pytest.raises(ImpastoError, match=r"out: a batch started earlier in this process into this folder is still open \(its loop was left before the end\): call that run's close\(\)"):
         impasto.batch(None, data / "out", fast, contents=data / "photos", styles=data / "paintings", per_content=1)
     assert {r.status for r in first} == {"done"}
     again = list(impasto.batch(None, data / "out", fast, contents=data / "photos", styles=data / "paintings", per_content=1))
     assert len(again) == 3 and all(r.previous and r.status == "done" for r in again)
+    # Another process is named as one.
+    held = impasto.batch(None, data / "out", fast, contents=data / "photos", styles=data / "paintings", per_content=1)
+    child = run_python(["-c", "import sys, impasto; impasto.batch(None, sys.argv[1], contents=sys.argv[2], styles=sys.argv[3])",
+                        str(data / "out"), str(data / "photos"), str(data / "paintings")], timeout=120)
+    assert f"another batch is writing into this folder (process {os.getpid()}); wait until it ends" in child.stderr
+    held.close()
+
+
+def test_a_batch_whose_loop_was_left_early_frees_its_folder_when_closed(data, fast):
+    for iterate in (True, False):  # left after one result, or never looped over at all
+        run = impasto.batch(None, data / "out", fast, contents=data / "photos", styles=data / "paintings", per_content=1)
+        if iterate:
+            next(run)
+        run.close()
+    finished = list(impasto.batch(None, data / "out", fast, contents=data / "photos", styles=data / "paintings", per_content=1))
+    assert [r.status for r in finished] == ["done"] * 3
 
 
 def test_ctrl_c_in_a_python_batch_is_a_plain_interrupt_and_settings_may_be_a_dict(data, fast, stylizer, monkeypatch):

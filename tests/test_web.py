@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import time
 import warnings
@@ -420,6 +421,51 @@ def test_serve_raises_pillows_guard_to_its_max_megapixels(monkeypatch, synthetic
     assert Image.MAX_IMAGE_PIXELS == 200_000_000
     allow_pixels(50_000_000)  # a limit below Pillow's own never lowers it
     assert Image.MAX_IMAGE_PIXELS == 200_000_000
+
+
+def test_a_job_whose_record_cannot_be_written_leaves_nothing_and_says_why(serve, photo, painting, tmp_path, monkeypatch):
+    import errno
+
+    from impasto.web import jobs
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with serve() as client:
+        with monkeypatch.context() as full:
+            full.setattr(jobs, "write_json_atomic", disk_full)
+            response = client.post("/api/jobs", files=files(photo, painting))
+        assert response.status_code == 507
+        assert detail(response) == "the server could not store the job's files (No space left on device); see the server log"
+        assert client.get("/api/jobs").json() == []
+    # No folder of uploads without its record, which no start-up or clean-up would ever find.
+    assert [p.name for p in (tmp_path / "data").iterdir() if not p.name.startswith(".")] == []
+
+
+def test_a_second_server_on_the_same_data_folder_is_refused(monkeypatch, synthetic_weights, tmp_path):
+    # It would mark the first one's running jobs interrupted, offer to delete them, and clean up
+    # jobs it did not make.
+    import logging.config
+
+    import uvicorn
+
+    monkeypatch.setattr(logging.config, "dictConfig", lambda config: None)
+    monkeypatch.setattr(logging.getLogger("uvicorn.access"), "filters", [])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    options = ["--data-dir", str(tmp_path / "data"), "--weights", str(synthetic_weights), "--device", "cpu"]
+    refused = []
+
+    def second_server_while_the_first_runs(self, *args, **kwargs):
+        with pytest.raises(ImpastoError) as info:
+            cli_main(["--port", str(free_port()), *options])
+        refused.append(str(info.value))
+
+    monkeypatch.setattr(uvicorn.Server, "run", second_server_while_the_first_runs)
+    assert cli_main(["--port", str(free_port()), *options]) == 0
+    assert refused == [f"{tmp_path / 'data'}: another impasto serve keeps its jobs in this folder (process {os.getpid()}); "
+                       "stop it, or give this server a folder of its own with --data-dir"]
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *args, **kwargs: None)
+    assert cli_main(["--port", str(free_port()), *options]) == 0  # the folder is free once the first has stopped
 
 
 def free_port() -> int:

@@ -13,12 +13,15 @@ losses, seconds, error). Running the same batch again skips the finished jobs;
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
 import math
+import os
 import signal
 import threading
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -318,6 +321,16 @@ def batch(
     return BatchRun(planned, run)
 
 
+# The runs of this process still open: at exit each is closed while Python can still write its
+# index (a generator finalised during the interpreter's shutdown finds `open` gone).
+_open_runs: "weakref.WeakValueDictionary[str, BatchRun]" = weakref.WeakValueDictionary()
+
+
+@atexit.register
+def _close_open_runs() -> None:
+    for run in list(_open_runs.values()):
+        run.close()
+
 
 class BatchRun(Iterator[JobResult]):
     """The results of `batch`, as they come; `total` jobs, of which `to_run` run now."""
@@ -328,19 +341,32 @@ class BatchRun(Iterator[JobResult]):
         self.to_run = len(planned.to_run)
         self.index_path = planned.index.path
         self._results = results
+        self._folder = os.path.realpath(planned.index.path.parent)
+        _open_runs[self._folder] = self
 
     def __iter__(self) -> "BatchRun":
         return self
 
     def __next__(self) -> JobResult:
-        return next(self._results)
+        try:
+            return next(self._results)
+        except StopIteration:
+            self._forget()
+            raise
 
     def close(self) -> None:
-        """Stop now: the workers are ended and the index is tidied. `with impasto.batch(...) as run:`
-        does it on leaving the block, however it is left."""
+        """Stop now: the workers are ended, the index is tidied and the folder is free for another
+        batch. `with impasto.batch(...) as run:` does it on leaving the block, however it is left."""
         close = getattr(self._results, "close", None)
         if close is not None:
             close()
+        if self.plan.lock is not None:  # a run never iterated has not entered the code that releases it
+            self.plan.lock.release()
+        self._forget()
+
+    def _forget(self) -> None:
+        if _open_runs.get(self._folder) is self:
+            del _open_runs[self._folder]
 
     def __enter__(self) -> "BatchRun":
         return self

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Collection, Iterator, Mapping, Optional
 
+from .. import locks
 from ..errors import ImpastoError
 
 INDEX_NAME = "index.jsonl"
@@ -86,41 +87,16 @@ class Index:
         return iter(self.records.values())
 
 
-class FolderLock:
+class FolderLock(locks.FolderLock):
     """One batch at a time in an output folder. Two at once would each record the other's
     pictures as files they did not make ("skipped"), and the one to end last would leave its
     index, disowning the other's work for good. Held from planning (the index is read then)
-    to the end of the run; the OS lets it go if the process dies. Where there is no flock
-    (Windows) there is no lock."""
+    to the end of the run."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.handle: Optional[Any] = None
-
-    def acquire(self) -> "FolderLock":
-        try:
-            import fcntl
-        except ImportError:
-            return self
-        handle = open(self.folder / LOCK_NAME, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip()
-            handle.close()
-            by = f" (process {holder})" if holder.isdigit() else ""
-            raise ImpastoError(
-                f"{self.folder}: another batch is writing into this folder{by}; wait until it ends, or give this one "
-                "an output folder of its own"
-            ) from None
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self.handle = handle
-        return self
-
-    def release(self) -> None:
-        if self.handle is not None:
-            self.handle.close()  # closing lets the lock go
-            self.handle = None
+        super().__init__(folder, LOCK_NAME, "another batch is writing into this folder",
+                         "wait until it ends, or give this one an output folder of its own",
+                         # A notebook cell run again after its loop was left early (a break, an error).
+                         here="a batch started earlier in this process into this folder is still open (its loop was "
+                         "left before the end): call that run's close(), or use `with impasto.batch(...) as run:`, "
+                         "which closes it however its loop ends")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import ImpastoError, command_line
+from ..locks import FolderLock
 from ..settings import Settings
 
 WEB_HINT = "pip install 'impasto[web]'"
@@ -76,7 +77,11 @@ def cli_main(argv: Sequence[str]) -> int:
     from .uploads import allow_pixels
 
     allow_pixels(config.max_pixels)
-    app = create_app(config)
+    app = create_app(config)  # makes the data folder
+    # Held for the server's life: a second server on the same folder would mark this one's running
+    # jobs interrupted at its start, offer to delete them, and clean up the jobs it did not make.
+    lock = FolderLock(Path(config.data_dir).expanduser(), ".impasto-serve.lock", "another impasto serve keeps its jobs in this "
+                      "folder", "stop it, or give this server a folder of its own with --data-dir").acquire()
     shown_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown_host}:{args.port}/" + (f"?token={token}" if token else "")
     print(f"impasto: serving on {url}  (API docs: /docs; jobs in {config.data_dir}; Ctrl-C stops)", file=sys.stderr)
@@ -93,8 +98,11 @@ def cli_main(argv: Sequence[str]) -> int:
     server.handle_exit = handle_exit  # type: ignore[method-assign]
     # The server's own options were checked above with the CLI's flags; from here on, messages
     # go to clients that name settings as JSON fields (style_weight), not as --style-weight.
-    with command_line(False):
-        server.run()
+    try:
+        with command_line(False):
+            server.run()
+    finally:
+        lock.release()
     return 0
 
 

@@ -8,7 +8,9 @@ and `impasto serve` assemble it the same way.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 import re
 import secrets
 import time
@@ -312,6 +314,15 @@ def add_error_handlers(app: FastAPI) -> None:
     async def conflict(request: Request, exc: JobConflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    @app.exception_handler(OSError)
+    async def storage(request: Request, exc: OSError) -> JSONResponse:
+        # The data folder could not be written (a full disk): one line for the page, the trace in the log.
+        logging.getLogger("impasto.web").error("storing a job failed", exc_info=exc)
+        full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        reason = exc.strerror or exc.__class__.__name__
+        return JSONResponse({"detail": f"the server could not store the job's files ({reason}); see the server log"},
+                            status_code=507 if full else 500)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # One readable line first (the page shows it), FastAPI's list after it for programs.
@@ -445,7 +456,11 @@ def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolve
             "content": described[0],
             "styles": [dict(d, weight=w) for d, w in zip(described[1:], weights)],
         }
-        return with_links(manager.submit(job))
+        try:
+            return with_links(manager.submit(job))
+        except BaseException:  # its record was never written: a folder no start-up or clean-up would find
+            manager.store.delete(job_id)
+            raise
 
     @router.get("/jobs", response_model=list[JobView], summary="List jobs, newest first")
     def list_jobs() -> list[dict[str, Any]]:

@@ -155,7 +155,9 @@ class JobManager:
         self.preview_size = preview_size
         self.keep_days = keep_days
         self.keep_jobs = keep_jobs
-        self.lock = threading.Lock()
+        # Reentrant, so a view is taken under the same hold as the change or the list it follows:
+        # between two holds another thread could delete the job (a clean-up, another tab).
+        self.lock = threading.RLock()
         self.jobs: dict[str, dict[str, Any]] = {}
         self.live: dict[str, Live] = {}
         self.queue: "queue.Queue[Optional[str]]" = queue.Queue()
@@ -193,8 +195,9 @@ class JobManager:
     def submit(self, job: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             self._queue_locked(job)
+            view = self.view(job["id"])
         self.queue.put(job["id"])
-        return self.view(job["id"])
+        return view
 
     def _queue_locked(self, job: dict[str, Any]) -> None:
         """Call with the lock held: the job made queued and saved, then known (a job whose
@@ -215,7 +218,7 @@ class JobManager:
                 self._queue_moved()
             elif job["status"] == RUNNING:
                 self.live[job_id].cancel.set()  # the run's callback sees it at the next iteration
-        return self.view(job_id)
+            return self.view(job_id)
 
     def rerun(self, job_id: str, request: dict[str, Any], settings: dict[str, Any], weights: list[float]) -> dict[str, Any]:
         """A new job from `job_id`'s saved inputs, with `request` (already resolved to `settings`).
@@ -287,7 +290,7 @@ class JobManager:
     def list(self) -> builtins.list[dict[str, Any]]:  # in the class, `list` is this method
         with self.lock:
             ids = sorted(self.jobs, key=lambda i: self.jobs[i]["created"], reverse=True)
-        return [self.view(i) for i in ids if i in self.jobs]
+            return [self.view(i) for i in ids]
 
     def version(self, job_id: str) -> int:
         with self.lock:
