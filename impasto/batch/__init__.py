@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Sequence, Union
 
+from .. import locks
 from ..errors import ImpastoError, option, warn
 from ..images import check_writable
 from ..settings import SettingsLike, as_settings
@@ -92,7 +93,7 @@ class BatchPlan:
     replace: bool  # outputs of jobs to run may replace files (only with overwrite)
     # Outputs an earlier run of these jobs was writing when it died: the file there is its own.
     ours: frozenset[str] = frozenset()
-    lock: Optional[FolderLock] = None  # held until the run ends (released by _execute)
+    lock: Optional[locks.FolderLock] = None  # held until the run ends (released by _execute or close())
 
 
 def collect_jobs(
