@@ -295,7 +295,7 @@ def test_use_these_settings_then_paint_repeats_the_job_exactly(server, browser, 
             assert job["settings"] == first["settings"] and [s["weight"] for s in job["styles"]] == [3, 0.37]
 
 
-def test_the_preset_note_says_the_size_a_job_will_use(serve_process, browser):
+def test_the_preset_note_says_the_size_a_job_will_use(serve_process, browser, tmp_path):
     # The note said "256 px" and "1024 px" whatever the server's --size and --max-size made of them.
     _, server = serve_process()  # --size 48 replaces every preset's size
     page = browser.new_page()
@@ -303,7 +303,8 @@ def test_the_preset_note_says_the_size_a_job_will_use(serve_process, browser):
     wait_until(page, "() => document.getElementById('size').value !== ''")
     page.select_option("#preset", "fast")
     assert page.input_value("#size") == "48" and page.inner_text("#preset-note") == "A quick preview: 48 px and few steps."
-    _, server = serve_process("--max-size", "600", size=None)  # presets keep their sizes, up to 600 px
+    # Presets keep their sizes, up to 600 px (a second server beside the first: a folder of its own).
+    _, server = serve_process("--max-size", "600", "--data-dir", str(tmp_path / "data2"), size=None)
     page.goto(server)
     wait_until(page, "() => document.getElementById('size').value !== ''")
     page.select_option("#preset", "fast")
