@@ -17,7 +17,7 @@ from PIL import Image
 
 from . import color
 from . import weights as W
-from .errors import STOP_CALLBACK, STOP_INTERRUPTED, USER_STOPS, ImpastoError, Interrupted, NonFiniteLoss, option, warn
+from .errors import STOP_CALLBACK, STOP_INTERRUPTED, STOP_OUT_OF_MEMORY, USER_STOPS, ImpastoError, Interrupted, NonFiniteLoss, option, warn
 from .images import (
     ImageLike, fit_long_side, flatten, load_image, load_image_and_alpha, pil_to_tensor, resize_long_side, resize_tensor,
     tensor_to_pil, with_alpha,
@@ -28,7 +28,7 @@ from .optimize import (
     mixed_precision, optimise, out_of_memory_advice, precision_name, release_cached_memory, resolve_device, style_long_side,
     style_pieces, style_size, with_autograd,
 )
-from .settings import Settings, SettingsLike, as_settings
+from .settings import INIT_NAMES, Settings, SettingsLike, as_settings
 from .vgg import FeatureExtractor, conv_layer_names
 
 # A weight is any real number: numpy's scalars and 0-d tensors too (a blend computed from data).
@@ -59,6 +59,16 @@ class Result:
     frames: list[Image.Image] = field(default_factory=list)
     device: str = "cpu"  # where it ran, and in what arithmetic (settings may say "auto")
     precision: str = "fp32"
+
+    @property
+    def stopped_early(self) -> bool:
+        """Stopped by something other than its user (a loss that stopped being a number, memory):
+        not the picture its settings promise, so a caller should say so."""
+        return self.interrupted and self.stopped_reason not in USER_STOPS
+
+    @property
+    def out_of_memory(self) -> bool:
+        return self.interrupted and (self.stopped_reason or "").startswith(STOP_OUT_OF_MEMORY)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -151,8 +161,9 @@ class Stylizer:
         W.require_model(path, weights.model, model)
         return weights
 
-    def _for_weights(self, settings: Settings) -> Settings:
-        """Now that the weights say which model they are, "all" style layers can be spelled out."""
+    def settings_for_model(self, settings: Settings) -> Settings:
+        """`settings` as they run on the weights they name: validated, with "all" style layers spelled
+        out for the weights' model (loaded, if they were not yet)."""
         return settings.for_model(self.weights(settings).model).validate()
 
     def check(self, content: ImageLike, settings: Optional[SettingsLike] = None, **overrides: Any) -> Settings:
@@ -161,7 +172,7 @@ class Stylizer:
         would run (a sweep checks every cell so, before its first)."""
         settings = as_settings(settings, overrides).validate()
         _output_tile(load_image(content), settings, resolve_device(settings.device))
-        return self._for_weights(settings)
+        return self.settings_for_model(settings)
 
     def extractor(self, settings: Settings, device: torch.device) -> FeatureExtractor:
         with self._lock:
@@ -236,7 +247,7 @@ class Stylizer:
         keep_t = attach_masks(styles, masks, keep_mask, content_img.size, device)
         if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 0:
             raise ImpastoError(f"frames must be a whole number, zero or more, not {frames!r}")
-        init_t = initial_image(init_image, settings, device)
+        init_t = load_init_image(init_image, settings, device)
         target_content, init_t = colour_targets(settings, content_t, styles, init_t)
 
         luminance_only = settings.preserve_color == "luminance"
@@ -250,7 +261,7 @@ class Stylizer:
                 image = keep * resize_tensor(content_t, hw) + (1 - keep) * image
             return image
 
-        settings = self._for_weights(settings)
+        settings = self.settings_for_model(settings)
         extractor = self.extractor(settings, device)
         recorder = FrameRecorder(frames, content_img.size) if frames else None
         outcome = Outcome()
@@ -387,7 +398,7 @@ def stylize(
     returns a Result.
     """
     result = default_stylizer().run(content, style, settings, callback, **overrides)
-    if result.interrupted and result.stopped_reason not in USER_STOPS:
+    if result.stopped_early:
         warn(f"{result.stopped_reason}; the best picture before it is returned")
     return result.image
 
@@ -433,11 +444,11 @@ def attach_masks(
     return keep_t
 
 
-def initial_image(init_image: Optional[ImageLike], settings: Settings, device: torch.device) -> Optional[torch.Tensor]:
+def load_init_image(init_image: Optional[ImageLike], settings: Settings, device: torch.device) -> Optional[torch.Tensor]:
     """The picture to start from when it is not the content, noise or the style."""
     if init_image is not None:
         return pil_to_tensor(load_image(init_image), device)
-    if settings.init in ("content", "noise", "style"):
+    if settings.init in INIT_NAMES:
         return None
     return pil_to_tensor(load_image(settings.init), device)  # a file: Settings.validate found it there
 

@@ -140,3 +140,9 @@ class NonFiniteLoss(ImpastoError):
     def __init__(self, message: str, image: Any = None) -> None:
         super().__init__(message)
         self.image = image
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception from a library (ffmpeg, Ray) as one line of a message: its first, cut short."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else exc.__class__.__name__

@@ -13,10 +13,11 @@ from typing import Sequence
 import torch
 
 from .losses import content_loss, gram
+from .settings import GATYS_STYLE_LAYERS
 from .vgg import FeatureExtractor
 
 CONTENT_LAYER = "conv4_2"
-STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+STYLE_LAYERS = GATYS_STYLE_LAYERS  # the yardstick's, whatever a run's default becomes
 
 
 def gram_distance(a: torch.Tensor, b: torch.Tensor) -> float:

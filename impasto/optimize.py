@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence, cast
+from typing import Callable, Iterator, NamedTuple, Optional, ParamSpec, Sequence, TypeVar, cast
 
 import torch
 
@@ -29,13 +29,17 @@ from .settings import MIN_TILE, Settings
 from .vgg import FeatureExtractor
 
 
-def with_autograd(fn: Callable) -> Callable:
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def with_autograd(fn: Callable[P, R]) -> Callable[P, R]:
     """Run `fn` with autograd on whatever the caller's mode (a notebook's torch.no_grad() or
     torch.inference_mode()), and give the caller's mode back after: an optimisation of pixels
     needs gradients, and the caller's own code must not find them switched on."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         with torch.inference_mode(False), torch.enable_grad():
             return fn(*args, **kwargs)
 
@@ -121,8 +125,8 @@ def plan_iterations(scales: int, settings: Settings) -> list[int]:
 
     A multiscale run too small for a second scale is all coarsest scale, and gets
     `initial_iterations` (its 50 fine-tuning iterations alone would leave it half painted);
-    `--no-multiscale` runs `iterations` at the one scale. (The CLI, which knows when
-    `--iterations` was given, makes such a run take it: cli.settings_from_args.)
+    `--no-multiscale` runs `iterations` at the one scale. (The CLI, a batch row and a sweep,
+    which know when `iterations` was given, make such a run take it: Settings.with_given_iterations.)
     """
     if scales == 1:
         return [settings.initial_iterations if settings.multiscale else settings.iterations]
@@ -683,11 +687,7 @@ def initial_image(settings: Settings, content: torch.Tensor, styles: Sequence[St
     if settings.init == "content":
         return resize_tensor(content, (h, w))
     if settings.init == "noise":
-        g = torch.Generator()
-        if settings.seed is not None:
-            g.manual_seed(settings.seed)
-        else:
-            g.seed()
+        g = seeded_generator(settings.seed)
         # Noise around the content's mean colour converges faster than uniform noise.
         noise = torch.rand(1, 3, h, w, generator=g).to(content)
         return (content.mean(dim=(2, 3), keepdim=True) + (noise - 0.5) * 0.5).clamp(0, 1)
@@ -930,7 +930,7 @@ def optimise(
                 best.update(losses)
 
             try:
-                for step in _descend_keeping_best(objective, param, n, settings, autocast, keep):
+                for step in descend_keeping_best(objective, param, n, settings, keep, autocast=autocast):
                     done += 1
                     work_done += (x1 - x0) * (y1 - y0)
                     # The content weight of this scale (coarse_content raises it below the output's size),
@@ -953,17 +953,30 @@ def optimise(
             outcome.losses = {k: sum(a * losses[k] for a, losses in kept) / area for k in kept[0][1]}
 
 
-def _descend_keeping_best(
-    objective: Objective,
+def seeded_generator(seed: Optional[int]) -> torch.Generator:
+    """A CPU generator of its own, so a run's draws repeat for a seed (None: fresh entropy)
+    without moving torch's global generator under the caller."""
+    generator = torch.Generator(device="cpu")
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def descend_keeping_best(
+    score: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
     param: torch.Tensor,
     steps: int,
     settings: Settings,
-    autocast: Optional[torch.dtype],
     keep: Callable[[torch.Tensor, dict[str, float]], None],
+    bounds: Optional[tuple[float, float]] = (0.0, 1.0),
+    autocast: Optional[torch.dtype] = None,
 ) -> Iterator[Step]:
-    """descend(), calling `keep(pixels, losses)` each time pixels score better than any before."""
+    """descend(), calling `keep(param, losses)` each time a step scores better than any before,
+    so a run stopped at any point (a callback, Ctrl-C, a loss that blows up) has its best."""
     best_value = math.inf
-    for step in descend(objective, param, steps, settings, autocast=autocast):
+    for step in descend(score, param, steps, settings, bounds=bounds, autocast=autocast):
         if step.losses["total"] < best_value:
             best_value = step.losses["total"]
             keep(step.scored, step.losses)
@@ -971,7 +984,7 @@ def _descend_keeping_best(
     if steps > 0:
         # The final parameters were never scored; score them so "best" is honest.
         with torch.no_grad(), autocast_to(param.device, autocast):
-            value, parts = objective(param.detach())
+            value, parts = score(param.detach())
         final = {k: float(v) for k, v in parts.items()} | {"total": float(value)}
         if math.isfinite(final["total"]) and final["total"] <= best_value:
             keep(param.detach().clone(), final)

@@ -11,6 +11,8 @@ from typing import Iterator, Optional
 
 import torch
 
+from ..optimize import seeded_generator
+
 
 def window(n_fft: int, device: torch.device) -> torch.Tensor:
     return torch.hann_window(n_fft, device=device)
@@ -57,11 +59,7 @@ def griffin_lim(
 
 def random_phases(magnitude: torch.Tensor, seed: Optional[int] = 0) -> torch.Tensor:
     """Unit complex numbers of random (seeded) angle, the shape of `magnitude`."""
-    generator = torch.Generator(device="cpu")
-    if seed is not None:
-        generator.manual_seed(seed)
-    else:
-        generator.seed()
+    generator = seeded_generator(seed)
     phase = torch.rand(magnitude.shape, generator=generator).to(magnitude.device) * (2 * torch.pi)
     return torch.polar(torch.ones_like(magnitude), phase)
 

@@ -30,7 +30,7 @@ import torch
 
 from .. import losses as L
 from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss, option, warn
-from ..optimize import Progress, descend, resolve_device, with_autograd
+from ..optimize import Progress, descend_keeping_best, resolve_device, seeded_generator, with_autograd
 from ..settings import Settings, SettingsLike, as_settings, check_names
 from . import io, spectral
 
@@ -121,11 +121,7 @@ class FeatureNet(torch.nn.Module):
 
     def __init__(self, bins: int, filters: int, widths: tuple[int, ...], seed: Optional[int]) -> None:
         super().__init__()
-        generator = torch.Generator()
-        if seed is not None:
-            generator.manual_seed(seed)
-        else:
-            generator.seed()
+        generator = seeded_generator(seed)
         self.convs = torch.nn.ModuleList()
         for width in widths:
             conv = torch.nn.Conv1d(bins, filters, width, bias=False)  # no padding: every frame a filter sees is real
@@ -293,11 +289,7 @@ def warn_lost_band(content: io.Sound, style: io.Sound, audio: AudioSettings) -> 
 def initial_spectrogram(settings: Settings, content: torch.Tensor) -> torch.Tensor:
     if settings.init == "content":
         return content.clone()
-    generator = torch.Generator()
-    if settings.seed is not None:
-        generator.manual_seed(settings.seed + 1)  # not the network's draw
-    else:
-        generator.seed()
+    generator = seeded_generator(None if settings.seed is None else settings.seed + 1)  # not the network's draw
     # Noise at the content's level: far from any target, but on the right scale.
     return (torch.rand(content.shape, generator=generator) * 2 * content.mean().item()).to(content.device)
 
@@ -439,11 +431,14 @@ class Run:
 
     def stage(self, index: int, objective: Score, start: torch.Tensor, steps: int, bounds: Optional[tuple[float, float]]) -> torch.Tensor:
         param = start.detach().clone().contiguous()
-        best, best_value = param.detach().clone(), math.inf
+        best = param.detach().clone()
+
+        def keep(value: torch.Tensor, losses: dict[str, float]) -> None:
+            nonlocal best
+            best = value
+
         try:
-            for step in descend(objective, param, steps, self.settings, bounds=bounds):
-                if step.losses["total"] < best_value:
-                    best_value, best = step.losses["total"], step.scored
+            for step in descend_keeping_best(objective, param, steps, self.settings, keep, bounds=bounds):
                 self.done += 1
                 self.history.append({"scale": index, "iteration": self.done, **step.losses})
                 if self.callback is not None and self.callback(self.progress(index, step.number, step.losses, param)) is False:
@@ -455,9 +450,6 @@ class Run:
         except NonFiniteLoss as exc:
             self.reason = str(exc)
             return best
-        # The last step's result was never scored: score it so "best" is honest.
-        if steps > 0 and score(objective, param)["total"] <= best_value:
-            best = param.detach().clone()
         return best
 
     def griffin_lim(self, magnitude: torch.Tensor, length: int) -> torch.Tensor:

@@ -475,9 +475,7 @@ def _record(index: Index, folder: Path, job: Job, outcome: dict[str, Any], attem
             try:
                 (folder / job.output).parent.mkdir(parents=True, exist_ok=True)  # a manifest may name subfolders
                 save_image(Image.open(io.BytesIO(outcome["png"])), folder / job.output, overwrite=replace)
-            except ImpastoError as exc:  # the file appeared meanwhile, or the folder is not writable
-                status, error = "failed", f"cannot write the output: {exc}"
-            except OSError as exc:
+            except (ImpastoError, OSError) as exc:  # the file appeared meanwhile, or the folder is not writable
                 status, error = "failed", f"cannot write the output: {exc}"
         record = job.record() | {
             "status": status,

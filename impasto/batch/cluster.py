@@ -18,7 +18,7 @@ import time
 from collections import deque
 from typing import Any, Iterator, Optional, Sequence
 
-from ..errors import COMMAND_LINE_ENV, ImpastoError, on_command_line, option, warn
+from ..errors import COMMAND_LINE_ENV, ImpastoError, first_line, on_command_line, option, warn
 from .local import Task, lost_worker_outcome
 from .work import read_source, run_job
 
@@ -27,10 +27,6 @@ from .work import read_source, run_job
 MAX_PROBES = 600
 PROBE_INTERVAL_S = 0.1
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else exc.__class__.__name__
 
 
 def require_ray() -> Any:
@@ -113,7 +109,7 @@ def connect_failure(exc: BaseException) -> str:
         if lines:
             last = lines[-1]
             return (last if len(lines) == 1 or re.match(r"^[\w.]+(Error|Exception): ", last) else lines[0])[:300]
-    return _first_line(exc)
+    return first_line(exc)
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -217,7 +213,7 @@ def run_ray(
                         ray.get(ref)
                         free.append(actor)
                     except ray.exceptions.RayError as exc:
-                        last_loss = _first_line(exc)
+                        last_loss = first_line(exc)
                         if failures < MAX_PROBES:
                             time.sleep(PROBE_INTERVAL_S)  # a restart takes a while; do not spin
                             probes[actor.pid.remote()] = (actor, failures + 1)
@@ -227,7 +223,7 @@ def run_ray(
                     outcome = ray.get(ref)
                     free.append(actor)
                 except ray.exceptions.RayError as exc:  # the worker died (jobs' own errors come back as outcomes)
-                    last_loss = f"{exc.__class__.__name__}: {_first_line(exc)}"
+                    last_loss = f"{exc.__class__.__name__}: {first_line(exc)}"
                     task.workers.append(last_loss)
                     probes[actor.pid.remote()] = (actor, 0)
                     if task.attempts <= retries:

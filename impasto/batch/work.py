@@ -17,7 +17,7 @@ import time
 import traceback
 from typing import Any, Callable, Optional, Sequence, Union
 
-from ..errors import STOP_OUT_OF_MEMORY, ImpastoError, Interrupted, collect_warnings
+from ..errors import ImpastoError, Interrupted, collect_warnings
 
 # A batch revisits each style many times, at every scale: keep more statistics than a single run would.
 STYLE_CACHE_ENTRIES = 64
@@ -67,8 +67,7 @@ def load_model(stylizer: Any, settings: Any) -> float:
     from ..optimize import resolve_device
 
     start = time.perf_counter()
-    model = stylizer.weights(settings).model
-    stylizer.extractor(settings.for_model(model).validate(), resolve_device(settings.device))
+    stylizer.extractor(stylizer.settings_for_model(settings), resolve_device(settings.device))
     return time.perf_counter() - start
 
 
@@ -212,7 +211,7 @@ def _run_job(
             # One job's half-painted picture is not the batch's to hand on: the batch stops as at
             # any other Ctrl-C, with the jobs done in its index.
             raise KeyboardInterrupt from None
-        if result.interrupted and (result.stopped_reason or "").startswith(STOP_OUT_OF_MEMORY):
+        if result.out_of_memory:
             # Half painted: not a picture for the data set, and --retry-failed must be able to redo it.
             return {"ok": False, "error": result.stopped_reason, "seconds": round(time.perf_counter() - start, 3), "worker": worker_name()}
         run_seconds = time.perf_counter() - run_start

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
-from ..errors import ImpastoError
+from ..errors import ImpastoError, first_line
 
 INSTALL_HINT = "pip install 'impasto[video]'"
 
@@ -115,7 +115,7 @@ def probe(path: os.PathLike | str) -> VideoInfo:
         with _quiet_size_warning():
             meta = next(frames_reader)
     except (OSError, RuntimeError, StopIteration) as exc:
-        raise ImpastoError(f"{path}: ffmpeg cannot decode its video ({_first_line(exc)})") from None
+        raise ImpastoError(f"{path}: ffmpeg cannot decode its video ({first_line(exc)})") from None
     finally:
         frames_reader.close()
     rate = _ffmpeg_rate(path) or _header_rate(video[0]) or _fraction(meta.get("fps"))
@@ -227,10 +227,6 @@ def _ffmpeg_complaint(header: str, path: Path) -> str:
     lines = [line.strip() for line in header.splitlines() if line.strip() and "output file" not in line]
     return lines[-1].replace(f"{path}: ", "") if lines else "ffmpeg could not open it"
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 # imageio-ffmpeg warns (through logging) whenever the frames it reads differ in size from the

@@ -35,10 +35,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ImpastoError
 from ..images import resize_long_side, save_image
+from .. import __version__
 from ..presets import PRESETS
 from ..settings import COLOR_MODES
 from .jobs import (ACTIVE, CONTENT_FILE, FRAMES_DIR, GIF_FILE, RESULT_FILE, JobConflict, JobManager, JobStore,
-                   public_settings, style_file)  # fmt: skip
+                   new_job_id, public_settings, style_file)  # fmt: skip
 from .options import (LAYER_SETS, Limits, SettingsResolver, check_proportions, parse_settings_json, parse_style_weights,
                       server_device)  # fmt: skip
 from .uploads import UploadError, decode_upload, display_name, format_bytes
@@ -278,7 +279,7 @@ def create_app(config: WebConfig) -> FastAPI:
         description="Create a job with a photo and one or more style images, follow it with server-sent events, "
         "then fetch the result and the progress GIF. With a token set, send it as `Authorization: Bearer TOKEN` "
         "or `?token=TOKEN`.",
-        version=_version(),
+        version=__version__,
         lifespan=lifespan,
     )
     app.state.manager = manager
@@ -435,7 +436,7 @@ def api_router(config: WebConfig, manager: JobManager, resolver: SettingsResolve
                 images.append(image)
             # Checked here, not minutes later in the queue (and in the page's words, not the CLI's).
             check_proportions(images[0].size, resolved, labelled[0][0])
-            job_id = str(uuid.uuid4())
+            job_id = new_job_id()
             folder = manager.store.create_folder(job_id)
             names = [CONTENT_FILE] + [style_file(i) for i in range(len(style))]
             try:
@@ -581,10 +582,3 @@ async def job_events(request: Request, manager: JobManager, job_id: str) -> Asyn
         await asyncio.sleep(0.2)
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("impasto")
-    except PackageNotFoundError:
-        return "0"
