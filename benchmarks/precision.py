@@ -28,7 +28,8 @@ from common import load_pair, threads_note, weights_note  # noqa: E402
 
 from impasto import Settings, Stylizer  # noqa: E402
 from impasto.images import pil_to_tensor  # noqa: E402
-from impasto.optimize import Objective, StyleInput, resolve_device  # noqa: E402
+from impasto.optimize import Objective, StyleInput  # noqa: E402
+from impasto.device import resolve_device  # noqa: E402
 
 CONTENT, STYLE = "chelsea.png", "starry_night.jpg"
 

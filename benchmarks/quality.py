@@ -39,7 +39,7 @@ from impasto.settings import ADDED_LATER  # noqa: E402
 from impasto import weights as W  # noqa: E402
 from impasto.images import load_image, pil_to_tensor, tensor_to_pil  # noqa: E402
 from impasto.metrics import CONTENT_LAYER, STYLE_LAYERS, Scorer  # noqa: E402
-from impasto.optimize import mixed_precision  # noqa: E402
+from impasto.device import mixed_precision  # noqa: E402
 from impasto.sweep import labelled_sheet  # noqa: E402
 from impasto.vgg import FeatureExtractor  # noqa: E402
 

@@ -33,7 +33,7 @@ from common import (  # noqa: E402
 
 from impasto import Settings, Stylizer  # noqa: E402
 from impasto.batch.work import peak_rss_mib  # noqa: E402
-from impasto.optimize import AUTOCAST_DTYPES, autocast_to, mixed_precision  # noqa: E402
+from impasto.device import AUTOCAST_DTYPES, autocast_to, mixed_precision  # noqa: E402
 
 CONTENT, STYLE = "chelsea.png", "starry_night.jpg"
 

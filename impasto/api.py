@@ -23,11 +23,11 @@ from .images import (
     tensor_to_pil, with_alpha,
 )  # fmt: skip
 from .media import FrameRecorder
-from .optimize import (
-    ExtraLoss, Outcome, Progress, StatsCache, StyleInput, check_short_side, choose_tile, is_out_of_memory, min_side,
-    mixed_precision, optimise, out_of_memory_advice, precision_name, release_cached_memory, resolve_device, style_long_side,
-    style_pieces, style_size, with_autograd,
-)
+from .device import is_out_of_memory, mixed_precision, precision_name, release_cached_memory, resolve_device, with_autograd
+from .optimize import ExtraLoss, Outcome, Progress, StyleInput, optimise
+from .scales import check_short_side, min_side
+from .style_stats import StatsCache, style_long_side, style_pieces, style_size
+from .tiles import choose_tile, out_of_memory_advice
 from .settings import INIT_NAMES, Settings, SettingsLike, as_settings
 from .vgg import FeatureExtractor, conv_layer_names
 
@@ -114,6 +114,18 @@ def normalize_styles(style: Union[StyleSpec, Sequence[StyleSpec]]) -> list[tuple
     if any(not math.isfinite(w) or w < 0 for _, w in out) or sum(w for _, w in out) <= 0:
         raise ImpastoError(f"style blend weights must be non-negative numbers, not all zero (given: {', '.join(f'{w:g}' for _, w in out)})")
     return out
+
+
+def parse_style(text: str) -> tuple[str, float]:
+    """`painting.jpg:0.7` -> (path, 0.7); a colon not followed by a number is part of the path."""
+    path, sep, weight = text.rpartition(":")
+    if sep and path:
+        try:
+            return path, float(weight)
+        except ValueError:
+            if Path(path).is_file() and not Path(text).exists():
+                raise ImpastoError(f"{text}: the weight after ':' must be a number, such as {path}:0.5") from None
+    return text, 1.0
 
 
 def _output_tile(source: Image.Image, settings: Settings, device: torch.device) -> int:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImpastoError, option
+from .files import atomic_write
 
 ImageLike = Union[str, os.PathLike, bytes, typing.BinaryIO, Image.Image, np.ndarray, torch.Tensor]
 
@@ -276,16 +277,11 @@ def save_image(image: Image.Image, path: Union[str, os.PathLike], overwrite: boo
     """Write atomically; refuse to replace an existing file unless asked."""
     path = check_output_path(path, overwrite)
     fmt = image_format(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     if fmt not in ALPHA_FORMATS and _has_alpha(image):
         image = flatten(image)  # a transparent picture written as JPEG looks as it would on white
-    try:
-        params = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    params = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    with atomic_write(path) as tmp:
         image.save(tmp, format=fmt, **params)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

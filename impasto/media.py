@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 from PIL import Image
 
 from .errors import ImpastoError
+from .files import atomic_write
 from .images import check_output_path, resize_tensor, tensor_to_pil
 
 if TYPE_CHECKING:  # api imports this module
@@ -106,8 +107,7 @@ def write_gif(
     images = [im.convert("RGB") if im.size == size else im.convert("RGB").resize(size, Image.Resampling.LANCZOS) for im in images]
     # GIF delays are in hundredths of a second; below 2 most viewers play at 10 fps anyway.
     per_frame = max(20, round(duration * 1000 / len(images) / 10) * 10)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_write(path) as tmp:
         # One palette per frame: the colours change a lot as the painting forms.
         images[0].save(
             tmp,
@@ -119,10 +119,6 @@ def write_gif(
             optimize=False,
             **({"loop": 0} if loop else {}),
         )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -205,11 +201,6 @@ def check_plot_path(path: Union[str, os.PathLike], overwrite: bool = False, flag
 def save_figure(fig: Any, path: Optional[Union[str, os.PathLike]]) -> Any:
     """Write a matplotlib figure as PNG atomically (temporary file, then rename), return it."""
     if path is not None:
-        tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
-        try:
+        with atomic_write(path) as tmp:
             fig.savefig(tmp, format="png")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     return fig

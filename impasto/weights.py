@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Optional
 import torch
 
 from .errors import ImpastoError, option
+from .files import atomic_write
 from .vgg import BLOCKS, WIDTHS, conv_indices
 
 OFFICIAL_URLS = {
@@ -139,20 +139,18 @@ def download_file(url: str, target: Path, expected: Optional[str] = None) -> Pat
 
     target.parent.mkdir(parents=True, exist_ok=True)
     expected = expected or expected_prefix(target)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+    # .part: a download cut short is plainly unfinished, never taken for weights.
+    with atomic_write(target, suffix=".part") as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {target.name}") as bar:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     bar.update(len(chunk))
-        verify_hash(tmp, expected)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        if expected is not None and not sha256_of(tmp).startswith(expected):
+            # Named by its URL: the temporary file is gone by the time this is read.
+            raise ImpastoError(f"the download of {url} does not have the expected sha256 ({expected}…): it was cut short "
+                               "or changed on the way; run again to download it again")
     return target
 
 
@@ -266,7 +264,8 @@ def _check_shapes(path: Path, model: str, tensors: dict[str, torch.Tensor]) -> N
 
 def locate(model: Optional[str], explicit: Optional[str] = None, download: bool = True) -> tuple[Path, Optional[str]]:
     """The file load_for reads, and the model it must hold (None: whichever it holds). A weights
-    *file* decides the model when none is forced; a folder or the cache is searched for vgg19's."""
+    *file* decides the model when none is forced; a folder or the cache is searched for vgg19's.
+    Stylizer.weights calls this, to load each file once and cache it; load_for is for scripts and tests."""
     explicit = explicit or os.environ.get("IMPASTO_WEIGHTS") or None
     if explicit and Path(explicit).expanduser().is_file():  # resolve() expands ~ too: one reading of the path
         return Path(explicit).expanduser(), model

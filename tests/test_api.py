@@ -468,7 +468,7 @@ def test_a_result_says_where_and_how_it_ran_and_keeps_its_own_settings(stylizer,
     settings = make_settings(iterations=2, precision="auto")
     result = stylizer.run(content_array, style_array, settings)
     assert result.device == "cpu"
-    assert result.precision == ("bf16" if impasto.optimize.native_bf16_cpu() else "fp32")
+    assert result.precision == ("bf16" if impasto.device.native_bf16_cpu() else "fp32")
     assert result.summary()["precision"] == result.precision
     settings.style_weight = 1234.0  # the caller's object changes later; the record of the run does not
     assert result.settings.style_weight != 1234.0

@@ -16,7 +16,8 @@ from impasto import ImpastoError, Settings
 from impasto import losses as L
 from impasto.cli import build_run_parser, main, settings_from_args
 from impasto.media import FrameRecorder, frame_iterations, plot_losses, write_gif
-from impasto.optimize import Objective, StyleInput, chain_pairs, style_size
+from impasto.optimize import Objective, StyleInput, chain_pairs
+from impasto.style_stats import style_size
 from impasto.presets import PRESETS
 from impasto.sweep import cell_filename, cell_label, cells_folder, parse_grid, save_sweep
 

@@ -10,10 +10,13 @@ import torch
 
 from impasto import Settings
 from impasto import losses as L
-from impasto import optimize
+from impasto import device as impasto_device
+from impasto import optimize, style_stats, tiles
 from impasto.errors import ImpastoError
 from impasto.presets import get_preset, preset_settings
-from impasto.optimize import blend_weights, choose_tile, mixed_precision, plan_tiles, plan_iterations, plan_scales, scale_settings
+from impasto.device import mixed_precision
+from impasto.scales import plan_iterations, plan_scales, scale_settings
+from impasto.tiles import blend_weights, choose_tile, plan_tiles
 
 from conftest import mean_rgb, smooth_image, textured_image, write_png
 
@@ -98,24 +101,24 @@ def test_memory_check_refuses_absurd_sizes():
 
 def test_an_output_larger_than_memory_is_cut_into_tiles_that_fit(monkeypatch):
     gib = 1024**3
-    monkeypatch.setattr(optimize, "available_bytes", lambda device: 8 * gib)
+    monkeypatch.setattr(tiles, "available_bytes", lambda device: 8 * gib)
     cpu = torch.device("cpu")
     assert choose_tile(1024, 683, Settings(), cpu) == 0  # fits whole: ~2 GiB
     tile = choose_tile(4096, 2731, Settings(), cpu)  # whole it would need ~32 GiB
     assert 256 <= tile < 4096
-    assert optimize.CANVAS_BYTES_PER_PIXEL * 4096 * 2731 + optimize.estimate_bytes(tile, tile) <= 8 * gib
+    assert tiles.CANVAS_BYTES_PER_PIXEL * 4096 * 2731 + impasto_device.estimate_bytes(tile, tile) <= 8 * gib
     assert choose_tile(1024, 683, Settings(tile=300), cpu) == 300  # asked for
     assert choose_tile(200, 100, Settings(tile=300), cpu) == 0  # smaller than one tile
-    monkeypatch.setattr(optimize, "available_bytes", lambda device: gib // 8)
+    monkeypatch.setattr(tiles, "available_bytes", lambda device: gib // 8)
     with pytest.raises(ImpastoError, match=r"needs about .* GiB, or .* GiB in 256 px tiles, but only 0.1 GiB is free"):
         choose_tile(4096, 2731, Settings(), cpu)
 
 
 def test_out_of_memory_advice_halves_what_ran():
     cpu = torch.device("cpu")
-    assert optimize.out_of_memory_advice(2048, 1365, cpu, 0) == "out of memory on cpu for a 2048x1365 output; a smaller size, or tiles (tile=1024) needs less"
-    assert "tile=768" in optimize.out_of_memory_advice(4096, 2731, cpu, 1600)  # half the tile in use, not of the picture
-    assert "tile" not in optimize.out_of_memory_advice(4096, 2731, cpu, 200)  # half of it would be below the smallest tile
+    assert tiles.out_of_memory_advice(2048, 1365, cpu, 0) == "out of memory on cpu for a 2048x1365 output; a smaller size, or tiles (tile=1024) needs less"
+    assert "tile=768" in tiles.out_of_memory_advice(4096, 2731, cpu, 1600)  # half the tile in use, not of the picture
+    assert "tile" not in tiles.out_of_memory_advice(4096, 2731, cpu, 200)  # half of it would be below the smallest tile
 
 
 def test_without_proc_meminfo_the_memory_check_still_has_a_figure(monkeypatch):
@@ -138,7 +141,7 @@ def test_without_proc_meminfo_the_memory_check_still_has_a_figure(monkeypatch):
     monkeypatch.setattr(builtins, "open", no_proc)
     monkeypatch.setattr(os, "sysconf", no_avphys)
     total = real_sysconf("SC_PAGE_SIZE") * real_sysconf("SC_PHYS_PAGES")
-    assert optimize.available_bytes(torch.device("cpu")) == total // 2
+    assert impasto_device.available_bytes(torch.device("cpu")) == total // 2
 
 
 @pytest.mark.parametrize("width, height, tile", [(1000, 700, 256), (4096, 2731, 1600), (300, 90, 64), (257, 256, 256)])
@@ -150,7 +153,7 @@ def test_tiles_cover_the_picture_with_overlapping_tiles_no_larger_than_asked(wid
         assert x1 - x0 <= tile and y1 - y0 <= tile
         covered[y0:y1, x0:x1] += 1
     assert covered.min() >= 1  # every pixel
-    overlap = optimize.tile_overlap(tile)
+    overlap = tiles.tile_overlap(tile)
     xs = sorted({(x0, x1) for x0, _, x1, _ in regions})
     assert all(a1 - b0 >= overlap for (_, a1), (b0, _) in zip(xs, xs[1:]))  # neighbours share a seam wide enough to blend
     assert plan_tiles(width, height, max(width, height)) == [(0, 0, width, height)]
@@ -287,7 +290,7 @@ def test_coarse_content_keeps_the_photos_layout_and_leaves_the_finest_scale_alon
 
 @pytest.mark.parametrize("native_bf16", [False, True])
 def test_mixed_precision_by_device_and_by_the_setting(monkeypatch, native_bf16):
-    monkeypatch.setattr(optimize, "native_bf16_cpu", lambda: native_bf16)
+    monkeypatch.setattr(impasto_device, "native_bf16_cpu", lambda: native_bf16)
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
     auto_cpu = torch.bfloat16 if native_bf16 else None  # emulated bf16 would be slower than fp32
     assert [mixed_precision(Settings(), d) for d in (cpu, cuda, mps)] == [auto_cpu, torch.float16, None]
@@ -305,8 +308,8 @@ def test_mixed_precision_by_device_and_by_the_setting(monkeypatch, native_bf16):
 def test_style_statistics_taken_in_pieces_are_those_of_the_whole(shallow_extractor):
     style = torch.from_numpy(textured_image(150, 200)).permute(2, 0, 1)[None].float()
     layers = ("conv1_1", "conv2_1", "conv3_1")
-    whole, _ = optimize.style_statistics(shallow_extractor, style, (150, 200), layers)
-    pieces, _ = optimize.style_statistics(shallow_extractor, style, (150, 200), layers, tile=64)
+    whole, _ = style_stats.style_statistics(shallow_extractor, style, (150, 200), layers)
+    pieces, _ = style_stats.style_statistics(shallow_extractor, style, (150, 200), layers, tile=64)
     for k in layers:
         for mine, true in ((pieces[k].mean, whole[k].mean), (pieces[k].moment, whole[k].moment)):
             err = float((mine - true).norm() / true.norm())
@@ -444,16 +447,16 @@ def test_a_device_without_autocast_runs_fp32_and_refuses_mixed_precision_clearly
 
     monkeypatch.setattr(torch, "autocast", refuse)
     device = torch.device("cpu")
-    with optimize.autocast_to(device, None), optimize.autocast_off(device):
+    with impasto_device.autocast_to(device, None), impasto_device.autocast_off(device):
         pass
     with pytest.raises(ImpastoError, match=r"precision='fp16' is not available on cpu with torch .*; use precision='fp32'"):
-        optimize.autocast_to(device, torch.float16)
+        impasto_device.autocast_to(device, torch.float16)
 
 
 def test_a_cuda_index_past_the_gpus_is_named(monkeypatch):
     # Without the check, cuda:7 on a one-GPU machine failed later, inside torch's memory query.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert optimize.resolve_device("cuda:0") == torch.device("cuda:0")
+    assert impasto_device.resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(ImpastoError, match=r"device='cuda:7' asked for, but PyTorch sees 1 CUDA GPU \(cuda:0..0\)"):
-        optimize.resolve_device("cuda:7")
+        impasto_device.resolve_device("cuda:7")

@@ -371,7 +371,7 @@ def test_the_token_stays_out_of_the_access_log(serve_process):
 
 def check_the_plan_mirrors_the_runs(page) -> None:
     """The page's copy of the scale plan (which step field a run uses, the time left) against the real one."""
-    from impasto.optimize import plan_iterations, plan_scales
+    from impasto.scales import plan_iterations, plan_scales
     from impasto.settings import Settings
 
     cases = [((640, 480), dict(size=96)), ((640, 480), dict(size=200)), ((640, 480), dict(size=512)),

@@ -18,6 +18,7 @@ from typing import Any, Union
 import numpy as np
 
 from ..errors import ImpastoError, option
+from ..files import atomic_write
 
 AUDIO_HINT = "pip install 'impasto[audio]'"
 OUTPUT_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
@@ -201,11 +202,6 @@ def save_sound(samples: np.ndarray, rate: int, path: PathLike, overwrite: bool =
     """Write 16-bit WAV or FLAC atomically (a temporary file, then a rename)."""
     sf = require_soundfile()
     path = check_audio_output(path, overwrite)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_write(path) as tmp:
         sf.write(str(tmp), np.clip(samples, -1.0, 1.0), rate, format=OUTPUT_FORMATS[path.suffix.lower()], subtype="PCM_16")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from ..optimize import seeded_generator
+from ..device import seeded_generator
 
 
 def window(n_fft: int, device: torch.device) -> torch.Tensor:

@@ -30,7 +30,8 @@ import torch
 
 from .. import losses as L
 from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss, option, warn
-from ..optimize import Progress, descend_keeping_best, resolve_device, seeded_generator, with_autograd
+from ..device import resolve_device, seeded_generator, with_autograd
+from ..optimize import Progress, descend_keeping_best
 from ..settings import Settings, SettingsLike, as_settings, check_names
 from . import io, spectral
 

@@ -16,6 +16,7 @@ from typing import Any, Collection, Iterator, Mapping, Optional
 
 from .. import locks
 from ..errors import ImpastoError
+from ..files import atomic_write
 
 INDEX_NAME = "index.jsonl"
 LOCK_NAME = ".impasto-batch.lock"
@@ -73,15 +74,9 @@ class Index:
 
     def compact(self) -> None:
         """Rewrite the file atomically with one line per output."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                for record in self.records.values():
-                    handle.write(json.dumps(record, default=str) + "\n")
-            os.replace(tmp, self.path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_write(self.path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+            for record in self.records.values():
+                handle.write(json.dumps(record, default=str) + "\n")
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.records.values())

@@ -38,7 +38,7 @@ def make_stylizer() -> Any:
 def timed_stats_cache(capacity: int) -> Any:
     """A style statistics cache that also adds up the seconds spent computing what it missed
     (from a miss to its put), so a job can report its style-target cost apart from the optimisation."""
-    from ..optimize import StatsCache
+    from ..style_stats import StatsCache
 
     class TimedStatsCache(StatsCache):
         def __init__(self) -> None:
@@ -64,7 +64,7 @@ def timed_stats_cache(capacity: int) -> Any:
 def load_model(stylizer: Any, settings: Any) -> float:
     """Load the weights and build the extractor as Stylizer.run would; seconds taken (about 0 once loaded).
     Done before the run so a worker's one-time load is timed apart from its first job's work."""
-    from ..optimize import resolve_device
+    from ..device import resolve_device
 
     start = time.perf_counter()
     stylizer.extractor(stylizer.settings_for_model(settings), resolve_device(settings.device))

@@ -23,6 +23,7 @@ from PIL import Image
 from .. import color
 from ..api import MaskSpec, StyleSpec, Stylizer, mask_list, normalize_styles
 from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, STOP_OUT_OF_MEMORY, ImpastoError, Interrupted, NonFiniteLoss, option, warn
+from ..files import atomic_write
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..optimize import Progress, check_short_side, resolve_device
 from ..settings import Settings, SettingsLike, as_settings
@@ -324,9 +325,9 @@ class FrameStore:
             self._clear()
         folder.mkdir(exist_ok=True)
         text = json.dumps(fingerprint, indent=1, sort_keys=True)
-        tmp = folder / f".{RUN_FILE}.tmp{os.getpid()}"
-        tmp.write_text(text + "\n")
-        os.replace(tmp, folder / RUN_FILE)
+        # A stray temporary file would make the folder look foreign to the next run (see above).
+        with atomic_write(folder / RUN_FILE) as tmp:
+            tmp.write_text(text + "\n")
 
     def _read_fingerprint(self) -> Optional[dict[str, Any]]:
         path = self.folder / RUN_FILE

@@ -34,6 +34,7 @@ from typing import Any, Callable, Optional
 from PIL import Image
 
 from ..errors import ImpastoError
+from ..files import atomic_write
 from ..images import save_image, tensor_to_pil
 from ..settings import Settings
 from .options import SERVER_ONLY
@@ -68,12 +69,8 @@ def is_job_id(text: str) -> bool:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
-    try:
+    with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # a write cut short (a full disk) leaves no stray file
 
 
 class JobStore:

@@ -1,0 +1,179 @@
+"""Where and in what arithmetic a run computes: the device (auto: CUDA, then MPS, then the
+CPU), its free memory and what running out of it looks like, mixed precision, and the
+run's own random generator."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Callable, Optional, ParamSpec, TypeVar
+
+import torch
+
+from .errors import ImpastoError, option
+from .settings import Settings
+
+
+P = ParamSpec("P")
+
+
+R = TypeVar("R")
+
+
+def with_autograd(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run `fn` with autograd on whatever the caller's mode (a notebook's torch.no_grad() or
+    torch.inference_mode()), and give the caller's mode back after: an optimisation of pixels
+    needs gradients, and the caller's own code must not find them switched on."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with torch.inference_mode(False), torch.enable_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():  # with its index, so "auto" and "cuda:0" are one device to a cache
+            return torch.device("cuda", torch.cuda.current_device())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):  # torch knows others (meta, xpu, ...) this code was never run on
+        raise ImpastoError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ImpastoError(f"{option('device', name)} asked for, but PyTorch sees no CUDA GPU")
+    if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
+        raise ImpastoError(f"{option('device', name)} asked for, but PyTorch sees {count} CUDA GPU{'s' if count != 1 else ''} (cuda:0..{count - 1})")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ImpastoError(f"{option('device', 'mps')} asked for, but MPS is not available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+# Bytes per output pixel at the finest scale for a VGG19 forward+backward,
+# measured with benchmarks/speed.py (peak RSS growth / pixels). The estimate
+# only has to be right within a factor that leaves room.
+BYTES_PER_PIXEL = 3000
+
+
+def estimate_bytes(width: int, height: int) -> int:
+    return width * height * BYTES_PER_PIXEL
+
+
+def available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        # Blocks this process's caching allocator holds but no tensor uses are free to it too:
+        # after one large run (a sweep, a batch worker, the web server) they are most of it.
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    if device.type == "mps":
+        try:  # Metal's working-set limit, less what this process's tensors already hold
+            return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+        except (AttributeError, RuntimeError):  # a torch without them: the machine's memory, below
+            pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        # macOS says only how much there is in all: half of it is a guess that still refuses
+        # an output needing more than the whole machine, and tiles one that would crowd it.
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62  # unknown: let the run try
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is the device running out of memory: CUDA's own error, MPS's and the CPU
+    allocator's RuntimeErrors (the up-front estimate is a measurement, not a bound)."""
+    text = str(exc)
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Hand the caching allocator's free blocks back, so what runs next (or another process) has them."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes in bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+# The --precision values that mean mixed precision, and the autocast dtype of each.
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def mixed_precision(settings: Settings, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of the network's passes, or None for plain fp32.
+
+    auto: fp16 on CUDA; bf16 on a CPU with native bf16, where it makes a default
+    run 1.6x faster and the result's fp32-scored loss is unchanged (benchmarks/precision.py).
+    """
+    precision = settings.precision
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "fp16"
+        elif device.type == "cpu" and native_bf16_cpu():
+            precision = "bf16"
+    return AUTOCAST_DTYPES.get(precision)
+
+
+def precision_name(dtype: Optional[torch.dtype]) -> str:
+    """The --precision value of an autocast dtype (None: fp32)."""
+    return {v: k for k, v in AUTOCAST_DTYPES.items()}.get(dtype, "fp32")  # type: ignore[arg-type]
+
+
+def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
+    """Mixed precision in `dtype` on the device, or a no-op context for None (plain fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    try:
+        return torch.autocast(device_type=device.type, dtype=dtype)
+    except RuntimeError:  # a torch without autocast for this device (MPS before 2.5 or so)
+        raise ImpastoError(
+            f"{option('precision', precision_name(dtype))} is not available on {device.type} with torch {torch.__version__}; "
+            f"use {option('precision', 'fp32')}"
+        ) from None
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast switched off (for a pass in fp32 inside a mixed-precision one); nothing to switch
+    off on a device whose torch has no autocast, which older ones refuse even to disable."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()
+
+
+def seeded_generator(seed: Optional[int]) -> torch.Generator:
+    """A CPU generator of its own, so a run's draws repeat for a seed (None: fresh entropy)
+    without moving torch's global generator under the caller."""
+    generator = torch.Generator(device="cpu")
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
