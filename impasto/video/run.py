@@ -25,7 +25,9 @@ from ..api import MaskSpec, StyleSpec, Stylizer, mask_list, normalize_styles
 from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, STOP_OUT_OF_MEMORY, ImpastoError, Interrupted, NonFiniteLoss, option, warn
 from ..files import atomic_write
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
-from ..optimize import Progress, check_short_side, resolve_device
+from ..device import resolve_device
+from ..optimize import Progress
+from ..scales import check_short_side
 from ..settings import Settings, SettingsLike, as_settings
 from .flow import FlowEstimator, FrameMotion, require_cv2, warping_error
 from .io import VideoInfo, check_video_output, encode, mux_audio, probe, read_frames
