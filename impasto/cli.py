@@ -19,10 +19,13 @@ import sys
 import typing
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+from .api import parse_style  # here too: the shells (video, and scripts) have long imported it from the CLI
 from .errors import STOP_INTERRUPTED, ImpastoError, Interrupted, command_line, one_line_warnings, option, warn
-from .settings import COLOR_MODES, INIT_NAMES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, STYLE_LOSSES, Settings
+from .settings import (
+    COLOR_MODES, INIT_NAMES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, STYLE_LOSSES, BadSettingValue, Settings, field_kind, parse_setting,
+)  # fmt: skip
 
 # Shown in --help; Settings.validate gives the error for anything else.
 CHOICES = {"model": MODELS, "pooling": POOLINGS, "optimizer": OPTIMIZERS, "style_loss": STYLE_LOSSES, "preserve_color": COLOR_MODES, "precision": PRECISIONS}
@@ -57,14 +60,40 @@ EXTRA_HELP = {"style_layers": "; 'all' = every conv layer (Novak & Nikulin 2016)
 
 
 def field_type(f: Any) -> tuple[type, bool]:
-    """(scalar type, is_tuple) from a Settings annotation string."""
-    hint = typing.get_type_hints(Settings)[f.name]
-    args = typing.get_args(hint)
-    if type(None) in args:  # Optional[X]
-        hint = next(a for a in args if a is not type(None))
-    if typing.get_origin(hint) is tuple:
-        return typing.get_args(hint)[0], True
-    return hint, False
+    """(scalar type, is_tuple) of a Settings field (settings.field_kind without whether it may be None)."""
+    kind, is_list, _ = field_kind(f.name)
+    return kind, is_list
+
+
+def setting_type(name: str) -> Callable[[str], Any]:
+    """argparse's `type` for a setting: settings.parse_setting's rule (--size 512.0 is 512), a refusal
+    in argparse's words (argument --size: invalid int value: '2.5')."""
+    kind, is_list, _ = field_kind(name)
+
+    def parse(text: str) -> Any:
+        try:
+            return parse_setting(name, text)
+        except BadSettingValue as exc:
+            if is_list:  # the item at fault, rather than the whole list
+                raise argparse.ArgumentTypeError(f"{exc.value!r} is not {exc.wanted}") from None
+            raise ValueError(text) from None
+
+    parse.__name__ = kind.__name__  # the name argparse gives the type in its message
+    return parse
+
+
+# Where the parser notes the settings given as none (--seed none, --lr default): their None is a
+# choice, to be kept over a preset's value (seed None: a seed drawn afresh), not the option left out.
+GIVEN_NONE = "settings_given_none"
+
+
+class StoreSetting(argparse.Action):
+    """argparse's store, noting a setting given as none (GIVEN_NONE)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Optional[str] = None) -> None:
+        setattr(namespace, self.dest, values)
+        if values is None:
+            setattr(namespace, GIVEN_NONE, getattr(namespace, GIVEN_NONE, frozenset()) | {self.dest})
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
@@ -94,50 +123,26 @@ def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] 
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif is_tuple:
-            group.add_argument(flag, default=None, metavar="A,B,..", help=text)
+            group.add_argument(flag, type=setting_type(f.name), action=StoreSetting, default=None, metavar="A,B,..", help=text)
         else:
             named = {"weights": "PATH", "device": "DEVICE", "init": "content|noise|style|PATH"}
             metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else named.get(f.name) or {int: "N", float: "X"}.get(kind, "VALUE")
-            group.add_argument(flag, type=kind, default=None, metavar=metavar, help=text)
+            group.add_argument(flag, type=setting_type(f.name), action=StoreSetting, default=None, metavar=metavar, help=text)
 
 
 def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given on the command line (each option defaults to None)."""
-    return {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name, None) is not None}
+    """The settings given on the command line (each option defaults to None; one given as none is kept)."""
+    given_none = getattr(args, GIVEN_NONE, ())
+    return {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name, None) is not None or f.name in given_none}
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    explicit = explicit_settings(args)
-    if explicit.get("weights") and "model" not in explicit:
-        explicit["model"] = None  # a weights file decides its model
-    try:
-        preset = getattr(args, "preset", None)
-        settings = Settings.from_preset(preset, **explicit) if preset is not None else Settings(**explicit)
-    except ValueError as exc:
-        raise ImpastoError(f"bad setting: {exc}") from None
-    settings.validate()
-    settings = settings.with_given_iterations(explicit)
-    if not settings.multiscale:
-        # Asked for, and silently without effect, they would leave the user wondering why.
-        unused = [f for f in ("min_size", "scale_factor", "initial_iterations", "coarse_content", "upsample_detail") if f in explicit]
-        if unused:
-            verb, pronoun = ("apply", "they change") if len(unused) > 1 else ("applies", "it changes")
-            warn(f"{', '.join(option(f) for f in unused)} only {verb} to coarse-to-fine runs: with --no-multiscale {pronoun} nothing")
-    if "gram_shift" in explicit and settings.style_loss != "gram":
-        warn(f"{option('gram_shift')} only applies to the Gram loss: with {option('style_loss', settings.style_loss)} it changes nothing")
+    """The settings the options ask for (the preset's under those given), checked, with a warning for
+    each option given that changes nothing in the run."""
+    given = explicit_settings(args)
+    settings = Settings.from_given(getattr(args, "preset", None), given)
+    settings.warn_unused(given)
     return settings
-
-
-def parse_style(text: str) -> tuple[str, float]:
-    """`painting.jpg:0.7` -> (path, 0.7); a colon not followed by a number is part of the path."""
-    path, sep, weight = text.rpartition(":")
-    if sep and path:
-        try:
-            return path, float(weight)
-        except ValueError:
-            if Path(path).is_file() and not Path(text).exists():
-                raise ImpastoError(f"{text}: the weight after ':' must be a number, such as {path}:0.5") from None
-    return text, 1.0
 
 
 def build_run_parser() -> argparse.ArgumentParser:

@@ -19,8 +19,6 @@ import torch
 
 from . import losses as L
 from .device import autocast_off, autocast_to, mixed_precision, seeded_generator
-from .device import resolve_device  # noqa: F401  # TEMPORARY, for modules being edited elsewhere
-from .scales import check_short_side  # noqa: F401  # TEMPORARY
 from .errors import ImpastoError, NonFiniteLoss, option
 from .images import resize_tensor
 from .scales import min_side, plan_iterations, plan_scales, scale_settings

@@ -7,11 +7,12 @@ import functools
 import math
 import numbers
 import os
+import types
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Collection, Optional, Union
+from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Union
 
-from .errors import ImpastoError, number, on_command_line, option
+from .errors import ImpastoError, number, on_command_line, option, warn
 
 MODELS = ("vgg16", "vgg19")
 POOLINGS = ("max", "avg")
@@ -52,20 +53,130 @@ def _is_kind(value: Any, kind: type) -> bool:
 _KIND_NAMES = {int: "a whole number", float: "a number", bool: "True or False", str: "text", type(None): "None"}
 
 
+@functools.lru_cache(maxsize=None)
+def field_kind(name: str) -> tuple[type, bool, bool]:
+    """(the type of one value, whether the setting is a list of them, whether it may be None), from
+    Settings' annotation: Optional[tuple[float, ...]] gives (float, True, True), int (int, False, False).
+    KeyError for a name that is not a setting."""
+    hint = typing.get_type_hints(Settings)[name]
+    parts = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+    (hint,) = [part for part in parts if part is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        return typing.get_args(hint)[0], True, type(None) in parts
+    return hint, False, type(None) in parts
+
+
 @functools.lru_cache(maxsize=1)
 def _scalar_kinds() -> dict[str, tuple[type, ...]]:
     """The scalar settings and the types each accepts (`Optional[int]`: int or None), from the
     annotations: "50" or "no" from a notebook is named, not turned into a crash or into True."""
-    kinds = {}
-    for name, hint in typing.get_type_hints(Settings).items():
-        args = typing.get_args(hint) if typing.get_origin(hint) is Union else (hint,)
-        if all(a in (int, float, bool, str, type(None)) for a in args):
-            kinds[name] = args
+    kinds: dict[str, tuple[type, ...]] = {}
+    for f in fields(Settings):
+        kind, is_list, optional = field_kind(f.name)
+        if not is_list and kind in (int, float, bool, str):
+            kinds[f.name] = (kind, type(None)) if optional else (kind,)
     return kinds
+
+
+# Text that gives None to a setting that may be None (its default behaviour): a form sends its
+# empty fields as "", a grid or a CSV cell says none or default.
+NONE_WORDS = ("none", "default", "")
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+class BadSettingValue(ImpastoError):
+    """A value parse_setting cannot read as its setting's type. The message is a manifest row's
+    ("size: 'big' is not a whole number"); must() says it in validate's words ("size must be ...")."""
+
+    def __init__(self, name: str, value: Any, wanted: str) -> None:
+        super().__init__(f"{name}: {value!r} is not {wanted}")
+        self.name, self.value, self.wanted = name, value, wanted
+
+    def __reduce__(self) -> Any:  # pickled whole (Exception's own passes the message alone to __init__)
+        return type(self), (self.name, self.value, self.wanted)
+
+    def must(self) -> str:
+        return f"{self.name} must be {self.wanted}, not {self.value!r}"
+
+
+def parse_setting(name: str, value: Any, list_sep: str = ",", other_sep: Optional[str] = None) -> Any:
+    """`value` as the setting `name` takes it: text (a command line's, a grid's, a CSV cell's, a form
+    field's) or a JSON value. The one rule of every shell, so that the same text is the same setting
+    in all of them:
+
+    - a whole number may be written 512.0 or 5e2 (2.5 is refused); a number must be finite;
+    - a switch is true/false, yes/no, on/off or 1/0 (any case; JSON's true, false, 1 and 0 too);
+    - a setting that may be None is None for none, default, empty text or null;
+    - a list setting takes a list, or text with `list_sep` between its items (a grid's values are
+      separated by ',', so a sweep joins a list's items with '+'); `other_sep` is taken where the
+      text has no `list_sep` (a CSV cell may join them with '+', which needs no quotes);
+    - text for a text setting is kept, stripped; any other value is left to Settings to take (a path
+      object, a torch.device) or refuse.
+
+    Raises BadSettingValue, or ImpastoError for a name that is not a setting."""
+    check_names([name])
+    kind, is_list, optional = field_kind(name)
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS)):
+        return None
+    if not is_list:
+        return _parse_one(name, kind, value)
+    if isinstance(value, str) and other_sep and list_sep not in value:
+        list_sep = other_sep
+    items = value.split(list_sep) if isinstance(value, str) else value
+    if isinstance(items, (bytes, Mapping)) or not isinstance(items, Iterable):  # a numpy array from a notebook is a list
+        raise BadSettingValue(name, value, f"a list, or text with {list_sep!r} between the items")
+    return tuple(_parse_one(name, kind, item) for item in items if not (isinstance(item, str) and not item.strip()))
+
+
+def _parse_one(name: str, kind: type, value: Any) -> Any:
+    text = value.strip() if isinstance(value, str) else None
+    shown = value if text is None else text
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in TRUE_WORDS + FALSE_WORDS:
+            return text.lower() in TRUE_WORDS
+        if isinstance(value, numbers.Real) and value in (0, 1):
+            return bool(value)
+        raise BadSettingValue(name, shown, "true or false")
+    if kind is int:
+        whole = _as_number(shown)
+        if isinstance(whole, float) and math.isfinite(whole) and whole.is_integer():
+            whole = int(whole)
+        if not isinstance(whole, int):
+            raise BadSettingValue(name, shown, "a whole number")
+        return whole
+    if kind is float:
+        real = _as_number(shown)
+        if real is None:
+            raise BadSettingValue(name, shown, "a number")
+        if not math.isfinite(real):  # no setting takes one, and text such as "nan" is more often a slip
+            raise BadSettingValue(name, shown, "a finite number")
+        return float(real)
+    return shown
+
+
+def _as_number(value: Any) -> Union[int, float, None]:
+    """A number from a number or its text (an int kept exact: a seed may have 19 digits); None if neither."""
+    if isinstance(value, bool):  # True is not a count
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        for convert in (int, float):
+            try:
+                return convert(value)
+            except ValueError:
+                pass
+    return None
 
 
 # The starts `init` names; anything else is a picture file.
 INIT_NAMES = ("content", "noise", "style")
+# Settings only a coarse-to-fine run reads: given with multiscale off, they change nothing.
+MULTISCALE_ONLY = ("min_size", "scale_factor", "initial_iterations", "coarse_content", "upsample_detail")
 
 
 @dataclass
@@ -210,7 +321,8 @@ class Settings:
                 setattr(self, name, os.fspath(getattr(self, name)))
         if type(self.device).__module__.startswith("torch"):  # torch.device("cuda:0"), or a tensor's .device
             self.device = str(self.device)
-        # Accept lists from JSON/CLI and keep the object hashable-friendly.
+        # Lists (JSON, a notebook) and comma-separated text become tuples: two Settings of the same layers
+        # compare equal however they were given, and a copy made by replace() shares no list to change.
         for name in ("content_layers", "style_layers"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -282,6 +394,58 @@ class Settings:
         if self.multiscale and "iterations" in given and self.scale_count() == 1:
             return self.replace(initial_iterations=self.iterations)
         return self
+
+    @classmethod
+    def from_given(
+        cls, preset: Optional[str], given: Mapping[str, Any], under: Optional[Mapping[str, Any]] = None, honour_iterations: bool = True
+    ) -> "Settings":
+        """A run's settings from a shell: the values `given` (typed on a command line, a manifest row's,
+        a job's request) over the preset's, over `under` (a batch's own settings, which a row's preset
+        replaces), checked by validate().
+
+        A weights file given without a model decides the model. An `iterations` given is run even at
+        a size of one scale (with_given_iterations), unless `honour_iterations` is False: the web page
+        sends both its step fields every time, and greys out the one a run of one scale leaves unused.
+        """
+        from .presets import preset_settings
+
+        values = dict(under or {}) | (preset_settings(preset) if preset is not None else {}) | dict(given)
+        if given.get("weights") and "model" not in given:
+            values["model"] = None
+        try:
+            settings = cls.from_dict(values)
+        except (TypeError, ValueError) as exc:
+            raise ImpastoError(f"bad setting: {exc}") from None
+        settings.validate()
+        return settings.with_given_iterations(given) if honour_iterations else settings
+
+    def unused(self, given: Collection[str]) -> list[str]:
+        """The settings named in `given` that change nothing in a run of these settings."""
+        names = [] if self.multiscale else [name for name in MULTISCALE_ONLY if name in given]
+        return names + (["gram_shift"] if "gram_shift" in given and self.style_loss != "gram" else [])
+
+    def unused_notes(self, given: Collection[str]) -> list[str]:
+        """unused(given) in a line per reason, naming settings as the reader gives them (flags or keywords)."""
+        unused = self.unused(given)
+        notes = []
+        coarse = [name for name in unused if name in MULTISCALE_ONLY]
+        if coarse:
+            verb, pronoun = ("apply", "they change") if len(coarse) > 1 else ("applies", "it changes")
+            off = "--no-multiscale" if on_command_line() else option("multiscale", False)
+            notes.append(f"{', '.join(option(name) for name in coarse)} only {verb} to coarse-to-fine runs: with {off} {pronoun} nothing")
+        if "gram_shift" in unused:
+            notes.append(f"{option('gram_shift')} only applies to the Gram loss: with {option('style_loss', self.style_loss)} it changes nothing")
+        return notes
+
+    def warn_unused(self, given: Collection[str], said: Optional[set[str]] = None) -> None:
+        """Warn of the settings in `given` that change nothing here: asked for, and silently without
+        effect, they would leave the user wondering why. `said` holds what was said already (a sweep's
+        cells share one, so each line is said once), and gets what this says."""
+        for note in self.unused_notes(given):
+            if said is None or note not in said:
+                warn(note)
+                if said is not None:
+                    said.add(note)
 
     def layer_weights(self) -> tuple[float, ...]:
         raw = self.style_layer_weights or tuple(1.0 for _ in self.style_layers)
@@ -467,10 +631,3 @@ def _check_keywords(generated: Callable[..., None]) -> Callable[..., None]:
 
 # Set after the class is made: defined in its body, it would stop the dataclass writing its own.
 setattr(Settings, "__init__", _check_keywords(Settings.__init__))
-
-
-def help_for(name: str) -> str:
-    for f in fields(Settings):
-        if f.name == name:
-            return f.metadata.get("help", "")
-    raise KeyError(name)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -24,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .errors import USER_STOPS, ImpastoError, Interrupted, option, warn
 from .images import ImageLike, check_image_output, flatten, load_image, save_image
-from .settings import Settings, SettingsLike, as_settings
+from .settings import BadSettingValue, Settings, SettingsLike, as_settings, parse_setting
 
 Grid = Union[Mapping[str, Sequence[Any]], Sequence[tuple[str, Sequence[Any]]]]
 MAX_CELLS = 100
@@ -51,43 +50,13 @@ class SweepResult:
         return out
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(Settings)
-
-
 def parse_value(name: str, text: str) -> Any:
-    """A grid value from text, as the setting's type wants it (tuples joined with '+')."""
-    hint = _field_types()[name]
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    if optional:
-        hint = next(a for a in args if a is not type(None))
-    text = text.strip()
-    if optional and text.lower() in ("none", "default"):
-        return None
-    if typing.get_origin(hint) is tuple:
-        inner = typing.get_args(hint)[0]
-        return tuple(_scalar(name, inner, part) for part in text.split("+") if part.strip())
-    return _scalar(name, hint, text)
-
-
-def _scalar(name: str, kind: Any, text: str) -> Any:
-    text = text.strip()
-    if kind is bool:
-        low = text.lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ImpastoError(f"grid {name}: {text!r} is not true or false")
-    if kind in (int, float):
-        try:
-            value = kind(text)
-        except ValueError:
-            noun = "a whole number" if kind is int else "a number"
-            raise ImpastoError(f"grid {name}: {text!r} is not {noun}") from None
-        return value
-    return text
+    """A grid value from text, as the setting's type wants it (settings.parse_setting; a list's items
+    are joined with '+', since ',' separates the grid's values)."""
+    try:
+        return parse_setting(name, text, list_sep="+")
+    except BadSettingValue as exc:
+        raise ImpastoError(f"grid {exc}") from None
 
 
 def parse_grid(text: str) -> tuple[str, list[Any]]:
@@ -182,6 +151,7 @@ def sweep(
     stylizer = stylizer or Stylizer()
     photo = load_image(content)  # once, for every cell's check
     swept = {name for name, _ in axes}
+    said: set[str] = set()  # each warning once, however many cells it concerns
     plans: list[list[Settings]] = []
     for r in range(n_rows):
         row = []
@@ -194,6 +164,7 @@ def sweep(
                 row.append(cell)
             except (ImpastoError, ValueError, TypeError) as exc:
                 raise ImpastoError(f"grid cell {cell_label(values)}: {exc}") from None
+            cell.warn_unused(swept | set(overrides), said)
         plans.append(row)
     images: list[list[Image.Image]] = []
     results: list[list[Any]] = []

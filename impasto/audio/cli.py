@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..cli import Parser, add_settings_arguments, settings_from_args
+from ..cli import Parser, add_settings_arguments, explicit_settings
 from ..errors import STOP_INTERRUPTED, ImpastoError, Interrupted, option
 from ..settings import Settings
 from .transfer import AUDIO_DEFAULTS, SHARED_FIELDS, AudioSettings
@@ -76,11 +76,11 @@ def audio_settings_from_args(args: argparse.Namespace) -> AudioSettings:
 
 
 def shared_settings_from_args(args: argparse.Namespace) -> Settings:
-    if not args.preset:  # a preset's own values win over the audio defaults
-        for name, value in AUDIO_DEFAULTS.items():
-            if getattr(args, name, None) is None:
-                setattr(args, name, value)
-    return settings_from_args(args)
+    given = explicit_settings(args)
+    # The audio defaults count as given (as if typed), but a preset's own values win over them.
+    settings = Settings.from_given(args.preset, given if args.preset else AUDIO_DEFAULTS | given)
+    settings.warn_unused(given)
+    return settings
 
 
 def check_outputs(args: argparse.Namespace) -> None:

@@ -12,13 +12,12 @@ import hashlib
 import json
 import os
 import random
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Collection, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from ..errors import ImpastoError, option, warn
-from ..settings import Settings
+from ..settings import Settings, check_names, parse_setting
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 AVIF_SUFFIXES = (".avif",)  # listed only where this Pillow reads them (11.3+)
@@ -82,36 +81,27 @@ def settings_hash(settings: Settings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def typed_override(name: str, value: Any) -> Any:
-    """Text from a CSV cell (or a JSON string) as the setting's type wants it; other values as given."""
-    from ..sweep import parse_value
-
-    known = {f.name for f in fields(Settings)}
-    if name in known and isinstance(value, str) and typing.get_type_hints(Settings)[name] is not str:
-        try:
-            return parse_value(name, value)
-        except ImpastoError as exc:  # its message speaks of a sweep's grid
-            raise ImpastoError(str(exc).removeprefix("grid ")) from None
-    return value
-
-
 def resolve_settings(base: Settings, overrides: Mapping[str, Any], fixed: Collection[str] = ()) -> Settings:
     """`base` with a row's overrides, checked as a single run checks its settings.
 
     A row's `preset` goes on top of the batch's settings but for those named in `fixed` (options
     given explicitly, which beat a preset as in a single run), and the row's own values on top.
     """
-    from ..presets import preset_settings
-
     overrides = dict(overrides)
     preset = overrides.pop("preset", None)
-    try:
-        typed = {name: typed_override(name, value) for name, value in overrides.items()}
-        from_preset = {k: v for k, v in (preset_settings(str(preset)) if preset else {}).items() if k not in fixed}
-        merged = Settings.from_dict(base.to_dict() | from_preset | typed).validate()
-        return merged.with_given_iterations(set(fixed) | set(typed))
-    except (TypeError, ValueError) as exc:
-        raise ImpastoError(f"bad setting: {exc}") from None
+    check_names(overrides)
+    # Lists with ',' between the items as everywhere, or '+' (a CSV cell's commas need quotes).
+    row = {name: parse_setting(name, value, other_sep="+") for name, value in overrides.items()}
+    kept = base.to_dict()
+    given = {name: kept[name] for name in fixed if name in kept} | row
+    return Settings.from_given(str(preset) if preset else None, given, under=kept)
+
+
+def unused_in_row(settings: Settings, base: Settings, overrides: Mapping[str, Any], fixed: Collection[str] = ()) -> list[str]:
+    """What a row's settings are warned of: settings given that change nothing in its run, less those
+    already unused in the batch's own settings (the command line said those once, at its start)."""
+    given = (set(fixed) - set(base.unused(fixed))) | (set(overrides) - {"preset"})
+    return settings.unused_notes(given)
 
 
 def job_key(content: str, styles: Sequence[tuple[str, float]], settings_hash_: str, error: Optional[str]) -> str:
@@ -156,6 +146,8 @@ class PlanCache:
     settings: dict[str, tuple[Settings, str]] = field(default_factory=dict)
     folders: dict[str, str] = field(default_factory=dict)
     versions: dict[str, Optional[list[int]]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # each set of overrides' unused_in_row
+    unused: dict[str, list[str]] = field(default_factory=dict)  # each of those notes -> the jobs it concerns
 
 
 def key_path(path: str, output: Optional[str]) -> str:
@@ -182,10 +174,13 @@ def finish_job(
             try:
                 resolved = resolve_settings(base, job.overrides, fixed)
                 cache.settings[overrides] = (resolved, settings_hash(resolved))
+                cache.notes[overrides] = unused_in_row(resolved, base, job.overrides, fixed)
             except ImpastoError as exc:
                 job.error = f"{job.origin}: {exc}" if job.origin else str(exc)
         if job.error is None:
             job.settings, job.settings_hash = cache.settings[overrides]
+            for note in cache.notes[overrides]:
+                cache.unused.setdefault(note, []).append(job.origin)
     job.legacy_key = job_key(job.content, job.styles, job.settings_hash, job.error)
     job.content = canonical_path(job.content, cache.folders) if job.content else ""
     job.styles = tuple((canonical_path(path, cache.folders), weight) for path, weight in job.styles)
@@ -233,7 +228,7 @@ def check_unique_outputs(jobs: Sequence[Job]) -> None:
 def parse_styles(value: Any, origin: str) -> tuple[tuple[str, float], ...]:
     """Styles from a manifest cell: "a.jpg", "a.jpg:0.7;b.jpg:0.3", or (JSON) a list of
     paths, [path, weight] pairs or {"path", "weight"} objects."""
-    from ..cli import parse_style
+    from ..api import parse_style
 
     if value is None or value == "" or value == []:
         return ()
@@ -474,4 +469,8 @@ def plan(jobs: Sequence[Job], base: Settings, fixed: Collection[str] = (), outpu
     check_unique_outputs(jobs)
     cache = PlanCache()
     folder = None if output is None else str(Path(os.path.expanduser(output)).resolve())
-    return [finish_job(job, base, fixed, cache, folder) for job in jobs]
+    finished = [finish_job(job, base, fixed, cache, folder) for job in jobs]
+    for note, origins in cache.unused.items():  # once per batch, not once per row: a manifest repeats its settings
+        where = origins[0] if len(origins) == 1 else f"{origins[0]} and {len(origins) - 1} other job{'s' if len(origins) > 2 else ''}"
+        warn(f"{where}: {note}" if origins[0] else note)
+    return finished

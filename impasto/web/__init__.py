@@ -17,13 +17,11 @@ import re
 import secrets
 import socket
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import ImpastoError, command_line
 from ..locks import FolderLock
-from ..settings import Settings
 
 WEB_HINT = "pip install 'impasto[web]'"
 DEFAULT_PORT = 8000
@@ -202,14 +200,12 @@ def default_data_dir() -> Path:
 
 
 def config_from_args(args: argparse.Namespace, token: Optional[str], loopback: bool) -> Any:
-    from ..cli import settings_from_args
+    from ..cli import explicit_settings, settings_from_args
     from .app import WebConfig
     from .options import Limits
 
-    settings_from_args(args)  # the server's options fail here, with the CLI's messages
-    base = {f.name: getattr(args, f.name) for f in fields(Settings) if getattr(args, f.name, None) is not None}
-    if base.get("weights") and "model" not in base:
-        base["model"] = None  # a weights file decides its model
+    settings_from_args(args)  # the server's options fail here, with the CLI's messages and warnings
+    base = explicit_settings(args)  # every job's settings are made from these again (Settings.from_given)
     for name, value, low in (("--workers", args.workers, 1), ("--gif-frames", args.gif_frames, 1), ("--max-size", args.max_size, 16)):
         if value < low:
             raise ImpastoError(f"{name} must be at least {low}, not {value}")

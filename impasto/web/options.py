@@ -12,19 +12,16 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import typing
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 from ..errors import ImpastoError, option
 from ..images import fit_long_side
-from ..settings import ALL_LAYERS, GATYS_STYLE_LAYERS, Settings
+from ..settings import ALL_LAYERS, GATYS_STYLE_LAYERS, INIT_NAMES, BadSettingValue, Settings, parse_setting
 
 # The server decides these: a client must not name files or devices on it, nor the
 # arithmetic its hardware runs (fp16 on a CPU server would make every job ~25x slower).
 SERVER_ONLY = ("weights", "device", "precision")
-# `init` may name a picture file on the CLI; over the web only the built-in starts.
-WEB_INITS = ("content", "noise", "style")
 
 # The style-layer choices the page offers (any list of layer names works in the API).
 LAYER_SETS: dict[str, tuple[str, ...]] = {
@@ -61,17 +58,19 @@ class SettingsResolver:
         self.base = dict(base or {})
         self.base_preset = base_preset
         self.limits = limits or Limits()
+        self.said: set[str] = set()  # what jobs were warned of: once in the server's log, not at each job and each run of it
 
     def __call__(self, request: dict[str, Any]) -> Settings:
         overrides = coerce_settings(request.get("settings") or {})
         preset = request.get("preset") or self.base_preset
-        values = self.base | overrides
-        try:
-            settings = Settings.from_preset(preset, **values) if preset else Settings(**values)
-        except (TypeError, ValueError) as exc:
-            raise ImpastoError(f"bad setting: {exc}") from None
-        settings.validate()
+        # The page sends both step fields every time, and greys out the one a run of one scale leaves
+        # unused: iterations given here are Settings' own, not run at one scale as a command line's are.
+        settings = Settings.from_given(preset, self.base | overrides, honour_iterations=False)
         self.limits.check(settings)
+        # The server's own options were warned of when it started; the page sends every field it
+        # shows, so only a value the request changes is one the user asked for.
+        plain = self.preset(preset) if preset else Settings(**self.base)
+        settings.warn_unused({name for name, value in overrides.items() if getattr(plain, name) != value}, self.said)
         return settings
 
     def defaults(self) -> Settings:
@@ -96,8 +95,7 @@ def parse_settings_json(text: Optional[str]) -> dict[str, Any]:
 
 
 def coerce_settings(data: dict[str, Any]) -> dict[str, Any]:
-    """Each value converted to its Settings field's type, with a one-line error naming the field."""
-    hints = typing.get_type_hints(Settings)
+    """Each value converted to its Settings field's type (settings.parse_setting), with a one-line error naming the field."""
     known = {f.name for f in fields(Settings)}
     out: dict[str, Any] = {}
     for name, value in data.items():
@@ -107,61 +105,16 @@ def coerce_settings(data: dict[str, Any]) -> dict[str, Any]:
             raise ImpastoError(f"unknown setting {name!r}{hint}; GET /api/options lists the settings")
         if name in SERVER_ONLY:
             raise ImpastoError(f"{name} is set by the server (impasto serve --{name} ...), not by a job")
-        out[name] = coerce(name, value, hints[name])
-    if "init" in out and out["init"] not in WEB_INITS:
-        raise ImpastoError(f"init must be one of {', '.join(WEB_INITS)}, not {out['init']!r}")
+        try:
+            out[name] = parse_setting(name, value)
+        except BadSettingValue as exc:  # said as validate says it, the words of the rest of the API's answers
+            raise ImpastoError(exc.must()) from None
+    # `init` may name a picture file on the CLI; over the web only the built-in starts.
+    if "init" in out and out["init"] not in INIT_NAMES:
+        raise ImpastoError(f"init must be one of {', '.join(INIT_NAMES)}, not {out['init']!r}")
     if "style_layers" in out and len(out["style_layers"]) == 1 and out["style_layers"][0] in LAYER_SETS:
         out["style_layers"] = LAYER_SETS[out["style_layers"][0]]
     return out
-
-
-def coerce(name: str, value: Any, hint: Any) -> Any:
-    args = typing.get_args(hint)
-    if type(None) in args:  # Optional[X]: null or "" means the default behaviour
-        if value is None or value == "":
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if typing.get_origin(hint) is tuple:
-        item = typing.get_args(hint)[0]
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)):
-            raise ImpastoError(f"{name} must be a list or a comma-separated string, not {value!r}")
-        return tuple(coerce(name, v.strip() if isinstance(v, str) else v, item) for v in items if v != "")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "on", "yes", "false", "0", "off", "no"):
-            return value.lower() in ("true", "1", "on", "yes")
-        raise ImpastoError(f"{name} must be true or false, not {value!r}")
-    if hint is int:
-        number = _number(name, value, "a whole number")
-        if not float(number).is_integer():
-            raise ImpastoError(f"{name} must be a whole number, not {value!r}")
-        return int(number)
-    if hint is float:
-        number = float(_number(name, value, "a number"))
-        if not math.isfinite(number):
-            raise ImpastoError(f"{name} must be a finite number, not {value!r}")
-        return number
-    if hint is str:
-        if not isinstance(value, str):
-            raise ImpastoError(f"{name} must be a string, not {value!r}")
-        return value
-    raise ImpastoError(f"{name} cannot be set here")  # a field type added later: refuse rather than guess
-
-
-def _number(name: str, value: Any, what: str) -> float:
-    if isinstance(value, bool):
-        raise ImpastoError(f"{name} must be {what}, not {value!r}")
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        for convert in (int, float):
-            try:
-                return convert(value)
-            except ValueError:
-                pass
-    raise ImpastoError(f"{name} must be {what}, not {value!r}")
 
 
 def parse_style_weights(text: Optional[str], count: int) -> list[float]:
@@ -184,9 +137,9 @@ def check_proportions(size: tuple[int, int], settings: Settings, label: str) -> 
     """Refuse, before a job is queued, a photo too long and narrow to paint at settings.size.
 
     The run would refuse it too, but only once its turn came, and in the CLI's words
-    (--size); this is the same rule (optimize.check_short_side), said for the page.
+    (--size); this is the same rule (scales.check_short_side), said for the page.
     """
-    from ..optimize import min_side
+    from ..scales import min_side
 
     width, height = fit_long_side(size[0], size[1], settings.size)
     least = min_side(settings)
@@ -199,6 +152,6 @@ def check_proportions(size: tuple[int, int], settings: Settings, label: str) -> 
 
 def server_device(settings: Settings) -> str:
     """The kind of device jobs run on (cpu, cuda, mps), for the page's advice on sizes."""
-    from ..optimize import resolve_device
+    from ..device import resolve_device
 
     return resolve_device(settings.device).type
