@@ -25,7 +25,7 @@ COLOR_MODES = ("luminance", "histogram", "histogram-cholesky")
 # style_layers=("all",): every conv layer of the model (Novak & Nikulin 2016), resolved
 # once the weights have said which model they are (Settings.for_model).
 ALL_LAYERS = "all"
-# Below this a tile is mostly its own overlap (48 px at least, optimize.tile_overlap).
+# Below this a tile is mostly its own overlap (48 px at least, tiles.tile_overlap).
 MIN_TILE = 128
 # More scales than a 4096 px output has at a factor of 1.2 (20) is a mistyped factor, not a plan.
 MAX_SCALES = 24
@@ -389,7 +389,7 @@ class Settings:
     def with_given_iterations(self, given: "Collection[str]") -> "Settings":
         """A run of one scale (the output's) takes `iterations` when it was given (typed on the
         command line, a manifest's column): without that, it gets `initial_iterations`, since
-        the default's 50 alone would leave it half painted (optimize.plan_iterations). A
+        the default's 50 alone would leave it half painted (scales.plan_iterations). A
         Settings alone cannot tell 50 given on purpose from the default left alone."""
         if self.multiscale and "iterations" in given and self.scale_count() == 1:
             return self.replace(initial_iterations=self.iterations)

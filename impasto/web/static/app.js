@@ -174,7 +174,7 @@ function wireDrop(zone, input, onFiles) {
   });
 }
 
-// -- the plan of a run: a mirror of Settings.scale_count and optimize.plan_scales/plan_iterations --------
+// -- the plan of a run: a mirror of Settings.scale_count and scales.plan_scales/plan_iterations --------
 
 function scaleCount(s) {
   if (!s.multiscale || s.size <= s.min_size * 0.99) return 1;
