@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Collection, Iterator, Mapping, Optional
 
 from .. import locks
-from ..errors import ImpastoError
 from ..files import atomic_write
 
 INDEX_NAME = "index.jsonl"
