@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import USER_STOPS, ImpastoError, Interrupted, option, warn
+from .errors import ImpastoError, Interrupted, option, warn
 from .images import ImageLike, check_image_output, flatten, load_image, save_image
 from .settings import BadSettingValue, Settings, SettingsLike, as_settings, parse_setting
 
@@ -178,7 +178,7 @@ def sweep(
                     result = stylizer.run(content, style, cell_settings, callback=callback, masks=masks, keep_mask=keep_mask)
                 except ImpastoError as exc:
                     raise ImpastoError(f"grid cell {cell_label(cell_values(axes, r, c))}: {exc}") from None
-                if result.interrupted and result.stopped_reason not in USER_STOPS:
+                if result.stopped_early:
                     # Not the picture its label promises: said, so a sheet is not read as a finished one.
                     warn(f"grid cell {cell_label(cell_values(axes, r, c))}: {result.stopped_reason}; its picture is the best before that")
                 images[r].append(result.image)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from .. import color
 from ..api import MaskSpec, StyleSpec, Stylizer, mask_list, normalize_styles
-from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, STOP_OUT_OF_MEMORY, ImpastoError, Interrupted, NonFiniteLoss, option, warn
+from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss, option, warn
 from ..files import atomic_write
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..device import resolve_device
@@ -403,7 +403,7 @@ def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray,
     if result.interrupted and result.stopped_reason == STOP_CALLBACK:
         job.stopped_reason = result.stopped_reason
         return None
-    if result.interrupted and (result.stopped_reason or "").startswith(STOP_OUT_OF_MEMORY):
+    if result.out_of_memory:
         # Every later frame is the same size and would run out too: stop here, with the finished
         # frames kept for the same command run where there is more memory (a smaller size or tiles
         # change the frames' fingerprint, so they start afresh); the half-painted one is not kept.
