@@ -395,3 +395,21 @@ def test_the_help_offers_only_the_starts_a_sound_takes():
 
     usage = build_parser().format_help()
     assert "--init content|noise" in usage and "style|PATH" not in usage
+
+
+@pytest.mark.parametrize("rate, length", [(48000, 21732), (44100, 24063)])
+def test_a_content_length_the_resampler_rounds_up_still_runs(rate, length):
+    # Seconds x working rate, rounded, was a sample short of the resampled content's length for
+    # these: Griffin-Lim then made one frame fewer than the spectrogram it was rebuilding, and crashed.
+    content = melody(rate=rate, seconds=0.6)[:length]
+    result = stylize_audio((content, rate), (texture(rate=22050, seconds=1.0), 22050), settings=default_settings(iterations=2, device="cpu"),
+                           audio=AudioSettings(filters=16, griffin_lim_iterations=2, refine_iterations=1))
+    assert len(result.samples) == length and result.sample_rate == rate
+
+
+def test_a_preset_without_an_iteration_count_keeps_the_audio_default():
+    from impasto.audio.cli import build_parser, shared_settings_from_args
+
+    for preset in ("novak2016", None):
+        args = build_parser().parse_args(["a.wav", "b.wav", "-o", "c.wav", *(["--preset", preset] if preset else [])])
+        assert shared_settings_from_args(args).iterations == 100

@@ -77,8 +77,9 @@ def audio_settings_from_args(args: argparse.Namespace) -> AudioSettings:
 
 def shared_settings_from_args(args: argparse.Namespace) -> Settings:
     given = explicit_settings(args)
-    # The audio defaults count as given (as if typed), but a preset's own values win over them.
-    settings = Settings.from_given(args.preset, given if args.preset else AUDIO_DEFAULTS | given)
+    # The audio defaults count as given (as if typed), but a preset's own values win over them:
+    # under the preset, not dropped with it (a preset without an iteration count runs audio's 100).
+    settings = Settings.from_given(args.preset, given, under=AUDIO_DEFAULTS) if args.preset else Settings.from_given(None, AUDIO_DEFAULTS | given)
     settings.warn_unused(given)
     return settings
 

@@ -347,7 +347,9 @@ def stylize_audio(
     spec = spec.clamp_min(0)
     spectrogram_losses = score(objective, spec)
 
-    working_length = round(content_sound.seconds * audio.sample_rate)
+    # The length the content's spectrogram was taken from (the resampler's, not seconds x rate, which
+    # can differ by a sample across a hop and leave Griffin-Lim a frame short of the magnitudes).
+    working_length = len(io.resample(content_sound.samples, content_sound.rate, audio.sample_rate))
     with torch.no_grad():
         magnitude = spectral.magnitude_from_log(spec)
         wave = run.griffin_lim(magnitude, working_length)
