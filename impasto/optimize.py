@@ -188,7 +188,8 @@ class Objective:
 
     def _evaluate(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
         feats = self.extractor(image)
-        with autocast_off(image.device):
+        computed_in = next(iter(feats.values())).dtype if feats else None
+        with autocast_off(image.device), L.features_computed_in(computed_in):
             return self._losses(image, {k: v.float() for k, v in feats.items()})
 
     def _losses(self, image: torch.Tensor, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:

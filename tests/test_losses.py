@@ -264,3 +264,21 @@ def test_feature_stats_gradient_matches_plain_autograd():
     ((flat @ flat.T / flat.shape[1]) * weight).sum().backward()
     assert torch.allclose(ours, f.grad)
     assert torch.autograd.gradcheck(lambda x: feature_stats(x).moment, (f.detach().requires_grad_(True),))
+
+
+def test_a_bf16_networks_gram_gradient_is_taken_in_bf16_and_matches_fp32s():
+    torch.manual_seed(0)
+    features = torch.rand(1, 32, 24, 20).relu().bfloat16().float()  # a bf16 network's, upcast as the losses see them
+    target = L.feature_stats(torch.rand(1, 32, 24, 20))
+    grads = {}
+    for computed_in in (None, torch.bfloat16):
+        x = features.clone().requires_grad_(True)
+        with L.features_computed_in(computed_in):
+            loss = L.gram_loss(target)(x)
+        loss.backward()
+        grads[computed_in] = x.grad
+    exact, low = grads[None], grads[torch.bfloat16]
+    assert not torch.equal(exact, low)  # it did run in bf16
+    # As close as the gradient's own trip back into a bf16 network rounds it (2^-8 relative).
+    assert float((low - exact).norm() / exact.norm()) < 4e-3
+    assert torch.equal(low, low.bfloat16().float())  # bf16 values: nothing is lost on the way back
