@@ -29,12 +29,19 @@ def collect_warnings(into: list[str]) -> Iterator[None]:
     """Within it, this thread's warn() calls add their message to `into` instead of warning, each
     time: a batch job keeps its own. Per thread, unlike swapping warnings.showwarning, which is
     the whole process's (a job in another thread would take this one's warnings, or lose them)."""
-    before = getattr(_collecting, "sink", None)
-    _collecting.sink = into
+    with thread_value(_collecting, "sink", into):
+        yield
+
+
+@contextlib.contextmanager
+def thread_value(store: threading.local, name: str, value: Any) -> Iterator[None]:
+    """`store.<name>` is `value` within it, for this thread only, and as it was after."""
+    before = getattr(store, name, None)
+    setattr(store, name, value)
     try:
         yield
     finally:
-        _collecting.sink = before
+        setattr(store, name, before)
 
 
 @contextlib.contextmanager

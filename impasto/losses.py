@@ -21,6 +21,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 
+from .errors import thread_value
+
 EPS = 1e-8
 
 # The dtype the network computed the features in, while the losses are built from their fp32 copies.
@@ -31,12 +33,8 @@ _computed_in = threading.local()
 def features_computed_in(dtype: Optional[torch.dtype]) -> Iterator[None]:
     """Within it, the losses know their fp32 features hold no more than `dtype`'s precision (a bf16
     network's, upcast), so a Gram product's backward may run in bf16 (see _SelfProduct)."""
-    before = getattr(_computed_in, "dtype", None)
-    _computed_in.dtype = dtype
-    try:
+    with thread_value(_computed_in, "dtype", dtype):
         yield
-    finally:
-        _computed_in.dtype = before
 
 
 @dataclass
