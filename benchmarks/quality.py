@@ -17,7 +17,6 @@ the table as table_SIZE.md and one labelled contact sheet as sheet_SIZE.jpg.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import math
@@ -33,9 +32,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import IMAGES, WEIGHTS, baseline_objective, load_pair, textbook_baseline, threads_note  # noqa: E402
 
-from impasto import Settings, Stylizer  # noqa: E402
-from impasto.cli import field_type  # noqa: E402
-from impasto.settings import ADDED_LATER  # noqa: E402
+from impasto import ImpastoError, Settings, Stylizer  # noqa: E402
+from impasto.settings import ADDED_LATER, parse_setting  # noqa: E402
 from impasto import weights as W  # noqa: E402
 from impasto.images import load_image, pil_to_tensor, tensor_to_pil  # noqa: E402
 from impasto.metrics import CONTENT_LAYER, STYLE_LAYERS, Scorer  # noqa: E402
@@ -97,17 +95,15 @@ def settings_key(settings: Settings) -> str:
 def parse_variant(text: str, base: Settings) -> tuple[str, Settings]:
     """'NAME=setting:value,setting:value' -> (NAME, the default with those settings)."""
     name, _, body = text.partition("=")
-    fields_by_name = {f.name: f for f in dataclasses.fields(Settings)}
     changes = {}
     for item in filter(None, body.split(",")):
         key, _, value = item.partition(":")
-        if key not in fields_by_name:
-            raise SystemExit(f"--variant {text}: unknown setting {key!r}")
-        # The field's own type, so settings that default to None (lr, preserve_color) work too;
-        # a list setting takes its items separated by '/' (the ',' separates settings here).
-        kind, many = field_type(fields_by_name[key])
-        parse = (lambda v: v.lower() in ("1", "true", "yes")) if kind is bool else kind
-        changes[key] = tuple(parse(v) for v in value.split("/")) if many else parse(value)
+        # The rule of every shell (settings.parse_setting); a list setting takes its items
+        # separated by '/' here, since ',' separates the settings.
+        try:
+            changes[key] = parse_setting(key, value, list_sep="/")
+        except ImpastoError as exc:
+            raise SystemExit(f"--variant {text}: {exc}") from None
     return name, base.replace(**changes).validate()
 
 

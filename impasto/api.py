@@ -138,9 +138,7 @@ def _output_tile(source: Image.Image, settings: Settings, device: torch.device) 
 
 def _device_key(device: torch.device) -> str:
     """cpu and cpu:0 (or cuda and cuda:N, N the current one) are one device, with one copy of the network."""
-    device = torch.device(device)
-    if device.index is None and device.type == "cuda" and torch.cuda.is_available():
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = resolve_device(str(device))  # cuda -> cuda:N, as a run's own device is named
     return f"{device.type}:{device.index or 0}"
 
 

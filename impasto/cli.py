@@ -59,12 +59,6 @@ class Parser(argparse.ArgumentParser):
 EXTRA_HELP = {"style_layers": "; 'all' = every conv layer (Novak & Nikulin 2016)"}
 
 
-def field_type(f: Any) -> tuple[type, bool]:
-    """(scalar type, is_tuple) of a Settings field (settings.field_kind without whether it may be None)."""
-    kind, is_list, _ = field_kind(f.name)
-    return kind, is_list
-
-
 def setting_type(name: str) -> Callable[[str], Any]:
     """argparse's `type` for a setting: settings.parse_setting's rule (--size 512.0 is 512), a refusal
     in argparse's words (argument --size: invalid int value: '2.5')."""
@@ -110,7 +104,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] 
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
-        kind, is_tuple = field_type(f)
+        kind, is_tuple, _ = field_kind(f.name)
         default = getattr(defaults, f.name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         if isinstance(default, bool):

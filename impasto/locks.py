@@ -31,7 +31,7 @@ class FolderLock:
             holder = handle.read().strip()
             handle.close()
             if self.here and holder == str(os.getpid()):
-                raise ImpastoError(f"{self.folder}: {self.here}")
+                raise ImpastoError(f"{self.folder}: {self.here}") from None
             by = f" (process {holder})" if holder.isdigit() else ""
             raise ImpastoError(f"{self.folder}: {self.busy}{by}; {self.advice}") from None
         handle.truncate(0)

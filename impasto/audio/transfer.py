@@ -234,8 +234,9 @@ def check_settings(settings: Settings) -> Settings:
     return settings
 
 
-def to_spectrogram(sound: io.Sound, audio: AudioSettings, device: torch.device) -> torch.Tensor:
-    """The working-rate log-magnitude spectrogram, refusing a sound too short for the network."""
+def to_spectrogram(sound: io.Sound, audio: AudioSettings, device: torch.device) -> tuple[torch.Tensor, int]:
+    """The working-rate log-magnitude spectrogram, and the length of the working-rate samples it was
+    taken from; refusing a sound too short for the network."""
     samples = io.resample(sound.samples, sound.rate, audio.sample_rate)
     needed = audio.n_fft + (max(audio.kernel_widths) - 1) * audio.hop
     if len(samples) < needed:
@@ -243,7 +244,7 @@ def to_spectrogram(sound: io.Sound, audio: AudioSettings, device: torch.device) 
             f"{sound.label}: is {sound.seconds * 1000:.0f} ms long; with {option('n_fft', audio.n_fft)}, {option('hop', audio.hop)} and kernel width "
             f"{max(audio.kernel_widths)} it must last at least {needed / audio.sample_rate * 1000:.0f} ms"
         )
-    return spectral.log_magnitude(torch.from_numpy(at_analysis_level(samples, sound, audio)).to(device), audio.n_fft, audio.hop)
+    return spectral.log_magnitude(torch.from_numpy(at_analysis_level(samples, sound, audio)).to(device), audio.n_fft, audio.hop), len(samples)
 
 
 # Below this fraction (-40 dB) of its RMS left in the working rate's band, a sound has nothing
@@ -337,8 +338,10 @@ def stylize_audio(
     content_sound = read_input(content, audio, "content")
     style_sound = read_input(style, audio, "style")
     warn_lost_band(content_sound, style_sound, audio)
-    content_spec = to_spectrogram(content_sound, audio, device)
-    style_spec = to_spectrogram(style_sound, audio, device)
+    # The content's working length is the resampler's, not seconds x rate, which can differ by a sample
+    # across a hop and leave Griffin-Lim a frame short of the magnitudes it rebuilds.
+    content_spec, working_length = to_spectrogram(content_sound, audio, device)
+    style_spec, _ = to_spectrogram(style_sound, audio, device)
 
     net = FeatureNet(content_spec.shape[0], audio.filters, audio.kernel_widths, settings.seed).to(device)
     objective = AudioObjective(net, content_spec, style_spec, settings)
@@ -347,9 +350,6 @@ def stylize_audio(
     spec = spec.clamp_min(0)
     spectrogram_losses = score(objective, spec)
 
-    # The length the content's spectrogram was taken from (the resampler's, not seconds x rate, which
-    # can differ by a sample across a hop and leave Griffin-Lim a frame short of the magnitudes).
-    working_length = len(io.resample(content_sound.samples, content_sound.rate, audio.sample_rate))
     with torch.no_grad():
         magnitude = spectral.magnitude_from_log(spec)
         wave = run.griffin_lim(magnitude, working_length)
