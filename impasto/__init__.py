@@ -10,7 +10,7 @@ from .media import plot_losses, write_gif
 from .optimize import Progress
 from .presets import PRESETS
 from .settings import Settings
-from .sweep import SweepResult, sweep  # the function shadows the module name on purpose: impasto.sweep(...)
+from .sweep import SweepFailed, SweepResult, sweep  # the function shadows the module name on purpose: impasto.sweep(...)
 
 try:  # one source of truth: pyproject.toml, as installed
     __version__ = _metadata.version("impasto")
@@ -18,6 +18,6 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
     __version__ = "0+unknown"
 
 __all__ = [
-    "ImpastoError", "ImpastoWarning", "Interrupted", "NonFiniteLoss", "PRESETS", "Progress", "Result", "Settings", "Stylizer", "SweepResult", "batch", "load_image", "plot_losses",
+    "ImpastoError", "ImpastoWarning", "Interrupted", "NonFiniteLoss", "PRESETS", "Progress", "Result", "Settings", "Stylizer", "SweepFailed", "SweepResult", "batch", "load_image", "plot_losses",
     "save_image", "stylize", "sweep", "write_gif", "__version__",
 ]  # fmt: skip

@@ -22,7 +22,7 @@ from .images import (
     ImageLike, fit_long_side, flatten, load_image, load_image_and_alpha, pil_to_tensor, resize_long_side, resize_tensor,
     tensor_to_pil, with_alpha,
 )  # fmt: skip
-from .media import FrameRecorder
+from .media import FrameRecorder, FrameSaver, check_frames_folder
 from .device import is_out_of_memory, mixed_precision, precision_name, release_cached_memory, resolve_device, with_autograd
 from .optimize import ExtraLoss, Outcome, Progress, StyleInput, optimise
 from .scales import check_short_side, min_side
@@ -142,6 +142,73 @@ def _device_key(device: torch.device) -> str:
     return f"{device.type}:{device.index or 0}"
 
 
+@dataclass
+class _RunState:
+    """One Stylizer.run between its steps: the inputs _prepare made ready, what _drive's loop
+    reached and why it stopped, for _package to make into a Result."""
+
+    settings: Settings  # as they run: for the weights' model
+    device: torch.device
+    start: float
+    extractor: FeatureExtractor
+    alpha: Optional[Image.Image]  # the photo's transparency
+    tile: int
+    content_size: tuple[int, int]  # (w, h): the output's
+    content_t: torch.Tensor
+    target_content: torch.Tensor
+    styles: list[StyleInput]
+    keep_t: Optional[torch.Tensor]
+    init_t: Optional[torch.Tensor]
+    recorder: Optional[FrameRecorder]
+    saver: Optional[FrameSaver]
+    outcome: Outcome = field(default_factory=Outcome)
+    interrupted: bool = False
+    reason: Optional[str] = None
+    stop: Optional[KeyboardInterrupt] = None  # a Ctrl-C, raised again once the Result is made
+
+    def finish(self, image: torch.Tensor) -> torch.Tensor:
+        """`image` as it is handed out (to a callback, as a frame, as the result): the photo's own
+        luminance and kept region put back, at `image`'s size."""
+        hw = (image.shape[-2], image.shape[-1])
+        if self.settings.preserve_color == "luminance":
+            image = color.combine_luminance(image, resize_tensor(self.content_t, hw))
+        if self.keep_t is not None:
+            keep = torch.nn.functional.interpolate(self.keep_t, size=hw, mode="bilinear", align_corners=False)
+            image = keep * resize_tensor(self.content_t, hw) + (1 - keep) * image
+        return image
+
+    def result(self, weights: W.Weights) -> Result:
+        outcome = self.outcome
+        assert outcome.image is not None  # there is history, so there is a best picture
+        # Enlarged first (a run stopped at a coarse scale), then finished: the kept region and the
+        # photo's colours are the photo's at full size, not a blurred copy of them.
+        painted = outcome.image
+        size = (self.content_t.shape[-2], self.content_t.shape[-1])
+        if tuple(painted.shape[-2:]) != size:
+            painted = resize_tensor(painted, size)
+        final = self.finish(painted)
+        image = with_alpha(tensor_to_pil(final), self.alpha)  # a cut-out stays a cut-out
+        kept_frames = self.recorder.frames if self.recorder is not None else []
+        if kept_frames and not self.interrupted:
+            kept_frames[-1] = image  # the last iteration's pixels may not be the best ones kept
+        if self.alpha is not None:  # frames (a GIF) show the picture as it looks on white
+            kept_frames = [flatten(with_alpha(frame, self.alpha)) for frame in kept_frames]
+        return Result(
+            image=image,
+            frames=kept_frames,
+            losses=dict(outcome.losses),
+            history=outcome.history,
+            seconds=time.perf_counter() - self.start,
+            # What ran: a copy (the caller's object may change after), with the model and the
+            # weights file the weights resolved to (settings may leave both to be found).
+            settings=self.settings.replace(model=weights.model, weights=str(weights.path)),
+            interrupted=self.interrupted,
+            stopped_reason=self.reason,
+            device=str(self.device),
+            precision=precision_name(mixed_precision(self.settings, self.device)),
+        )
+
+
 class Stylizer:
     """Holds loaded weights and feature extractors so many runs share them.
 
@@ -218,6 +285,9 @@ class Stylizer:
         frames: int = 0,
         init_image: Optional[ImageLike] = None,
         extra_loss: Optional[ExtraLoss] = None,
+        save_every: int = 0,
+        frames_dir: Union[str, os.PathLike, None] = None,
+        overwrite: bool = False,
         **overrides: Any,
     ) -> Result:
         """Stylise `content`. `callback(progress)` is called each iteration; return False to stop.
@@ -232,6 +302,12 @@ class Stylizer:
         `settings.init`), and `extra_loss(image) -> {name: weighted term}` adds
         terms to the objective at every scale (video's temporal loss uses both).
 
+        `save_every=N` writes the picture every N iterations, and at the last, into the
+        folder `frames_dir` (made if missing) as 00010.png ..., each at the output's size
+        (the coarse scales enlarged) and with the photo's transparency. A folder that
+        already holds frames is refused unless `overwrite=True`, which replaces them all.
+        The folder is checked before any work; a run stopped early leaves the frames it wrote.
+
         `settings` is a Settings, a preset's name or a dict of settings; keyword
         `overrides` change single ones.
 
@@ -241,7 +317,28 @@ class Stylizer:
         iteration succeeded). Ctrl-C raises `impasto.Interrupted`, a KeyboardInterrupt
         whose `result` holds the best picture so far.
         """
+        state = self._prepare(content, style, settings, overrides, masks, keep_mask, frames, init_image, save_every, frames_dir, overwrite)
+        self._drive(state, callback, extra_loss)
+        return self._package(state)
+
+    def _prepare(
+        self,
+        content: ImageLike,
+        style: Union[StyleSpec, Sequence[StyleSpec]],
+        settings: Optional[SettingsLike],
+        overrides: dict[str, Any],
+        masks: Optional[MaskSpec],
+        keep_mask: Optional[ImageLike],
+        frames: int,
+        init_image: Optional[ImageLike],
+        save_every: int,
+        frames_dir: Union[str, os.PathLike, None],
+        overwrite: bool,
+    ) -> _RunState:
+        """Everything up to the first iteration: the inputs read and checked, the targets, masks
+        and colours made, then the network loaded."""
         settings = as_settings(settings, overrides).validate()
+        frames_folder = check_frames_folder(save_every, frames_dir, overwrite)
         device = resolve_device(settings.device)
         start = time.perf_counter()
         # Inputs and memory first: a typo or an absurd size fails at once, before
@@ -260,90 +357,74 @@ class Stylizer:
         init_t = load_init_image(init_image, settings, device)
         target_content, init_t = colour_targets(settings, content_t, styles, init_t)
 
-        luminance_only = settings.preserve_color == "luminance"
-
-        def finish(image: torch.Tensor) -> torch.Tensor:
-            hw = (image.shape[-2], image.shape[-1])
-            if luminance_only:
-                image = color.combine_luminance(image, resize_tensor(content_t, hw))
-            if keep_t is not None:
-                keep = torch.nn.functional.interpolate(keep_t, size=hw, mode="bilinear", align_corners=False)
-                image = keep * resize_tensor(content_t, hw) + (1 - keep) * image
-            return image
-
         settings = self.settings_for_model(settings)
         extractor = self.extractor(settings, device)
-        recorder = FrameRecorder(frames, content_img.size) if frames else None
-        outcome = Outcome()
-        interrupted, reason, stop = False, None, None
+        return _RunState(
+            settings=settings,
+            device=device,
+            start=start,
+            extractor=extractor,
+            alpha=alpha,
+            tile=tile,
+            content_size=content_img.size,
+            content_t=content_t,
+            target_content=target_content,
+            styles=styles,
+            keep_t=keep_t,
+            init_t=init_t,
+            recorder=FrameRecorder(frames, content_img.size) if frames else None,
+            saver=FrameSaver(int(save_every), frames_folder, content_img.size, alpha, overwrite) if frames_folder is not None else None,
+        )
+
+    def _drive(self, state: _RunState, callback: Optional[Callback], extra_loss: Optional[ExtraLoss]) -> None:
+        """The optimisation loop, to its end or to a stop: the callback's False, Ctrl-C, a loss that
+        stops being a number, the device out of memory. A stop after an iteration has painted keeps
+        the best picture so far (`state.interrupted`, `state.reason`); before, it is raised."""
+        if state.saver is not None:
+            state.saver.begin()
+        outcome = state.outcome
         try:
-            for progress in optimise(extractor, settings, target_content, styles, outcome, init_t, self.style_cache, extra_loss):
-                if callback is not None or recorder is not None:
-                    progress.image = finish(progress.image)
-                if recorder is not None:
-                    recorder(progress)
+            for progress in optimise(state.extractor, state.settings, state.target_content, state.styles, outcome, state.init_t,
+                                     self.style_cache, extra_loss):  # fmt: skip
+                if callback is not None or state.recorder is not None or state.saver is not None:
+                    progress.image = state.finish(progress.image)
+                if state.recorder is not None:
+                    state.recorder(progress)
+                if state.saver is not None:  # before the callback, which may look at the frame written
+                    state.saver(progress)
                 if callback is not None:
                     if callback(progress) is False:
-                        interrupted, reason = True, STOP_CALLBACK
+                        state.interrupted, state.reason = True, STOP_CALLBACK
                         break
         except KeyboardInterrupt as exc:
             if not outcome.history:  # nothing painted yet: the start image is no one's "best so far"
                 raise
-            interrupted, reason, stop = True, STOP_INTERRUPTED, exc
+            state.interrupted, state.reason, state.stop = True, STOP_INTERRUPTED, exc
         except NonFiniteLoss as exc:
             if not outcome.history:  # the very first iteration blew up: there is no picture to give
                 raise
-            interrupted, reason = True, str(exc)
+            state.interrupted, state.reason = True, str(exc)
         except RuntimeError as exc:
             if not is_out_of_memory(exc):
                 raise
-            release_cached_memory(device)
-            advice = out_of_memory_advice(*content_img.size, device, tile)
+            release_cached_memory(state.device)
+            advice = out_of_memory_advice(*state.content_size, state.device, state.tile)
             if not outcome.history:
                 raise ImpastoError(advice) from None
-            interrupted, reason = True, advice  # the best picture so far is still worth having
+            state.interrupted, state.reason = True, advice  # the best picture so far is still worth having
 
-        weights = self.weights(settings)
-
-        def package() -> Result:
-            assert outcome.image is not None  # there is history, so there is a best picture
-            # Enlarged first (a run stopped at a coarse scale), then finished: the kept region and the
-            # photo's colours are the photo's at full size, not a blurred copy of them.
-            painted = outcome.image
-            size = (content_t.shape[-2], content_t.shape[-1])
-            if tuple(painted.shape[-2:]) != size:
-                painted = resize_tensor(painted, size)
-            final = finish(painted)
-            image = with_alpha(tensor_to_pil(final), alpha)  # a cut-out stays a cut-out
-            kept_frames = recorder.frames if recorder is not None else []
-            if kept_frames and not interrupted:
-                kept_frames[-1] = image  # the last iteration's pixels may not be the best ones kept
-            if alpha is not None:  # frames (a GIF) show the picture as it looks on white
-                kept_frames = [flatten(with_alpha(frame, alpha)) for frame in kept_frames]
-            return Result(
-                image=image,
-                frames=kept_frames,
-                losses=dict(outcome.losses),
-                history=outcome.history,
-                seconds=time.perf_counter() - start,
-                # What ran: a copy (the caller's object may change after), with the model and the
-                # weights file the weights resolved to (settings may leave both to be found).
-                settings=settings.replace(model=weights.model, weights=str(weights.path)),
-                interrupted=interrupted,
-                stopped_reason=reason,
-                device=str(device),
-                precision=precision_name(mixed_precision(settings, device)),
-            )
-
+    def _package(self, state: _RunState) -> Result:
+        """The run's Result; raised inside impasto.Interrupted when Ctrl-C stopped the run."""
+        weights = self.weights(state.settings)
         try:
-            result = package()
+            result = state.result(weights)
         except KeyboardInterrupt as exc:
             # Ctrl-C once the painting is done, while it is made into a picture: the work is not
             # lost for that (a second Ctrl-C, during this second try, stops at once).
-            interrupted, reason, stop = True, STOP_INTERRUPTED, exc
-            result = package()
-        if stop is not None:
-            raise Interrupted(result) from stop
+            state.interrupted, state.reason, state.stop = True, STOP_INTERRUPTED, exc
+            result = state.result(weights)
+        if state.stop is not None:
+            raise Interrupted(result) from state.stop
         return result
 
     def _style_input(self, image: ImageLike, weight: float, settings: Settings, device: torch.device) -> StyleInput:
@@ -389,6 +470,9 @@ def stylize(
     style: Union[StyleSpec, Sequence[StyleSpec]],
     settings: Optional[SettingsLike] = None,
     callback: Optional[Callback] = None,
+    save_every: int = 0,
+    frames_dir: Union[str, os.PathLike, None] = None,
+    overwrite: bool = False,
     **overrides: Any,
 ) -> Image.Image:
     """Paint `content` in the style of `style` and return the picture (a PIL image, RGBA
@@ -399,7 +483,9 @@ def stylize(
     in 0-1 or 0-255. `settings` is a Settings, a preset's name ("fast") or a dict;
     keyword overrides change single settings: ``stylize(a, b, size=768, style_weight=50)``
     (help(impasto.Settings) lists them). `callback(progress)` is called each iteration
-    and stops the run by returning False.
+    and stops the run by returning False. `save_every=N` writes the picture every N iterations,
+    and at the last, into the folder `frames_dir` (00010.png ..., at the output's size); a folder
+    that holds frames already is refused unless `overwrite=True`.
 
     Mistakes raise ImpastoError with a one-line message; Ctrl-C raises
     impasto.Interrupted, whose `result.image` is the best picture so far. If the loss
@@ -407,7 +493,9 @@ def stylize(
     Masks, a start image, frames for a GIF and the losses need Stylizer().run, which
     returns a Result.
     """
-    result = default_stylizer().run(content, style, settings, callback, **overrides)
+    result = default_stylizer().run(
+        content, style, settings, callback, save_every=save_every, frames_dir=frames_dir, overwrite=overwrite, **overrides
+    )
     if result.stopped_early:
         warn(f"{result.stopped_reason}; the best picture before it is returned")
     return result.image

@@ -233,17 +233,12 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
     from tqdm import tqdm
 
     from .api import Stylizer
-    from .images import (
-        check_distinct_outputs, check_image_output, check_not_inputs, check_output_path, fit_long_side, load_image_and_alpha, resize_tensor, save_image,
-        tensor_to_pil, with_alpha,
-    )
+    from .images import check_distinct_outputs, check_image_output, check_not_inputs, check_output_path, save_image
     from .media import MAX_GIF_SECONDS
 
     output = check_image_output(args.output, args.overwrite)
     if args.json and args.json != "-":
         check_output_path(args.json, args.overwrite)
-    if args.save_every < 0:
-        raise ImpastoError(f"--save-every must be zero or more, not {args.save_every}")
     # Every output is checked before the run, so a long run cannot fail at its end.
     if args.gif_frames < 1:
         raise ImpastoError(f"--gif-frames must be at least 1, not {args.gif_frames}")
@@ -264,20 +259,8 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
     check_distinct_outputs(outputs)
     check_not_inputs(outputs, input_files(content, styles, settings, args))
     masks = masks_from_args(args, len(styles))
-    frames_dir = output.with_name(output.stem + "_frames")
-    if args.save_every:
-        if frames_dir.exists() and not frames_dir.is_dir():
-            raise ImpastoError(f"{frames_dir}: exists and is not a folder (--save-every writes its frames there)")
-        earlier = sorted(frames_dir.glob("[0-9]*.png")) if frames_dir.is_dir() else []
-        if earlier and not args.overwrite:
-            raise ImpastoError(f"{frames_dir}: already holds frames (pass --overwrite to replace them)")
-        for frame in earlier:  # replaced as a set: an earlier run's later frames must not trail after this run's
-            frame.unlink()
-        frames_dir.mkdir(exist_ok=True)
-    # A cut-out photo's frames are cut out too, as its picture is; and all are the picture's
-    # size (the coarse scales enlarged), so they show one picture forming, as the GIF does.
-    source, alpha = load_image_and_alpha(content) if args.save_every else (None, None)
-    frame_w, frame_h = fit_long_side(source.width, source.height, settings.size) if source is not None else (0, 0)
+    # The run checks the frames' folder before its work, and writes the frames itself.
+    frames_dir = output.with_name(output.stem + "_frames") if args.save_every else None
 
     bar: Optional[tqdm] = None
 
@@ -289,14 +272,11 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
         bar.set_description(f"scale {progress.scale + 1}/{progress.scales} {progress.size[0]}x{progress.size[1]}{tile}")
         bar.set_postfix({k: f"{v:.3g}" for k, v in progress.losses.items()}, refresh=False)
         bar.update(1)
-        if args.save_every and (progress.done % args.save_every == 0 or progress.is_last):
-            frame = with_alpha(tensor_to_pil(resize_tensor(progress.image.detach().float().clamp(0, 1), (frame_h, frame_w))), alpha)
-            save_image(frame, frames_dir / f"{progress.done:05d}.png", overwrite=args.overwrite)
 
     try:
         result = Stylizer().run(
             content, styles, settings, callback=callback, masks=masks, keep_mask=getattr(args, "keep_mask", None),
-            frames=args.gif_frames if args.gif else 0,
+            frames=args.gif_frames if args.gif else 0, save_every=args.save_every, frames_dir=frames_dir, overwrite=args.overwrite,
         )  # fmt: skip
     except Interrupted as stop:  # Ctrl-C: the best picture so far is saved, and the exit code says it was cut short
         result = stop.result
@@ -384,7 +364,7 @@ def cmd_sweep(argv: Sequence[str]) -> int:
 
     from .api import Stylizer
     from .images import check_not_inputs
-    from .sweep import cell_label, check_sweep_outputs, normalize_grid, parse_grid, save_sweep, sweep
+    from .sweep import SweepFailed, cell_label, check_sweep_outputs, normalize_grid, parse_grid, save_sweep, sweep
 
     p = Parser(
         prog="impasto sweep",
@@ -424,20 +404,27 @@ def cmd_sweep(argv: Sequence[str]) -> int:
         bar.set_postfix_str(f"{cell_label(values)} {result.seconds:.1f}s", refresh=False)
         bar.update(1)
 
+    failed: Optional[SweepFailed] = None
     try:
         result, cut_short = sweep(args.content, styles, axes, settings, Stylizer(), masks, args.keep_mask, on_cell=on_cell), False
     except Interrupted as stop:  # Ctrl-C after a cell or more: the sheet of those is written
         result, cut_short = stop.result, True
+    except SweepFailed as error:  # a cell failed after others finished: their sheet is written too, then the error said
+        result, cut_short, failed = error.result, True, error
     finally:
         bar.close()  # before any message, which then has a line of its own
     cells = save_sweep(result, args.output, overwrite=args.overwrite)
     count = sum(len(row) for row in result.results)
     state = f" (interrupted: {len(cells)} of {count} cells ran; the others are blank)" if cut_short else ""
+    if failed is not None:
+        state = f" ({len(cells)} of {count} cells ran; the failed one is marked on the sheet, the others are blank)"
     stopped = sum(1 for row in result.results for r in row if r is not None and r.interrupted)
     if stopped and not cut_short:
         state = f" ({stopped} cell{'s' if stopped != 1 else ''} stopped early, as warned above)"
     images = f"{len(cells)} image{'s' if len(cells) != 1 else ''}"
     print(f"wrote {args.output} ({result.sheet.width}x{result.sheet.height}) and {images} in {cells[0].parent}{state}", file=sys.stderr)
+    if failed is not None:
+        raise failed  # the last line, as `impasto: error: grid cell ...: ...`, and an error's exit code
     return 130 if cut_short else (1 if stopped else 0)
 
 

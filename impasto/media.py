@@ -7,15 +7,17 @@ The GIF needs only Pillow. The plot needs matplotlib, an optional extra
 from __future__ import annotations
 
 import math
+import numbers
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from PIL import Image
 
-from .errors import ImpastoError
+from .errors import ImpastoError, option, warn
 from .files import atomic_write
-from .images import check_output_path, resize_tensor, tensor_to_pil
+from .images import check_output_path, check_writable, resize_tensor, save_image, tensor_to_pil, with_alpha
 
 if TYPE_CHECKING:  # api imports this module
     from .api import Result
@@ -39,6 +41,63 @@ def frame_iterations(total: int, count: int) -> list[int]:
     if count == 1:
         return [total]
     return [1 + round(i * (total - 1) / (count - 1)) for i in range(count)]
+
+
+# The frames in a folder that save_every writes (00010.png ...), and so the ones it replaces.
+FRAME_FILES = "[0-9]*.png"
+
+
+def check_frames_folder(save_every: int, frames_dir: Union[str, os.PathLike, None], overwrite: bool) -> Optional[Path]:
+    """The folder a run's `save_every` frames go in (None: it saves none), checked before the run:
+    a long run must not fail at its first frame, nor leave its frames among an earlier run's."""
+    if isinstance(save_every, bool) or not isinstance(save_every, numbers.Integral):
+        raise ImpastoError(f"save_every must be a whole number, zero or more, not {save_every!r}")
+    if save_every < 0:
+        raise ImpastoError(f"{option('save_every')} must be zero or more, not {save_every}")
+    if not isinstance(overwrite, bool):  # overwrite="no" is true, and frames would be deleted for it
+        raise ImpastoError(f"overwrite must be True or False, not {overwrite!r}")
+    if frames_dir is not None and (not isinstance(frames_dir, (str, os.PathLike)) or not str(frames_dir)):
+        raise ImpastoError(f"frames_dir must be the path of a folder, not {frames_dir!r}")
+    if not save_every:
+        if frames_dir is not None:
+            warn(f"frames_dir={str(frames_dir)!r} changes nothing without save_every=N, a frame every N iterations")
+        return None
+    if frames_dir is None:
+        raise ImpastoError(f"save_every={save_every} needs frames_dir, the folder to write the frames in")
+    folder = Path(frames_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ImpastoError(f"{folder}: exists and is not a folder ({option('save_every')} writes its frames there)")
+    if not folder.is_dir() and not folder.parent.is_dir():
+        raise ImpastoError(f"{folder}: folder {folder.parent} does not exist")
+    if folder.is_dir() and any(folder.glob(FRAME_FILES)) and not overwrite:
+        raise ImpastoError(f"{folder}: already holds frames (pass {option('overwrite', True)} to replace them)")
+    check_writable(folder if folder.is_dir() else folder.parent, what=folder)
+    return folder
+
+
+@dataclass
+class FrameSaver:
+    """Writes the picture every `every` iterations, and at the last, into `folder`."""
+
+    every: int
+    folder: Path
+    # All at the output's size (w, h), the coarse scales enlarged, so they show one picture
+    # forming, as a GIF's frames do; and a cut-out photo's are cut out, as its picture is.
+    size: tuple[int, int]
+    alpha: Optional[Image.Image]
+    overwrite: bool
+
+    def begin(self) -> None:
+        # Replaced as a set: an earlier run's later frames must not trail after this run's.
+        for frame in sorted(self.folder.glob(FRAME_FILES)) if self.folder.is_dir() else []:
+            frame.unlink()
+        self.folder.mkdir(exist_ok=True)
+
+    def __call__(self, progress: "Progress") -> None:
+        if progress.done % self.every == 0 or progress.is_last:
+            w, h = self.size
+            frame = tensor_to_pil(resize_tensor(progress.image.detach().float().clamp(0, 1), (h, w)))
+            save_image(with_alpha(frame, self.alpha), self.folder / f"{progress.done:05d}.png", overwrite=self.overwrite)
 
 
 class FrameRecorder:

@@ -21,18 +21,21 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import ImpastoError, Interrupted, option, warn
+from .errors import ImpastoError, Interrupted, first_line, option, warn
 from .images import ImageLike, check_image_output, flatten, load_image, save_image
 from .settings import BadSettingValue, Settings, SettingsLike, as_settings, parse_setting
 
 Grid = Union[Mapping[str, Sequence[Any]], Sequence[tuple[str, Sequence[Any]]]]
 MAX_CELLS = 100
+BLANK = (235, 235, 235)  # a cell that never ran
+FAILED_INK = (170, 0, 0)
 
 
 @dataclass
 class SweepResult:
     """The sheet, and every cell's image and Result, indexed [row][column]. In a sweep cut short
-    by Ctrl-C (impasto.Interrupted's `result`), a cell that never ran has a blank image and None."""
+    (impasto.Interrupted's or SweepFailed's `result`), a cell that never ran has a blank image and
+    None; the cell that failed, None and a blank image marked "failed"."""
 
     sheet: Image.Image
     images: list[list[Image.Image]]
@@ -48,6 +51,18 @@ class SweepResult:
                 if self.results[r][c] is not None:
                     out.append((cell_values(self.axes, r, c), image))
         return out
+
+
+class SweepFailed(ImpastoError):
+    """A grid cell failed after others had finished: `result` is the sheet of those (SweepResult),
+    `cell` the (row, column) that failed. An ImpastoError, so what catches those still does;
+    and like impasto.Interrupted, it keeps the work done: ``except SweepFailed as failed:
+    failed.result.sheet``. A failure in the first cell raises a plain ImpastoError: nothing ran."""
+
+    def __init__(self, message: str, result: SweepResult, cell: tuple[int, int]) -> None:
+        super().__init__(message)
+        self.result = result
+        self.cell = cell
 
 
 def parse_value(name: str, text: str) -> Any:
@@ -140,9 +155,12 @@ def sweep(
     (its settings, device, size and memory, the weights' model); a swept `iterations` is run
     even at a size of one scale. `callback` is passed to each run; `on_cell(index, count,
     values, result)` follows each cell.
-    Ctrl-C raises impasto.Interrupted, whose `result` is the sheet of the cells that finished.
+    Ctrl-C raises impasto.Interrupted, and an error in a cell (or the device running out of
+    memory there) raises SweepFailed, an ImpastoError naming the cell; the `result` of either
+    is the sheet of the cells that finished.
     """
     from .api import Stylizer
+    from .device import is_out_of_memory
 
     axes = normalize_grid(grid)
     base = as_settings(settings, overrides)
@@ -176,8 +194,18 @@ def sweep(
             for c, cell_settings in enumerate(row):
                 try:
                     result = stylizer.run(content, style, cell_settings, callback=callback, masks=masks, keep_mask=keep_mask)
-                except ImpastoError as exc:
-                    raise ImpastoError(f"grid cell {cell_label(cell_values(axes, r, c))}: {exc}") from None
+                except (ImpastoError, RuntimeError) as exc:
+                    if not isinstance(exc, ImpastoError) and not is_out_of_memory(exc):
+                        raise  # a bug: its traceback is worth more than a one-line message
+                    # Out of memory (where the run did not say it as an ImpastoError) is this device's
+                    # limit, as the checks before the runs would have said it, not a bug.
+                    reason = exc if isinstance(exc, ImpastoError) else f"the device ran out of memory ({first_line(exc)})"
+                    message = f"grid cell {cell_label(cell_values(axes, r, c))}: {reason}"
+                    if not any(results):  # the first cell: nothing to show, as for Ctrl-C
+                        raise ImpastoError(message) from None
+                    # Like Ctrl-C, a failure keeps the cells that finished: a long sweep is not lost
+                    # to one value it could not paint.
+                    raise SweepFailed(message, _partial(images, results, axes, failed=(r, c)), (r, c)) from None
                 if result.stopped_early:
                     # Not the picture its label promises: said, so a sheet is not read as a finished one.
                     warn(f"grid cell {cell_label(cell_values(axes, r, c))}: {result.stopped_reason}; its picture is the best before that")
@@ -190,20 +218,42 @@ def sweep(
             raise KeyboardInterrupt from stop
         # A long sweep cut short keeps the cells it finished (the one it was in is left out: its
         # picture is not what its label says), on a sheet with the others blank.
-        blank = Image.new("RGB", images[0][0].size, (235, 235, 235))
-        for r in range(n_rows):
-            row_images = images[r] if r < len(images) else []
-            row_results = results[r] if r < len(results) else []
-            done = len(row_results)
-            row_images[done:] = [blank] * (n_cols - done)
-            row_results[done:] = [None] * (n_cols - done)
-            if r >= len(images):
-                images.append(row_images)
-                results.append(row_results)
-        sheet, boxes = contact_sheet(images, axes)
-        raise Interrupted(SweepResult(sheet, images, results, axes, boxes)) from stop
+        raise Interrupted(_partial(images, results, axes)) from stop
     sheet, boxes = contact_sheet(images, axes)
     return SweepResult(sheet, images, results, axes, boxes)
+
+
+def _partial(
+    images: list[list[Image.Image]], results: list[list[Any]], axes: list[tuple[str, list[Any]]], failed: Optional[tuple[int, int]] = None
+) -> SweepResult:
+    """The sheet of a sweep stopped part-way: the cells not run are blank, and the `failed` one
+    is marked so, since a sheet outlives the message that said which it was (a blank alone would
+    read as a sweep cut short before that value, not as a value that cannot be painted)."""
+    n_rows = len(axes[0][1]) if len(axes) == 2 else 1
+    n_cols = len(axes[-1][1])
+    size = images[0][0].size
+    blank = Image.new("RGB", size, BLANK)
+    for r in range(n_rows):
+        row_images = images[r] if r < len(images) else []
+        row_results = results[r] if r < len(results) else []
+        done = len(row_results)
+        row_images[done:] = [blank] * (n_cols - done)
+        row_results[done:] = [None] * (n_cols - done)
+        if r >= len(images):
+            images.append(row_images)
+            results.append(row_results)
+    if failed is not None:
+        images[failed[0]][failed[1]] = _failed_cell(size)
+    sheet, boxes = contact_sheet(images, axes)
+    return SweepResult(sheet, images, results, axes, boxes)
+
+
+def _failed_cell(size: tuple[int, int]) -> Image.Image:
+    image = Image.new("RGB", size, BLANK)
+    draw = ImageDraw.Draw(image)
+    font = _font(_font_size(*size))
+    draw.text((size[0] / 2, size[1] / 2), _fit("failed", size[0], font, draw), fill=FAILED_INK, font=font, anchor="mm")
+    return image
 
 
 def _font(size: int) -> Any:
@@ -211,6 +261,11 @@ def _font(size: int) -> Any:
         return ImageFont.load_default(size=size)
     except (TypeError, ImportError, OSError):  # Pillow < 10.1 or without FreeType: the small bitmap font
         return ImageFont.load_default()
+
+
+def _font_size(width: int, height: int) -> int:
+    """One size for a sheet's titles and a failed cell's mark, so the mark reads as the sheet's own."""
+    return max(11, min(28, min(width, height) // 9))
 
 
 def contact_sheet(
@@ -234,7 +289,7 @@ def labelled_sheet(
     cw = max(im.width for row in images for im in row)
     ch = max(im.height for row in images for im in row)
     n_rows, n_cols = len(images), max(len(row) for row in images)
-    font_size = max(11, min(28, min(cw, ch) // 9))
+    font_size = _font_size(cw, ch)
     font = _font(font_size)
     pad = max(6, font_size // 2)
     line = font_size + pad

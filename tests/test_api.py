@@ -632,3 +632,119 @@ def test_two_threads_may_share_a_fresh_stylizer(synthetic_weights):
 def test_frames_must_be_a_whole_number(stylizer, make_settings, content_array, style_array, frames):
     with pytest.raises(ImpastoError, match=r"^frames must be a whole number, zero or more, not "):
         stylizer.run(content_array, style_array, make_settings(), frames=frames)
+
+
+# -- save_every: frames written during the run ------------------------------------------------------
+
+# Two scales (24x20, then 48x40), three iterations each.
+TWO_SCALES = dict(multiscale=True, size=48, min_size=24, scale_factor=2.0, initial_iterations=3, iterations=3)
+
+
+def frame_names(folder):
+    return sorted(path.name for path in folder.iterdir())
+
+
+def test_save_every_writes_frames_at_the_outputs_size_cut_out_as_the_photo(stylizer, make_settings, content_array, style_array, tmp_path):
+    from PIL import Image
+
+    photo = np.dstack([to_uint8(content_array), np.full(content_array.shape[:2], 255, np.uint8)])
+    photo[:, :12, 3] = 0  # the left quarter is transparent
+    seen = {}
+    stylizer.run(photo, style_array, make_settings(**TWO_SCALES), callback=lambda p: seen.setdefault(p.done, p.image.clone()),
+                 save_every=2, frames_dir=tmp_path / "frames")  # fmt: skip
+    assert frame_names(tmp_path / "frames") == ["00002.png", "00004.png", "00006.png"]
+    for name in frame_names(tmp_path / "frames"):  # 00002 is the coarse scale's, enlarged
+        frame = np.asarray(Image.open(tmp_path / "frames" / name))
+        assert frame.shape == (40, 48, 4) and frame[:, :11, 3].max() == 0 and frame[:, 13:, 3].min() == 255
+    last = Image.open(tmp_path / "frames" / "00006.png").convert("RGB")
+    assert np.array_equal(np.asarray(last), np.asarray(impasto.images.tensor_to_pil(seen[6])))  # the picture a callback sees
+
+
+def test_stylize_saves_frames_too_each_the_picture_handed_out(stylizer, make_settings, content_array, style_array, tmp_path, monkeypatch):
+    # No callback: the frames are still the finished picture, the photo's colours put back
+    # (the picture optimised under preserve_color="luminance" has none).
+    monkeypatch.setattr(impasto.api, "_default", stylizer)
+    settings = make_settings(**TWO_SCALES, preserve_color="luminance", init="style", style_weight=1000.0)
+    impasto.stylize(content_array, style_array, settings, save_every=4, frames_dir=tmp_path / "frames")
+    assert frame_names(tmp_path / "frames") == ["00004.png", "00006.png"]  # every 4th, and the last
+    for name in frame_names(tmp_path / "frames"):
+        assert np.abs(mean_rgb(impasto.load_image(tmp_path / "frames" / name)) - mean_rgb(content_array)).max() < 0.05
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("a file", "{tmp}/frames: exists and is not a folder (save_every writes its frames there)"),
+        ("earlier frames", "{tmp}/frames: already holds frames (pass overwrite=True to replace them)"),
+        ("no parent", "{tmp}/missing/frames: folder {tmp}/missing does not exist"),
+        ("no folder", "save_every=2 needs frames_dir, the folder to write the frames in"),
+    ],
+)
+def test_the_frames_folder_is_checked_before_the_inputs_are_read(stylizer, make_settings, content_array, style_array, tmp_path,
+                                                                 monkeypatch, case, message):  # fmt: skip
+    def too_late(*args, **kwargs):
+        pytest.fail("the inputs were read before the frames' folder was checked")
+
+    monkeypatch.setattr(impasto.api, "load_image_and_alpha", too_late)
+    monkeypatch.setattr(stylizer, "weights", too_late)
+    folder = tmp_path / ("missing/frames" if case == "no parent" else "frames")
+    if case == "a file":
+        folder.write_bytes(b"not a folder")
+    elif case == "earlier frames":
+        folder.mkdir()
+        (folder / "00002.png").write_bytes(b"an earlier frame")
+    with pytest.raises(ImpastoError, match=f"^{re.escape(message.format(tmp=tmp_path))}$"):
+        stylizer.run(content_array, style_array, make_settings(), save_every=2, frames_dir=None if case == "no folder" else folder)
+    if case == "earlier frames":
+        assert frame_names(folder) == ["00002.png"] and (folder / "00002.png").read_bytes() == b"an earlier frame"
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        (dict(save_every=-1), "save_every must be zero or more, not -1"),
+        (dict(save_every=2.5), "save_every must be a whole number, zero or more, not 2.5"),
+        (dict(save_every="3"), "save_every must be a whole number, zero or more, not '3'"),
+        (dict(save_every=True), "save_every must be a whole number, zero or more, not True"),
+        (dict(save_every=2, overwrite="no"), "overwrite must be True or False, not 'no'"),
+        (dict(save_every=2, frames_dir=3), "frames_dir must be the path of a folder, not 3"),
+        (dict(save_every=2, frames_dir=""), "frames_dir must be the path of a folder, not ''"),
+    ],
+)
+def test_bad_save_every_values_are_one_line_errors(stylizer, make_settings, content_array, style_array, tmp_path, given, message):
+    with pytest.raises(ImpastoError, match=f"^{re.escape(message)}$"):
+        stylizer.run(content_array, style_array, make_settings(), **({"frames_dir": tmp_path / "frames"} | given))
+    assert not (tmp_path / "frames").exists()
+
+
+def test_overwrite_replaces_an_earlier_runs_frames_as_a_set(stylizer, make_settings, content_array, style_array, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for name in ("00002.png", "00008.png"):  # 00008: a longer run's, which must not trail after this run's
+        (folder / name).write_bytes(b"an earlier frame")
+    (folder / "notes.txt").write_text("not a frame")
+    stylizer.run(content_array, style_array, make_settings(**TWO_SCALES), save_every=2, frames_dir=folder, overwrite=True)
+    assert frame_names(folder) == ["00002.png", "00004.png", "00006.png", "notes.txt"]
+    assert impasto.load_image(folder / "00002.png").size == (48, 40)
+
+
+def test_a_run_stopped_early_leaves_the_frames_it_wrote(stylizer, make_settings, content_array, style_array, tmp_path):
+    settings = make_settings(iterations=8)
+    result = stylizer.run(content_array, style_array, settings, callback=lambda p: False if p.done == 3 else None,
+                          save_every=1, frames_dir=tmp_path / "stopped")  # fmt: skip
+    # The iteration the callback stopped at was painted: its frame is written before the callback sees it.
+    assert result.interrupted and frame_names(tmp_path / "stopped") == ["00001.png", "00002.png", "00003.png"]
+
+    def ctrl_c(progress):
+        if progress.done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(impasto.Interrupted):
+        stylizer.run(content_array, style_array, settings, callback=ctrl_c, save_every=2, frames_dir=tmp_path / "ctrl-c")
+    assert frame_names(tmp_path / "ctrl-c") == ["00002.png", "00004.png"]
+
+
+def test_a_frames_folder_without_save_every_is_said_to_change_nothing(stylizer, make_settings, content_array, style_array, tmp_path):
+    with pytest.warns(impasto.ImpastoWarning, match=r"frames_dir=.* changes nothing without save_every=N"):
+        stylizer.run(content_array, style_array, make_settings(iterations=2), frames_dir=tmp_path / "frames")
+    assert not (tmp_path / "frames").exists()

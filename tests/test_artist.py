@@ -19,7 +19,7 @@ from impasto.media import FrameRecorder, frame_iterations, plot_losses, write_gi
 from impasto.optimize import Objective, StyleInput, chain_pairs
 from impasto.style_stats import style_size
 from impasto.presets import PRESETS
-from impasto.sweep import cell_filename, cell_label, cells_folder, parse_grid, save_sweep
+from impasto.sweep import SweepFailed, cell_filename, cell_label, cells_folder, parse_grid, save_sweep
 
 from conftest import BLUISH, REDDISH, textured_image, write_png
 from test_cli import FAST, assert_one_line_error, cli
@@ -459,6 +459,58 @@ def test_a_sweep_cut_short_keeps_the_cells_it_finished(stylizer, make_settings, 
     assert [p.name for p in written] == ["style_weight=10.png"] and (tmp_path / "s.png").exists()
 
 
+def fail_in_run(number: int, error: BaseException, monkeypatch) -> None:
+    """Stylizer.run raises `error` on its `number`th call, and runs as usual on the others."""
+    real_run, calls = impasto.Stylizer.run, {"n": 0}
+
+    def run(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == number:
+            raise error
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(impasto.Stylizer, "run", run)
+
+
+@pytest.mark.parametrize(
+    "error, said",
+    [
+        (ImpastoError("the painting is too small"), "the painting is too small"),
+        (impasto.NonFiniteLoss("the loss became nan at iteration 1"), "the loss became nan at iteration 1"),
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "the device ran out of memory (CUDA out of memory."),
+    ],
+)
+def test_a_sweep_cell_that_fails_keeps_the_cells_finished_before_it(stylizer, make_settings, content_array, style_array, tmp_path,
+                                                                    monkeypatch, error, said):  # fmt: skip
+    fail_in_run(3, error, monkeypatch)  # the second row's first cell
+    with pytest.raises(SweepFailed) as failed:
+        impasto.sweep(content_array, style_array, {"style_weight": [10, 20], "tv_weight": [0, 5]}, make_settings(iterations=2), stylizer)
+    assert isinstance(failed.value, ImpastoError)  # what caught a failed sweep before still does
+    assert str(failed.value).startswith(f"grid cell style_weight=20, tv_weight=0: {said}")
+    partial = failed.value.result
+    assert failed.value.cell == (1, 0)
+    assert [[r is not None for r in row] for row in partial.results] == [[True, True], [False, False]]
+    blank, marked = np.asarray(partial.images[1][1]), np.asarray(partial.images[1][0])
+    assert blank.min() == blank.max() == 235
+    red = (marked[..., 0] > 120) & (marked[..., 1] < 60)
+    assert red.sum() > 10 and red.mean() < 0.5  # "failed" written on it, not a red square
+    for (r, c), box in partial.boxes.items():  # on the sheet as in `images`
+        assert np.array_equal(np.asarray(partial.sheet.crop(box)), np.asarray(partial.images[r][c]))
+    written = save_sweep(partial, tmp_path / "s.png")  # the finished cells only: a failed cell has no picture
+    assert [p.name for p in written] == ["style_weight=10__tv_weight=0.png", "style_weight=10__tv_weight=5.png"]
+
+
+def test_a_sweep_whose_first_cell_fails_raises_a_plain_one_line_error(stylizer, make_settings, content_array, style_array, monkeypatch):
+    fail_in_run(1, torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), monkeypatch)
+    with pytest.raises(ImpastoError, match=r"^grid cell style_weight=10: the device ran out of memory \(CUDA out of memory") as failed:
+        impasto.sweep(content_array, style_array, {"style_weight": [10, 20]}, make_settings(iterations=2), stylizer)
+    assert not isinstance(failed.value, SweepFailed)  # no sheet of nothing, as with Ctrl-C in the first cell
+    monkeypatch.undo()
+    fail_in_run(2, RuntimeError("index out of range"), monkeypatch)
+    with pytest.raises(RuntimeError, match="^index out of range$"):  # a bug keeps its traceback
+        impasto.sweep(content_array, style_array, {"style_weight": [10, 20]}, make_settings(iterations=2), stylizer)
+
+
 def test_sweep_command_cut_short_writes_the_cells_done(capsys, tmp_path, content_path, style_path, fast, monkeypatch):
     real_run, calls = impasto.Stylizer.run, {"n": 0}
 
@@ -473,6 +525,17 @@ def test_sweep_command_cut_short_writes_the_cells_done(capsys, tmp_path, content
     code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", "style_weight=10,20,30", "-o", sheet, *fast)
     assert code == 130, err
     assert "interrupted: 1 of 3 cells ran" in err
+    assert [p.name for p in cells_folder(sheet).iterdir()] == ["style_weight=10.png"] and sheet.exists()
+
+
+def test_sweep_command_with_a_failed_cell_writes_the_cells_done_and_names_the_cell(capsys, tmp_path, content_path, style_path, fast, monkeypatch):
+    fail_in_run(2, ImpastoError("the painting is too small"), monkeypatch)
+    sheet = tmp_path / "sheet.png"
+    code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", "style_weight=10,20,30", "-o", sheet, *fast)
+    assert code == 2, err
+    wrote, error = err.strip().splitlines()  # what was kept, then the error on a line of its own
+    assert "1 of 3 cells ran; the failed one is marked on the sheet" in wrote
+    assert error == "impasto: error: grid cell style_weight=20: the painting is too small"
     assert [p.name for p in cells_folder(sheet).iterdir()] == ["style_weight=10.png"] and sheet.exists()
 
 

@@ -7,6 +7,8 @@ noise in bursts at another tempo (every 90 ms) with a 3 kHz whistle. Both 1.5 s 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -137,6 +139,15 @@ def test_nothing_is_overwritten_without_overwrite(sound_files, tmp_path, capsys)
     assert plot.read_bytes() == b"mine" and not fresh.exists()  # checked before the run, nothing half-written
     assert main(["audio", str(content), str(style), "-o", str(out), "--overwrite", *SMALL_FLAGS]) == 0
     assert sf.info(str(out)).frames == len(melody())
+
+
+def test_the_json_summary_has_the_losses_before_and_after_under_the_same_names(sound_files, tmp_path, capsys):
+    content, style = sound_files
+    summary = tmp_path / "run.json"
+    assert main(["audio", str(content), str(style), "-o", str(tmp_path / "out.wav"), "--json", str(summary), *SMALL_FLAGS]) == 0
+    written = json.loads(summary.read_text())
+    # Losses only: the first history row's scale and iteration say where it was taken.
+    assert set(written["initial_losses"]) == set(written["losses"]) == {"content", "style", "total"}
 
 
 def _bad_input(kind: str, folder) -> str:

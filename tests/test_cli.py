@@ -223,7 +223,7 @@ BAD_INPUTS = {
     "unknown model": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--model", "vgg13"], ["model", "vgg13"]),
     "missing weights": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--weights", d / "none.pth"], ["none.pth"]),
     "unknown preserve-color": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--preserve-color", "sepia"], ["sepia"]),
-    "negative save-every": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--save-every", "-1"], ["save-every"]),
+    "negative save-every": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--save-every", "-1"], ["--save-every must be zero or more, not -1"]),
     "two outputs, one file": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--json", d / "out.png"], ["--json", "the same file as -o"]),
     "output too thin": (lambda d: [d / "strip.png", d / "style.png", "-o", d / "out.png"], ["the output would be 48x1: the short side must be at least 16 px (a larger --size, or"]),
     "unknown output extension": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.xyz"], ["out.xyz", "unknown image extension '.xyz'"]),
@@ -275,12 +275,13 @@ def test_an_output_name_pillow_cannot_write_fails_before_the_run(capsys, tmp_pat
 
 
 @pytest.fixture
-def read_only_folder(tmp_path):
-    """A folder nothing can be written in, even by root (CI runs as root): immutable, or skipped."""
+def read_only_folder(tmp_path, request):
+    """A folder nothing can be written in, even by root (CI runs as root): immutable, or skipped.
+    Named `locked`, or as an indirect parametrisation says."""
     import os
     import subprocess
 
-    folder = tmp_path / "locked"
+    folder = tmp_path / getattr(request, "param", "locked")
     folder.mkdir()
     if os.geteuid() != 0:
         folder.chmod(0o555)
@@ -311,6 +312,30 @@ def test_frames_of_an_earlier_run_are_refused_before_the_run(capsys, tmp_path, c
     code, _, err = cli(capsys, content_path, style_path, "-o", out, "--save-every", "2", "--overwrite", *fast)
     assert code == 0, err
     assert Image.open(tmp_path / "painting_frames" / "00002.png").size == (48, 40)
+
+
+def test_earlier_frames_are_kept_when_the_run_fails_before_it_paints(capsys, tmp_path, style_path, fast):
+    # --overwrite replaces them with this run's frames: a run that cannot start has none to give.
+    (tmp_path / "painting_frames").mkdir()
+    (tmp_path / "painting_frames" / "00002.png").write_bytes(b"an earlier frame")
+    code, _, err = cli(capsys, tmp_path / "typo.png", style_path, "-o", tmp_path / "painting.png", "--save-every", "2", "--overwrite", *fast)
+    assert_one_line_error(code, err, "typo.png: no such file")
+    assert (tmp_path / "painting_frames" / "00002.png").read_bytes() == b"an earlier frame"
+
+
+@pytest.mark.parametrize("read_only_folder", ["out_frames"], indirect=True)
+def test_a_frames_folder_that_is_a_file_or_cannot_be_written_is_refused_before_the_run(capsys, tmp_path, read_only_folder, content_path,
+                                                                                      style_path, fast, monkeypatch):  # fmt: skip
+    import impasto.api
+
+    # A frames folder that could not be written in failed at the first frame, the run under way.
+    monkeypatch.setattr(impasto.api, "optimise", lambda *a, **k: pytest.fail("the run started"))
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "out.png", "--save-every", "2", *fast)
+    assert_one_line_error(code, err, f"cannot write in {read_only_folder}")
+    (tmp_path / "painting_frames").write_bytes(b"a file, not a folder")
+    code, _, err = cli(capsys, content_path, style_path, "-o", tmp_path / "painting.png", "--save-every", "2", *fast)
+    assert_one_line_error(code, err, "painting_frames: exists and is not a folder (--save-every writes its frames there)")
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "painting.png").exists()
 
 
 # -- in a child process ---------------------------------------------------------------------------

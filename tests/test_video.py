@@ -531,7 +531,7 @@ def test_a_rotated_phone_video_is_read_upright_without_imageio_ffmpegs_size_warn
 
 
 def test_cli_ctrl_c_writes_the_json_of_the_frames_done(clips, synthetic_weights, tmp_path, capsys, monkeypatch):
-    from impasto.video import ProgressBars
+    from impasto.video.cli import ProgressBars
 
     def ctrl_c_in_the_second_frame(self, news):
         if news.step is not None and news.frame == 1:

@@ -197,7 +197,11 @@ class AudioResult:
 
     @property
     def initial_losses(self) -> dict[str, float]:
-        return self.history[0] if self.history else self.losses
+        """The losses of the starting point, under the names `losses` has, to compare with them."""
+        if not self.history:
+            return dict(self.losses)
+        # A history row also says where it was taken (its scale and iteration), which is no loss.
+        return {k: v for k, v in self.history[0].items() if k in self.losses}
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -152,20 +152,20 @@ def stylize_video(
     """
     started = time.perf_counter()
     settings = as_settings(settings).validate()
-    job = plan_job(input, style, output, settings, temporal, temporal_weight, frame_iterations, size, start_frame,
+    plan = plan_video(input, style, output, settings, temporal, temporal_weight, frame_iterations, size, start_frame,
                    end_frame, frames_dir, overwrite, masks, keep_mask)  # fmt: skip
     stylizer = stylizer or Stylizer()
-    frames = FrameStore(job.frames_dir, job.fingerprint, overwrite)
+    frames = FrameStore(plan.frames_dir, plan.fingerprint, overwrite)
     errors: list[float] = []
     content_errors: list[float] = []
     flows = FlowEstimator()
     previous_content: Optional[np.ndarray] = None
     previous_output: Optional[np.ndarray] = None
     resumed = cuts = done = 0
-    count = job.end - job.start
+    count = plan.end - plan.start
     try:
-        for index, frame in enumerate(read_frames(job.info, job.start, job.end)):
-            content = np.asarray(Image.fromarray(frame).resize(job.size, Image.Resampling.LANCZOS))
+        for index, frame in enumerate(read_frames(plan.info, plan.start, plan.end)):
+            content = np.asarray(Image.fromarray(frame).resize(plan.size, Image.Resampling.LANCZOS))
             motion = flows.motion(previous_content, content) if previous_content is not None else None
             if motion is not None and motion.trusted < NEW_SHOT_TRUSTED:
                 motion, cuts = None, cuts + 1
@@ -179,9 +179,9 @@ def stylize_video(
                 stylised = previous_output
                 frames.save(index, stylised)
             else:
-                painted = stylise_frame(stylizer, job, index, content, motion, previous_output, callback, started)
+                painted = stylise_frame(stylizer, plan, index, content, motion, previous_output, callback, started)
                 if painted is None:
-                    return job.result(index, errors, content_errors, resumed, cuts, started, stopped=job.stopped_reason)
+                    return plan.result(index, errors, content_errors, resumed, cuts, started, stopped=plan.stopped_reason)
                 stylised = painted
                 frames.save(index, stylised)
             if motion is not None:
@@ -193,23 +193,23 @@ def stylize_video(
                 content_errors.append(pair[1])
             done = index + 1  # on disk: counted as done even if Ctrl-C comes before the next frame
             if callback is not None and callback(VideoProgress(index, count, None, stored is not None, time.perf_counter() - started)) is False:
-                return job.result(index + 1, errors, content_errors, resumed, cuts, started, stopped=STOP_CALLBACK)
+                return plan.result(index + 1, errors, content_errors, resumed, cuts, started, stopped=STOP_CALLBACK)
             previous_content, previous_output = content, stylised
     except KeyboardInterrupt as stop:
         # Ctrl-C, in a frame's run or between frames: the video's result so far (its frames are
         # on disk for a rerun), not a frame's own.
-        raise Interrupted(job.result(done, errors, content_errors, resumed, cuts, started, stopped=STOP_INTERRUPTED)) from stop
+        raise Interrupted(plan.result(done, errors, content_errors, resumed, cuts, started, stopped=STOP_INTERRUPTED)) from stop
     # The count probed beforehand is ffmpeg's; what decoding gave is what the video holds.
-    audio = write_video(job, frames, done)
+    audio = write_video(plan, frames, done)
     if not keep_frames:
         frames.remove()
-    result = job.result(done, errors, content_errors, resumed, cuts, started)
-    result.output, result.audio = job.output, audio
+    result = plan.result(done, errors, content_errors, resumed, cuts, started)
+    result.output, result.audio = plan.output, audio
     return result
 
 
 @dataclass
-class Job:
+class VideoPlan:
     """Everything decided before the first frame: inputs checked, sizes and settings fixed."""
 
     info: VideoInfo
@@ -245,9 +245,9 @@ def _mean(values: list[float]) -> Optional[float]:
     return float(np.mean(finite)) if finite else None
 
 
-def plan_job(input: Union[str, os.PathLike], style: Any, output: Union[str, os.PathLike], settings: Settings, temporal: bool,
+def plan_video(input: Union[str, os.PathLike], style: Any, output: Union[str, os.PathLike], settings: Settings, temporal: bool,
              temporal_weight: float, frame_iterations: Optional[int], size: Optional[int], start: int, end: Optional[int],
-             frames_dir: Optional[Union[str, os.PathLike]], overwrite: bool, masks: Any, keep_mask: Any) -> Job:  # fmt: skip
+             frames_dir: Optional[Union[str, os.PathLike]], overwrite: bool, masks: Any, keep_mask: Any) -> VideoPlan:  # fmt: skip
     """Check every input and output before any work, so a long run cannot fail at its end."""
     require_cv2()  # before anything is written: a missing extra is said at once
     output = Path(output)
@@ -300,7 +300,7 @@ def plan_job(input: Union[str, os.PathLike], style: Any, output: Union[str, os.P
         "masks": None if mask_images is None else [None if m is None else _image_digest(m) for m in mask_images],
         "keep_mask": None if keep_image is None else _image_digest(keep_image),
     }
-    return Job(info, output, styles, mask_images, keep_image, first, following, temporal, temporal_weight, (w, h), start,
+    return VideoPlan(info, output, styles, mask_images, keep_image, first, following, temporal, temporal_weight, (w, h), start,
                end, folder, fingerprint, overwrite)  # fmt: skip
 
 
@@ -376,16 +376,16 @@ class FrameStore:
             pass
 
 
-def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray, motion: Optional[FrameMotion],
+def stylise_frame(stylizer: Stylizer, plan: VideoPlan, index: int, content: np.ndarray, motion: Optional[FrameMotion],
                   previous: Optional[np.ndarray], callback: Optional[VideoCallback], started: float) -> Optional[np.ndarray]:  # fmt: skip
     """One stylised frame as an HxWx3 uint8 array, or None if the run was stopped during it."""
-    count = job.end - job.start
-    init, extra, settings = None, None, job.first_settings
-    if job.temporal and motion is not None and previous is not None:
+    count = plan.end - plan.start
+    init, extra, settings = None, None, plan.first_settings
+    if plan.temporal and motion is not None and previous is not None:
         warped = motion.carry(previous, content)  # what came in from outside is masked out of the loss
-        init, settings = warped, job.next_settings
-        if job.temporal_weight > 0:
-            extra = temporal_loss(warped, motion.mask, job.temporal_weight, settings)
+        init, settings = warped, plan.next_settings
+        if plan.temporal_weight > 0:
+            extra = temporal_loss(warped, motion.mask, plan.temporal_weight, settings)
 
     def on_step(progress: Progress) -> Optional[bool]:
         if callback is None:
@@ -393,7 +393,7 @@ def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray,
         return callback(VideoProgress(index, count, progress, False, time.perf_counter() - started))
 
     try:
-        result = stylizer.run(content, job.styles, settings, callback=on_step, masks=job.masks, keep_mask=job.keep_mask,
+        result = stylizer.run(content, plan.styles, settings, callback=on_step, masks=plan.masks, keep_mask=plan.keep_mask,
                               init_image=init, extra_loss=extra)  # fmt: skip
     except NonFiniteLoss as exc:
         # Not a number from the first iteration: the frame keeps where it started (the previous
@@ -401,14 +401,14 @@ def stylise_frame(stylizer: Stylizer, job: Job, index: int, content: np.ndarray,
         warn(f"frame {index}: {exc}; it keeps its starting picture")
         return init if init is not None else content
     if result.interrupted and result.stopped_reason == STOP_CALLBACK:
-        job.stopped_reason = result.stopped_reason
+        plan.stopped_reason = result.stopped_reason
         return None
     if result.out_of_memory:
         # Every later frame is the same size and would run out too: stop here, with the finished
         # frames kept for the same command run where there is more memory (a smaller size or tiles
         # change the frames' fingerprint, so they start afresh); the half-painted one is not kept.
         kept = f"the {index} finished frames are" if index != 1 else "the 1 finished frame is"
-        kept += f" kept in {job.frames_dir} (the same command, run where there is more memory, resumes from them)"
+        kept += f" kept in {plan.frames_dir} (the same command, run where there is more memory, resumes from them)"
         raise ImpastoError(f"frame {index}: {result.stopped_reason}" + (f"; {kept}" if index else ""))
     if result.interrupted:
         # The loss stopped being a number: the frame's best picture so far is kept, as a single
@@ -442,24 +442,24 @@ def temporal_loss(warped: np.ndarray, mask: np.ndarray, weight: float, settings:
     return loss
 
 
-def write_video(job: Job, frames: FrameStore, count: int) -> bool:
+def write_video(plan: VideoPlan, frames: FrameStore, count: int) -> bool:
     """Encode the stored frames into the output, with the input's audio when it has one.
 
     Written under a temporary name and renamed, so a failure never leaves a half file.
     Returns whether audio was kept.
     """
     if count == 0:
-        raise ImpastoError(f"{job.info.path}: ffmpeg decoded no frames from {job.start} on")
-    output = job.output
+        raise ImpastoError(f"{plan.info.path}: ffmpeg decoded no frames from {plan.start} on")
+    output = plan.output
     silent = output.with_name(f".{output.stem}.video{os.getpid()}{output.suffix}")
     muxed = output.with_name(f".{output.stem}.muxed{os.getpid()}{output.suffix}")
     try:
-        rate = job.info.rate or job.info.fps  # the rate the frames were read at, exactly
-        encode(frames.frames(count), job.size, rate, silent)
+        rate = plan.info.rate or plan.info.fps  # the rate the frames were read at, exactly
+        encode(frames.frames(count), plan.size, rate, silent)
         audio = False
-        if job.info.has_audio:
-            audio = mux_audio(silent, job.info, job.start / job.info.fps, count / job.info.fps, muxed)
-        check_output_path(output, job.overwrite)  # it may have appeared during a long run
+        if plan.info.has_audio:
+            audio = mux_audio(silent, plan.info, plan.start / plan.info.fps, count / plan.info.fps, muxed)
+        check_output_path(output, plan.overwrite)  # it may have appeared during a long run
         os.replace(muxed if audio else silent, output)
         return audio
     finally:
