@@ -229,6 +229,25 @@ def input_files(
     return named
 
 
+def write_summary(summary: dict[str, Any], target: str) -> None:
+    """--json TARGET: the run's summary on stdout for "-", else into the file TARGET, written whole
+    or not at all (a script reading it must never find half a summary)."""
+    from .files import atomic_write
+
+    text = json.dumps(summary, indent=2)
+    if target == "-":
+        print(text)
+        return
+    with atomic_write(target) as tmp:
+        tmp.write_text(text + "\n")
+
+
+def exit_code(result: Any) -> int:
+    """130 for a run Ctrl-C stopped, 1 for one stopped short otherwise (a callback, a NaN loss, out of
+    memory), 0 for a finished one: a script can tell a full result from the best one before a stop."""
+    return 130 if result.stopped_reason == STOP_INTERRUPTED else (1 if result.interrupted else 0)
+
+
 def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settings, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -313,12 +332,8 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
             "masks": list(getattr(args, "mask", None) or []) or None,
             "keep_mask": getattr(args, "keep_mask", None),
         }
-        text = json.dumps(result.summary() | inputs | {"output": str(output), "preset": getattr(args, "preset", None)}, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
-    return 130 if result.stopped_reason == STOP_INTERRUPTED else (1 if result.interrupted else 0)
+        write_summary(result.summary() | inputs | {"output": str(output), "preset": getattr(args, "preset", None)}, args.json)
+    return exit_code(result)
 
 
 def cmd_run(argv: Sequence[str]) -> int:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import typing
 from dataclasses import fields
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..cli import Parser, add_settings_arguments, explicit_settings
-from ..errors import STOP_INTERRUPTED, ImpastoError, Interrupted, option
+from ..cli import Parser, add_settings_arguments, exit_code, explicit_settings, write_summary
+from ..errors import ImpastoError, Interrupted, option
 from ..settings import Settings
 from .transfer import AUDIO_DEFAULTS, SHARED_FIELDS, AudioSettings
 
@@ -144,9 +142,5 @@ def cli_main(argv: Sequence[str]) -> int:
         file=sys.stderr,
     )
     if args.json:
-        text = json.dumps(result.summary() | {"output": str(args.output)}, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
-    return 130 if result.stopped_reason == STOP_INTERRUPTED else (1 if result.interrupted else 0)
+        write_summary(result.summary() | {"output": str(args.output)}, args.json)
+    return exit_code(result)

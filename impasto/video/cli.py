@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..cli import Parser, add_mask_arguments, add_settings_arguments, input_files, masks_from_args, parse_style, settings_from_args
+from ..cli import (
+    Parser, add_mask_arguments, add_settings_arguments, input_files, masks_from_args, parse_style, settings_from_args, write_summary,
+)  # fmt: skip
 from ..errors import Interrupted, warn
 from ..images import check_distinct_outputs, check_not_inputs, check_output_path
 from .run import DEFAULT_TEMPORAL_WEIGHT, VideoProgress, VideoResult, stylize_video
@@ -126,11 +128,7 @@ def report(result: VideoResult, args: argparse.Namespace, stopped: bool = True) 
         if result.cuts:
             print(f"({result.cuts} cuts found: those frames were painted afresh and their pairs left out)", file=sys.stderr)
     if args.json:
-        text = json.dumps(result.summary(), indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
+        write_summary(result.summary(), args.json)
 
 
 class ProgressBars:
