@@ -17,13 +17,16 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import ImpastoError, Interrupted, first_line, option, warn
 from .images import ImageLike, check_image_output, flatten, load_image, save_image
 from .settings import BadSettingValue, Settings, SettingsLike, as_settings, parse_setting
+
+if TYPE_CHECKING:  # for the type checker only: the API, and torch with it, is loaded when a run needs it
+    from .api import Stylizer
 
 Grid = Union[Mapping[str, Sequence[Any]], Sequence[tuple[str, Sequence[Any]]]]
 MAX_CELLS = 100
@@ -139,7 +142,7 @@ def sweep(
     style: Any,
     grid: Grid,
     settings: Optional[SettingsLike] = None,
-    stylizer: Any = None,
+    stylizer: Optional[Stylizer] = None,
     masks: Optional[Sequence[Optional[ImageLike]]] = None,
     keep_mask: Optional[ImageLike] = None,
     callback: Optional[Callable[..., Optional[bool]]] = None,

@@ -25,7 +25,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Mapping, Optional, Sequence, Union
 
 from .. import locks
 from ..errors import ImpastoError, option, warn
@@ -35,6 +35,9 @@ from .index import INDEX_NAME, FolderLock, Index
 from .local import ProgressHook as RunnerHook
 from .local import Task, exit_if_in_a_worker, run_inline, run_pool
 from .plan import OUTPUT_FORMATS, Job, PathLike, folder_options, jobs_from_rows, pair_folders, plan, read_manifest
+
+if TYPE_CHECKING:  # for the type checker only: the API, and torch with it, is loaded when a run needs it
+    from ..api import Stylizer
 
 # (worker slot, output name, iterations done, iterations in all)
 ProgressHook = Callable[[int, str, int, int], None]
@@ -260,7 +263,7 @@ def batch(
     retry_failed: bool = False,
     overwrite: bool = False,
     image_format: str = "png",
-    stylizer: Any = None,
+    stylizer: Optional[Stylizer] = None,
     on_progress: Optional[ProgressHook] = None,
     fixed: Collection[str] = (),
 ) -> "BatchRun":
@@ -384,7 +387,7 @@ def _execute(
     ray_cpus: float,
     ray_gpus: Optional[bool],
     retries: int,
-    stylizer: Any,
+    stylizer: Optional[Stylizer],
     on_progress: Optional[ProgressHook],
     leave_ray: bool = False,
 ) -> Iterator[JobResult]:

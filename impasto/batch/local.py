@@ -14,10 +14,13 @@ import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from ..errors import ImpastoError
 from .work import make_stylizer, run_job
+
+if TYPE_CHECKING:  # for the type checker only: the API, and torch with it, is loaded when a run needs it
+    from ..api import Stylizer
 
 # (worker slot, task id, iterations done, iterations in all)
 ProgressHook = Callable[[int, int, int, int], None]
@@ -69,7 +72,7 @@ def threads_per_worker(workers: int) -> int:
     return max(1, cpu_count() // workers)
 
 
-def run_inline(tasks: Sequence[Task], stylizer: Any, on_progress: Optional[ProgressHook]) -> Iterator[tuple[Task, dict[str, Any]]]:
+def run_inline(tasks: Sequence[Task], stylizer: Optional[Stylizer], on_progress: Optional[ProgressHook]) -> Iterator[tuple[Task, dict[str, Any]]]:
     """One worker: the driver itself, with one Stylizer for every job."""
     stylizer = stylizer or make_stylizer()
     for task in tasks:

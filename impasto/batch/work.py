@@ -15,9 +15,13 @@ import socket
 import sys
 import time
 import traceback
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 from ..errors import ImpastoError, Interrupted, collect_warnings
+
+if TYPE_CHECKING:  # for the type checker only: the API, and torch with it, is loaded when a run needs it
+    from ..api import Stylizer
+    from ..settings import Settings
 
 # A batch revisits each style many times, at every scale: keep more statistics than a single run would.
 STYLE_CACHE_ENTRIES = 64
@@ -61,7 +65,7 @@ def timed_stats_cache(capacity: int) -> Any:
     return TimedStatsCache()
 
 
-def load_model(stylizer: Any, settings: Any) -> float:
+def load_model(stylizer: Stylizer, settings: Settings) -> float:
     """Load the weights and build the extractor as Stylizer.run would; seconds taken (about 0 once loaded).
     Done before the run so a worker's one-time load is timed apart from its first job's work."""
     from ..device import resolve_device
@@ -151,7 +155,7 @@ def read_source(path: str) -> tuple[str, bytes]:
 
 
 def run_job(
-    stylizer: Any,
+    stylizer: Stylizer,
     settings: dict[str, Any],
     content: Source,
     styles: Sequence[tuple[Source, float]],
@@ -179,7 +183,7 @@ def run_job(
 
 
 def _run_job(
-    stylizer: Any,
+    stylizer: Stylizer,
     settings: dict[str, Any],
     content: Source,
     styles: Sequence[tuple[Source, float]],
@@ -215,7 +219,8 @@ def _run_job(
             # Half painted: not a picture for the data set, and --retry-failed must be able to redo it.
             return {"ok": False, "error": result.stopped_reason, "seconds": round(time.perf_counter() - start, 3), "worker": worker_name()}
         run_seconds = time.perf_counter() - run_start
-        style = None if style_before is None else stylizer.style_cache.seconds - style_before
+        # Only a worker's own cache (timed_stats_cache) counts its seconds; a caller's Stylizer may have a plain one.
+        style = None if style_before is None else getattr(stylizer.style_cache, "seconds") - style_before
         encode_start = time.perf_counter()
         buffer = io.BytesIO()
         result.image.save(buffer, format="PNG")

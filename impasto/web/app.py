@@ -19,7 +19,7 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Literal, Optional, Union
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, HTTPException, Path as PathParam, Query, Request, UploadFile
@@ -43,6 +43,9 @@ from .jobs import (ACTIVE, CONTENT_FILE, FRAMES_DIR, GIF_FILE, RESULT_FILE, JobC
 from .options import (LAYER_SETS, Limits, SettingsResolver, check_proportions, parse_settings_json, parse_style_weights,
                       server_device)  # fmt: skip
 from .uploads import UploadError, decode_upload, display_name, format_bytes
+
+if TYPE_CHECKING:  # for the type checker only: the API, and torch with it, is loaded when a run needs it
+    from ..api import Stylizer
 
 STATIC = Path(__file__).with_name("static")
 # Pixels the uploads being read at once may hold (about 2.4 GB as RGBA). Each upload keeps all
@@ -69,7 +72,7 @@ class WebConfig:
     keep_jobs: Optional[int] = 200
     gif_frames: int = 30
     allowed_hosts: Optional[list[str]] = None  # Host headers accepted; None = any
-    stylizer: Any = None  # an impasto.api.Stylizer; made on demand when None
+    stylizer: Optional[Stylizer] = None  # made on demand when None
     upload_slots: Optional[int] = None  # uploads read at once; None = as many as UPLOAD_PIXEL_BUDGET allows
     upload_wait: float = UPLOAD_WAIT
 

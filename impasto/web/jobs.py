@@ -29,7 +29,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from PIL import Image
 
@@ -38,6 +38,9 @@ from ..files import atomic_write
 from ..images import save_image, tensor_to_pil
 from ..settings import Settings
 from .options import SERVER_ONLY
+
+if TYPE_CHECKING:  # for the type checker only: the API, and torch with it, is loaded when a run needs it
+    from ..api import Stylizer
 
 log = logging.getLogger("impasto.web")
 
@@ -137,7 +140,7 @@ class JobManager:
         self,
         store: JobStore,
         resolve: Resolve,
-        stylizer: Any,
+        stylizer: Stylizer,
         workers: int = 1,
         gif_frames: int = 30,
         preview_size: int = 256,
