@@ -234,12 +234,18 @@ def write_summary(summary: dict[str, Any], target: str) -> None:
     or not at all (a script reading it must never find half a summary)."""
     from .files import atomic_write
 
-    text = json.dumps(summary, indent=2)
+    text = json.dumps(summary, indent=2) + "\n"
     if target == "-":
-        print(text)
+        print(text, end="")
         return
-    with atomic_write(target) as tmp:
-        tmp.write_text(text + "\n")
+    path = Path(target)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        # /dev/stdout, a pipe, a link the user made: written through, as named, never renamed over.
+        with open(path, "w") as handle:
+            handle.write(text)
+        return
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 def exit_code(result: Any) -> int:
@@ -274,12 +280,12 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
 
         check_plot_path(args.plot, args.overwrite, "--plot")
         require_matplotlib()
-    outputs = {"-o": output, "--json": args.json, "--gif": args.gif, "--plot": args.plot}
+    # The run checks the frames' folder before its work, and writes the frames itself.
+    frames_dir = output.with_name(output.stem + "_frames") if args.save_every else None
+    outputs = {"-o": output, "--json": args.json, "--gif": args.gif, "--plot": args.plot, "--save-every's folder": frames_dir}
     check_distinct_outputs(outputs)
     check_not_inputs(outputs, input_files(content, styles, settings, args))
     masks = masks_from_args(args, len(styles))
-    # The run checks the frames' folder before its work, and writes the frames itself.
-    frames_dir = output.with_name(output.stem + "_frames") if args.save_every else None
 
     bar: Optional[tqdm] = None
 
@@ -426,6 +432,9 @@ def cmd_sweep(argv: Sequence[str]) -> int:
         result, cut_short = stop.result, True
     except SweepFailed as error:  # a cell failed after others finished: their sheet is written too, then the error said
         result, cut_short, failed = error.result, True, error
+    except BaseException:
+        bar.leave = False  # no cell ran (a missing photo, a bad value): the error's line alone, no empty bar above it
+        raise
     finally:
         bar.close()  # before any message, which then has a line of its own
     cells = save_sweep(result, args.output, overwrite=args.overwrite)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
@@ -43,8 +44,15 @@ def frame_iterations(total: int, count: int) -> list[int]:
     return [1 + round(i * (total - 1) / (count - 1)) for i in range(count)]
 
 
-# The frames in a folder that save_every writes (00010.png ...), and so the ones it replaces.
-FRAME_FILES = "[0-9]*.png"
+# The frames save_every writes: the iteration in five digits or more (00010.png ...). Only names of
+# that form are taken for an earlier run's frames and replaced, so a picture of the user's own in
+# the folder (2024_trip.png) is neither read as a frame nor deleted.
+FRAME_NAME = re.compile(r"\d{5,}\.png")
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The frames an earlier save_every run left in `folder`, in order."""
+    return sorted(p for p in folder.iterdir() if FRAME_NAME.fullmatch(p.name)) if folder.is_dir() else []
 
 
 def check_frames_folder(save_every: int, frames_dir: Union[str, os.PathLike, None], overwrite: bool) -> Optional[Path]:
@@ -69,7 +77,7 @@ def check_frames_folder(save_every: int, frames_dir: Union[str, os.PathLike, Non
         raise ImpastoError(f"{folder}: exists and is not a folder ({option('save_every')} writes its frames there)")
     if not folder.is_dir() and not folder.parent.is_dir():
         raise ImpastoError(f"{folder}: folder {folder.parent} does not exist")
-    if folder.is_dir() and any(folder.glob(FRAME_FILES)) and not overwrite:
+    if frame_files(folder) and not overwrite:
         raise ImpastoError(f"{folder}: already holds frames (pass {option('overwrite', True)} to replace them)")
     check_writable(folder if folder.is_dir() else folder.parent, what=folder)
     return folder
@@ -89,7 +97,7 @@ class FrameSaver:
 
     def begin(self) -> None:
         # Replaced as a set: an earlier run's later frames must not trail after this run's.
-        for frame in sorted(self.folder.glob(FRAME_FILES)) if self.folder.is_dir() else []:
+        for frame in frame_files(self.folder):
             frame.unlink()
         self.folder.mkdir(exist_ok=True)
 

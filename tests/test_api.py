@@ -88,8 +88,10 @@ def test_keyboard_interrupt_before_the_first_image_is_passed_on(stylizer, make_s
         raise KeyboardInterrupt
 
     monkeypatch.setattr(impasto.optimize, "initial_image", ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stop:
         stylizer.run(content_array, style_array, make_settings())
+    # impasto.Interrupted is a KeyboardInterrupt too: the one raised must be the plain one, carrying no result.
+    assert not isinstance(stop.value, impasto.Interrupted)
 
 
 @pytest.mark.parametrize("mode", [None, "luminance", "histogram"])
@@ -422,19 +424,30 @@ def test_one_copy_of_the_weights_serves_every_choice_of_layers(stylizer, make_se
     assert a is not b and a.depth != b.depth
     conv_a = [m.weight for m in a.features if isinstance(m, torch.nn.Conv2d)]
     conv_b = [m.weight for m in b.features if isinstance(m, torch.nn.Conv2d)]
+    assert conv_a and conv_b  # else the check below holds of nothing
     assert all(x.data_ptr() == y.data_ptr() for x, y in zip(conv_a, conv_b))
     assert isinstance(b.features[4], torch.nn.MaxPool2d) and isinstance(a.features[4], torch.nn.AvgPool2d)
 
 
 def test_a_callbacks_picture_is_the_one_its_losses_measure(stylizer, make_settings, content_array, style_array):
+    settings = make_settings(iterations=3)
     seen = []
-    stylizer.run(content_array, style_array, make_settings(iterations=3), callback=lambda p: seen.append((p.image.clone(), p.image)))
+    stylizer.run(content_array, style_array, settings, callback=lambda p: seen.append((p.image.clone(), p.image, dict(p.losses))))
     start = impasto.images.pil_to_tensor(impasto.images.load_image(content_array))
     # The first iteration's losses are those of the start (the photo), so its picture is the photo.
     assert torch.allclose(seen[0][0], torch.nn.functional.interpolate(start, size=(40, 48), mode="bilinear", antialias=True), atol=0.02)
     assert not torch.equal(seen[0][0], seen[-1][0])
     # Each is a picture of its own, not one tensor that keeps changing under the caller.
     assert torch.equal(seen[0][0], seen[0][1])
+    # Scored again by the run's own objective, each picture gives the losses handed out with it (the
+    # first L-BFGS step is too small for the check above to tell the scored pixels from the step's result).
+    cpu = torch.device("cpu")
+    objective = impasto.optimize.Objective(stylizer.extractor(settings, cpu), settings, start,
+                                           [stylizer._style_input(style_array, 1.0, settings, cpu)], (48, 40))  # fmt: skip
+    with torch.no_grad():
+        rescored = [float(objective(image)[0]) for image, _, _ in seen]
+    assert rescored == pytest.approx([losses["total"] for _, _, losses in seen], rel=1e-4)
+    assert rescored[-1] < 0.99 * rescored[0]  # the pictures differ enough for this to tell them apart
 
 
 @pytest.mark.parametrize(
@@ -497,9 +510,12 @@ def test_the_picture_kept_at_ctrl_c_is_the_best_one_scored(stylizer, make_settin
         if progress.done == 5:
             raise KeyboardInterrupt
 
+    # Adam with a large step overshoots: the loss rises again before the Ctrl-C (L-BFGS here fell at
+    # every one of the five iterations, so its best was its last and "the last" would have passed).
     with pytest.raises(impasto.Interrupted) as stop:
-        stylizer.run(content_array, style_array, make_settings(iterations=8, init="noise", lr=0.5), callback=ctrl_c)
+        stylizer.run(content_array, style_array, make_settings(iterations=8, init="noise", optimizer="adam", lr=0.5), callback=ctrl_c)
     best_loss, best_image = min(seen, key=lambda item: item[0])
+    assert best_loss < 0.9 * seen[-1][0]  # the best is not the last: the check below tells them apart
     assert stop.value.result.losses["total"] == best_loss
     assert np.array_equal(np.asarray(stop.value.result.image), np.asarray(impasto.images.tensor_to_pil(best_image)))
 
@@ -723,9 +739,19 @@ def test_overwrite_replaces_an_earlier_runs_frames_as_a_set(stylizer, make_setti
     for name in ("00002.png", "00008.png"):  # 00008: a longer run's, which must not trail after this run's
         (folder / name).write_bytes(b"an earlier frame")
     (folder / "notes.txt").write_text("not a frame")
+    (folder / "2024_trip.png").write_bytes(b"a picture of the user's own, named with digits")
     stylizer.run(content_array, style_array, make_settings(**TWO_SCALES), save_every=2, frames_dir=folder, overwrite=True)
-    assert frame_names(folder) == ["00002.png", "00004.png", "00006.png", "notes.txt"]
+    assert frame_names(folder) == ["00002.png", "00004.png", "00006.png", "2024_trip.png", "notes.txt"]
     assert impasto.load_image(folder / "00002.png").size == (48, 40)
+
+
+def test_a_folder_of_the_users_own_pictures_is_not_taken_for_frames(stylizer, make_settings, content_array, style_array, tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "2024_trip.png").write_bytes(b"a picture of the user's own")
+    stylizer.run(content_array, style_array, make_settings(iterations=2), save_every=2, frames_dir=folder)
+    assert (folder / "2024_trip.png").read_bytes() == b"a picture of the user's own"
+    assert "00002.png" in frame_names(folder)
 
 
 def test_a_run_stopped_early_leaves_the_frames_it_wrote(stylizer, make_settings, content_array, style_array, tmp_path):

@@ -356,7 +356,8 @@ def test_resume_finishes_the_rest_without_redoing_any(data, fast, stylizer):
     # ...nor disowned: a data loader still reads all nine (a mistyped rerun must not empty its
     # view), and the batch that made them, run again, still finds all nine done.
     assert {(r["status"], r["current"]) for r in index_records(out).values()} == {("done", True)}
-    assert all(r.previous and r.status == "done" for r in impasto.batch(None, out, fast, contents=data / "photos", styles=data / "paintings", stylizer=stylizer))
+    rerun = list(impasto.batch(None, out, fast, contents=data / "photos", styles=data / "paintings", stylizer=stylizer))
+    assert len(rerun) == 9 and all(r.previous and r.status == "done" for r in rerun)
 
 
 def test_a_picture_written_by_a_run_killed_before_its_record_is_redone(data, fast, stylizer):
@@ -398,7 +399,7 @@ def test_rows_from_python_and_outputs_in_subfolders(data, fast, stylizer):
     assert Image.open(results[0].output).format == "JPEG"
     # The device is not part of a job: the same batch on another device finds it done.
     again = list(impasto.batch(rows, data / "out", fast.replace(device="auto"), stylizer=stylizer, image_format="jpg"))
-    assert all(r.previous for r in again)
+    assert len(again) == 2 and all(r.previous for r in again)
 
 
 def test_a_transparent_photo_stays_transparent_as_in_a_single_run(data, fast, stylizer):

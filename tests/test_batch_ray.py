@@ -191,6 +191,7 @@ def test_ray_workers_fit_the_cluster_and_cpu_actors_run_on_the_cpu(tmp_path, mon
 
 def test_a_refused_ray_token_is_named(monkeypatch):
     from impasto.batch import cluster
+    from impasto.errors import ImpastoError
 
     # What ray.init raises when the cluster wants a token this machine lacks (or has another of):
     # its own message names no cause, the traceback of the cause is text in the message below it.
@@ -204,7 +205,8 @@ def test_a_refused_ray_token_is_named(monkeypatch):
     error.__cause__ = cause
     monkeypatch.setattr(cluster, "require_ray", lambda: FakeRay({}, init_error=error))
     monkeypatch.setattr(cluster, "check_reachable", lambda address: None)
-    with pytest.raises(Exception) as failed:
+    # An ImpastoError, which the command line prints as one line; any other exception is a traceback there.
+    with pytest.raises(ImpastoError) as failed:
         cluster.connect("127.0.0.1:6391")
     message = str(failed.value)
     assert "\n" not in message
@@ -213,7 +215,7 @@ def test_a_refused_ray_token_is_named(monkeypatch):
     assert "~/.ray/auth_token" in message
     # Another cause: its own last line, not Ray's "Failed to connect".
     error.__cause__ = RuntimeError("Failed to connect to GCS. Last connection error: Traceback ...\nray.exceptions.RpcError: Deadline Exceeded")
-    with pytest.raises(Exception, match=r"at 127.0.0.1:6391: ray.exceptions.RpcError: Deadline Exceeded$"):
+    with pytest.raises(ImpastoError, match=r"at 127.0.0.1:6391: ray.exceptions.RpcError: Deadline Exceeded$"):
         cluster.connect("127.0.0.1:6391")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -212,17 +213,17 @@ def test_demo(capsys, tmp_path, monkeypatch, fast):
 BAD_INPUTS = {
     # case: (the arguments, built from the folder holding the inputs; what the error line must contain)
     "missing content": (lambda d: [d / "nope.png", d / "style.png", "-o", d / "out.png"], ["nope.png", "no such file"]),
-    "missing style": (lambda d: [d / "content.png", d / "nope.jpg", "-o", d / "out.png"], ["nope.jpg"]),
+    "missing style": (lambda d: [d / "content.png", d / "nope.jpg", "-o", d / "out.png"], ["nope.jpg: no such file"]),
     "not an image": (lambda d: [d / "notes.png", d / "style.png", "-o", d / "out.png"], ["notes.png", "not a readable image"]),
     "1-pixel image": (lambda d: [d / "dot.png", d / "style.png", "-o", d / "out.png"], ["too small"]),
-    "unknown layer": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--style-layers", "conv1_1,conv9_9"], ["conv9_9"]),
-    "negative style weight": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--style-weight", "-1"], ["style-weight"]),
+    "unknown layer": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--style-layers", "conv1_1,conv9_9"], ["unknown layer 'conv9_9' for vgg19"]),
+    "negative style weight": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--style-weight", "-1"], ["--style-weight must be a non-negative number, not -1"]),
     "blend weight not a number": (lambda d: [d / "content.png", f"{d / 'style.png'}:abc", "-o", d / "out.png"], ["style.png:abc: the weight after ':' must be a number"]),
     "negative blend weight": (lambda d: [d / "content.png", f"{d / 'style.png'}:-1", "-o", d / "out.png"], ["non-negative"]),
     "missing output folder": (lambda d: [d / "content.png", d / "style.png", "-o", d / "no" / "out.png"], ["does not exist"]),
-    "unknown model": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--model", "vgg13"], ["model", "vgg13"]),
-    "missing weights": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--weights", d / "none.pth"], ["none.pth"]),
-    "unknown preserve-color": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--preserve-color", "sepia"], ["sepia"]),
+    "unknown model": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--model", "vgg13"], ["--model must be one of vgg16, vgg19, not 'vgg13'"]),
+    "missing weights": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--weights", d / "none.pth"], ["none.pth: no such file or folder"]),
+    "unknown preserve-color": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--preserve-color", "sepia"], ["--preserve-color must be one of luminance, histogram", "not 'sepia'"]),
     "negative save-every": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--save-every", "-1"], ["--save-every must be zero or more, not -1"]),
     "two outputs, one file": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--json", d / "out.png"], ["--json", "the same file as -o"]),
     "output too thin": (lambda d: [d / "strip.png", d / "style.png", "-o", d / "out.png"], ["the output would be 48x1: the short side must be at least 16 px (a larger --size, or"]),
@@ -312,6 +313,32 @@ def test_frames_of_an_earlier_run_are_refused_before_the_run(capsys, tmp_path, c
     code, _, err = cli(capsys, content_path, style_path, "-o", out, "--save-every", "2", "--overwrite", *fast)
     assert code == 0, err
     assert Image.open(tmp_path / "painting_frames" / "00002.png").size == (48, 40)
+
+
+def test_json_named_as_the_frames_folder_is_refused_before_the_run(capsys, tmp_path, content_path, style_path, fast):
+    # It used to run to the end, then fail renaming the summary over the frames' folder.
+    out = tmp_path / "painting.png"
+    code, _, err = cli(capsys, content_path, style_path, "-o", out, "--save-every", "2", "--json", tmp_path / "painting_frames", *fast)
+    assert_one_line_error(code, err, "painting_frames", "--json", "give each output its own name")
+    assert not out.exists() and not (tmp_path / "painting_frames").exists()
+
+
+def test_json_into_a_pipe_or_a_link_is_written_through_it(tmp_path):
+    from impasto.cli import write_summary
+
+    target = tmp_path / "summary.json"
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    write_summary({"losses": {"total": 1.5}}, str(link))
+    assert link.is_symlink() and json.loads(target.read_text()) == {"losses": {"total": 1.5}}
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text()))
+    reader.start()
+    write_summary({"a": 1}, str(pipe))
+    reader.join(timeout=10)
+    assert pipe.is_fifo() and json.loads(received[0]) == {"a": 1}
 
 
 def test_earlier_frames_are_kept_when_the_run_fails_before_it_paints(capsys, tmp_path, style_path, fast):
