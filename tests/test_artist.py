@@ -21,7 +21,7 @@ from impasto.style_stats import style_size
 from impasto.presets import PRESETS
 from impasto.sweep import SweepFailed, cell_filename, cell_label, cells_folder, parse_grid, save_sweep
 
-from conftest import BLUISH, REDDISH, textured_image, write_png
+from conftest import BLUISH, FAST_STYLE_LAYERS, REDDISH, textured_image, write_png
 from test_cli import FAST, assert_one_line_error, cli
 
 
@@ -154,6 +154,29 @@ def test_a_short_run_lowers_the_chain_loss(shallow_extractor, content_array, sty
             chained = settings.style_weight * float(chain_value(at))
             assert chained > 1e-3 * float(plain(at)[0])
             assert float(objective(at)[0]) == pytest.approx(float(plain(at)[0]) + chained, rel=1e-5)
+
+
+def test_each_style_setting_reaches_the_objective(shallow_extractor, content_array, style_array, make_settings):
+    # Their own unit tests check the losses; this checks a run's objective uses them: a setting
+    # dropped on its way there would leave every style term as the default's.
+    content = torch.from_numpy(content_array).permute(2, 0, 1)[None].float()
+    style = torch.from_numpy(style_array).permute(2, 0, 1)[None].float()
+    image = torch.rand(content.shape, generator=torch.Generator().manual_seed(0))
+    layers = FAST_STYLE_LAYERS
+
+    def style_terms(**given):
+        objective = Objective(shallow_extractor, make_settings(**given), content, [StyleInput(style)], (48, 40))
+        terms = objective.terms(image)
+        return np.array([terms[k] for k in layers])
+
+    default = style_terms()
+    assert (default > 0).all()
+    for given in (dict(style_loss="w2"), dict(style_loss="meanstd"), dict(gram_shift=-1.0), dict(style_scale=0.5), dict(style_layer_decay=2.0)):
+        changed = style_terms(**given)
+        assert (np.abs(changed / default - 1) > 0.05).any(), given
+    # Layer weights scale each layer's term by its weight, relative to the others.
+    weighted = style_terms(style_layer_weights=(3.0, 1.0, 0.0)) / default
+    assert weighted[2] == 0 and weighted[0] / weighted[1] == pytest.approx(3.0, rel=1e-4)
 
 
 def test_objective_terms_split_the_total_by_layer(shallow_extractor, content_array, style_array, make_settings):
