@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from PIL import Image
 
-from .errors import ImpastoError, option, warn
+from .errors import ImpastoError, first_line, option, warn
 from .files import atomic_write
 from .images import check_output_path, check_writable, resize_tensor, save_image, tensor_to_pil, with_alpha
 
@@ -101,11 +101,22 @@ class FrameSaver:
             frame.unlink()
         self.folder.mkdir(exist_ok=True)
 
+    failed: bool = False
+
     def __call__(self, progress: "Progress") -> None:
-        if progress.done % self.every == 0 or progress.is_last:
-            w, h = self.size
-            frame = tensor_to_pil(resize_tensor(progress.image.detach().float().clamp(0, 1), (h, w)))
-            save_image(with_alpha(frame, self.alpha), self.folder / f"{progress.done:05d}.png", overwrite=self.overwrite)
+        if self.failed or not (progress.done % self.every == 0 or progress.is_last):
+            return
+        w, h = self.size
+        frame = tensor_to_pil(resize_tensor(progress.image.detach().float().clamp(0, 1), (h, w)))
+        path = self.folder / f"{progress.done:05d}.png"
+        try:
+            save_image(with_alpha(frame, self.alpha), path, overwrite=self.overwrite)
+        except (OSError, ImpastoError) as exc:
+            # A full disk, a folder taken away, a file put in a frame's place: no reason to lose the
+            # painting. The run goes on to its picture without more frames, and says so once.
+            self.failed = True
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
+            warn(f"{path}: could not write this frame ({reason}); the run goes on without saving more frames")
 
 
 class FrameRecorder:

@@ -770,6 +770,26 @@ def test_a_run_stopped_early_leaves_the_frames_it_wrote(stylizer, make_settings,
     assert frame_names(tmp_path / "ctrl-c") == ["00002.png", "00004.png"]
 
 
+def test_a_frame_that_cannot_be_written_does_not_lose_the_painting(stylizer, make_settings, content_array, style_array, tmp_path, monkeypatch):
+    import errno
+
+    import impasto.media
+
+    real_save, written = impasto.media.save_image, []
+
+    def disk_fills_up(image, path, overwrite=False):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        return real_save(image, path, overwrite=overwrite)
+
+    monkeypatch.setattr(impasto.media, "save_image", disk_fills_up)
+    with pytest.warns(impasto.ImpastoWarning, match=r"00003\.png: could not write this frame \(No space left on device\); the run goes on"):
+        result = stylizer.run(content_array, style_array, make_settings(iterations=6), save_every=1, frames_dir=tmp_path / "frames")
+    assert not result.interrupted and len(result.history) == 6  # painted to the end
+    assert frame_names(tmp_path / "frames") == ["00001.png", "00002.png"]  # and no more tried after the failure
+
+
 def test_a_frames_folder_without_save_every_is_said_to_change_nothing(stylizer, make_settings, content_array, style_array, tmp_path):
     with pytest.warns(impasto.ImpastoWarning, match=r"frames_dir=.* changes nothing without save_every=N"):
         stylizer.run(content_array, style_array, make_settings(iterations=2), frames_dir=tmp_path / "frames")
