@@ -89,10 +89,15 @@ def test_fp16_mixed_precision_keeps_the_gradient_near_convergence(converged, mon
     assert value == pytest.approx(exact_value, rel=0.01)
     assert float(torch.nn.functional.cosine_similarity(mixed, exact, dim=0)) > 0.999
     assert float((mixed - exact).norm() / exact.norm()) < 0.05
-    # The point is one where scaling matters: unscaled, the fp16 gradient is mostly lost.
+    # The point is one where scaling matters: unscaled, the fp16 gradient fails the checks above.
+    # By how much depends on the CPU's fp16 arithmetic: emulated, most of it underflows (a cosine
+    # below 0.9); with native AVX512-FP16, a relative error of 0.32 (cosine 0.95), six times the
+    # bound the scaled gradient keeps.
     monkeypatch.setattr(O, "LOSS_SCALE", 1.0)
     _, unscaled = grad(torch.float16)
-    assert float(torch.nn.functional.cosine_similarity(unscaled, exact, dim=0)) < 0.9
+    cosine = float(torch.nn.functional.cosine_similarity(unscaled, exact, dim=0))
+    error = float((unscaled - exact).norm() / exact.norm())
+    assert cosine < 0.99 and error > 0.2
 
 
 def test_bf16_mixed_precision_gives_the_fp32_result(converged):
