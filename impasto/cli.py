@@ -45,6 +45,12 @@ class Parser(argparse.ArgumentParser):
     """argparse, with a mistake told in one line like impasto's other errors (and a guess at
     a misspelt option) rather than the whole usage block above it."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviated options: `impasto serve --gif g.gif` was read as --gif-frames and `--devic`
+        # as --device; an option is spelt out, and a misspelt one gets a guess instead.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> typing.NoReturn:
         if message.startswith("unrecognized arguments: "):
             known = [name for name in self._option_string_actions if name.startswith("--")]

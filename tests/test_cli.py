@@ -185,11 +185,15 @@ def test_version_and_an_unknown_command(capsys):
         (["--style-wieght", "10"], ["unrecognized arguments: --style-wieght 10 (did you mean --style-weight?)", "see impasto --help"]),
         (["--size", "abc"], ["argument --size: invalid int value: 'abc'"]),
         (["batch", "--contnets", "photos/", "-o", "out/"], ["impasto batch: error:", "(did you mean --contents?)"]),
+        # Abbreviations are not options: argparse's default read --devic as --device, and
+        # `serve --gif g.gif` as --gif-frames.
+        (["--devic", "cpu"], ["unrecognized arguments: --devic cpu (did you mean --device?)"]),
+        (["serve", "--gif", "g.gif"], ["impasto serve: error: unrecognized arguments: --gif g.gif"]),
     ],
 )
 def test_a_mistyped_option_is_one_line_with_a_guess(capsys, tmp_path, args, fragments):
     # The usage block argparse prints above its error would push the error out of sight.
-    argv = args if args[0] == "batch" else ["photo.jpg", "painting.jpg", "-o", str(tmp_path / "out.png"), *args]
+    argv = args if args[0] in ("batch", "serve") else ["photo.jpg", "painting.jpg", "-o", str(tmp_path / "out.png"), *args]
     with pytest.raises(SystemExit) as stopped:
         main(argv)
     err = capsys.readouterr().err
