@@ -338,6 +338,9 @@ class Stylizer:
         """Everything up to the first iteration: the inputs read and checked, the targets, masks
         and colours made, then the network loaded."""
         settings = as_settings(settings, overrides).validate()
+        # The counts and the frames' folder before the inputs are read: a typo fails at once.
+        if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 0:
+            raise ImpastoError(f"frames must be a whole number, zero or more, not {frames!r}")
         frames_folder = check_frames_folder(save_every, frames_dir, overwrite)
         device = resolve_device(settings.device)
         start = time.perf_counter()
@@ -352,8 +355,6 @@ class Stylizer:
         style_specs = normalize_styles(style)
         styles = [self._style_input(image, weight, settings, device) for image, weight in style_specs]
         keep_t = attach_masks(styles, masks, keep_mask, content_img.size, device)
-        if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 0:
-            raise ImpastoError(f"frames must be a whole number, zero or more, not {frames!r}")
         init_t = load_init_image(init_image, settings, device)
         target_content, init_t = colour_targets(settings, content_t, styles, init_t)
 

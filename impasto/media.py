@@ -44,6 +44,13 @@ def frame_iterations(total: int, count: int) -> list[int]:
     return [1 + round(i * (total - 1) / (count - 1)) for i in range(count)]
 
 
+def frame_picture(progress: "Progress", size: tuple[int, int]) -> Image.Image:
+    """The picture of one iteration as a frame (a GIF's, or save_every's): at `size` (w, h), so a
+    coarse scale's is enlarged and every frame of a run matches."""
+    w, h = size
+    return tensor_to_pil(resize_tensor(progress.image.detach().float().clamp(0, 1), (h, w)))
+
+
 # The frames save_every writes: the iteration in five digits or more (00010.png ...). Only names of
 # that form are taken for an earlier run's frames and replaced, so a picture of the user's own in
 # the folder (2024_trip.png) is neither read as a frame nor deleted.
@@ -94,6 +101,7 @@ class FrameSaver:
     size: tuple[int, int]
     alpha: Optional[Image.Image]
     overwrite: bool
+    failed: bool = False  # a frame could not be written: no more are tried
 
     def begin(self) -> None:
         # Replaced as a set: an earlier run's later frames must not trail after this run's.
@@ -101,16 +109,12 @@ class FrameSaver:
             frame.unlink()
         self.folder.mkdir(exist_ok=True)
 
-    failed: bool = False
-
     def __call__(self, progress: "Progress") -> None:
         if self.failed or not (progress.done % self.every == 0 or progress.is_last):
             return
-        w, h = self.size
-        frame = tensor_to_pil(resize_tensor(progress.image.detach().float().clamp(0, 1), (h, w)))
         path = self.folder / f"{progress.done:05d}.png"
         try:
-            save_image(with_alpha(frame, self.alpha), path, overwrite=self.overwrite)
+            save_image(with_alpha(frame_picture(progress, self.size), self.alpha), path, overwrite=self.overwrite)
         except (OSError, ImpastoError) as exc:
             # A full disk, a folder taken away, a file put in a frame's place: no reason to lose the
             # painting. The run goes on to its picture without more frames, and says so once.
@@ -139,8 +143,7 @@ class FrameRecorder:
 
     def __call__(self, progress: "Progress") -> None:
         if self._due(progress):
-            w, h = self.size
-            self.frames.append(tensor_to_pil(resize_tensor(progress.image.detach().float().clamp(0, 1), (h, w))))
+            self.frames.append(frame_picture(progress, self.size))
             self.iterations.append(progress.done)
 
     def _due(self, progress: "Progress") -> bool:
