@@ -351,8 +351,17 @@ def test_a_new_upload_shows_its_own_status_and_a_fixed_mistake_clears_its_messag
     held[0].continue_()
     page.unroute("**/api/jobs")
     page.wait_for_selector("#status[data-status=queued]")
+    # The list is redrawn when the new job reaches it: the click waits for that, not racing the
+    # redraw. (On CI, once, the first job was still not cancelled 30 s after the click; the
+    # message below now says what the page and the server held.)
+    page.wait_for_selector("#jobs li[data-status=queued]")
     page.locator("#jobs li[data-status=running] button", has_text="Cancel").click()
-    page.wait_for_selector("#jobs li[data-status=cancelled]")
+    try:
+        page.wait_for_selector("#jobs li[data-status=cancelled]")
+    except Exception:
+        jobs = page.request.get(server + "api/jobs").json()
+        raise AssertionError(f"no cancelled job in the list {page.inner_text('#jobs')!r}; the server has "
+                             f"{[(job['status'], job['settings']['size']) for job in jobs]}") from None
 
 
 def test_the_token_stays_out_of_the_access_log(serve_process):
