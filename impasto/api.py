@@ -351,15 +351,21 @@ class Stylizer:
             warn("the photo is transparent everywhere, so the picture will be too; it is painted as it looks on white")
         tile = _output_tile(source, settings, device)
         content_img = resize_long_side(source, settings.size)
-        content_t = pil_to_tensor(content_img, device)
-        style_specs = normalize_styles(style)
-        styles = [self._style_input(image, weight, settings, device) for image, weight in style_specs]
-        keep_t = attach_masks(styles, masks, keep_mask, content_img.size, device)
-        init_t = load_init_image(init_image, settings, device)
-        target_content, init_t = colour_targets(settings, content_t, styles, init_t)
+        try:
+            content_t = pil_to_tensor(content_img, device)
+            style_specs = normalize_styles(style)
+            styles = [self._style_input(image, weight, settings, device) for image, weight in style_specs]
+            keep_t = attach_masks(styles, masks, keep_mask, content_img.size, device)
+            init_t = load_init_image(init_image, settings, device)
+            target_content, init_t = colour_targets(settings, content_t, styles, init_t)
 
-        settings = self.settings_for_model(settings)
-        extractor = self.extractor(settings, device)
+            settings = self.settings_for_model(settings)
+            extractor = self.extractor(settings, device)
+        except RuntimeError as exc:  # the pictures or the network put on a GPU another process fills
+            if not is_out_of_memory(exc):
+                raise
+            release_cached_memory(device)
+            raise ImpastoError(out_of_memory_advice(*content_img.size, device, tile)) from None
         return _RunState(
             settings=settings,
             device=device,

@@ -394,6 +394,20 @@ def test_running_out_of_memory_part_way_keeps_the_best_picture(stylizer, make_se
         stylizer.run(content_array, style_array, settings)
 
 
+def test_running_out_of_memory_while_the_network_is_loaded_is_the_same_one_line_error(stylizer, make_settings, content_array,
+                                                                                      style_array, monkeypatch):  # fmt: skip
+    # On a GPU that another process fills, moving the network there is what runs out.
+    def no_room(settings, device):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 MiB")
+
+    monkeypatch.setattr(stylizer, "extractor", no_room)
+    with pytest.raises(ImpastoError, match=r"^out of memory on cpu for a 48x40 output; a smaller size needs less$"):
+        stylizer.run(content_array, style_array, make_settings(iterations=2))
+    monkeypatch.setattr(stylizer, "extractor", lambda settings, device: 1 / 0)  # any other error is a bug: its traceback stays
+    with pytest.raises(ZeroDivisionError):
+        stylizer.run(content_array, style_array, make_settings(iterations=2))
+
+
 def test_threads_sharing_a_stylizer_get_one_network(make_settings, monkeypatch):
     # The web server's workers share one Stylizer: two jobs starting together must not load two copies.
     import threading
