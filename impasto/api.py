@@ -128,6 +128,15 @@ def parse_style(text: str) -> tuple[str, float]:
     return text, 1.0
 
 
+def _out_of_memory(exc: RuntimeError, size: tuple[int, int], device: torch.device, tile: int) -> str:
+    """What to tell a user whose device ran out of memory (while a run was prepared or in its
+    loop), once its cached memory is handed back; any other RuntimeError is a bug, raised again."""
+    if not is_out_of_memory(exc):
+        raise exc
+    release_cached_memory(device)
+    return out_of_memory_advice(*size, device, tile)
+
+
 def _output_tile(source: Image.Image, settings: Settings, device: torch.device) -> int:
     """The tile the output's size needs on `device` (0: none), or the error that it is too
     small or would need more memory than there is."""
@@ -362,10 +371,7 @@ class Stylizer:
             settings = self.settings_for_model(settings)
             extractor = self.extractor(settings, device)
         except RuntimeError as exc:  # the pictures or the network put on a GPU another process fills
-            if not is_out_of_memory(exc):
-                raise
-            release_cached_memory(device)
-            raise ImpastoError(out_of_memory_advice(*content_img.size, device, tile)) from None
+            raise ImpastoError(_out_of_memory(exc, content_img.size, device, tile)) from None
         return _RunState(
             settings=settings,
             device=device,
@@ -412,10 +418,7 @@ class Stylizer:
                 raise
             state.interrupted, state.reason = True, str(exc)
         except RuntimeError as exc:
-            if not is_out_of_memory(exc):
-                raise
-            release_cached_memory(state.device)
-            advice = out_of_memory_advice(*state.content_size, state.device, state.tile)
+            advice = _out_of_memory(exc, state.content_size, state.device, state.tile)
             if not outcome.history:
                 raise ImpastoError(advice) from None
             state.interrupted, state.reason = True, advice  # the best picture so far is still worth having
