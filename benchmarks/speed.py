@@ -127,7 +127,10 @@ def section_floor(settings: Settings, size: int, iterations: int, compiled: bool
         def raw() -> None:
             with autocast_to(x.device, dtype):
                 feats = network(x)
-            sum(f.float().sum() for f in feats.values()).backward()
+            # A loss of no cost of its own: each map summed in its own dtype and layout (until
+            # session 22 each was upcast to fp32 first, which put that copy, and its gradient's
+            # back, into the floor).
+            sum(f.sum().float() for f in feats.values()).backward()
 
         raw()
         t = time.perf_counter()
@@ -157,7 +160,7 @@ def section_floor(settings: Settings, size: int, iterations: int, compiled: bool
         t = time.perf_counter()
         with autocast_to(x.device, arithmetic):
             feats = network(x)
-        sum(f.float().sum() for f in feats.values()).backward()
+        sum(f.sum().float() for f in feats.values()).backward()
         compile_seconds = time.perf_counter() - t
         floor_compiled = floor_in(arithmetic, network)
     print(f"\n## 2. Per-iteration cost at {size} px against the compute floor\n")

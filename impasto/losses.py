@@ -10,32 +10,20 @@ Each term is divided by the size of its target, so a layer's loss is 0 when it
 matches and about 1 when the output has nothing of the target. That makes the
 weights mean the same thing for every layer, image size and weights file
 (Caffe's 0-255 activations are ~100x torchvision's).
+
+The features come as the network made them: in its mixed-precision dtype (bf16, fp16) and
+its memory layout (channels-last on CPU and CUDA). Every loss computes in fp32 whatever they
+come in, and hands its gradient back in their own dtype.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from .errors import thread_value
-
 EPS = 1e-8
-
-# The dtype the network computed the features in, while the losses are built from their fp32 copies.
-_computed_in = threading.local()
-
-
-@contextlib.contextmanager
-def features_computed_in(dtype: Optional[torch.dtype]) -> Iterator[None]:
-    """Within it, the losses know their fp32 features hold no more than `dtype`'s precision (a bf16
-    network's, upcast), so a Gram product's backward may run in bf16 (see _SelfProduct)."""
-    with thread_value(_computed_in, "dtype", dtype):
-        yield
-
 
 @dataclass
 class Stats:
@@ -50,35 +38,70 @@ class Stats:
 
 
 def _flatten(features: torch.Tensor) -> torch.Tensor:
-    # (1, C, H, W) -> (C, H*W)
-    return features.reshape(features.shape[1], -1)
+    """(1, C, H, W) -> (C, H*W), a view in either layout: of a channels-last map it is the
+    transpose of a contiguous (H*W, C) matrix, which the products take as it is (a copy of
+    conv1_1's map to the standard layout, and its gradient's back, cost ~20 ms an iteration)."""
+    return features.flatten(2)[0]
 
 
-class _SelfProduct(torch.autograd.Function):
-    """f fᵀ with a one-matmul backward.
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """`x` in fp32, or as it is in float64: the precision every loss computes in."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
-    Autograd would differentiate f @ f.T as two products (one per operand); the
-    result is symmetric, so the gradient is (g + gᵀ) f. The Gram products are
-    ~20% of a bf16 iteration at 512 px, so this saves a few percent of every run.
 
-    Features a bf16 network computed have that gradient in bf16 too: the product runs in bf16
-    (accumulating in fp32), since its result is rounded to bf16 on its way back into the network
-    anyway, at about half the cost of fp32's. The forward product stays fp32: the loss compares
-    it with a target to a few parts in a thousand, finer than bf16 rounds.
+# Pixels a time in the moments' forward pass: an fp32 copy of 8192 x C values stays in cache,
+# where one of conv1_1's whole 512 px map goes through memory (14 ms against 25 here).
+MOMENT_CHUNK = 8192
+
+
+class _Moments(torch.autograd.Function):
+    """The mean and the second moment E[f fᵀ] of (1, C, H, W) features over pixels, in fp32
+    (float64 for float64), for features in any dtype and layout.
+
+    The features of a mixed-precision network come in as they are: converting each map to fp32
+    and to the standard layout for the losses, and each gradient back, took ~20% of a bf16
+    iteration at 512 px (benchmarks/README.md, session 22). The forward pass upcasts the pixels
+    a chunk at a time instead, since the loss compares the moment with its target more finely
+    than bf16 rounds. Autograd would differentiate f fᵀ as two products (one per operand); it is
+    symmetric, so its gradient is one, (g + gᵀ) f, and it is taken in bf16 for bf16 features
+    (accumulating in fp32), at about half fp32's cost, being rounded to bf16 on its way back
+    into the network anyway. fp16's is taken in fp32, where the sum cannot overflow.
     """
 
     @staticmethod
-    def forward(ctx: Any, f: torch.Tensor) -> torch.Tensor:
-        ctx.low = getattr(_computed_in, "dtype", None) == torch.bfloat16 and f.dtype == torch.float32
-        ctx.save_for_backward(f.bfloat16() if ctx.low else f)  # exact: the values came from bf16
-        return f @ f.T
+    def forward(ctx: Any, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.set_materialize_grads(False)  # the Gram loss without a shift never uses the mean
+        ctx.save_for_backward(features)
+        pixels = _flatten(features).T  # (N, C): contiguous for a channels-last map
+        channels = pixels.shape[1]
+        total = _wide(pixels.new_zeros(channels))
+        moment = _wide(pixels.new_zeros(channels, channels))
+        for chunk in pixels.split(MOMENT_CHUNK):
+            wide = _wide(chunk)
+            moment.addmm_(wide.T, wide)
+            total += wide.sum(dim=0)
+        n = pixels.shape[0]
+        return total / n, moment / n
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (f,) = ctx.saved_tensors
-        if ctx.low:
-            return ((grad + grad.T).bfloat16() @ f).float()
-        return (grad + grad.T) @ f
+    def backward(ctx: Any, grad_mean: Optional[torch.Tensor], grad_moment: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        (features,) = ctx.saved_tensors
+        f = _flatten(features)
+        n = f.shape[1]
+        # bf16 where the gradient is the product alone; a mean's gradient (a shifted Gram, W2) is
+        # added in fp32 first, as bf16's product, rounded before the sum, came out 2.5x as far off.
+        low = f.dtype == torch.bfloat16 and grad_mean is None
+        work = torch.bfloat16 if low else torch.promote_types(f.dtype, torch.float32)
+        grad: Optional[torch.Tensor] = None
+        if grad_moment is not None:
+            both = ((grad_moment + grad_moment.T) / n).to(work)
+            # The product whose result has the features' own layout, so the network's
+            # gradients add up without a reorder.
+            grad = both @ f.to(work) if f.stride(1) == 1 else (f.T.to(work) @ both).T
+        if grad_mean is not None:
+            spread = (grad_mean / n)[:, None].to(work)
+            grad = spread.expand_as(f) if grad is None else grad + spread
+        return None if grad is None else grad.to(features.dtype).reshape(features.shape)
 
 
 def _pixel_weights(f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -89,10 +112,9 @@ def _pixel_weights(f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def feature_stats(features: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Stats:
     """Mean and second moment, optionally weighted by a (H, W) mask in [0, 1]."""
-    f = _flatten(features)
     if mask is None:
-        n = f.shape[1]
-        return Stats(f.mean(dim=1), _SelfProduct.apply(f) / n)
+        return Stats(*_Moments.apply(features))
+    f = _wide(_flatten(features))
     fw = f * _pixel_weights(f, mask)
     return Stats(fw.sum(dim=1), fw @ f.T)
 
@@ -107,7 +129,7 @@ def blend_stats(stats: Sequence[Stats], weights: Sequence[float]) -> Stats:
 
 def gram(features: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
     """Gram matrix normalised by the number of pixels: E[(f+s)(f+s)ᵀ]."""
-    f = _flatten(features) + shift
+    f = _wide(_flatten(features)) + shift
     return (f @ f.T) / f.shape[1]
 
 
@@ -185,6 +207,7 @@ def w2_loss(target: Stats, mask: Optional[torch.Tensor] = None) -> StyleLossFn:
             # matrix. Same value and gradient, and an eigendecomposition of 40x40
             # instead of 512x512 at conv5_1 of a 128 px scale; the C x C moment is
             # never formed.
+            f = _wide(f)
             weights = torch.full_like(f[:1], 1.0 / f.shape[1]) if mask is None else _pixel_weights(f, mask)
             mean = (f * weights).sum(dim=1)
             x = (f - mean[:, None]) * weights.sqrt()
@@ -208,7 +231,7 @@ def meanstd_loss(target: Stats, mask: Optional[torch.Tensor] = None) -> StyleLos
     scale = target.mean.pow(2).sum() + target_std.pow(2).sum() + EPS
 
     def loss(features: torch.Tensor) -> torch.Tensor:
-        f = _flatten(features)
+        f = _wide(_flatten(features))
         if mask is None:
             mean = f.mean(dim=1)
             var = f.var(dim=1, unbiased=False)
@@ -265,7 +288,7 @@ def align_to(features: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def cross_stats(shallow: torch.Tensor, deep: torch.Tensor, mask: Optional[torch.Tensor] = None) -> CrossStats:
     """Cross moments of two layers; `mask` is (H, W) at the shallower layer's size."""
-    a, b = _flatten(shallow), _flatten(align_to(deep, shallow))
+    a, b = _wide(_flatten(shallow)), _wide(_flatten(align_to(deep, shallow)))
     if mask is None:
         n = a.shape[1]
         return CrossStats(a.mean(dim=1), b.mean(dim=1), (a @ b.T) / n)

@@ -188,13 +188,13 @@ class Objective:
 
     def _evaluate(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
         feats = self.extractor(image)
-        computed_in = next(iter(feats.values())).dtype if feats else None
-        with autocast_off(image.device), L.features_computed_in(computed_in):
-            return self._losses(image, {k: v.float() for k, v in feats.items()})
+        # The losses compute in fp32 even under mixed precision (a Gram matrix sums products over
+        # every pixel and overflows fp16's 65504 at the first layers), from the features as they
+        # come: each upcasts what it needs (losses.py).
+        with autocast_off(image.device):
+            return self._losses(image, feats)
 
     def _losses(self, image: torch.Tensor, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
-        # In fp32 even under mixed precision: a Gram matrix sums products over every pixel and
-        # overflows fp16 (65504) at the first layers, and its backward needs one dtype.
         s = self.settings
         if self.content_targets:
             content = cast(torch.Tensor, sum(L.content_loss(feats[k], t, self.content_weights[k]) for k, t in self.content_targets.items())) / len(self.content_targets)

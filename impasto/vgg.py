@@ -169,8 +169,8 @@ class FeatureExtractor(nn.Module):
         for i, module in enumerate(self.features):
             x = module(x)
             if i in self.indices:
-                # The losses view a layer as (C, H*W); that wants the standard layout.
-                out[self.indices[i]] = x.contiguous()
+                # In the network's own layout: the losses view it as it is (losses._flatten).
+                out[self.indices[i]] = x
         return out
 
 

@@ -266,19 +266,23 @@ def test_feature_stats_gradient_matches_plain_autograd():
     assert torch.autograd.gradcheck(lambda x: feature_stats(x).moment, (f.detach().requires_grad_(True),))
 
 
-def test_a_bf16_networks_gram_gradient_is_taken_in_bf16_and_matches_fp32s():
+@pytest.mark.parametrize("shift", [0.0, -1.0])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_mixed_precision_networks_features_score_as_in_fp32_with_their_gradient_in_their_own_dtype_and_layout(dtype, layout, shift):
+    # The losses take a bf16 (fp16) network's features as they come, in its layout, not upcast.
     torch.manual_seed(0)
-    features = torch.rand(1, 32, 24, 20).relu().bfloat16().float()  # a bf16 network's, upcast as the losses see them
-    target = L.feature_stats(torch.rand(1, 32, 24, 20))
-    grads = {}
-    for computed_in in (None, torch.bfloat16):
-        x = features.clone().requires_grad_(True)
-        with L.features_computed_in(computed_in):
-            loss = L.gram_loss(target)(x)
-        loss.backward()
-        grads[computed_in] = x.grad
-    exact, low = grads[None], grads[torch.bfloat16]
-    assert not torch.equal(exact, low)  # it did run in bf16
-    # As close as the gradient's own trip back into a bf16 network rounds it (2^-8 relative).
-    assert float((low - exact).norm() / exact.norm()) < 4e-3
-    assert torch.equal(low, low.bfloat16().float())  # bf16 values: nothing is lost on the way back
+    features = torch.rand(1, 32, 24, 20).relu().to(dtype).contiguous(memory_format=layout)
+    loss_fn = L.gram_loss(L.feature_stats(torch.rand(1, 32, 24, 20)), shift)
+    low = features.clone().requires_grad_(True)
+    value = loss_fn(low)
+    value.backward()
+    exact = features.double().contiguous().requires_grad_(True)  # the same values, float64, standard layout
+    expected = loss_fn(exact)
+    expected.backward()
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(expected.item(), rel=1e-5)  # the moments were taken in fp32
+    assert low.grad.dtype == dtype and low.grad.is_contiguous(memory_format=layout)
+    # About as close as the gradient's own trip back into the network rounds it.
+    rounding = (exact.grad.to(dtype).double() - exact.grad).norm()
+    assert float((low.grad.double() - exact.grad).norm()) < 2 * float(rounding)
