@@ -76,10 +76,11 @@ class _Moments(torch.autograd.Function):
         channels = pixels.shape[1]
         total = _wide(pixels.new_zeros(channels))
         moment = _wide(pixels.new_zeros(channels, channels))
+        ones = _wide(pixels.new_ones(min(MOMENT_CHUNK, pixels.shape[0])))
         for chunk in pixels.split(MOMENT_CHUNK):
             wide = _wide(chunk)
             moment.addmm_(wide.T, wide)
-            total += wide.sum(dim=0)
+            total.addmv_(wide.T, ones[: len(wide)])  # BLAS's sum: 1-2 ms less than sum() at conv1_1
         n = pixels.shape[0]
         return total / n, moment / n
 
