@@ -286,3 +286,15 @@ def test_a_mixed_precision_networks_features_score_as_in_fp32_with_their_gradien
     # About as close as the gradient's own trip back into the network rounds it.
     rounding = (exact.grad.to(dtype).double() - exact.grad).norm()
     assert float((low.grad.double() - exact.grad).norm()) < 2 * float(rounding)
+
+
+def test_the_moments_of_a_map_larger_than_one_chunk_are_those_of_all_its_pixels():
+    # The forward pass sums MOMENT_CHUNK pixels at a time: the last, partial chunk counts too.
+    torch.manual_seed(0)
+    side = int((L.MOMENT_CHUNK * 1.5) ** 0.5) + 1
+    features = torch.rand(1, 6, side, side).contiguous(memory_format=torch.channels_last)
+    stats = L.feature_stats(features)
+    flat = features.double().reshape(6, -1)
+    assert flat.shape[1] > L.MOMENT_CHUNK and flat.shape[1] % L.MOMENT_CHUNK
+    assert torch.allclose(stats.mean.double(), flat.mean(dim=1), rtol=1e-5)
+    assert torch.allclose(stats.moment.double(), flat @ flat.T / flat.shape[1], rtol=1e-5)
