@@ -22,7 +22,7 @@ from .images import (
     ImageLike, fit_long_side, flatten, load_image, load_image_and_alpha, pil_to_tensor, resize_long_side, resize_tensor,
     tensor_to_pil, with_alpha,
 )  # fmt: skip
-from .media import FrameRecorder, FrameSaver, check_frames_folder
+from .media import FrameRecorder, FrameSaver, check_count, check_frames_folder
 from .device import is_out_of_memory, mixed_precision, precision_name, release_cached_memory, resolve_device, with_autograd
 from .optimize import ExtraLoss, Outcome, Progress, StyleInput, optimise
 from .scales import check_short_side, min_side
@@ -348,8 +348,7 @@ class Stylizer:
         and colours made, then the network loaded."""
         settings = as_settings(settings, overrides).validate()
         # The counts and the frames' folder before the inputs are read: a typo fails at once.
-        if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or frames < 0:
-            raise ImpastoError(f"frames must be a whole number, zero or more, not {frames!r}")
+        check_count("frames", frames)
         frames_folder = check_frames_folder(save_every, frames_dir, overwrite)
         device = resolve_device(settings.device)
         start = time.perf_counter()

@@ -62,13 +62,17 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if FRAME_NAME.fullmatch(p.name)) if folder.is_dir() else []
 
 
+def check_count(name: str, value: object) -> None:
+    """A run's count of frames (`frames`, `save_every`): a whole number, zero or more. `name` as
+    the user wrote it (option() gives the CLI's spelling where the CLI has one)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ImpastoError(f"{name} must be a whole number, zero or more, not {value!r}")
+
+
 def check_frames_folder(save_every: int, frames_dir: Union[str, os.PathLike, None], overwrite: bool) -> Optional[Path]:
     """The folder a run's `save_every` frames go in (None: it saves none), checked before the run:
     a long run must not fail at its first frame, nor leave its frames among an earlier run's."""
-    if isinstance(save_every, bool) or not isinstance(save_every, numbers.Integral):
-        raise ImpastoError(f"save_every must be a whole number, zero or more, not {save_every!r}")
-    if save_every < 0:
-        raise ImpastoError(f"{option('save_every')} must be zero or more, not {save_every}")
+    check_count(option("save_every"), save_every)
     if not isinstance(overwrite, bool):  # overwrite="no" is true, and frames would be deleted for it
         raise ImpastoError(f"overwrite must be True or False, not {overwrite!r}")
     if frames_dir is not None and (not isinstance(frames_dir, (str, os.PathLike)) or not str(frames_dir)):

@@ -732,7 +732,7 @@ def test_the_frames_folder_is_checked_before_the_inputs_are_read(stylizer, make_
 @pytest.mark.parametrize(
     "given, message",
     [
-        (dict(save_every=-1), "save_every must be zero or more, not -1"),
+        (dict(save_every=-1), "save_every must be a whole number, zero or more, not -1"),
         (dict(save_every=2.5), "save_every must be a whole number, zero or more, not 2.5"),
         (dict(save_every="3"), "save_every must be a whole number, zero or more, not '3'"),
         (dict(save_every=True), "save_every must be a whole number, zero or more, not True"),

@@ -228,7 +228,7 @@ BAD_INPUTS = {
     "unknown model": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--model", "vgg13"], ["--model must be one of vgg16, vgg19, not 'vgg13'"]),
     "missing weights": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--weights", d / "none.pth"], ["none.pth: no such file or folder"]),
     "unknown preserve-color": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--preserve-color", "sepia"], ["--preserve-color must be one of luminance, histogram", "not 'sepia'"]),
-    "negative save-every": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--save-every", "-1"], ["--save-every must be zero or more, not -1"]),
+    "negative save-every": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--save-every", "-1"], ["--save-every must be a whole number, zero or more, not -1"]),
     "two outputs, one file": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--json", d / "out.png"], ["--json", "the same file as -o"]),
     "output too thin": (lambda d: [d / "strip.png", d / "style.png", "-o", d / "out.png"], ["the output would be 48x1: the short side must be at least 16 px (a larger --size, or"]),
     "unknown output extension": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.xyz"], ["out.xyz", "unknown image extension '.xyz'"]),
