@@ -200,6 +200,8 @@ class _RunState:
         kept_frames = self.recorder.frames if self.recorder is not None else []
         if kept_frames and not self.interrupted:
             kept_frames[-1] = image  # the last iteration's pixels may not be the best ones kept
+        if self.saver is not None and not self.interrupted:
+            self.saver.settle(image)
         if self.alpha is not None:  # frames (a GIF) show the picture as it looks on white
             kept_frames = [flatten(with_alpha(frame, self.alpha)) for frame in kept_frames]
         return Result(
@@ -311,9 +313,10 @@ class Stylizer:
         `settings.init`), and `extra_loss(image) -> {name: weighted term}` adds
         terms to the objective at every scale (video's temporal loss uses both).
 
-        `save_every=N` writes the picture every N iterations, and at the last, into the
-        folder `frames_dir` (made if missing) as 00010.png ..., each at the output's size
-        (the coarse scales enlarged) and with the photo's transparency. A folder that
+        `save_every=N` writes the picture every N iterations, and at the last (the run's
+        picture, as a GIF's last frame is), into the folder `frames_dir` (made if missing) as
+        00010.png ..., each at the output's size (the coarse scales enlarged) and with the
+        photo's transparency. A folder that
         already holds frames is refused unless `overwrite=True`, which replaces them all.
         The folder is checked before any work; a run stopped early leaves the frames it wrote.
 

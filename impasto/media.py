@@ -106,6 +106,7 @@ class FrameSaver:
     alpha: Optional[Image.Image]
     overwrite: bool
     failed: bool = False  # a frame could not be written: no more are tried
+    last: Optional[Path] = None  # the run's last iteration's frame, once written
 
     def begin(self) -> None:
         # Replaced as a set: an earlier run's later frames must not trail after this run's.
@@ -117,14 +118,26 @@ class FrameSaver:
         if self.failed or not (progress.done % self.every == 0 or progress.is_last):
             return
         path = self.folder / f"{progress.done:05d}.png"
+        if self._write(with_alpha(frame_picture(progress, self.size), self.alpha), path, self.overwrite) and progress.is_last:
+            self.last = path
+
+    def settle(self, picture: Image.Image) -> None:
+        """The last frame becomes the run's own picture, as a GIF's last frame does: the best
+        pixels kept, which are often the last step's result rather than the pixels it scored."""
+        if self.last is not None and not self.failed:
+            self._write(picture, self.last, overwrite=True)  # this run's own frame
+
+    def _write(self, picture: Image.Image, path: Path, overwrite: bool) -> bool:
         try:
-            save_image(with_alpha(frame_picture(progress, self.size), self.alpha), path, overwrite=self.overwrite)
+            save_image(picture, path, overwrite=overwrite)
+            return True
         except (OSError, ImpastoError) as exc:
             # A full disk, a folder taken away, a file put in a frame's place: no reason to lose the
             # painting. The run goes on to its picture without more frames, and says so once.
             self.failed = True
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
             warn(f"{path}: could not write this frame ({reason}); the run goes on without saving more frames")
+            return False
 
 
 class FrameRecorder:

@@ -680,14 +680,20 @@ def test_save_every_writes_frames_at_the_outputs_size_cut_out_as_the_photo(styli
     photo = np.dstack([to_uint8(content_array), np.full(content_array.shape[:2], 255, np.uint8)])
     photo[:, :12, 3] = 0  # the left quarter is transparent
     seen = {}
-    stylizer.run(photo, style_array, make_settings(**TWO_SCALES), callback=lambda p: seen.setdefault(p.done, p.image.clone()),
-                 save_every=2, frames_dir=tmp_path / "frames")  # fmt: skip
+    settings = make_settings(**TWO_SCALES, optimizer="adam")  # small steps, each better: the best are the final pixels
+    result = stylizer.run(photo, style_array, settings, callback=lambda p: seen.setdefault(p.done, p.image.clone()),
+                          save_every=2, frames_dir=tmp_path / "frames")  # fmt: skip
     assert frame_names(tmp_path / "frames") == ["00002.png", "00004.png", "00006.png"]
     for name in frame_names(tmp_path / "frames"):  # 00002 is the coarse scale's, enlarged
         frame = np.asarray(Image.open(tmp_path / "frames" / name))
         assert frame.shape == (40, 48, 4) and frame[:, :11, 3].max() == 0 and frame[:, 13:, 3].min() == 255
-    last = Image.open(tmp_path / "frames" / "00006.png").convert("RGB")
-    assert np.array_equal(np.asarray(last), np.asarray(impasto.images.tensor_to_pil(seen[6])))  # the picture a callback sees
+    middle = Image.open(tmp_path / "frames" / "00004.png").convert("RGB")
+    assert np.array_equal(np.asarray(middle), np.asarray(impasto.images.tensor_to_pil(seen[4])))  # the picture a callback sees
+    # The last is the run's picture, as a GIF's last frame is: the best pixels kept, which are
+    # those after the last iteration's step here, not the ones it scored.
+    last = np.asarray(Image.open(tmp_path / "frames" / "00006.png"))
+    assert np.array_equal(last, np.asarray(result.image))
+    assert not np.array_equal(last[..., :3], np.asarray(impasto.images.tensor_to_pil(seen[6])))
 
 
 def test_stylize_saves_frames_too_each_the_picture_handed_out(stylizer, make_settings, content_array, style_array, tmp_path, monkeypatch):
