@@ -64,8 +64,14 @@ def section_baseline(settings: Settings, size: int, evaluations: int, iterations
         if p.scale == p.scales - 1:
             snapshots.append((time.perf_counter() - start, p.image.detach().clone()))
 
+    # The two loops run minutes apart, and this machine's speed drifts by more than 10% over
+    # that (session 22: 21.6% and 27.2% in two runs of the same code): a fixed fp32 pass timed
+    # before, between and after them says how fast the machine was during each.
+    probes = [machine_probe(extractor, content)]
+    start = time.perf_counter()
     result = stylizer.run(content, style, s, callback=callback)
     impasto_time = time.perf_counter() - start
+    probes.append(machine_probe(extractor, content))
     objective = baseline_objective(extractor, s, content, style)  # fp32: an Objective runs outside autocast
     with torch.no_grad():
         fine = [(t, float(objective(image)[0])) for t, image in snapshots]
@@ -76,6 +82,7 @@ def section_baseline(settings: Settings, size: int, evaluations: int, iterations
     base_log: list[tuple[float, float]] = []
     textbook_baseline(objective, content, evaluations, base_log)
     base_time = base_log[-1][0]
+    probes.append(machine_probe(extractor, content))
     base_final = min(loss for _, loss in base_log)
 
     target = max(base_final, impasto_final)
@@ -95,6 +102,24 @@ def section_baseline(settings: Settings, size: int, evaluations: int, iterations
     else:
         print(f"impasto reaches the baseline's final loss {base_final:.4f} after {reached:.1f} s "
               f"= {reached / base_time:.1%} of the baseline's {base_time:.1f} s")
+    # Each loop's time in units of the machine's speed while it ran (the mean of the probes around it).
+    during_impasto, during_base = (probes[0] + probes[1]) / 2, (probes[1] + probes[2]) / 2
+    print(f"\nthe machine's speed: a fixed fp32 forward+backward took {probes[0]:.3f} s before impasto's run, "
+          f"{probes[1]:.3f} s between, {probes[2]:.3f} s after the textbook's")
+    if not math.isnan(reached):
+        print(f"corrected for it: impasto reaches the baseline's final loss in "
+              f"{(reached / during_impasto) / (base_time / during_base):.1%} of the baseline's time")
+
+
+def machine_probe(extractor: Any, image: torch.Tensor, repeats: int = 3) -> float:
+    """Seconds of one fp32 forward+backward of `extractor` on `image`: the median of `repeats`."""
+    x = image.clone().requires_grad_(True)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sum(f.sum() for f in extractor(x).values()).backward()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
 
 
 def print_loss_levels(base_log: list[tuple[float, float]], impasto_log: list[tuple[float, float]], base_final: float, impasto_final: float) -> None:
