@@ -117,9 +117,18 @@ def machine_probe(extractor: Any, image: torch.Tensor, repeats: int = 3) -> floa
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        sum(f.sum() for f in extractor(x).values()).backward()
+        forward_backward(extractor, x)
         times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
+
+
+def forward_backward(network: Any, x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> None:
+    """One pass of `network` over `x` and back (in `dtype`'s mixed precision; None: fp32), under a
+    loss of no cost of its own: each map summed in its own dtype and layout (until session 22
+    each was upcast to fp32 first, which put that copy, and its gradient's back, into the floor)."""
+    with autocast_to(x.device, dtype):
+        feats = network(x)
+    sum(f.sum().float() for f in feats.values()).backward()
 
 
 def print_loss_levels(base_log: list[tuple[float, float]], impasto_log: list[tuple[float, float]], base_final: float, impasto_final: float) -> None:
@@ -149,18 +158,10 @@ def section_floor(settings: Settings, size: int, iterations: int, compiled: bool
     arithmetic = mixed_precision(s, torch.device("cpu"))
 
     def floor_in(dtype: Optional[torch.dtype], network: Any = extractor) -> float:
-        def raw() -> None:
-            with autocast_to(x.device, dtype):
-                feats = network(x)
-            # A loss of no cost of its own: each map summed in its own dtype and layout (until
-            # session 22 each was upcast to fp32 first, which put that copy, and its gradient's
-            # back, into the floor).
-            sum(f.sum().float() for f in feats.values()).backward()
-
-        raw()
+        forward_backward(network, x, dtype)
         t = time.perf_counter()
         for _ in range(iterations):
-            raw()
+            forward_backward(network, x, dtype)
         return (time.perf_counter() - t) / iterations
 
     def impasto_iteration() -> float:
@@ -183,9 +184,7 @@ def section_floor(settings: Settings, size: int, iterations: int, compiled: bool
         # compiles again, and the convolutions, most of the time, are oneDNN's either way.)
         network = torch.compile(extractor)
         t = time.perf_counter()
-        with autocast_to(x.device, arithmetic):
-            feats = network(x)
-        sum(f.sum().float() for f in feats.values()).backward()
+        forward_backward(network, x, arithmetic)
         compile_seconds = time.perf_counter() - t
         floor_compiled = floor_in(arithmetic, network)
     print(f"\n## 2. Per-iteration cost at {size} px against the compute floor\n")
