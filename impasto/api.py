@@ -316,8 +316,8 @@ class Stylizer:
         `save_every=N` writes the picture every N iterations, and at the last (the run's
         picture, as a GIF's last frame is), into the folder `frames_dir` (made if missing) as
         00010.png ..., each at the output's size (the coarse scales enlarged) and with the
-        photo's transparency. A folder that
-        already holds frames is refused unless `overwrite=True`, which replaces them all.
+        photo's transparency. A folder that already holds frames is refused unless
+        `overwrite=True`, which replaces them all.
         The folder is checked before any work; a run stopped early leaves the frames it wrote.
 
         `settings` is a Settings, a preset's name or a dict of settings; keyword
