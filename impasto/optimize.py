@@ -393,11 +393,14 @@ def descend(
     """
     param.requires_grad_(True)
     optimizer = make_optimizer(settings, param)
+    projected = isinstance(optimizer, torch.optim.LBFGS)
     last: dict[str, float] = {}
     loss_scale = LossScale(autocast)
 
     def closure() -> torch.Tensor:
         value, parts = gradient(score, param, autocast, loss_scale)
+        if bounds is not None and projected:
+            hold_at_bounds(param, bounds)
         last.clear()
         last.update({k: float(v.detach()) for k, v in parts.items()})
         last["total"] = float(value.detach())
@@ -412,7 +415,36 @@ def descend(
         if bounds is not None:
             with torch.no_grad():
                 param.clamp_(*bounds)
+            if projected:
+                record_clamped_step(optimizer, param, before)
         yield Step(number, dict(last), before)
+
+
+# L-BFGS within the pixels' bounds, in the manner of L-BFGS-B without its line search: it learns
+# the curvature from pairs (step, change of gradient), and a clamp after each step breaks them.
+# torch's LBFGS takes the step as the one it proposed, while the next gradient is where the clamp
+# put the pixels (2-4% of them at each step of a 512 px run); and a pixel held at 0 or 1 keeps a
+# gradient pointing out of bounds, which steers every later direction into the clamp again. With
+# both, the tail of a 512 px run jumped (1.24 to 1.44 and back within ten iterations); with the
+# two helpers below it falls smoothly and reaches the textbook's final loss about a fifth sooner
+# (benchmarks/README, session 23). Telling it of the move alone, without holding those pixels,
+# once sent a run's finest scale from 11 to 258.
+
+
+def hold_at_bounds(param: torch.Tensor, bounds: tuple[float, float]) -> None:
+    """Zero the gradient of the pixels at a bound that it would push past it."""
+    if param.grad is not None:
+        with torch.no_grad():
+            grad = param.grad
+            grad.masked_fill_(((param <= bounds[0]) & (grad > 0)) | ((param >= bounds[1]) & (grad < 0)), 0.0)
+
+
+def record_clamped_step(optimizer: torch.optim.Optimizer, param: torch.Tensor, before: torch.Tensor) -> None:
+    """Tell torch's L-BFGS the move the clamp let it make, not the step it proposed."""
+    state = optimizer.state.get(param, {})
+    step = state.get("t")
+    if "d" in state and step:  # torch's names for the direction and the step length
+        state["d"] = (param.detach() - before).reshape(-1).div_(step)
 
 
 def optimise(

@@ -415,6 +415,33 @@ def test_the_loss_scale_grows_back_after_a_run_of_iterations_without_overflow():
     assert scale.value == optimize.LOSS_SCALE  # never above it
 
 
+def test_lbfgs_keeps_descending_when_the_clamp_holds_pixels_at_0_or_1(monkeypatch):
+    # An ill-conditioned quadratic whose minimum lies half outside [0, 1]: the clamped optimum
+    # is the target clamped. L-BFGS told of its proposed steps rather than the moves the clamp
+    # let it make, and steered by gradients pointing out of bounds, stalls on this after a few
+    # steps (its direction stops descending), a third of the way from the start to the optimum.
+    generator = torch.Generator().manual_seed(0)
+    n = 2000
+    curvature = torch.logspace(-2, 1, n)[torch.randperm(n, generator=generator)]
+    target = torch.rand(n, generator=generator) * 2 - 0.5
+
+    def score(x):
+        value = (curvature * (x - target) ** 2).sum()
+        return value, {"content": value}
+
+    def gap_after(steps: int) -> float:
+        x = torch.full((n,), 0.5)
+        list(optimize.descend(score, x, steps, Settings()))
+        return float(score(x.detach())[0] - score(target.clamp(0, 1))[0])
+
+    start = gap_after(0)
+    assert gap_after(60) < 0.03 * start
+    # The same descent told of its proposed steps, with the held pixels' gradients left pointing out:
+    monkeypatch.setattr(optimize, "record_clamped_step", lambda *args: None)
+    monkeypatch.setattr(optimize, "hold_at_bounds", lambda *args: None)
+    assert gap_after(60) > 0.2 * start
+
+
 @pytest.mark.parametrize("h, w, k", [(37, 53, 5), (20, 90, 33), (5, 5, 7), (96, 64, 9)])
 def test_box_mean_is_the_mean_over_the_window_inside_the_picture(h, w, k):
     x = torch.rand(2, 1, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(h))
