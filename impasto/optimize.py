@@ -425,7 +425,7 @@ def descend(
 # torch's LBFGS takes the step as the one it proposed, while the next gradient is where the clamp
 # put the pixels (2-4% of them at each step of a 512 px run); and a pixel held at 0 or 1 keeps a
 # gradient pointing out of bounds, which steers every later direction into the clamp again. With
-# both, the tail of a 512 px run jumped (1.24 to 1.44 and back within ten iterations); with the
+# both, the tail of a 512 px run jumped (1.25 to 1.44 and back within fifteen iterations); with the
 # two helpers below it falls smoothly and reaches the textbook's final loss about a fifth sooner
 # (benchmarks/README, session 23). Telling it of the move alone, without holding those pixels,
 # once sent a run's finest scale from 11 to 258.

@@ -199,7 +199,7 @@ def test_optimisation_lowers_the_total_with_every_term_on(stylizer, make_setting
     first = result.history[0]
     assert result.losses["total"] < 0.5 * first["total"]
     assert result.losses["style"] < 0.5 * first["style"]
-    assert min(h["total"] for h in result.history) == pytest.approx(result.losses["total"], rel=0.05)
+    assert result.losses["total"] <= min(h["total"] for h in result.history)  # the best picture it scored
 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
