@@ -285,8 +285,8 @@ def warn_lost_band(content: io.Sound, style: io.Sound, audio: AudioSettings) -> 
     # At the style's own rate: the transfer's resampling would only cut it at `top`, as this does.
     power = np.abs(np.fft.rfft(style.samples.astype(np.float64))) ** 2
     frequencies = np.fft.rfftfreq(len(style.samples), 1 / style.rate)
-    power = power[frequencies <= top]
-    frequencies = frequencies[frequencies <= top]
+    heard = frequencies <= top
+    power, frequencies = power[heard], frequencies[heard]
     total = float(power.sum())
     share = float(power[frequencies > cut].sum()) / total if total > 0 else 0.0
     if share > LOST_BAND_SHARE:
