@@ -33,7 +33,7 @@ from common import (  # noqa: E402
 
 from impasto import Settings, Stylizer  # noqa: E402
 from impasto.batch.work import peak_rss_mib  # noqa: E402
-from impasto.device import AUTOCAST_DTYPES, autocast_to, mixed_precision  # noqa: E402
+from impasto.device import AUTOCAST_DTYPES, autocast_to, keep_freed_memory, mixed_precision  # noqa: E402
 from impasto.optimize import LBFGS_HISTORY  # noqa: E402
 
 CONTENT, STYLE = "chelsea.png", "starry_night.jpg"
@@ -244,12 +244,15 @@ def main() -> None:
     args = p.parse_args()
     if args.child_size:
         return child_size(args.child_size, args.weights)
+    # impasto's CPU runs have malloc keep freed memory (device.keep_freed_memory), process-wide:
+    # set before anything runs, so the textbook loop and the floor are timed under it as well.
+    kept = keep_freed_memory()
     weights, note = weights_note()
     tmp = tempfile.TemporaryDirectory()
     if weights is None:
         weights = random_weights_file(Path(tmp.name))
     settings = Settings(weights=weights)
-    print(f"# impasto speed benchmark\n\n{note}; {threads_note()}")
+    print(f"# impasto speed benchmark\n\n{note}; {threads_note()}; malloc {'keeps' if kept else 'as the system sets it, not keeping'} freed memory for every section")
     print(f"reproduce: .venv/bin/python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())
     sections = args.only or ["baseline", "floor", "sizes"]
     if "baseline" in sections:

@@ -5,7 +5,9 @@ run's own random generator."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
+import platform
 from typing import Callable, Optional, ParamSpec, TypeVar
 
 import torch
@@ -114,6 +116,30 @@ def release_cached_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
     elif device.type == "mps":
         torch.mps.empty_cache()
+
+
+# glibc's mallopt parameters, and what they are set to: a run's large tensors (a 512 px conv1_1
+# map is 11-45 MB) come from, and go back to, the heap instead of fresh mappings.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+KEEP_FREED_BYTES = 1 << 30
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory a CPU run frees (up to 1 GiB at once) for its next
+    allocations. By default it hands large freed blocks back to the system (unmapped, or trimmed
+    off the heap's top) and maps new ones for the next, whose pages the kernel zeroes again as
+    they are first touched:
+    ~20,000 page faults in every 512 px iteration, 10-15% of its time here (benchmarks/README.md,
+    session 24). The price is that the process holds on to its high-water mark. Process-wide
+    and once per process; a no-op (False) off glibc, whose allocators behave otherwise."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BYTES)) and bool(libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+    except (OSError, AttributeError):
+        return False
 
 
 def native_bf16_cpu() -> bool:

@@ -137,6 +137,7 @@ class Objective:
             photo = resize_tensor(content, (h, w))
             content_feats = extractor(photo[..., y0:y1, x0:x1])
             self.content_targets = {k: content_feats[k].detach() for k in settings.content_layers}
+            self.content_energy = {k: t.pow(2).mean() for k, t in self.content_targets.items()}
             # None (one weight everywhere) unless asked: the default's objective is as it was.
             self.content_weights: dict[str, Optional[torch.Tensor]] = {k: None for k in settings.content_layers}
             if settings.flat_content < 1:
@@ -197,7 +198,7 @@ class Objective:
     def _losses(self, image: torch.Tensor, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
         s = self.settings
         if self.content_targets:
-            content = cast(torch.Tensor, sum(L.content_loss(feats[k], t, self.content_weights[k]) for k, t in self.content_targets.items())) / len(self.content_targets)
+            content = cast(torch.Tensor, sum(L.content_loss(feats[k], t, self.content_weights[k], self.content_energy[k]) for k, t in self.content_targets.items())) / len(self.content_targets)
         else:  # no content layers: texture synthesis
             content = image.new_zeros(())
         # Style terms, each already times its layer weight; named so terms() can report them.

@@ -251,6 +251,20 @@ def test_short_optimisation_lowers_style_loss(kind, shallow_extractor, style_arr
     assert end < 0.5 * start
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_content_loss_gradient_matches_plain_autograd(weighted):
+    # content_loss has a hand-written backward; it must agree with the formula's.
+    f = torch.randn(1, 5, 4, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(1, 5, 4, 3, dtype=torch.float64)
+    weight = torch.rand(1, 1, 4, 3, dtype=torch.float64) if weighted else None
+    L.content_loss(f, target, weight).backward()
+    ours = f.grad.clone()
+    f.grad = None
+    ((f - target).pow(2) * (1 if weight is None else weight)).mean().div(target.pow(2).mean() + L.EPS).backward()
+    assert torch.allclose(ours, f.grad)
+    assert torch.autograd.gradcheck(lambda x: L.content_loss(x, target, weight), (f.detach().requires_grad_(True),))
+
+
 def test_feature_stats_gradient_matches_plain_autograd():
     # feature_stats uses a hand-written backward for f fᵀ; it must agree with autograd's.
     from impasto.losses import feature_stats
@@ -277,15 +291,40 @@ def test_a_mixed_precision_networks_features_score_as_in_fp32_with_their_gradien
     low = features.clone().requires_grad_(True)
     value = loss_fn(low)
     value.backward()
+    # fp16's moments are taken in fp32; bf16's difference from the target is rounded once to bf16
+    # (losses._bf16_offset), which moves a sum of squares by at most 2⁻⁸ of itself.
+    REL = 1e-5 if dtype == torch.float16 else 2**-8
     exact = features.double().contiguous().requires_grad_(True)  # the same values, float64, standard layout
     expected = loss_fn(exact)
     expected.backward()
     assert value.dtype == torch.float32
-    assert value.item() == pytest.approx(expected.item(), rel=1e-5)  # the moments were taken in fp32
+    assert value.item() == pytest.approx(expected.item(), rel=REL)
     assert low.grad.dtype == dtype and low.grad.is_contiguous(memory_format=layout)
     # About as close as the gradient's own trip back into the network rounds it.
     rounding = (exact.grad.to(dtype).double() - exact.grad).norm()
     assert float((low.grad.double() - exact.grad).norm()) < 2 * float(rounding)
+
+
+@pytest.mark.parametrize("shift", [0.0, -1.0])
+def test_bf16_features_near_their_target_read_the_small_gram_loss_and_its_gradient_as_float64_does(shift):
+    # Near a match the difference of the Gram matrices is a small part of either; a bf16 product
+    # rounded before the subtraction would read it hundreds of percent off.
+    torch.manual_seed(0)
+    channels, side = 64, 48
+    base = torch.rand(1, channels, side, side).relu() * 30  # activations of Caffe's size
+    features = base.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    near = features.double() * (1 + 1e-2 * torch.randn_like(base, dtype=torch.float64))
+    loss_fn = L.gram_loss(L.feature_stats(near), shift)
+    low = features.clone().requires_grad_(True)
+    value = loss_fn(low)
+    value.backward()
+    exact = features.double().contiguous().requires_grad_(True)
+    expected = loss_fn(exact)
+    expected.backward()
+    assert 0 < expected.item() < 1e-6  # nearer than any run ends (a default run: ~1e-2 a layer)
+    assert value.item() == pytest.approx(expected.item(), rel=2**-8)
+    cos = torch.nn.functional.cosine_similarity(low.grad.double().flatten(), exact.grad.flatten(), dim=0)
+    assert cos > 0.999
 
 
 def test_the_moments_of_a_map_larger_than_one_chunk_are_those_of_all_its_pixels():
