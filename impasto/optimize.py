@@ -407,17 +407,24 @@ def descend(
         last["total"] = float(value.detach())
         return value
 
+    kept: Optional[torch.Tensor] = None  # the pixels the last step kept scored
+    lowest = math.inf  # the lowest loss a step has scored
     for number in range(1, steps + 1):
         before = param.detach().clone()  # what `closure` scores during this step
         optimizer.step(closure)  # type: ignore[arg-type]  # torch's stub says float; LBFGS takes a tensor
         if not all(math.isfinite(v) for v in last.values()):
             hint = f"a lower {option('lr')} or smaller weights" + (f", or {option('precision', 'fp32')}" if autocast is not None else "")
             raise NonFiniteLoss(f"the loss became {last.get('total')} at iteration {number}; try {hint}", before)
-        if bounds is not None:
-            with torch.no_grad():
-                param.clamp_(*bounds)
-            if projected:
-                record_clamped_step(optimizer, param, before)
+        if projected and kept is not None and last["total"] > BLOW_UP * lowest:
+            take_back(optimizer, param, kept, before)
+        else:
+            if bounds is not None:
+                with torch.no_grad():
+                    param.clamp_(*bounds)
+                if projected:
+                    record_clamped_step(optimizer, param, before)
+            kept = before
+            lowest = min(lowest, last["total"])
         yield Step(number, dict(last), before)
 
 
@@ -430,6 +437,28 @@ def descend(
 # two helpers below it falls smoothly and reaches the textbook's final loss about a fifth sooner
 # (benchmarks/README, session 23). Telling it of the move alone, without holding those pixels,
 # once sent a run's finest scale from 11 to 258.
+
+
+# How far above the lowest loss yet an L-BFGS step may land before descend() takes it back:
+# L-BFGS's own steps rise now and then by a few percent; this is a bad estimate of the curvature.
+BLOW_UP = 2.0
+
+
+def take_back(optimizer: torch.optim.Optimizer, param: torch.Tensor, start: torch.Tensor, landing: torch.Tensor) -> None:
+    """Undo half an L-BFGS step from `start` that landed far uphill at `landing`.
+
+    There is no line search here, and a step from a bad estimate of the curvature can land far
+    uphill. Typically that is a scale's first quasi-Newton step: its curvature comes from a first
+    step of a millionth of a grey level (torch's 1/|g|₁), which bf16's rounding can swamp. A 512 px
+    scale once went from 11.7 to 336 there and spent 20 iterations coming back. So the pixels go
+    halfway back, again until a landing is not far above the lowest loss yet (not the last:
+    landings each a little higher must not ratchet it up), and L-BFGS is told of each move as of a
+    clamp's, keeping what the landings taught it of the curvature. Starting L-BFGS again from
+    `start` instead stalled short runs: each restart's tiny first step led to the same overshoot.
+    """
+    with torch.no_grad():
+        param.copy_(start.lerp(landing, 0.5))
+    record_clamped_step(optimizer, param, landing)
 
 
 def hold_at_bounds(param: torch.Tensor, bounds: tuple[float, float]) -> None:

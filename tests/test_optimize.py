@@ -442,6 +442,33 @@ def test_lbfgs_keeps_descending_when_the_clamp_holds_pixels_at_0_or_1(monkeypatc
     assert gap_after(60) > 0.2 * start
 
 
+@pytest.mark.parametrize("landing", [3, 7])
+def test_an_lbfgs_step_that_lands_far_uphill_is_taken_back_and_the_descent_goes_on(landing):
+    # The pixels scored at step `landing` read 100 times their loss, as the landing of a step
+    # from a bad estimate of the curvature does (the first quasi-Newton step's, 3, or a later one's,
+    # 7): the next step scores the pixels halfway back, and the descent still ends near the minimum.
+    target = torch.linspace(0.2, 0.8, 50)
+    curvature = torch.logspace(-1, 1, 50).flip(0)
+    calls = []
+
+    def score(x):
+        value = (curvature * (x - target) ** 2).sum()
+        calls.append(1)
+        return value * (100 if len(calls) == landing else 1), {"content": value}
+
+    x = torch.full((50,), 0.5)
+    steps = list(optimize.descend(score, x, 30, Settings()))
+    bad, before = steps[landing - 1], steps[landing - 2]
+    assert bad.losses["total"] > optimize.BLOW_UP * min(s.losses["total"] for s in steps[: landing - 1])
+    assert torch.allclose(steps[landing].scored, (before.scored + bad.scored) / 2)
+    assert steps[landing + 1].losses["total"] < before.losses["total"]  # and downhill from there
+    assert float(score(x.detach())[1]["content"]) < 1e-3 * steps[0].losses["total"]
+    # Adam's steps are its learning rate's, not a curvature's, and are not taken back.
+    calls.clear()
+    adam = list(optimize.descend(score, torch.full((50,), 0.5), landing + 1, Settings(optimizer="adam")))
+    assert not torch.allclose(adam[landing].scored, (adam[landing - 2].scored + adam[landing - 1].scored) / 2)
+
+
 @pytest.mark.parametrize("h, w, k", [(37, 53, 5), (20, 90, 33), (5, 5, 7), (96, 64, 9)])
 def test_box_mean_is_the_mean_over_the_window_inside_the_picture(h, w, k):
     x = torch.rand(2, 1, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(h))
