@@ -129,9 +129,8 @@ def keep_freed_memory() -> bool:
     """Have glibc's malloc keep the memory a CPU run frees (up to 1 GiB at once) for its next
     allocations. By default it hands large freed blocks back to the system (unmapped, or trimmed
     off the heap's top) and maps new ones for the next, whose pages the kernel zeroes again as
-    they are first touched:
-    ~20,000 page faults in every 512 px iteration, 10-15% of its time here (benchmarks/README.md,
-    session 24). The price is that the process holds on to its high-water mark. Process-wide
+    they are first touched: ~20,000 page faults in every 512 px iteration, 10-15% of its time
+    here (benchmarks/README.md, session 24). The price is that the process holds on to its high-water mark. Process-wide
     and once per process; a no-op (False) off glibc, whose allocators behave otherwise."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

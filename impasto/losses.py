@@ -13,7 +13,8 @@ weights mean the same thing for every layer, image size and weights file
 
 The features come as the network made them: in its mixed-precision dtype (bf16, fp16) and
 its memory layout (channels-last on CPU and CUDA). Every loss computes in fp32 whatever they
-come in, and hands its gradient back in their own dtype.
+come in (bf16's Gram difference from one bf16 product that rounds the difference, not the
+matrix: _bf16_offset), and hands its gradient back in their own dtype.
 """
 
 from __future__ import annotations
@@ -117,9 +118,9 @@ def _bf16_offset(pixels: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
     A bf16 product sums in fp32 but rounds its result to bf16, 3 significant digits: near a
     match the Gram loss's difference is a small part of the matrix, and would drown in that
-    rounding. So the product subtracts the reference itself before it rounds (oneDNN's and
-    cuBLAS's addmm add the bf16 input in fp32), and what the reference lost to bf16 is taken
-    off after in fp32: the difference comes out to bf16's precision *of the difference*.
+    rounding. So the product subtracts the reference itself before it rounds (oneDNN's addmm
+    adds its bf16 input in fp32, which tests/test_losses.py checks; cuBLAS's computes in fp32
+    too, not measured here), and what the reference lost to bf16 is taken off after in fp32: the difference comes out to bf16's precision *of the difference*.
     The reference's bf16 part carries the product's error at 2⁻¹⁸ of the matrix at worst, and
     the product costs a sixth of the fp32 one's (~6 ms against ~35 for a 512 px iteration's
     five layers here).
@@ -171,8 +172,8 @@ def gram_from_stats(stats: Stats, shift: float = 0.0) -> torch.Tensor:
 class _SquaredError(torch.autograd.Function):
     """mean(w (f - t)²) in fp32 (float64 for float64) for features in any dtype and layout, its
     gradient handed back in theirs. Autograd's chain for the same (a subtraction, a square, a
-    mean, then the gradient's cast) took ~13 ms of a bf16 512 px iteration at conv4_2 alone,
-    against ~3 here: one pass each way, and no intermediate of the features' size kept."""
+    mean, then the gradient's cast) took 9-13 ms of a bf16 512 px iteration at conv4_2 alone,
+    against ~2 here: one pass each way, and no intermediate of the features' size kept."""
 
     @staticmethod
     def forward(ctx: Any, features: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor]) -> torch.Tensor:

@@ -407,7 +407,7 @@ def descend(
         last["total"] = float(value.detach())
         return value
 
-    kept: Optional[torch.Tensor] = None  # the pixels the last step kept scored
+    kept: Optional[torch.Tensor] = None  # the pixels the last step not taken back scored
     lowest = math.inf  # the lowest loss a step has scored
     for number in range(1, steps + 1):
         before = param.detach().clone()  # what `closure` scores during this step
