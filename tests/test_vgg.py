@@ -212,3 +212,45 @@ def test_features_and_image_gradients_match_a_functional_vgg(vgg19_features):
     # Requested conv outputs are pre-ReLU: a ReLU applied in place must not have clobbered them.
     assert (out["conv1_1"] < 0).any() and (out["conv2_2"] < 0).any()
     assert torch.allclose(grad, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_under_autocast_the_weights_are_cast_once_and_the_features_are_autocasts_own(vgg19_features):
+    # The extractor casts each conv's weights to the autocast dtype once and keeps them: the same
+    # rounding as autocast's cast at every call, so the same features and gradients, bit for bit.
+    extractor = FeatureExtractor("vgg19", vgg19_features, ["conv1_1", "conv2_1"])
+    image = torch.rand(1, 3, 20, 16)
+
+    def run(modules_one_by_one: bool):
+        x = image.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            if modules_one_by_one:  # autocast's own path: a cast of the fp32 weights at every call
+                h, out = extractor.normalize(x), {}
+                for i, module in enumerate(extractor.features):
+                    h = module(h)
+                    if i in extractor.indices:
+                        out[extractor.indices[i]] = h
+            else:
+                out = extractor(x)
+        sum(v.float().pow(2).sum() for v in out.values()).backward()
+        return out, x.grad
+
+    ours, grad = run(False)
+    conv = extractor.features[0]
+    kept = conv.__dict__["_impasto_cast"][1]
+    assert kept.dtype == torch.bfloat16
+    again, _ = run(False)
+    assert conv.__dict__["_impasto_cast"][1] is kept  # not cast again
+    reference, reference_grad = run(True)
+    for name in reference:
+        assert ours[name].dtype == torch.bfloat16
+        assert torch.equal(ours[name], reference[name]) and torch.equal(again[name], reference[name])
+    assert torch.equal(grad, reference_grad)
+    # Weights moved to another layout are cast again (the first call put them in channels-last).
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    extractor.features.to(memory_format=torch.contiguous_format)
+    run(False)
+    assert conv.__dict__["_impasto_cast"][1] is not kept
+    # Outside autocast the fp32 weights are used as they are.
+    with torch.no_grad():
+        plain = extractor(image)["conv1_1"]
+    assert plain.dtype == torch.float32
