@@ -418,6 +418,8 @@ def descend(
         if projected and kept is not None and last["total"] > BLOW_UP * lowest:
             take_back(optimizer, param, kept, before)
         else:
+            if projected and bounds is not None and number == 1:
+                first_step(param, before, FIRST_STEP * (bounds[1] - bounds[0]))
             if bounds is not None:
                 with torch.no_grad():
                     param.clamp_(*bounds)
@@ -442,6 +444,25 @@ def descend(
 # How far above the lowest loss yet an L-BFGS step may land before descend() takes it back:
 # L-BFGS's own steps rise now and then by a few percent; this is a bad estimate of the curvature.
 BLOW_UP = 2.0
+
+
+# How far the first L-BFGS step of a descent moves the pixel it moves most: about a grey level.
+FIRST_STEP = 0.003
+
+
+def first_step(param: torch.Tensor, start: torch.Tensor, largest: float) -> None:
+    """Rescale L-BFGS's first step (steepest descent) from `start` so that no pixel moves more
+    than `largest`. torch's is 1/|g|₁ long, which shrinks with the pixel count: a millionth of a
+    grey level a pixel at 512 px, so small that the change of gradient it shows L-BFGS, from
+    which the next step's curvature comes, is mostly bf16's rounding; that next step then often
+    landed far uphill (11.7 to 336 once; see take_back). About a grey level shows the curvature:
+    the 512 px tail reaches the textbook's loss at 165 iterations, not 185, and is lower at 50
+    (benchmarks/README.md, session 24). L-BFGS is told of the move, as of a clamp's."""
+    with torch.no_grad():
+        move = param - start
+        biggest = float(move.abs().max())
+        if biggest > 0:
+            param.copy_(start + move * (largest / biggest))
 
 
 def take_back(optimizer: torch.optim.Optimizer, param: torch.Tensor, start: torch.Tensor, landing: torch.Tensor) -> None:

@@ -442,6 +442,22 @@ def test_lbfgs_keeps_descending_when_the_clamp_holds_pixels_at_0_or_1(monkeypatc
     assert gap_after(60) > 0.2 * start
 
 
+@pytest.mark.parametrize("pixels", [100, 100_000])
+def test_lbfgs_first_step_moves_the_most_moved_pixel_about_a_grey_level_whatever_the_size(pixels):
+    # torch's first step is 1/|g|₁ long, so it shrinks with the pixel count (a millionth of a grey
+    # level at 512 px); the first step here moves the pixel it moves most by FIRST_STEP.
+    target = torch.rand(pixels, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
+
+    def score(x):
+        value = ((x - target) ** 2).sum()
+        return value, {"content": value}
+
+    steps = list(optimize.descend(score, torch.full((pixels,), 0.5), 2, Settings()))
+    moved = (steps[1].scored - steps[0].scored).abs()
+    assert float(moved.max()) == pytest.approx(optimize.FIRST_STEP, rel=1e-4)
+    assert steps[1].losses["total"] < steps[0].losses["total"]
+
+
 @pytest.mark.parametrize("landing", [3, 7])
 def test_an_lbfgs_step_that_lands_far_uphill_is_taken_back_and_the_descent_goes_on(landing):
     # The pixels scored at step `landing` read 100 times their loss, as the landing of a step
