@@ -120,8 +120,8 @@ def _bf16_offset(pixels: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     match the Gram loss's difference is a small part of the matrix, and would drown in that
     rounding. So the product subtracts the reference itself before it rounds (oneDNN's addmm
     adds its bf16 input in fp32, which tests/test_losses.py checks; cuBLAS's computes in fp32
-    too, not measured here), and what the reference lost to bf16 is taken off after in fp32: the difference comes out to bf16's precision *of the difference*.
-    The reference's bf16 part carries the product's error at 2⁻¹⁸ of the matrix at worst, and
+    too, not measured here), and what the reference lost to bf16 is taken off after in fp32:
+    the difference comes out to bf16's precision *of the difference*. The reference's bf16 part carries the product's error at 2⁻¹⁸ of the matrix at worst, and
     the product costs a sixth of the fp32 one's (~6 ms against ~35 for a 512 px iteration's
     five layers here).
     """

@@ -407,7 +407,7 @@ def descend(
         last["total"] = float(value.detach())
         return value
 
-    kept: Optional[torch.Tensor] = None  # the pixels the last step not taken back scored
+    kept: Optional[torch.Tensor] = None  # the pixels scored by the last step that was not taken back
     lowest = math.inf  # the lowest loss a step has scored
     for number in range(1, steps + 1):
         before = param.detach().clone()  # what `closure` scores during this step
@@ -469,9 +469,9 @@ def take_back(optimizer: torch.optim.Optimizer, param: torch.Tensor, start: torc
     """Undo half an L-BFGS step from `start` that landed far uphill at `landing`.
 
     There is no line search here, and a step from a bad estimate of the curvature can land far
-    uphill. Typically that is a scale's first quasi-Newton step: its curvature comes from a first
-    step of a millionth of a grey level (torch's 1/|g|₁), which bf16's rounding can swamp. A 512 px
-    scale once went from 11.7 to 336 there and spent 20 iterations coming back. So the pixels go
+    uphill. Before first_step, that was typically a scale's first quasi-Newton step, its
+    curvature learnt from torch's first step of a millionth of a grey level: a 512 px scale once
+    went from 11.7 to 336 there and spent 20 iterations coming back. So the pixels go
     halfway back, again until a landing is not far above the lowest loss yet (not the last:
     landings each a little higher must not ratchet it up), and L-BFGS is told of each move as of a
     clamp's, keeping what the landings taught it of the curvature. Starting L-BFGS again from
