@@ -14,7 +14,7 @@ weights mean the same thing for every layer, image size and weights file
 The features come as the network made them: in its mixed-precision dtype (bf16, fp16) and
 its memory layout (channels-last on CPU and CUDA). Every loss computes in fp32 whatever they
 come in (bf16's Gram difference from one bf16 product that rounds the difference, not the
-matrix: _bf16_offset), and hands its gradient back in their own dtype.
+matrix: _Reference.bf16_offset), and hands its gradient back in their own dtype.
 """
 
 from __future__ import annotations
@@ -64,72 +64,117 @@ class _Moments(torch.autograd.Function):
     and to the standard layout for the losses, and each gradient back, took ~20% of a bf16
     iteration at 512 px (benchmarks/README.md, session 22). The forward pass upcasts the pixels
     a chunk at a time instead, since the loss compares the moment with its target more finely
-    than bf16 rounds. Autograd would differentiate f fᵀ as two products (one per operand); it is
-    symmetric, so its gradient is one, (g + gᵀ) f, and it is taken in bf16 for bf16 features
-    (accumulating in fp32), at about half fp32's cost, being rounded to bf16 on its way back
-    into the network anyway. fp16's is taken in fp32, where the sum cannot overflow.
+    than bf16 rounds. The gradient: _moments_gradient.
     """
 
     @staticmethod
-    def forward(ctx: Any, features: torch.Tensor, reference: Optional[torch.Tensor] = None, with_mean: bool = True) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+    def forward(ctx: Any, features: torch.Tensor, reference: Optional["_Reference"] = None, with_mean: bool = True) -> tuple[Optional[torch.Tensor], torch.Tensor]:
         ctx.set_materialize_grads(False)  # the Gram loss without a shift never uses the mean
         ctx.save_for_backward(features)
-        pixels = _flatten(features).T  # (N, C): contiguous for a channels-last map
-        n, channels = pixels.shape
-        if reference is not None and pixels.dtype == torch.bfloat16:
-            moment = _bf16_offset(pixels, reference)
-            mean = pixels.sum(0, dtype=torch.float32) / n if with_mean else None
-            return mean, moment
-        total = _wide(pixels.new_zeros(channels))
-        moment = _wide(pixels.new_zeros(channels, channels))
-        size = MOMENT_CHUNK if pixels.device.type == "cpu" else max(1, n)
-        ones = _wide(pixels.new_ones(min(size, n)))
-        for chunk in pixels.split(size):
-            wide = _wide(chunk)
-            moment.addmm_(wide.T, wide)
-            if with_mean:
-                total.addmv_(wide.T, ones[: len(wide)])  # BLAS's sum: 1-2 ms less than sum() at conv1_1
-        moment /= n
-        return (total / n if with_mean else None), (moment if reference is None else moment - reference)
+        return _moments(features, reference, with_mean)
 
     @staticmethod
     def backward(ctx: Any, grad_mean: Optional[torch.Tensor], grad_moment: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], None, None]:
         (features,) = ctx.saved_tensors
-        f = _flatten(features)
-        n = f.shape[1]
-        # bf16 where the gradient is the product alone; a mean's gradient (a shifted Gram, W2) is
-        # added in fp32 first, as bf16's product, rounded before the sum, came out 2.5x as far off.
-        low = f.dtype == torch.bfloat16 and grad_mean is None
-        work = torch.bfloat16 if low else torch.promote_types(f.dtype, torch.float32)
-        grad: Optional[torch.Tensor] = None
-        if grad_moment is not None:
-            both = ((grad_moment + grad_moment.T) / n).to(work)
-            # The product whose result has the features' own layout, so the network's
-            # gradients add up without a reorder.
-            grad = both @ f.to(work) if f.stride(1) == 1 else (f.T.to(work) @ both).T
-        if grad_mean is not None:
-            spread = (grad_mean / n)[:, None].to(work)
-            grad = spread.expand_as(f) if grad is None else grad + spread
-        return (None if grad is None else grad.to(features.dtype).reshape(features.shape)), None, None
+        n = _flatten(features).shape[1]
+        # A mean's gradient (a shifted Gram, W2) is added in fp32 first: bf16's product, rounded
+        # before the sum, came out 2.5x as far off.
+        both = None if grad_moment is None else (grad_moment + grad_moment.T) / n
+        spread = None if grad_mean is None else grad_mean / n
+        return _moments_gradient(features, both, spread), None, None
 
 
-def _bf16_offset(pixels: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """E[f fᵀ] - `reference` in fp32 for bf16 pixels (N, C), from one bf16 product.
+def _moments(features: torch.Tensor, reference: Optional["_Reference"], with_mean: bool) -> tuple[Optional[torch.Tensor], torch.Tensor]:
+    """_Moments' forward pass: (the mean or None, E[f fᵀ], less `reference`'s moment if given)."""
+    pixels = _flatten(features).T  # (N, C): contiguous for a channels-last map
+    n, channels = pixels.shape
+    if reference is not None and pixels.dtype == torch.bfloat16:
+        moment = reference.bf16_offset(pixels)
+        mean = pixels.sum(0, dtype=torch.float32) / n if with_mean else None
+        return mean, moment
+    total = _wide(pixels.new_zeros(channels))
+    moment = _wide(pixels.new_zeros(channels, channels))
+    size = MOMENT_CHUNK if pixels.device.type == "cpu" else max(1, n)
+    ones = _wide(pixels.new_ones(min(size, n)))
+    for chunk in pixels.split(size):
+        wide = _wide(chunk)
+        moment.addmm_(wide.T, wide)
+        if with_mean:
+            total.addmv_(wide.T, ones[: len(wide)])  # BLAS's sum: 1-2 ms less than sum() at conv1_1
+    moment /= n
+    return (total / n if with_mean else None), (moment if reference is None else moment - reference.moment)
 
-    A bf16 product sums in fp32 but rounds its result to bf16, 3 significant digits: near a
-    match the Gram loss's difference is a small part of the matrix, and would drown in that
-    rounding. So the product subtracts the reference itself before it rounds (oneDNN's addmm
-    adds its bf16 input in fp32, which tests/test_losses.py checks; cuBLAS's computes in fp32
-    too, not measured here), and what the reference lost to bf16 is taken off after in fp32:
-    the difference comes out to bf16's precision *of the difference*. The reference's bf16 part carries the product's error at 2⁻¹⁸ of the matrix at worst, and
-    the product costs a sixth of the fp32 one's (~6 ms against ~35 for a 512 px iteration's
-    five layers here).
-    """
-    n = pixels.shape[0]
-    scaled = reference * n
-    high = scaled.to(torch.bfloat16)
-    low = scaled - high.float()
-    return (torch.addmm(-high, pixels.T, pixels).float() - low) / n
+
+def _moments_gradient(features: torch.Tensor, both: Optional[torch.Tensor], spread: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """The features' gradient from `both` (C, C, symmetric: the moment's gradient plus its
+    transpose, over the pixel count) and `spread` (C: the mean's, over the pixel count), in the
+    features' dtype and layout. Autograd would differentiate f fᵀ as two products (one per
+    operand); it is symmetric, so its gradient is one, `both` f, taken in bf16 for bf16 features
+    (accumulating in fp32) at about half fp32's cost, being rounded to bf16 on its way back into
+    the network anyway; fp16's, and any with a mean's, is taken in fp32."""
+    f = _flatten(features)
+    work = torch.bfloat16 if f.dtype == torch.bfloat16 and spread is None else torch.promote_types(f.dtype, torch.float32)
+    grad: Optional[torch.Tensor] = None
+    if both is not None:
+        both = both.to(work)
+        # The product whose result has the features' own layout, so the network's
+        # gradients add up without a reorder.
+        grad = both @ f.to(work) if f.stride(1) == 1 else (f.T.to(work) @ both).T
+    if spread is not None:
+        spread = spread[:, None].to(work)
+        grad = spread.expand_as(f) if grad is None else grad + spread
+    return None if grad is None else grad.to(features.dtype).reshape(features.shape)
+
+
+class _Reference:
+    """A target moment that E[f fᵀ] is compared with, and what bf16 products need of it for each
+    pixel count (each scale's own), made once rather than at every call (~1-2 ms an iteration)."""
+
+    def __init__(self, moment: torch.Tensor) -> None:
+        self.moment = moment
+        self._splits: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def bf16_offset(self, pixels: torch.Tensor) -> torch.Tensor:
+        """E[f fᵀ] - the moment in fp32 for bf16 pixels (N, C), from one bf16 product.
+
+        A bf16 product sums in fp32 but rounds its result to bf16, 3 significant digits: near a
+        match the Gram loss's difference is a small part of the matrix, and would drown in that
+        rounding. So the product subtracts the reference itself before it rounds (oneDNN's addmm
+        adds its bf16 input in fp32, which tests/test_losses.py checks; cuBLAS's computes in fp32
+        too, not measured here), and what the reference lost to bf16 is taken off after in fp32:
+        the difference comes out to bf16's precision *of the difference*. The reference's bf16
+        part carries the product's error at 2⁻¹⁸ of the matrix at worst, and the product costs a
+        sixth of the fp32 one's (~6 ms against ~35 for a 512 px iteration's five layers here).
+        """
+        n = pixels.shape[0]
+        key = (n, pixels.device)
+        if key not in self._splits:
+            scaled = self.moment.to(pixels.device) * n
+            high = scaled.to(torch.bfloat16)
+            self._splits[key] = (-high, (high.float() - scaled) / n)
+        negative_high, rest = self._splits[key]
+        return torch.add(rest, torch.addmm(negative_high, pixels.T, pixels).float(), alpha=1 / n)
+
+
+class _GramDistance(torch.autograd.Function):
+    """|E[f fᵀ] - reference|² / scale, the unshifted, unmasked Gram loss, as one node: the
+    difference is kept for the backward pass, which is then one product (the difference is
+    symmetric) instead of autograd's chain of a square, a sum, a transpose and three scalings of
+    C x C matrices, each ~0.1 ms at the 512-channel layers."""
+
+    @staticmethod
+    def forward(ctx: Any, features: torch.Tensor, reference: _Reference, scale: torch.Tensor) -> torch.Tensor:
+        _, diff = _moments(features, reference, with_mean=False)
+        ctx.save_for_backward(features, diff, scale)
+        flat = diff.reshape(-1)
+        return torch.dot(flat, flat) / scale
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None]:
+        features, diff, scale = ctx.saved_tensors
+        n = _flatten(features).shape[1]
+        # d|D|²/dM = 2D, and the moment's gradient plus its transpose is twice that again.
+        return _moments_gradient(features, diff * (4 * grad / (scale * n)), None), None, None
 
 
 def _pixel_weights(f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -229,17 +274,19 @@ def gram_loss(target: Stats, shift: float = 0.0, mask: Optional[torch.Tensor] = 
     """Gatys et al. 2015: squared distance of Gram matrices."""
     target_gram = gram_from_stats(target, shift)
     scale = target_gram.pow(2).sum() + EPS
+    reference = _Reference(target.moment)
 
     def loss(features: torch.Tensor) -> torch.Tensor:
+        if mask is None and shift == 0.0:
+            return _GramDistance.apply(features, reference, scale)
         if mask is None:
             # The difference from the target as one quantity, so that a mixed-precision network's
             # features get it to bf16's precision of the difference, not of the matrix
-            # (_bf16_offset). Shifted: E[(f+s)(f+s)ᵀ] - its target is the moments' difference
-            # plus s (Δμ 1ᵀ + 1 Δμᵀ).
-            mean, diff = _Moments.apply(features, target.moment, shift != 0.0)
-            if shift != 0.0:
-                dm = mean - target.mean
-                diff = diff + shift * (dm[:, None] + dm[None, :])
+            # (_Reference.bf16_offset). Shifted: E[(f+s)(f+s)ᵀ] - its target is the moments'
+            # difference plus s (Δμ 1ᵀ + 1 Δμᵀ).
+            mean, diff = _Moments.apply(features, reference, True)
+            dm = mean - target.mean
+            diff = diff + shift * (dm[:, None] + dm[None, :])
         else:
             diff = gram_from_stats(feature_stats(features, mask), shift) - target_gram
         return diff.pow(2).sum() / scale

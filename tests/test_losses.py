@@ -282,6 +282,26 @@ def test_feature_stats_gradient_matches_plain_autograd():
 
 @pytest.mark.parametrize("shift", [0.0, -1.0])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_gram_loss_and_its_gradient_match_the_formula_by_plain_autograd(layout, shift):
+    # The unshifted loss is one autograd node with a hand-written backward pass (_GramDistance).
+    torch.manual_seed(0)
+    target = L.feature_stats(torch.rand(1, 6, 5, 4, dtype=torch.float64))
+    loss_fn = L.gram_loss(target, shift)
+    f = torch.randn(1, 6, 5, 4, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_(True)
+    loss_fn(f).backward()
+    ours = f.grad.clone()
+    f.grad = None
+    flat = f.reshape(6, -1) + shift
+    target_gram = L.gram_from_stats(target, shift)
+    formula = ((flat @ flat.T / flat.shape[1] - target_gram) ** 2).sum() / (target_gram**2).sum()
+    formula.backward()
+    assert loss_fn(f.detach()).item() == pytest.approx(formula.item())
+    assert torch.allclose(ours, f.grad)
+    assert torch.autograd.gradcheck(loss_fn, (f.detach().clone().requires_grad_(True),))
+
+
+@pytest.mark.parametrize("shift", [0.0, -1.0])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_a_mixed_precision_networks_features_score_as_in_fp32_with_their_gradient_in_their_own_dtype_and_layout(dtype, layout, shift):
     # The losses take a bf16 (fp16) network's features as they come, in its layout, not upcast.
@@ -292,7 +312,7 @@ def test_a_mixed_precision_networks_features_score_as_in_fp32_with_their_gradien
     value = loss_fn(low)
     value.backward()
     # fp16's moments are taken in fp32; bf16's difference from the target is rounded once to bf16
-    # (losses._bf16_offset), which moves a sum of squares by at most 2⁻⁸ of itself.
+    # (losses._Reference.bf16_offset), which moves a sum of squares by at most 2⁻⁸ of itself.
     REL = 1e-5 if dtype == torch.float16 else 2**-8
     exact = features.double().contiguous().requires_grad_(True)  # the same values, float64, standard layout
     expected = loss_fn(exact)
