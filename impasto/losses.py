@@ -69,7 +69,7 @@ class _Moments(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, features: torch.Tensor, reference: Optional["_Reference"] = None, with_mean: bool = True) -> tuple[Optional[torch.Tensor], torch.Tensor]:
-        ctx.set_materialize_grads(False)  # the Gram loss without a shift never uses the mean
+        ctx.set_materialize_grads(False)  # a caller may use the moment alone, or the mean alone
         ctx.save_for_backward(features)
         return _moments(features, reference, with_mean)
 
