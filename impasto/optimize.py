@@ -21,6 +21,7 @@ from . import losses as L
 from .device import autocast_off, autocast_to, mixed_precision, seeded_generator
 from .errors import ImpastoError, NonFiniteLoss, option
 from .images import resize_tensor
+from .lbfgs import LBFGS
 from .scales import min_side, plan_iterations, plan_scales, scale_settings
 from .settings import Settings
 from .style_stats import StatsCache, style_long_side, style_pieces, style_size, style_statistics
@@ -302,11 +303,10 @@ def initial_image(settings: Settings, content: torch.Tensor, styles: Sequence[St
 LBFGS_HISTORY = 20
 
 
-def make_optimizer(settings: Settings, param: torch.Tensor) -> torch.optim.Optimizer:
+def make_optimizer(settings: Settings, param: torch.Tensor) -> Optional[torch.optim.Optimizer]:
+    """Adam for `param`; None for L-BFGS, whose moves descend() makes itself (lbfgs.py)."""
     if settings.optimizer == "lbfgs":
-        # One iteration per step() so the loop can clamp, report and stop between them;
-        # L-BFGS keeps its history across calls.
-        return torch.optim.LBFGS([param], lr=settings.learning_rate(), max_iter=1, history_size=LBFGS_HISTORY, tolerance_grad=0.0, tolerance_change=0.0)
+        return None
     return torch.optim.Adam([param], lr=settings.learning_rate())
 
 
@@ -394,13 +394,13 @@ def descend(
     """
     param.requires_grad_(True)
     optimizer = make_optimizer(settings, param)
-    projected = isinstance(optimizer, torch.optim.LBFGS)
+    memory = LBFGS(LBFGS_HISTORY) if optimizer is None else None
     last: dict[str, float] = {}
     loss_scale = LossScale(autocast)
 
     def closure() -> torch.Tensor:
         value, parts = gradient(score, param, autocast, loss_scale)
-        if bounds is not None and projected:
+        if bounds is not None and memory is not None:
             hold_at_bounds(param, bounds)
         last.clear()
         last.update({k: float(v.detach()) for k, v in parts.items()})
@@ -411,75 +411,82 @@ def descend(
     lowest = math.inf  # the lowest loss a step has scored
     for number in range(1, steps + 1):
         before = param.detach().clone()  # what `closure` scores during this step
-        optimizer.step(closure)  # type: ignore[arg-type]  # torch's stub says float; LBFGS takes a tensor
+        if optimizer is not None:
+            optimizer.step(closure)  # type: ignore[arg-type]  # torch's stub says float; Adam takes a closure
+        else:
+            closure()
         if not all(math.isfinite(v) for v in last.values()):
             hint = f"a lower {option('lr')} or smaller weights" + (f", or {option('precision', 'fp32')}" if autocast is not None else "")
             raise NonFiniteLoss(f"the loss became {last.get('total')} at iteration {number}; try {hint}", before)
-        if projected and kept is not None and last["total"] > BLOW_UP * lowest:
-            take_back(optimizer, param, kept, before)
-        else:
-            if projected and bounds is not None and number == 1:
-                first_step(param, before, FIRST_STEP * (bounds[1] - bounds[0]))
+        if memory is None:
             if bounds is not None:
                 with torch.no_grad():
                     param.clamp_(*bounds)
-                if projected:
-                    record_clamped_step(optimizer, param, before)
-            kept = before
-            lowest = min(lowest, last["total"])
+        else:
+            assert param.grad is not None
+            memory.learn(param.grad.reshape(-1))
+            with torch.no_grad():
+                if kept is not None and last["total"] > BLOW_UP * lowest:
+                    param.copy_(kept.lerp(before, 0.5))  # take_back's move
+                else:
+                    lbfgs_step(memory, param, number == 1, settings.learning_rate(), bounds)
+                    kept = before
+                    lowest = min(lowest, last["total"])
+            memory.moved((param.detach() - before).reshape(-1))
         yield Step(number, dict(last), before)
 
 
+def lbfgs_step(memory: LBFGS, param: torch.Tensor, first: bool, lr: float, bounds: Optional[tuple[float, float]]) -> None:
+    """Move `param` along L-BFGS's direction by the learning rate, then into `bounds`. The first
+    step of a descent (steepest descent, no curvature known yet) moves the pixel it moves most
+    by FIRST_STEP of the bounds' range; without bounds it is torch's, min(1, 1/|g|₁) x lr. A
+    direction that does not descend (the memory's curvature gone wrong) starts the memory
+    again, with such a first step."""
+    direction = memory.direction()
+    if not first and float(direction.dot(memory.gradient)) >= 0:
+        memory.forget()
+        direction, first = memory.direction(), True
+    move = direction.view_as(param)
+    if first and bounds is not None:
+        biggest = float(move.abs().max())
+        param.add_(move, alpha=FIRST_STEP * (bounds[1] - bounds[0]) / biggest if biggest > 0 else 0.0)
+    elif first:
+        param.add_(move, alpha=min(1.0, 1.0 / max(float(move.abs().sum()), 1e-30)) * lr)
+    else:
+        param.add_(move, alpha=lr)
+    if bounds is not None:
+        param.clamp_(*bounds)
+
+
 # L-BFGS within the pixels' bounds, in the manner of L-BFGS-B without its line search: it learns
-# the curvature from pairs (step, change of gradient), and a clamp after each step breaks them.
-# torch's LBFGS takes the step as the one it proposed, while the next gradient is where the clamp
-# put the pixels (2-4% of them at each step of a 512 px run); and a pixel held at 0 or 1 keeps a
-# gradient pointing out of bounds, which steers every later direction into the clamp again. With
-# both, the tail of a 512 px run jumped (1.25 to 1.44 and back within fifteen iterations); with the
-# two helpers below it falls smoothly and reaches the textbook's final loss about a fifth sooner
-# (benchmarks/README, session 23). Telling it of the move alone, without holding those pixels,
-# once sent a run's finest scale from 11 to 258.
+# the curvature from pairs (move, change of gradient), and a clamp after each step changes the
+# move (2-4% of the pixels at each step of a 512 px run). So L-BFGS is told the move the clamp let
+# it make, not the step it proposed; and a pixel held at 0 or 1 has the part of its gradient
+# that points out of bounds zeroed (hold_at_bounds), or it steers every later direction into
+# the clamp again. Without both, the tail of a 512 px run jumped (1.25 to 1.44 and back within
+# fifteen iterations); with them it falls smoothly and reaches the textbook's final loss about
+# a fifth sooner (benchmarks/README, session 23). Telling it of the move alone, without holding
+# those pixels, once sent a run's finest scale from 11 to 258.
 
 
-# How far above the lowest loss yet an L-BFGS step may land before descend() takes it back:
-# L-BFGS's own steps rise now and then by a few percent; this is a bad estimate of the curvature.
+# How far above the lowest loss yet an L-BFGS step may land before descend() takes it back,
+# halfway, again until a landing is not so far above the lowest (not the last: landings each a
+# little higher must not ratchet it up). L-BFGS's own steps rise now and then by a few percent;
+# this is a bad estimate of the curvature, with no line search to catch it. Before FIRST_STEP,
+# a 512 px scale's first quasi-Newton step once went from 11.7 to 336 and spent 20 iterations
+# coming back. L-BFGS keeps what the landing taught it of the curvature. Starting it again
+# from the pixels before instead stalled short runs: each restart's first step led to the same
+# overshoot (benchmarks/README, session 24).
 BLOW_UP = 2.0
 
 
 # How far the first L-BFGS step of a descent moves the pixel it moves most: about a grey level.
+# torch's first step is 1/|g|₁ long, which shrinks with the pixel count: a millionth of a grey
+# level a pixel at 512 px, so small that the change of gradient it shows L-BFGS, from which the
+# next step's curvature comes, is mostly bf16's rounding. About a grey level shows the
+# curvature: the 512 px tail reaches the textbook's loss at 165 iterations, not 185, and is
+# lower at 50 (benchmarks/README.md, session 24).
 FIRST_STEP = 0.003
-
-
-def first_step(param: torch.Tensor, start: torch.Tensor, largest: float) -> None:
-    """Rescale L-BFGS's first step (steepest descent) from `start` so that no pixel moves more
-    than `largest`. torch's is 1/|g|₁ long, which shrinks with the pixel count: a millionth of a
-    grey level a pixel at 512 px, so small that the change of gradient it shows L-BFGS, from
-    which the next step's curvature comes, is mostly bf16's rounding; that next step then often
-    landed far uphill (11.7 to 336 once; see take_back). About a grey level shows the curvature:
-    the 512 px tail reaches the textbook's loss at 165 iterations, not 185, and is lower at 50
-    (benchmarks/README.md, session 24). L-BFGS is told of the move, as of a clamp's."""
-    with torch.no_grad():
-        move = param - start
-        biggest = float(move.abs().max())
-        if biggest > 0:
-            param.copy_(start + move * (largest / biggest))
-
-
-def take_back(optimizer: torch.optim.Optimizer, param: torch.Tensor, start: torch.Tensor, landing: torch.Tensor) -> None:
-    """Undo half an L-BFGS step from `start` that landed far uphill at `landing`.
-
-    There is no line search here, and a step from a bad estimate of the curvature can land far
-    uphill. Before first_step, that was typically a scale's first quasi-Newton step, its
-    curvature learnt from torch's first step of a millionth of a grey level: a 512 px scale once
-    went from 11.7 to 336 there and spent 20 iterations coming back. So the pixels go
-    halfway back, again until a landing is not far above the lowest loss yet (not the last:
-    landings each a little higher must not ratchet it up), and L-BFGS is told of each move as of a
-    clamp's, keeping what the landings taught it of the curvature. Starting L-BFGS again from
-    `start` instead stalled short runs: each restart's tiny first step led to the same overshoot.
-    """
-    with torch.no_grad():
-        param.copy_(start.lerp(landing, 0.5))
-    record_clamped_step(optimizer, param, landing)
 
 
 def hold_at_bounds(param: torch.Tensor, bounds: tuple[float, float]) -> None:
@@ -488,14 +495,6 @@ def hold_at_bounds(param: torch.Tensor, bounds: tuple[float, float]) -> None:
         with torch.no_grad():
             grad = param.grad
             grad.masked_fill_(((param <= bounds[0]) & (grad > 0)) | ((param >= bounds[1]) & (grad < 0)), 0.0)
-
-
-def record_clamped_step(optimizer: torch.optim.Optimizer, param: torch.Tensor, before: torch.Tensor) -> None:
-    """Tell torch's L-BFGS the move the clamp let it make, not the step it proposed."""
-    state = optimizer.state.get(param, {})
-    step = state.get("t")
-    if "d" in state and step:  # torch's names for the direction and the step length
-        state["d"] = (param.detach() - before).reshape(-1).div_(step)
 
 
 def optimise(

@@ -12,6 +12,7 @@ from impasto import Settings
 from impasto import losses as L
 from impasto import device as impasto_device
 from impasto import optimize, style_stats, tiles
+from impasto.lbfgs import LBFGS
 from impasto.errors import ImpastoError
 from impasto.presets import get_preset, preset_settings
 from impasto.device import mixed_precision
@@ -436,8 +437,19 @@ def test_lbfgs_keeps_descending_when_the_clamp_holds_pixels_at_0_or_1(monkeypatc
 
     start = gap_after(0)
     assert gap_after(60) < 0.03 * start
-    # The same descent told of its proposed steps, with the held pixels' gradients left pointing out:
-    monkeypatch.setattr(optimize, "record_clamped_step", lambda *args: None)
+    # The same descent told of the steps it proposed (after the first, a grey level's), not of
+    # the moves the clamp let it make, with the held pixels' gradients left pointing out:
+    real_direction, real_moved = LBFGS.direction, LBFGS.moved
+
+    def direction(self):
+        self.proposed = real_direction(self)
+        return self.proposed
+
+    def moved(self, move):
+        real_moved(self, self.proposed.clone() if self.pairs else move)
+
+    monkeypatch.setattr(LBFGS, "direction", direction)
+    monkeypatch.setattr(LBFGS, "moved", moved)
     monkeypatch.setattr(optimize, "hold_at_bounds", lambda *args: None)
     assert gap_after(60) > 0.2 * start
 
@@ -538,3 +550,37 @@ def test_a_cuda_index_past_the_gpus_is_named(monkeypatch):
     assert impasto_device.resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(ImpastoError, match=r"device='cuda:7' asked for, but PyTorch sees 1 CUDA GPU \(cuda:0..0\)"):
         impasto_device.resolve_device("cuda:7")
+
+
+def test_lbfgs_without_bounds_takes_the_steps_torchs_lbfgs_takes():
+    # descend()'s L-BFGS (lbfgs.py) is the algorithm of torch.optim.LBFGS(max_iter=1), told the
+    # moves rather than proposing them: where nothing clamps or is taken back, the same steps.
+    generator = torch.Generator().manual_seed(0)
+    n = 300
+    curvature = torch.logspace(-1, 1, n, dtype=torch.float64)[torch.randperm(n, generator=generator)]
+    target = torch.rand(n, generator=generator, dtype=torch.float64)
+
+    def score(x):
+        value = (curvature * (x - target) ** 2).sum() + (x**4).sum() / 10  # not a quadratic: the curvature moves
+        return value, {"content": value}
+
+    ours = [s.scored for s in optimize.descend(score, torch.zeros(n, dtype=torch.float64), 40, Settings(), bounds=None)]
+    x = torch.zeros(n, dtype=torch.float64, requires_grad=True)
+    theirs = torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=optimize.LBFGS_HISTORY, tolerance_grad=0.0, tolerance_change=0.0)
+
+    def closure():
+        theirs.zero_grad()
+        value = score(x)[0]
+        value.backward()
+        return value
+
+    for i, scored in enumerate(ours):
+        torch.testing.assert_close(scored, x.detach(), rtol=1e-9, atol=1e-12, msg=f"iteration {i + 1}")
+        theirs.step(closure)
+    # And it got somewhere: the gradient all but gone.
+    def grad_norm(at):
+        at = at.clone().requires_grad_(True)
+        score(at)[0].backward()
+        return float(at.grad.norm())
+
+    assert grad_norm(ours[-1]) < 1e-3 * grad_norm(ours[0])
