@@ -427,7 +427,7 @@ def descend(
             memory.learn(param.grad.reshape(-1))
             with torch.no_grad():
                 if kept is not None and last["total"] > BLOW_UP * lowest:
-                    param.copy_(kept.lerp(before, 0.5))  # take_back's move
+                    param.copy_(kept.lerp(before, 0.5))  # halfway back: see BLOW_UP
                 else:
                     lbfgs_step(memory, param, number == 1, settings.learning_rate(), bounds)
                     kept = before
