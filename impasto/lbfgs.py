@@ -28,7 +28,6 @@ class LBFGS:
     (`direction`), and tell it the move made from the point that gradient was taken at (`moved`)."""
 
     def __init__(self, history: int) -> None:
-        self.history = history
         self.pairs: deque[tuple[torch.Tensor, torch.Tensor, float]] = deque(maxlen=history)  # (s, y, 1/y·s)
         self.scale = 1.0  # y·s / y·y of the newest pair: the initial inverse Hessian's diagonal
         self._grad: Optional[torch.Tensor] = None  # the gradient the last move started from

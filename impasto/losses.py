@@ -77,8 +77,6 @@ class _Moments(torch.autograd.Function):
     def backward(ctx: Any, grad_mean: Optional[torch.Tensor], grad_moment: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], None, None]:
         (features,) = ctx.saved_tensors
         n = _flatten(features).shape[1]
-        # A mean's gradient (a shifted Gram, W2) is added in fp32 first: bf16's product, rounded
-        # before the sum, came out 2.5x as far off.
         both = None if grad_moment is None else (grad_moment + grad_moment.T) / n
         spread = None if grad_mean is None else grad_mean / n
         return _moments_gradient(features, both, spread), None, None
@@ -111,7 +109,8 @@ def _moments_gradient(features: torch.Tensor, both: Optional[torch.Tensor], spre
     features' dtype and layout. Autograd would differentiate f fᵀ as two products (one per
     operand); it is symmetric, so its gradient is one, `both` f, taken in bf16 for bf16 features
     (accumulating in fp32) at about half fp32's cost, being rounded to bf16 on its way back into
-    the network anyway; fp16's, and any with a mean's, is taken in fp32."""
+    the network anyway; fp16's is taken in fp32, and so is any with a mean's (a shifted Gram,
+    W2): bf16's product, rounded before the mean's part is added, came out 2.5x as far off."""
     f = _flatten(features)
     work = torch.bfloat16 if f.dtype == torch.bfloat16 and spread is None else torch.promote_types(f.dtype, torch.float32)
     grad: Optional[torch.Tensor] = None
