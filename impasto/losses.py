@@ -20,7 +20,7 @@ matrix: _Reference.bf16_offset), and hands its gradient back in their own dtype.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, cast
 
 import torch
 
@@ -103,16 +103,34 @@ def _moments(features: torch.Tensor, reference: Optional["_Reference"], with_mea
     return (total / n if with_mean else None), (moment if reference is None else moment - reference.moment)
 
 
-def _moments_gradient(features: torch.Tensor, both: Optional[torch.Tensor], spread: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+def _moments_gradient(
+    features: torch.Tensor, both: Optional[torch.Tensor], spread: Optional[torch.Tensor], into: Optional[torch.Tensor] = None
+) -> Optional[torch.Tensor]:
     """The features' gradient from `both` (C, C, symmetric: the moment's gradient plus its
     transpose, over the pixel count) and `spread` (C: the mean's, over the pixel count), in the
-    features' dtype and layout. Autograd would differentiate f fᵀ as two products (one per
+    features' dtype and layout; or, given `into` (a gradient of the features' shape), added to
+    it in place and `into` returned. Autograd would differentiate f fᵀ as two products (one per
     operand); it is symmetric, so its gradient is one, `both` f, taken in bf16 for bf16 features
     (accumulating in fp32) at about half fp32's cost, being rounded to bf16 on its way back into
     the network anyway; fp16's is taken in fp32, and so is any with a mean's (a shifted Gram,
     W2): bf16's product, rounded before the mean's part is added, came out 2.5x as far off."""
     f = _flatten(features)
     work = torch.bfloat16 if f.dtype == torch.bfloat16 and spread is None else torch.promote_types(f.dtype, torch.float32)
+    if into is not None:
+        if both is None:
+            return into
+        if spread is None and into.dtype == work:
+            # The product adds itself to `into` (in fp32, rounded once): no gradient of the
+            # map's size is made and then added, a pass through memory each (conv1_1's map is
+            # 32 MB in bf16 at 512 px).
+            g = _flatten(into)
+            both = both.to(work)
+            if g.stride(1) == 1:
+                g.addmm_(both, f.to(work))
+            else:  # channels-last: (H*W, C) rows
+                g.T.addmm_(f.T.to(work), both)
+            return into
+        return into.add_(cast(torch.Tensor, _moments_gradient(features, both, spread)))
     grad: Optional[torch.Tensor] = None
     if both is not None:
         both = both.to(work)
@@ -159,21 +177,34 @@ class _GramDistance(torch.autograd.Function):
     """|E[f fᵀ] - reference|² / scale, the unshifted, unmasked Gram loss, as one node: the
     difference is kept for the backward pass, which is then one product (the difference is
     symmetric) instead of autograd's chain of a square, a sum, a transpose and three scalings of
-    C x C matrices, each ~0.1 ms at the 512-channel layers."""
+    C x C matrices, each ~0.1 ms at the 512-channel layers.
+
+    With `relu`, the node is also the ReLU that follows the layer in the network, and returns
+    (the loss, relu(f)): the map's two gradients, the loss's and the network's through the ReLU,
+    then meet inside this node's backward pass, the product adding itself to the ReLU's gradient,
+    instead of autograd making each at the map's size and adding them (~10 ms of a 512 px
+    iteration here, 6%; benchmarks/README.md, session 26). Else it returns (the loss, None)."""
 
     @staticmethod
-    def forward(ctx: Any, features: torch.Tensor, reference: _Reference, scale: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, features: torch.Tensor, reference: _Reference, scale: torch.Tensor, relu: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        ctx.set_materialize_grads(False)  # the ReLU's output may take no part in the loss
         _, diff = _moments(features, reference, with_mean=False)
         ctx.save_for_backward(features, diff, scale)
         flat = diff.reshape(-1)
-        return torch.dot(flat, flat) / scale
+        return torch.dot(flat, flat) / scale, torch.relu(features) if relu else None
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Optional[torch.Tensor], None, None]:
+    def backward(ctx: Any, grad: Optional[torch.Tensor], grad_relu: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], None, None, None]:
         features, diff, scale = ctx.saved_tensors
         n = _flatten(features).shape[1]
         # d|D|²/dM = 2D, and the moment's gradient plus its transpose is twice that again.
-        return _moments_gradient(features, diff * (4 * grad / (scale * n)), None), None, None
+        both = None if grad is None else diff * (4 * grad / (scale * n))
+        if grad_relu is None:
+            return _moments_gradient(features, both, None), None, None, None
+        into = torch.ops.aten.threshold_backward(grad_relu, features, 0)
+        if not (into.is_contiguous() or into.is_contiguous(memory_format=torch.channels_last)):
+            into = into.contiguous()  # the product writes into it through a (C, H*W) view
+        return _moments_gradient(features, both, None, into), None, None, None
 
 
 def _pixel_weights(f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -269,6 +300,18 @@ def trace_sqrtm_psd(matrix: torch.Tensor) -> torch.Tensor:
 StyleLossFn = Callable[[torch.Tensor], torch.Tensor]
 
 
+class FusableLoss:
+    """A style loss that can also be computed as part of the ReLU after its layer:
+    `with_relu(f)` returns (the loss, relu(f)) from one autograd node (_GramDistance)."""
+
+    def __init__(self, loss: StyleLossFn, with_relu: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self._loss = loss
+        self.with_relu = with_relu
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        return self._loss(features)
+
+
 def gram_loss(target: Stats, shift: float = 0.0, mask: Optional[torch.Tensor] = None) -> StyleLossFn:
     """Gatys et al. 2015: squared distance of Gram matrices."""
     target_gram = gram_from_stats(target, shift)
@@ -277,7 +320,7 @@ def gram_loss(target: Stats, shift: float = 0.0, mask: Optional[torch.Tensor] = 
 
     def loss(features: torch.Tensor) -> torch.Tensor:
         if mask is None and shift == 0.0:
-            return _GramDistance.apply(features, reference, scale)
+            return _GramDistance.apply(features, reference, scale)[0]
         if mask is None:
             # The difference from the target as one quantity, so that a mixed-precision network's
             # features get it to bf16's precision of the difference, not of the matrix
@@ -290,6 +333,8 @@ def gram_loss(target: Stats, shift: float = 0.0, mask: Optional[torch.Tensor] = 
             diff = gram_from_stats(feature_stats(features, mask), shift) - target_gram
         return diff.pow(2).sum() / scale
 
+    if mask is None and shift == 0.0:
+        return FusableLoss(loss, lambda features: _GramDistance.apply(features, reference, scale, True))
     return loss
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple, Optional, Sequence, cast
 
@@ -26,7 +27,7 @@ from .scales import min_side, plan_iterations, plan_scales, scale_settings
 from .settings import Settings
 from .style_stats import StatsCache, style_long_side, style_pieces, style_size, style_statistics
 from .tiles import Region, blend_weights, choose_tile, plan_tiles, tile_overlap
-from .vgg import FeatureExtractor
+from .vgg import FeatureExtractor, ReluWith
 
 
 @dataclass
@@ -163,6 +164,10 @@ class Objective:
                 target = L.blend_stats([per_style[i][layer] for i in members], [styles[i].weight for i in members])
                 fn = L.make_style_loss(settings.style_loss, target, settings.gram_shift, _mask_like(mask, content_feats[layer]))
                 self.style_losses.append((layer, lw / len(groups), fn))
+        # A layer's only style loss, where a ReLU follows the layer, is computed inside that ReLU
+        # (losses.FusableLoss): the map's two gradients meet in one backward pass.
+        count = Counter(layer for layer, _, _ in self.style_losses)
+        self.fused = {layer: fn for layer, _, fn in self.style_losses if count[layer] == 1 and isinstance(fn, L.FusableLoss) and extractor.relu_follows(layer)}
         # Chained inference: one cross-layer term per adjacent pair, weighted like its shallower layer.
         self.chain_losses: list[tuple[str, str, float, L.ChainLossFn]] = []
         for (a, b), lw in zip(pairs, layer_weights):
@@ -189,21 +194,36 @@ class Objective:
         return out
 
     def _evaluate(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
-        feats = self.extractor(image)
         # The losses compute in fp32 even under mixed precision (a Gram matrix sums products over
         # every pixel and overflows fp16's 65504 at the first layers), from the features as they
         # come: each upcasts what it needs (losses.py).
-        with autocast_off(image.device):
-            return self._losses(image, feats)
+        fused: dict[str, torch.Tensor] = {}
 
-    def _losses(self, image: torch.Tensor, feats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
+        def relu_with(layer: str, fn: L.FusableLoss) -> ReluWith:
+            def relu(features: torch.Tensor) -> torch.Tensor:
+                with autocast_off(features.device):
+                    fused[layer], out = fn.with_relu(features)
+                return out
+
+            return relu
+
+        feats = self.extractor(image, {layer: relu_with(layer, fn) for layer, fn in self.fused.items()})
+        with autocast_off(image.device):
+            return self._losses(image, feats, fused)
+
+    def _losses(
+        self, image: torch.Tensor, feats: dict[str, torch.Tensor], fused: Optional[dict[str, torch.Tensor]] = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
+        """The objective from the maps `feats`, and `fused`, the style losses already computed
+        with their layers' ReLUs."""
+        fused = fused or {}
         s = self.settings
         if self.content_targets:
             content = cast(torch.Tensor, sum(L.content_loss(feats[k], t, self.content_weights[k], self.content_energy[k]) for k, t in self.content_targets.items())) / len(self.content_targets)
         else:  # no content layers: texture synthesis
             content = image.new_zeros(())
         # Style terms, each already times its layer weight; named so terms() can report them.
-        weighted = [(layer, w * fn(feats[layer])) for layer, w, fn in self.style_losses]
+        weighted = [(layer, w * (fused[layer] if layer in fused else fn(feats[layer]))) for layer, w, fn in self.style_losses]
         weighted += [(f"{a}x{b}", w * fn(feats[a], feats[b])) for a, b, w, fn in self.chain_losses]
         style = cast(torch.Tensor, sum(v for _, v in weighted)) if weighted else image.new_zeros(())
         tv = L.tv_loss(image.float())

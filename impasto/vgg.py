@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -12,6 +12,9 @@ from .errors import ImpastoError
 # Convs per block; "M" after each block is a 2x2 pooling.
 BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 WIDTHS = (64, 128, 256, 512, 512)
+
+# A stand-in for the ReLU after a layer: takes its map, returns the map's ReLU (forward's relu_with).
+ReluWith = Callable[[torch.Tensor], torch.Tensor]
 
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -162,16 +165,33 @@ class FeatureExtractor(nn.Module):
             self._format = fmt
         return self
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    def relu_follows(self, layer: str) -> bool:
+        """Whether a ReLU of this network follows `layer` (for forward's `relu_with`)."""
+        i = layer_names(self.model).index(layer) + 1
+        return i < len(self.features) and isinstance(self.features[i], nn.ReLU)
+
+    def forward(self, image: torch.Tensor, relu_with: Optional[Mapping[str, ReluWith]] = None) -> dict[str, torch.Tensor]:
+        """The requested layers' maps. `relu_with`: for some of them (each followed by a ReLU), a
+        function used in place of that ReLU: it takes the map and returns relu(map), having
+        computed a loss of it along the way in the same autograd node, whose backward pass then
+        adds the loss's gradient to the ReLU's (losses.FusableLoss)."""
         self.in_fastest_format(image.device)
         x = self.normalize(image).contiguous(memory_format=self._format)
         out: dict[str, torch.Tensor] = {}
         low = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
+        replaced = -1  # the index of a ReLU done by a relu_with function
         for i, module in enumerate(self.features):
+            if i == replaced:
+                continue
             x = conv_in(module, x, low) if low is not None and isinstance(module, nn.Conv2d) else module(x)
             if i in self.indices:
                 # In the network's own layout: the losses view it as it is (losses._flatten).
-                out[self.indices[i]] = x
+                name = self.indices[i]
+                out[name] = x
+                if relu_with is not None and name in relu_with:
+                    if not self.relu_follows(name):
+                        raise ValueError(f"no ReLU follows {name} for relu_with to stand in for")
+                    x, replaced = relu_with[name](x), i + 1
         return out
 
 

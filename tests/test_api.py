@@ -369,11 +369,14 @@ class ExtractorOutOfMemory:
     def __init__(self, extractor, fail_at, error):
         self.extractor, self.fail_at, self.error, self.calls = extractor, fail_at, error, 0
 
-    def __call__(self, image):
+    def __call__(self, image, relu_with=None):
         self.calls += 1
         if self.calls == self.fail_at:
             raise self.error
-        return self.extractor(image)
+        return self.extractor(image, relu_with)
+
+    def __getattr__(self, name):
+        return getattr(self.extractor, name)
 
 
 @pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),

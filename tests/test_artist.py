@@ -703,3 +703,38 @@ def test_an_option_the_grid_sweeps_is_said_to_be_replaced(capsys, tmp_path, cont
     code, _, err = cli(capsys, "sweep", content_path, style_path, "--grid", "tv_weight=1,2", "--tv-weight", "5", "-o", tmp_path / "s.png", *fast)
     assert code == 0, err
     assert "impasto: warning: --tv-weight 5 is replaced in every cell by the grid's values of tv_weight" in err
+
+
+@pytest.mark.parametrize("chain", [False, True])
+def test_style_losses_computed_inside_their_layers_relus_give_the_objective_and_gradient_computed_apart(shallow_extractor, content_array, style_array, make_settings, chain):
+    # The default's Gram losses run inside the ReLU after each layer (Objective.fused), which adds
+    # their gradient into the network's; the objective and its gradient are those computed apart,
+    # with the maps handed out as before to what else reads them (the chained terms).
+    settings = make_settings(style_chain=chain)
+    content = torch.from_numpy(content_array).permute(2, 0, 1)[None].float()
+    style = torch.from_numpy(style_array).permute(2, 0, 1)[None].float()
+    objective = Objective(shallow_extractor, settings, content, [StyleInput(style)], (48, 40))
+    assert set(objective.fused) == {"conv1_1", "conv2_1"}  # the network is cut after conv3_1: no ReLU follows it
+    image = torch.rand(content.shape, generator=torch.Generator().manual_seed(0))
+
+    def value_and_gradient():
+        x = image.clone().requires_grad_(True)
+        value = objective(x)[0]
+        value.backward()
+        return float(value), x.grad
+
+    fused = value_and_gradient()
+    objective.fused = {}
+    apart = value_and_gradient()
+    assert fused[0] == pytest.approx(apart[0], rel=1e-6)
+    assert torch.allclose(fused[1], apart[1], rtol=1e-4, atol=1e-6 * float(apart[1].abs().max()))
+
+
+def test_a_masked_or_shifted_gram_loss_is_computed_apart(shallow_extractor, content_array, style_array, make_settings):
+    content = torch.from_numpy(content_array).permute(2, 0, 1)[None].float()
+    style = torch.from_numpy(style_array).permute(2, 0, 1)[None].float()
+    mask = torch.zeros(1, 1, 40, 48)
+    mask[..., :24] = 1
+    shifted = Objective(shallow_extractor, make_settings(gram_shift=-1.0), content, [StyleInput(style)], (48, 40))
+    masked = Objective(shallow_extractor, make_settings(), content, [StyleInput(style, 1.0, mask), StyleInput(style, 1.0, 1 - mask)], (48, 40))
+    assert shifted.fused == {} and masked.fused == {}

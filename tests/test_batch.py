@@ -635,13 +635,17 @@ def test_a_job_that_runs_out_of_memory_part_way_fails_and_is_redone(data, fast, 
     def extractor(settings, device):
         network = real(settings, device)
 
-        def run(image):
-            calls["n"] += 1
-            if calls["n"] == 4:
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return network(image)
+        class Failing:  # the network, whose 4th pass (counted over every job) runs out of memory
+            def __call__(self, image, relu_with=None):
+                calls["n"] += 1
+                if calls["n"] == 4:
+                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+                return network(image, relu_with)
 
-        return run
+            def __getattr__(self, name):
+                return getattr(network, name)
+
+        return Failing()
 
     monkeypatch.setattr(stylizer, "extractor", extractor)
     contents = data / "one"

@@ -300,6 +300,58 @@ def test_gram_loss_and_its_gradient_match_the_formula_by_plain_autograd(layout, 
     assert torch.autograd.gradcheck(loss_fn, (f.detach().clone().requires_grad_(True),))
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_gram_loss_computed_with_its_layers_relu_gives_the_loss_the_relu_and_their_summed_gradient(layout):
+    # FusableLoss.with_relu: one node for the loss and the ReLU after the layer, whose backward
+    # pass adds the loss's gradient into the ReLU's in place.
+    torch.manual_seed(0)
+    target = L.feature_stats(torch.rand(1, 6, 5, 4, dtype=torch.float64))
+    loss_fn = L.gram_loss(target)
+    assert isinstance(loss_fn, L.FusableLoss)
+    f = torch.randn(1, 6, 5, 4, dtype=torch.float64).contiguous(memory_format=layout)
+    downstream = torch.randn(1, 6, 5, 4, dtype=torch.float64)  # what the network after the ReLU makes of it
+
+    def apart(x):
+        return loss_fn(x) + (torch.relu(x) * downstream).sum()
+
+    def together(x):
+        loss, out = loss_fn.with_relu(x)
+        return loss + (out * downstream).sum()
+
+    a, b = f.clone().requires_grad_(True), f.clone().requires_grad_(True)
+    apart(a).backward()
+    together(b).backward()
+    assert together(f).item() == pytest.approx(apart(f).item(), rel=1e-12)
+    assert torch.allclose(a.grad, b.grad, rtol=1e-12, atol=1e-15)
+    assert b.grad.is_contiguous(memory_format=layout)
+    assert torch.equal(loss_fn.with_relu(f)[1], torch.relu(f))
+    assert torch.autograd.gradcheck(together, (f.clone().requires_grad_(True),))
+    # The ReLU's output alone, or the loss alone, takes part in what is differentiated.
+    for use in (lambda x: (loss_fn.with_relu(x)[1] * downstream).sum(), lambda x: loss_fn.with_relu(x)[0]):
+        assert torch.autograd.gradcheck(use, (f.clone().requires_grad_(True),))
+
+
+def test_a_bf16_gram_loss_with_its_relu_adds_the_two_gradients_no_less_exactly_than_autograd():
+    # The loss's gradient is added into the ReLU's in fp32 (oneDNN's addmm on a bf16 output
+    # accumulates in fp32) and rounded to bf16 once, where autograd adds two rounded gradients.
+    torch.manual_seed(0)
+    features = (torch.randn(1, 32, 24, 20) * 3).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    loss_fn = L.gram_loss(L.feature_stats(torch.rand(1, 32, 24, 20)))
+    downstream = torch.randn(1, 32, 24, 20).to(torch.bfloat16)
+
+    def gradient(x, together):
+        x = x.clone().requires_grad_(True)
+        loss, out = loss_fn.with_relu(x) if together else (loss_fn(x), torch.relu(x))
+        (loss * 1e3 + (out * downstream.to(x.dtype)).double().sum()).backward()
+        return x.grad.double()
+
+    exact = gradient(features.double(), False)
+    fused, apart = gradient(features, True), gradient(features, False)
+    rounding = float((exact.to(torch.bfloat16).double() - exact).norm())
+    assert float((fused - exact).norm()) <= float((apart - exact).norm())
+    assert float((fused - exact).norm()) < 2 * rounding
+
+
 @pytest.mark.parametrize("shift", [0.0, -1.0])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
