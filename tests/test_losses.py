@@ -69,6 +69,17 @@ def test_tv_loss_hand_value_and_zero_on_constant():
     assert L.tv_loss(torch.full((1, 3, 7, 5), 0.3)).item() == 0.0
 
 
+def test_tv_loss_gradient_is_the_formulas():
+    # tv_loss is one node with a hand-written backward pass (_TotalVariation).
+    image = torch.rand(2, 3, 6, 5, generator=gen(0), dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(L.tv_loss, (image,))
+    L.tv_loss(image).backward()
+    ours, image.grad = image.grad, None
+    x = image
+    ((x[..., :, 1:] - x[..., :, :-1]).pow(2).mean() + (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean()).backward()
+    assert torch.allclose(ours, image.grad)
+
+
 @pytest.mark.parametrize("kind", STYLE_LOSSES)
 def test_style_loss_zero_for_same_statistics_positive_otherwise(kind):
     f = torch.rand(1, 4, 6, 6, generator=gen(2), dtype=torch.float64)
