@@ -170,13 +170,26 @@ def test_version_and_an_unknown_command(capsys):
     assert impasto.__version__ == declared
     assert run_child([sys.executable, "-m", "impasto", "--version"]).stdout.strip() == f"impasto {declared}"
     # Where there is no `resource` module (Windows) the package still imports.
-    without = run_child([sys.executable, "-c", "import sys; sys.modules['resource'] = None; from impasto.batch.work import peak_rss_mib; print(peak_rss_mib())"])
+    without = run_child([sys.executable, "-c", "import sys; sys.modules['resource'] = None; from impasto.batch.work import peak_rss_mib; w = sys.modules['impasto.batch.work']; w.PROC_STATUS = '/no/such/file'; print(peak_rss_mib())"])
     assert without.returncode == 0 and without.stdout.strip() == "None", without.stderr
     code, _, err = cli(capsys, "frobnicate")
     assert_one_line_error(code, err, "unknown command 'frobnicate'", "batch", "video", "impasto PHOTO PAINTING -o OUT")
     # A misspelt command is one even with a run's worth of arguments after it.
     code, _, err = cli(capsys, "vidoe", "clip.mp4", "painting.jpg", "-o", "out.mp4")
     assert_one_line_error(code, err, "unknown command 'vidoe': did you mean `impasto video`?")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
+def test_a_program_started_by_a_large_process_reports_its_own_peak_memory_not_that_processs():
+    # The speed benchmark and batch workers start fresh processes to read each one's peak.
+    import sys
+
+    held = bytearray(768 * 1024**2)
+    held[:: 4096] = b"\x01" * len(held[:: 4096])  # resident, not just reserved
+    child = run_child([sys.executable, "-c", "from impasto.batch.work import peak_rss_mib; print(peak_rss_mib())"])
+    assert child.returncode == 0, child.stderr
+    assert 5 < float(child.stdout) < 500  # a Python with impasto imported; not this process's 768 MiB and more
+    del held
 
 
 @pytest.mark.parametrize(
