@@ -342,7 +342,7 @@ def test_the_gram_loss_computed_with_its_layers_relu_gives_the_loss_the_relu_and
         assert torch.autograd.gradcheck(use, (f.clone().requires_grad_(True),))
 
 
-def test_a_bf16_gram_loss_with_its_relu_adds_the_two_gradients_no_less_exactly_than_autograd():
+def test_a_mixed_precision_gram_loss_with_its_relu_adds_the_two_gradients_no_less_exactly_than_autograd():
     # The loss's gradient is added into the ReLU's in fp32 (oneDNN's addmm on a bf16 output
     # accumulates in fp32) and rounded to bf16 once, where autograd adds two rounded gradients.
     torch.manual_seed(0)
@@ -361,6 +361,12 @@ def test_a_bf16_gram_loss_with_its_relu_adds_the_two_gradients_no_less_exactly_t
     rounding = float((exact.to(torch.bfloat16).double() - exact).norm())
     assert float((fused - exact).norm()) <= float((apart - exact).norm())
     assert float((fused - exact).norm()) < 2 * rounding
+    # fp16's gradient is taken in fp32 (_moments_gradient) and then added: as near as autograd's.
+    half = features.to(torch.float16)
+    exact = gradient(half.double(), False)
+    fused, apart = gradient(half, True), gradient(half, False)
+    rounding = float((exact.to(torch.float16).double() - exact).norm())
+    assert float((fused - exact).norm()) < 2 * rounding and float((apart - exact).norm()) < 2 * rounding
 
 
 @pytest.mark.parametrize("shift", [0.0, -1.0])
