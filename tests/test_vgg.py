@@ -90,6 +90,21 @@ def test_extractor_returns_exactly_the_requested_layers(vgg19_features):
     assert (out["relu2_1"] >= 0).all()
 
 
+def test_a_stand_in_for_a_layers_relu_feeds_the_layers_after_it(vgg19_features):
+    # forward's relu_with: what the stand-in returns is what the next layer gets.
+    extractor = FeatureExtractor("vgg19", vgg19_features, ["conv1_1", "conv2_1"])
+    image = torch.rand(1, 3, 32, 24)
+    with torch.no_grad():
+        plain = extractor(image)
+        same = extractor(image, {"conv1_1": torch.relu})
+        cut = extractor(image, {"conv1_1": torch.zeros_like})
+    assert torch.equal(same["conv2_1"], plain["conv2_1"]) and torch.equal(cut["conv1_1"], plain["conv1_1"])
+    assert not torch.allclose(cut["conv2_1"], plain["conv2_1"])
+    assert extractor.relu_follows("conv1_1") and not extractor.relu_follows("conv2_1")  # the cut is after conv2_1
+    with pytest.raises(ValueError, match="no ReLU follows conv2_1"):
+        extractor(image, {"conv2_1": torch.relu})
+
+
 def test_extractor_uses_the_given_weights(vgg19_features):
     extractor = FeatureExtractor("vgg19", vgg19_features, ["conv1_1", "conv1_2"], convention="torchvision")
     image = torch.rand(1, 3, 12, 10)
