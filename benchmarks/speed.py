@@ -153,7 +153,7 @@ def precision_name(dtype: Optional[torch.dtype]) -> str:
     return names.get(dtype, "fp32")
 
 
-def section_floor(settings: Settings, size: int, iterations: int, compiled: bool = False, rounds: int = 3) -> None:
+def section_floor(settings: Settings, size: int, iterations: int, compiled: bool = False, rounds: int = 5) -> None:
     stylizer = Stylizer(download=False)
     s = settings.replace(size=size, multiscale=False, iterations=iterations, init="content")
     extractor = stylizer.extractor(s, torch.device("cpu"))
@@ -181,6 +181,7 @@ def section_floor(settings: Settings, size: int, iterations: int, compiled: bool
     floor32 = floor_in(None) if arithmetic is not None else None
     # Floor and loop in alternating rounds, each ratio taken within its round: this machine's speed
     # drifts by more than the overhead over a minute (+5% to +21% in one session, timed one after the other).
+    # Five rounds, not three (until session 26): one round's ratio spreads by ±3 points here.
     measured = [(floor_in(arithmetic), impasto_iteration()) for _ in range(rounds)]
     floor, per_iter = sorted(measured, key=lambda m: m[1] / m[0])[len(measured) // 2]
     if compiled:
