@@ -301,15 +301,17 @@ StyleLossFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 class FusableLoss:
-    """A style loss that can also be computed as part of the ReLU after its layer:
-    `with_relu(f)` returns (the loss, relu(f)) from one autograd node (_GramDistance)."""
+    """The unshifted, unmasked Gram loss (_GramDistance), which can also be computed as part of
+    the ReLU after its layer: `with_relu(f)` returns (the loss, relu(f)) from one autograd node."""
 
-    def __init__(self, loss: StyleLossFn, with_relu: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self._loss = loss
-        self.with_relu = with_relu
+    def __init__(self, reference: "_Reference", scale: torch.Tensor) -> None:
+        self._reference, self._scale = reference, scale
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        return self._loss(features)
+        return _GramDistance.apply(features, self._reference, self._scale)[0]
+
+    def with_relu(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _GramDistance.apply(features, self._reference, self._scale, True)
 
 
 def gram_loss(target: Stats, shift: float = 0.0, mask: Optional[torch.Tensor] = None) -> StyleLossFn:
@@ -317,10 +319,10 @@ def gram_loss(target: Stats, shift: float = 0.0, mask: Optional[torch.Tensor] = 
     target_gram = gram_from_stats(target, shift)
     scale = target_gram.pow(2).sum() + EPS
     reference = _Reference(target.moment)
+    if mask is None and shift == 0.0:
+        return FusableLoss(reference, scale)
 
     def loss(features: torch.Tensor) -> torch.Tensor:
-        if mask is None and shift == 0.0:
-            return _GramDistance.apply(features, reference, scale)[0]
         if mask is None:
             # The difference from the target as one quantity, so that a mixed-precision network's
             # features get it to bf16's precision of the difference, not of the matrix
@@ -333,8 +335,6 @@ def gram_loss(target: Stats, shift: float = 0.0, mask: Optional[torch.Tensor] = 
             diff = gram_from_stats(feature_stats(features, mask), shift) - target_gram
         return diff.pow(2).sum() / scale
 
-    if mask is None and shift == 0.0:
-        return FusableLoss(loss, lambda features: _GramDistance.apply(features, reference, scale, True))
     return loss
 
 

@@ -212,11 +212,10 @@ class Objective:
             return self._losses(image, feats, fused)
 
     def _losses(
-        self, image: torch.Tensor, feats: dict[str, torch.Tensor], fused: Optional[dict[str, torch.Tensor]] = None
+        self, image: torch.Tensor, feats: dict[str, torch.Tensor], fused: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[tuple[str, torch.Tensor]]]:
         """The objective from the maps `feats`, and `fused`, the style losses already computed
         with their layers' ReLUs."""
-        fused = fused or {}
         s = self.settings
         if self.content_targets:
             content = cast(torch.Tensor, sum(L.content_loss(feats[k], t, self.content_weights[k], self.content_energy[k]) for k, t in self.content_targets.items())) / len(self.content_targets)
