@@ -130,7 +130,7 @@ def keep_freed_memory() -> bool:
     allocations. By default it hands large freed blocks back to the system (unmapped, or trimmed
     off the heap's top) and maps new ones for the next, whose pages the kernel zeroes again as
     they are first touched: ~20,000 page faults in every 512 px iteration, 10-15% of its time
-    here (benchmarks/README.md, session 24). The price is that the process holds on to its
+    here (benchmarks/HISTORY.md, session 24). The price is that the process holds on to its
     high-water mark. Process-wide and once per process; a no-op (False) off glibc, whose
     allocators behave otherwise."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":

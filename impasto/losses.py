@@ -62,7 +62,7 @@ class _Moments(torch.autograd.Function):
 
     The features of a mixed-precision network come in as they are: converting each map to fp32
     and to the standard layout for the losses, and each gradient back, took ~20% of a bf16
-    iteration at 512 px (benchmarks/README.md, session 22). The forward pass upcasts the pixels
+    iteration at 512 px (benchmarks/HISTORY.md, session 22). The forward pass upcasts the pixels
     a chunk at a time instead, since the loss compares the moment with its target more finely
     than bf16 rounds. The gradient: _moments_gradient.
     """

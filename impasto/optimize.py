@@ -318,7 +318,7 @@ def initial_image(settings: Settings, content: torch.Tensor, styles: Sequence[St
 
 # L-BFGS's memory: how many pairs of steps and gradient changes it keeps. Each pair costs four
 # passes over a picture-sized vector every iteration (and 24 bytes a pixel); 20 pairs converge
-# as 50 did, iteration for iteration, on the default's 512 px run, and 10 did not (benchmarks/README, session 21).
+# as 50 did, iteration for iteration, on the default's 512 px run, and 10 did not (benchmarks/HISTORY, session 21).
 LBFGS_HISTORY = 20
 
 
@@ -484,7 +484,7 @@ def lbfgs_step(memory: LBFGS, param: torch.Tensor, first: bool, lr: float, bound
 # that points out of bounds zeroed (hold_at_bounds), or it steers every later direction into
 # the clamp again. Without both, the tail of a 512 px run jumped (1.25 to 1.44 and back within
 # fifteen iterations); with them it falls smoothly and reaches the textbook's final loss about
-# a fifth sooner (benchmarks/README, session 23). Telling it of the move alone, without holding
+# a fifth sooner (benchmarks/HISTORY, session 23). Telling it of the move alone, without holding
 # those pixels, once sent a run's finest scale from 11 to 258.
 
 
@@ -495,7 +495,7 @@ def lbfgs_step(memory: LBFGS, param: torch.Tensor, first: bool, lr: float, bound
 # a 512 px scale's first quasi-Newton step once went from 11.7 to 336 and spent 20 iterations
 # coming back. L-BFGS keeps what the landing taught it of the curvature. Starting it again
 # from the pixels before instead stalled short runs: each restart's first step led to the same
-# overshoot (benchmarks/README, session 24).
+# overshoot (benchmarks/HISTORY, session 24).
 BLOW_UP = 2.0
 
 
@@ -504,7 +504,7 @@ BLOW_UP = 2.0
 # level a pixel at 512 px, so small that the change of gradient it shows L-BFGS, from which the
 # next step's curvature comes, is mostly bf16's rounding. About a grey level shows the
 # curvature: the 512 px tail reaches the textbook's loss at 165 iterations, not 185, and is
-# lower at 50 (benchmarks/README.md, session 24).
+# lower at 50 (benchmarks/HISTORY.md, session 24).
 FIRST_STEP = 0.003
 
 

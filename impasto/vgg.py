@@ -198,7 +198,7 @@ class FeatureExtractor(nn.Module):
 def conv_in(conv: nn.Conv2d, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """`conv(x)` under autocast to `dtype`, with the conv's weights cast to it once, not at every
     call as autocast does (3-4 ms an iteration on this project's CPU: 18% of a bf16 iteration at
-    128 px, 2% at 512; benchmarks/README.md, session 24). The same rounding, so the same result.
+    128 px, 2% at 512; benchmarks/HISTORY.md, session 24). The same rounding, so the same result.
     The cast is kept on the conv, which the extractors of one network share, and made again if
     its weights move (another device or layout)."""
     weight, bias = conv.weight, conv.bias
