@@ -162,7 +162,7 @@ def main() -> None:
     records: list[dict] = []
     print(f"# impasto quality benchmark at {args.size} px\n\n{threads_note()}")
     print(f"reproduce: .venv/bin/python benchmarks/quality.py {' '.join(sys.argv[1:])}".rstrip())
-    print("\n| photo / painting | run | content dist | style dist | seconds |\n|---|---|---:|---:|---:|", flush=True)
+    print(f"\n{TABLE_HEAD}", flush=True)
     pairs = [(ph, pa) for ph in args.photos.split(",") for pa in args.paintings.split(",")]
     try:
         for photo, painting in pairs:
@@ -184,13 +184,14 @@ def main() -> None:
                 if name in todo:
                     scores = scorer(pil_to_tensor(outputs[name]), content, style)  # against the photo itself
                     rec = {"photo": photo, "painting": painting, "run": name, "size": args.size, "key": keys[name],
-                           "content": scores.content, "style": scores.style, "seconds": seconds[name]}
+                           "content": scores.content, "style": scores.style, "seconds": seconds[name],
+                           "style_by_layer": scores.style_by_layer}
                     outputs[name].save(out / f"{image_stem(rec)}.jpg", quality=92)
                 else:
                     rec = done_before[(photo, painting, name)]
                 records.append(rec)
                 reused = "" if name in todo else " (reused)"
-                print(f"| {Path(photo).stem} / {Path(painting).stem} | {name}{reused} | {rec['content']:.3f} | {rec['style']:.4f} | {rec['seconds']:.0f} |", flush=True)
+                print(f"| {Path(photo).stem} / {Path(painting).stem} | {name}{reused} | {rec['content']:.3f} | {rec['style']:.4f} | {rec['seconds']:.0f} | {by_layer(rec)} |", flush=True)
     except KeyboardInterrupt:
         # A long benchmark stopped early still reports the pairs it finished.
         print(f"\ninterrupted: {len({(r['photo'], r['painting']) for r in records})} of {len(pairs)} pairs done")
@@ -256,11 +257,21 @@ def comparable(records: list[dict], baseline_key: str) -> list[dict]:
     return list({(r["photo"], r["painting"], r["run"]): r for r in records if fits(r)}.values())
 
 
+TABLE_HEAD = (f"| photo / painting | run | content dist | style dist | seconds | style dist by layer ({', '.join(STYLE_LAYERS)}) |\n"
+              "|---|---|---:|---:|---:|---|")
+
+
+def by_layer(record: dict) -> str:
+    """A record's style distance layer by layer (records made before session 27 have none)."""
+    layers = record.get("style_by_layer") or {}
+    return " ".join(f"{layers[k]:.4f}" for k in STYLE_LAYERS if k in layers) or "-"
+
+
 def summarise(records: list[dict], names: list[str]) -> str:
     """Print and return the per-pair table, the per-run summary and --jitter's spread."""
-    lines = ["| photo / painting | run | content dist | style dist | seconds |", "|---|---|---:|---:|---:|"]
+    lines = TABLE_HEAD.splitlines()
     for r in records:
-        lines.append(f"| {Path(r['photo']).stem} / {Path(r['painting']).stem} | {r['run']} | {r['content']:.3f} | {r['style']:.4f} | {r['seconds']:.0f} |")
+        lines.append(f"| {Path(r['photo']).stem} / {Path(r['painting']).stem} | {r['run']} | {r['content']:.3f} | {r['style']:.4f} | {r['seconds']:.0f} | {by_layer(r)} |")
     base = {(r["photo"], r["painting"]): r for r in records if r["run"] == BASELINE}
     # Distances differ by an order of magnitude between photos, so runs are compared by their
     # ratio to the baseline on the same pair (geometric mean over pairs): below 1 is better.

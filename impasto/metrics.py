@@ -7,7 +7,7 @@ overfitting its own loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -35,6 +35,9 @@ def feature_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 class Scores:
     content: float  # distance to the content photo's features (lower: content better kept)
     style: float  # mean Gram distance to the painting over the style layers (lower: style better matched)
+    # The style distance of each layer, shallow to deep: which strokes are missing, the fine
+    # grain (conv1_1, conv2_1) or the large shapes (conv4_1, conv5_1).
+    style_by_layer: dict[str, float] = field(default_factory=dict)
 
 
 class Scorer:
@@ -47,5 +50,6 @@ class Scorer:
     @torch.no_grad()
     def __call__(self, output: torch.Tensor, content: torch.Tensor, style: torch.Tensor) -> Scores:
         fo, fc, fs = self.extractor(output), self.extractor(content), self.extractor(style)
-        style_d = sum(gram_distance(fo[k], fs[k]) for k in self.style_layers) / len(self.style_layers)
-        return Scores(content=feature_distance(fo[CONTENT_LAYER], fc[CONTENT_LAYER]), style=style_d)
+        by_layer = {k: gram_distance(fo[k], fs[k]) for k in self.style_layers}
+        style_d = sum(by_layer.values()) / len(by_layer)
+        return Scores(content=feature_distance(fo[CONTENT_LAYER], fc[CONTENT_LAYER]), style=style_d, style_by_layer=by_layer)

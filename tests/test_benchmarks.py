@@ -96,3 +96,19 @@ def test_a_summary_compares_one_baseline_and_each_runs_latest_settings_only():
 
     _, changed = parse_variant("v=lr:0.5,preserve_color:luminance,style_layers:conv1_1/conv2_1", Settings())
     assert (changed.lr, changed.preserve_color, changed.style_layers) == (0.5, "luminance", ("conv1_1", "conv2_1"))
+
+
+def test_the_quality_table_gives_each_runs_style_distance_layer_by_layer_and_a_dash_for_older_records(capsys):
+    from quality import BASELINE, summarise
+
+    layers = {"conv1_1": 0.0001, "conv2_1": 0.0016, "conv3_1": 0.0029, "conv4_1": 0.0008, "conv5_1": 0.014}
+    records = [
+        {"photo": "a.png", "painting": "art.jpg", "run": BASELINE, "content": 0.188, "style": 0.0029, "seconds": 600.0},  # before session 27
+        {"photo": "a.png", "painting": "art.jpg", "run": "impasto default", "content": 0.151, "style": 0.0039, "seconds": 54.0,
+         "style_by_layer": layers},
+    ]
+    rows = [line for line in summarise(records, [BASELINE, "impasto default"]).splitlines() if line.startswith("| a / art")]
+    assert rows == [
+        f"| a / art | {BASELINE} | 0.188 | 0.0029 | 600 | - |",
+        "| a / art | impasto default | 0.151 | 0.0039 | 54 | 0.0001 0.0016 0.0029 0.0008 0.0140 |",
+    ]

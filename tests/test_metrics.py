@@ -44,3 +44,15 @@ def test_scorer_is_zero_on_its_own_inputs_and_orders_images(vgg19_features):
     assert at_style.style == pytest.approx(0.0, abs=1e-6)
     assert at_content.style > at_style.style
     assert at_style.content > at_content.content
+
+
+def test_the_style_distance_is_the_mean_of_each_layers_which_says_where_the_painting_is_missing(vgg19_features):
+    extractor = FeatureExtractor("vgg19", vgg19_features, (CONTENT_LAYER, *STYLE_LAYERS), "max", "torchvision")
+    g = torch.Generator().manual_seed(1)
+    content = torch.rand(1, 3, 40, 48, generator=g)
+    style = torch.rand(1, 3, 40, 48, generator=g) * 0.3 + 0.6
+    at_content, at_style = Scorer(extractor)(content, content, style), Scorer(extractor)(style, content, style)
+    assert list(at_content.style_by_layer) == list(STYLE_LAYERS)
+    assert at_content.style == pytest.approx(sum(at_content.style_by_layer.values()) / len(STYLE_LAYERS))
+    assert all(v > 0 for v in at_content.style_by_layer.values())
+    assert all(v == pytest.approx(0.0, abs=1e-6) for v in at_style.style_by_layer.values())
