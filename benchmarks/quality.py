@@ -191,7 +191,7 @@ def main() -> None:
                     rec = done_before[(photo, painting, name)]
                 records.append(rec)
                 reused = "" if name in todo else " (reused)"
-                print(f"| {Path(photo).stem} / {Path(painting).stem} | {name}{reused} | {rec['content']:.3f} | {rec['style']:.4f} | {rec['seconds']:.0f} | {by_layer(rec)} |", flush=True)
+                print(table_row(rec, reused), flush=True)
     except KeyboardInterrupt:
         # A long benchmark stopped early still reports the pairs it finished.
         print(f"\ninterrupted: {len({(r['photo'], r['painting']) for r in records})} of {len(pairs)} pairs done")
@@ -261,17 +261,18 @@ TABLE_HEAD = (f"| photo / painting | run | content dist | style dist | seconds |
               "|---|---|---:|---:|---:|---|")
 
 
-def by_layer(record: dict) -> str:
-    """A record's style distance layer by layer (records made before session 27 have none)."""
-    layers = record.get("style_by_layer") or {}
-    return " ".join(f"{layers[k]:.4f}" for k in STYLE_LAYERS if k in layers) or "-"
+def table_row(r: dict, note: str = "") -> str:
+    """A record's row of TABLE_HEAD (records made before session 27 have no layers: '-')."""
+    layers = r.get("style_by_layer") or {}
+    by_layer = " ".join(f"{layers[k]:.4f}" for k in STYLE_LAYERS if k in layers) or "-"
+    return (f"| {Path(r['photo']).stem} / {Path(r['painting']).stem} | {r['run']}{note} | {r['content']:.3f} | {r['style']:.4f} "
+            f"| {r['seconds']:.0f} | {by_layer} |")
 
 
 def summarise(records: list[dict], names: list[str]) -> str:
     """Print and return the per-pair table, the per-run summary and --jitter's spread."""
     lines = TABLE_HEAD.splitlines()
-    for r in records:
-        lines.append(f"| {Path(r['photo']).stem} / {Path(r['painting']).stem} | {r['run']} | {r['content']:.3f} | {r['style']:.4f} | {r['seconds']:.0f} | {by_layer(r)} |")
+    lines += [table_row(r) for r in records]
     base = {(r["photo"], r["painting"]): r for r in records if r["run"] == BASELINE}
     # Distances differ by an order of magnitude between photos, so runs are compared by their
     # ratio to the baseline on the same pair (geometric mean over pairs): below 1 is better.
