@@ -98,7 +98,7 @@ def test_a_summary_compares_one_baseline_and_each_runs_latest_settings_only():
     assert (changed.lr, changed.preserve_color, changed.style_layers) == (0.5, "luminance", ("conv1_1", "conv2_1"))
 
 
-def test_the_quality_table_gives_each_runs_style_distance_layer_by_layer_and_a_dash_for_older_records(capsys):
+def test_the_quality_table_gives_each_runs_style_distance_layer_by_layer_and_a_dash_for_older_records():
     from quality import BASELINE, summarise
 
     layers = {"conv1_1": 0.0001, "conv2_1": 0.0016, "conv3_1": 0.0029, "conv4_1": 0.0008, "conv5_1": 0.014}
