@@ -721,7 +721,7 @@ def test_style_losses_computed_inside_their_layers_relus_give_the_objective_and_
         x = image.clone().requires_grad_(True)
         value = objective(x)[0]
         value.backward()
-        return float(value), x.grad
+        return float(value.detach()), x.grad
 
     fused = value_and_gradient()
     objective.fused = {}

@@ -217,7 +217,7 @@ def test_blend_of_two_styles_and_settings_as_form_fields(serve, photo, painting)
 
 def test_a_preset_from_the_form_applies_under_explicit_settings(serve, photo, painting):
     with serve() as client:
-        job = create(client, photo, painting, expect=201, preset="fast", settings={"size": 40, "initial_iterations": 4, "iterations": 2})
+        job = create(client, photo, painting, expect=201, preset="fast", settings={"size": 40, "iterations": 2})
         # `fast` sets size 256 (two scales); the explicit size wins, so the run has one scale.
         assert job["request"]["preset"] == "fast" and job["settings"]["size"] == 40
         assert wait(client, job["id"])["status"] == "done"
