@@ -34,7 +34,7 @@ from common import (  # noqa: E402
 
 from impasto import Settings, Stylizer  # noqa: E402
 from impasto.batch.work import peak_rss_mib  # noqa: E402
-from impasto.device import AUTOCAST_DTYPES, autocast_to, keep_freed_memory, mixed_precision  # noqa: E402
+from impasto.device import AUTOCAST_DTYPES, autocast_to, keep_freed_memory, mixed_precision, resolve_device  # noqa: E402
 from impasto.optimize import LBFGS_HISTORY  # noqa: E402
 
 CONTENT, STYLE = "chelsea.png", "starry_night.jpg"
@@ -53,10 +53,11 @@ def first_time_at_or_below(log: list[tuple[float, float]], target: float) -> flo
 
 def section_baseline(settings: Settings, size: int, evaluations: int, iterations: Optional[int] = None) -> None:
     stylizer = Stylizer(download=False)
+    device = torch.device(settings.device)
     s = settings.replace(size=size, iterations=iterations or settings.iterations)
     label = "impasto default" if s.iterations == Settings().iterations else f"impasto default settings, {s.iterations} finest iterations"
-    extractor = stylizer.extractor(s, torch.device("cpu"))
-    content, style = load_pair(CONTENT, STYLE, size, s.style_scale)
+    extractor = stylizer.extractor(s, device)
+    content, style = (t.to(device) for t in load_pair(CONTENT, STYLE, size, s.style_scale))
 
     # impasto's default, through the public API. Its finest-scale iterates are scored
     # afterwards, off the clock, by the fp32 objective the baseline optimises (same
@@ -67,6 +68,7 @@ def section_baseline(settings: Settings, size: int, evaluations: int, iterations
 
     def callback(p):
         if p.scale == p.scales - 1:
+            synchronize(device)  # a GPU's iteration is done when its work is, not when it is queued
             snapshots.append((time.perf_counter() - start, p.image.detach().clone()))
 
     # The two loops run minutes apart, and this machine's speed drifts by more than 10% over
@@ -81,7 +83,7 @@ def section_baseline(settings: Settings, size: int, evaluations: int, iterations
     with torch.no_grad():
         fine = [(t, float(objective(image)[0])) for t, image in snapshots]
     impasto_final = min(loss for _, loss in fine)
-    arithmetic = mixed_precision(s, torch.device("cpu"))
+    arithmetic = mixed_precision(s, device)
     print(f"\nimpasto's arithmetic here (--precision {s.precision}): {precision_name(arithmetic)}; "
           "the textbook loop's: fp32, as in the tutorial")
     base_log: list[tuple[float, float]] = []
@@ -134,6 +136,13 @@ def forward_backward(network: Any, x: torch.Tensor, dtype: Optional[torch.dtype]
     with autocast_to(x.device, dtype):
         feats = network(x)
     sum(f.sum().float() for f in feats.values()).backward()
+    synchronize(x.device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for a GPU's queued work, so that a clock read after it times the work, not its queueing."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def print_loss_levels(base_log: list[tuple[float, float]], impasto_log: list[tuple[float, float]], base_final: float, impasto_final: float) -> None:
@@ -156,11 +165,12 @@ def precision_name(dtype: Optional[torch.dtype]) -> str:
 def section_floor(settings: Settings, size: int, iterations: int, compiled: bool = False, rounds: int = 5) -> None:
     stylizer = Stylizer(download=False)
     s = settings.replace(size=size, multiscale=False, iterations=iterations, init="content")
-    extractor = stylizer.extractor(s, torch.device("cpu"))
-    content, style = load_pair(CONTENT, STYLE, size, s.style_scale)
+    device = torch.device(s.device)
+    extractor = stylizer.extractor(s, device)
+    content, style = (t.to(device) for t in load_pair(CONTENT, STYLE, size, s.style_scale))
 
     x = content.clone().requires_grad_(True)
-    arithmetic = mixed_precision(s, torch.device("cpu"))
+    arithmetic = mixed_precision(s, device)
 
     def floor_in(dtype: Optional[torch.dtype], network: Any = extractor) -> float:
         forward_backward(network, x, dtype)
@@ -174,7 +184,11 @@ def section_floor(settings: Settings, size: int, iterations: int, compiled: bool
         # passes over picture-sized vectors (its first iterations, with few, are cheaper).
         warm = LBFGS_HISTORY if s.optimizer == "lbfgs" else 0
         stamps: list[float] = []
-        stylizer.run(content, style, s.replace(iterations=warm + iterations), callback=lambda p: stamps.append(time.perf_counter()))
+        def stamp(_: Any) -> None:
+            synchronize(device)
+            stamps.append(time.perf_counter())
+
+        stylizer.run(content, style, s.replace(iterations=warm + iterations), callback=stamp)
         timed = stamps[warm:]
         return (timed[-1] - timed[0]) / (len(timed) - 1)
 
@@ -208,32 +222,40 @@ def section_floor(settings: Settings, size: int, iterations: int, compiled: bool
           f"alternating rounds of {iterations} iterations each: {rounds_text})")
 
 
-def section_sizes(sizes: list[int], weights: str) -> None:
+def section_sizes(sizes: list[int], weights: str, device: str) -> None:
     print("\n## 3. Default run against output size (each size in a fresh process)\n")
-    print("| long side | output | scales | iterations | wall s | s / finest iteration | peak RSS MiB |")
+    memory = "peak GPU MiB (allocated)" if device.startswith("cuda") else "peak RSS MiB"
+    print(f"| long side | output | scales | iterations | wall s | s / finest iteration | {memory} |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for size in sizes:
         out = subprocess.run(
-            [sys.executable, __file__, "--child-size", str(size), "--weights", weights],
+            [sys.executable, __file__, "--child-size", str(size), "--weights", weights, "--device", device],
             capture_output=True, text=True, check=False,
         )
         if out.returncode != 0:
             print(f"| {size} | failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode} |")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {size} | {r['w']}x{r['h']} | {r['scales']} | {r['iterations']} | {r['seconds']:.1f} | {r['fine']:.2f} | {r['rss']:.0f} |", flush=True)
+        print(f"| {size} | {r['w']}x{r['h']} | {r['scales']} | {r['iterations']} | {r['seconds']:.1f} | {r['fine']:.2f} | {r['peak']:.0f} |", flush=True)
 
 
-def child_size(size: int, weights: str) -> None:
-    s = Settings(weights=weights, size=size)
+def child_size(size: int, weights: str, device_name: str) -> None:
+    s = Settings(weights=weights, size=size, device=device_name)
+    device = torch.device(s.device)
     content, style = load_pair(CONTENT, STYLE, size, s.style_scale)
     stamps: list[tuple[int, float]] = []
-    result = Stylizer(download=False).run(content, style, s, callback=lambda p: stamps.append((p.scale, time.perf_counter())))
+
+    def stamp(p: Any) -> None:
+        synchronize(device)
+        stamps.append((p.scale, time.perf_counter()))
+
+    result = Stylizer(download=False).run(content, style, s, callback=stamp)
     last = max(sc for sc, _ in stamps)
     fine = [t for sc, t in stamps if sc == last]
     per_fine = (fine[-1] - fine[0]) / max(1, len(fine) - 1)
     print(json.dumps({"w": result.image.width, "h": result.image.height, "scales": last + 1, "iterations": len(stamps),
-                      "seconds": result.seconds, "fine": per_fine, "rss": peak_rss_mib()}))
+                      "seconds": result.seconds, "fine": per_fine,
+                      "peak": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else peak_rss_mib()}))
 
 
 def main() -> None:
@@ -246,11 +268,12 @@ def main() -> None:
                    help="impasto's iterations at the finest scale in section 1 (default: %(default)s, so that it reaches the "
                    "textbook's final loss: the default run's own 50 stop above it; 0: the default's own count)")
     p.add_argument("--compile", action="store_true", help="section 2 also times the network under torch.compile")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--weights", help=argparse.SUPPRESS)
     p.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child_size:
-        return child_size(args.child_size, args.weights)
+        return child_size(args.child_size, args.weights, args.device)
     # impasto's CPU runs have malloc keep freed memory (device.keep_freed_memory), process-wide:
     # set before anything runs, so the textbook loop and the floor are timed under it as well.
     kept = keep_freed_memory()
@@ -258,16 +281,18 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     if weights is None:
         weights = random_weights_file(Path(tmp.name))
-    settings = Settings(weights=weights)
+    device = resolve_device(args.device)
+    settings = Settings(weights=weights, device=str(device))
     print(f"# impasto speed benchmark\n\n{note}; {threads_note()}; malloc {'keeps' if kept else 'as the system sets it, not keeping'} freed memory for every section")
     print(f"reproduce: .venv/bin/python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())
+    print(f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     sections = args.only or ["baseline", "floor", "sizes"]
     if "baseline" in sections:
         section_baseline(settings, args.size, args.baseline_evaluations, args.iterations)
     if "floor" in sections:
         section_floor(settings, args.size, 10, args.compile)
     if "sizes" in sections:
-        section_sizes([int(v) for v in args.sizes.split(",")], weights)
+        section_sizes([int(v) for v in args.sizes.split(",")], weights, str(device))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ optimiser only knew the step it had proposed, so descend() rewrote its private s
 "t") after each move; here the move is simply told. It also keeps each gradient as autograd
 made it (a fresh tensor every iteration) instead of copying it, and computes no direction for
 a step that is taken back.
+
+On a GPU every number read back to Python waits for the device to finish all the work queued
+before it, and leaves it idle while Python queues the next: the two-loop recursion reads none
+(its coefficients stay on the device as 0-d tensors), and learning a pair reads one pair of numbers.
 """
 
 from __future__ import annotations
@@ -39,10 +43,10 @@ class LBFGS:
         is kept, not copied: the caller must not change it after."""
         if self._grad is not None and self._move is not None:
             change = grad - self._grad
-            curvature = float(change.dot(self._move))
+            curvature, change_norm = torch.stack((change.dot(self._move), change.dot(change))).tolist()  # one read
             if curvature > MIN_CURVATURE:
                 self.pairs.append((self._move, change, 1.0 / curvature))
-                self.scale = curvature / float(change.dot(change))
+                self.scale = curvature / change_norm
         self._grad, self._move = grad, None
 
     @property
@@ -55,15 +59,15 @@ class LBFGS:
         """-H g for the last gradient learnt, H the memory's inverse Hessian (the two-loop
         recursion); steepest descent while the memory is empty."""
         q = self.gradient.neg()
-        alphas = []
+        # Each alpha is rho·(s·q); kept as s·q, with rho applied in the update, one kernel fewer.
+        dots = []
         for s, y, rho in reversed(self.pairs):
-            alpha = float(s.dot(q)) * rho
-            q.add_(y, alpha=-alpha)
-            alphas.append(alpha)
+            dot = s.dot(q)
+            q.addcmul_(y, dot, value=-rho)
+            dots.append(dot)
         q.mul_(self.scale)
-        for (s, y, rho), alpha in zip(self.pairs, reversed(alphas)):
-            beta = float(y.dot(q)) * rho
-            q.add_(s, alpha=alpha - beta)
+        for (s, y, rho), dot in zip(self.pairs, reversed(dots)):
+            q.addcmul_(s, dot - y.dot(q), value=rho)  # (alpha - beta)·s, beta = rho·(y·q)
         return q
 
     def moved(self, move: torch.Tensor) -> None:

@@ -384,7 +384,9 @@ def gradient(
         with autocast_to(param.device, autocast):
             value, parts = score(param)
         (value * scale).backward()
-        if scale == 1.0 or not torch.isfinite(value) or param.grad is None or bool(torch.isfinite(param.grad).all()):
+        # Redone only for a finite loss whose gradient overflowed (a loss that is not a number
+        # is descend()'s to report); one read of the device for both.
+        if scale == 1.0 or param.grad is None or not bool(torch.isfinite(value) & ~torch.isfinite(param.grad).all()):
             break
         loss_scale.overflowed()  # an fp16 overflow in the backward pass: redo it scaled less
     if autocast == torch.float16:
@@ -422,8 +424,9 @@ def descend(
         if bounds is not None and memory is not None:
             hold_at_bounds(param, bounds)
         last.clear()
-        last.update({k: float(v.detach()) for k, v in parts.items()})
-        last["total"] = float(value.detach())
+        # All in one read of the device: each float() of a GPU tensor waits for its queue to empty.
+        numbers = torch.stack([v.detach().reshape(()).to(value.dtype) for v in (*parts.values(), value)]).tolist()
+        last.update(zip((*parts, "total"), numbers))
         return value
 
     kept: Optional[torch.Tensor] = None  # the pixels scored by the last step that was not taken back

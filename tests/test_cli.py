@@ -184,11 +184,12 @@ def test_a_program_started_by_a_large_process_reports_its_own_peak_memory_not_th
     # The speed benchmark and batch workers start fresh processes to read each one's peak.
     import sys
 
-    held = bytearray(768 * 1024**2)
+    held = bytearray(1536 * 1024**2)
     held[:: 4096] = b"\x01" * len(held[:: 4096])  # resident, not just reserved
     child = run_child([sys.executable, "-c", "from impasto.batch.work import peak_rss_mib; print(peak_rss_mib())"])
     assert child.returncode == 0, child.stderr
-    assert 5 < float(child.stdout) < 500  # a Python with impasto imported; not this process's 768 MiB and more
+    # A Python with impasto imported (about 500 MiB with a CUDA build of torch); not this process's 1.5 GiB and more.
+    assert 5 < float(child.stdout) < 1024
     del held
 
 
