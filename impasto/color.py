@@ -5,6 +5,8 @@ Both methods work on (1, 3, H, W) RGB tensors in [0, 1].
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 # NTSC YIQ, as in the paper's luminance-only transfer.
@@ -50,6 +52,30 @@ def combine_luminance(stylised_grey: torch.Tensor, content: torch.Tensor) -> tor
     return yiq_to_rgb(yiq).clamp(0, 1)
 
 
+def _pixels(image: torch.Tensor) -> torch.Tensor:
+    """(1, 3, H, W) -> (3, H*W) in float64 on the CPU: MPS has no float64, and the pictures
+    are small enough to move."""
+    return image.detach().reshape(3, -1).cpu().double()  # moved, then converted (see losses._float64)
+
+
+def colour_stats(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour mean (3, 1) and covariance (3, 3) of an image."""
+    pixels = _pixels(image)
+    return pixels.mean(1, keepdim=True), torch.cov(pixels)
+
+
+def mixture_stats(images: Sequence[torch.Tensor], weights: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour mean and covariance of the images' pixels pooled, each image counting by its
+    weight (not by its size): the palette of several paintings blended."""
+    total = float(sum(weights))
+    mean, second = torch.zeros(3, 1, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64)
+    for image, weight in zip(images, weights):
+        mu, cov = colour_stats(image)
+        mean += weight / total * mu
+        second += weight / total * (cov + mu @ mu.T)
+    return mean, second - mean @ mean.T
+
+
 def match_histogram(source: torch.Tensor, reference: torch.Tensor, mode: str = "eigen") -> torch.Tensor:
     """Give `source` the colour mean and covariance of `reference`.
 
@@ -57,14 +83,22 @@ def match_histogram(source: torch.Tensor, reference: torch.Tensor, mode: str = "
     paper's "image analogies" form, it preserves hue better); `cholesky` uses
     A = Lr Ls⁻¹.
     """
-    # 3x3 statistics in float64 on the CPU: MPS has no float64, and the CPU's identity
-    # below would not add to a GPU tensor. The pictures are small enough to move.
-    s = source.detach().reshape(3, -1).cpu().double()  # moved, then converted (see losses._float64)
-    r = reference.detach().reshape(3, -1).cpu().double()
-    mu_s, mu_r = s.mean(1, keepdim=True), r.mean(1, keepdim=True)
+    return match_colour_stats(source, *colour_stats(reference), mode=mode)
+
+
+def in_palette(image: torch.Tensor, paintings: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """`image` in the paintings' colours: its colour mean and covariance made those of the
+    paintings (blended by their weights). The start of a run with `init` palette."""
+    return match_colour_stats(image, *mixture_stats(paintings, weights))
+
+
+def match_colour_stats(source: torch.Tensor, mu_r: torch.Tensor, cov_r: torch.Tensor, mode: str = "eigen") -> torch.Tensor:
+    """match_histogram, given the reference's colour mean and covariance (colour_stats)."""
+    s = _pixels(source)
+    mu_s = s.mean(1, keepdim=True)
     eye = torch.eye(3, dtype=s.dtype) * 1e-5
     cov_s = torch.cov(s) + eye
-    cov_r = torch.cov(r) + eye
+    cov_r = cov_r + eye
     if mode == "cholesky":
         a = torch.linalg.cholesky(cov_r) @ torch.linalg.inv(torch.linalg.cholesky(cov_s))
     elif mode == "eigen":

@@ -18,6 +18,7 @@ from typing import Callable, Iterator, NamedTuple, Optional, Sequence, cast
 
 import torch
 
+from . import color
 from . import losses as L
 from .device import autocast_off, autocast_to, mixed_precision, seeded_generator
 from .errors import ImpastoError, NonFiniteLoss, option
@@ -304,8 +305,14 @@ def initial_image(settings: Settings, content: torch.Tensor, styles: Sequence[St
     w, h = size
     if init_image is not None:  # given explicitly, or by a file path in settings.init
         return resize_tensor(init_image, (h, w))
-    if settings.init == "content":
+    if settings.init == "content" or (settings.init == "palette" and settings.preserve_color is not None):
         return resize_tensor(content, (h, w))
+    if settings.init == "palette":
+        # The photo in the paintings' colours. From the photo's own, the run spends its coarse
+        # iterations moving colours and can settle short of the painting's palette (the cat with
+        # The Scream: VGG16 style distance 0.026 against 0.009 from here; benchmarks/README.md,
+        # session 29). With colours kept (preserve_color) the photo's are the point: it starts from the photo.
+        return palette_start(resize_tensor(content, (h, w)), styles)
     if settings.init == "noise":
         g = seeded_generator(settings.seed)
         # Noise around the content's mean colour converges faster than uniform noise.
@@ -314,6 +321,28 @@ def initial_image(settings: Settings, content: torch.Tensor, styles: Sequence[St
     if settings.init == "style":
         return resize_tensor(styles[0].image, (h, w))
     raise ImpastoError(f"init {settings.init!r}: no image given")
+
+
+def palette_start(photo: torch.Tensor, styles: Sequence[StyleInput]) -> torch.Tensor:
+    """The photo in the paintings' colours (color.in_palette: their blend's mean and covariance).
+    Where masks confine the paintings, each region takes its own painting's colours (blended by
+    weight where regions overlap), and where none paints (a painting of weight 0, a kept region)
+    the photo stays as it is."""
+    if all(s.mask is None for s in styles):
+        return color.in_palette(photo, [s.image for s in styles], [s.weight for s in styles])
+    h, w = photo.shape[-2:]
+    coverage, weights = photo.new_zeros(1, 1, h, w), photo.new_zeros(1, 1, h, w)
+    painted = torch.zeros_like(photo)
+    for s in styles:
+        if s.weight <= 0:
+            continue
+        where = photo.new_ones(1, 1, h, w) if s.mask is None else resize_tensor(s.mask.to(photo), (h, w)).clamp(0, 1)
+        painted += s.weight * where * color.in_palette(photo, [s.image], [1.0])
+        weights += s.weight * where
+        coverage += where
+    # A soft mask's edge (coverage under 1) fades from the painting's colours to the photo's.
+    coverage = coverage.clamp(max=1.0)
+    return torch.where(weights > 0, coverage * painted / weights.clamp_min(1e-12) + (1 - coverage) * photo, photo)
 
 
 # L-BFGS's memory: how many pairs of steps and gradient changes it keeps. Each pair costs four

@@ -174,7 +174,7 @@ def _as_number(value: Any) -> Union[int, float, None]:
 
 
 # The starts `init` names; anything else is a picture file.
-INIT_NAMES = ("content", "noise", "style")
+INIT_NAMES = ("palette", "content", "noise", "style")
 # Settings only a coarse-to-fine run reads: given with multiscale off, they change nothing.
 MULTISCALE_ONLY = ("min_size", "scale_factor", "initial_iterations", "coarse_content", "upsample_detail")
 
@@ -256,7 +256,9 @@ class Settings:
         },
     )
     lr: Optional[float] = field(default=None, metadata={"help": "learning rate (default 1 for lbfgs, 0.02 for adam)"})
-    init: str = field(default="content", metadata={"help": "start image: content, noise, style or a file path"})
+    init: str = field(default="palette", metadata={"help": "start image: palette (the photo in the painting's colours: their mean "
+                      "and covariance matched; the photo itself with --preserve-color), content (the photo as it is), noise, style "
+                      "or a file path"})
     seed: Optional[int] = field(
         default=0, metadata={"help": "seed of the start's noise (init noise) and of other random draws; CPU runs are repeatable "
         "with the same number of threads (a sum split over other threads rounds differently)"}
@@ -543,7 +545,7 @@ class Settings:
             raise ImpastoError(f"{option('seed')} must be between 0 and 2**63-1, not {number(self.seed)}")
         if self.init not in INIT_NAMES and not os.path.isfile(self.init):
             # Checked here, not only when a run starts: a sweep or a batch checks every cell first.
-            raise ImpastoError(f"{option('init')} must be content, noise, style or an image file; {self.init!r}: no such file")
+            raise ImpastoError(f"{option('init')} must be palette, content, noise, style or an image file; {self.init!r}: no such file")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ImpastoError(f"{option('lr')} must be positive, not {number(self.lr)}")
         if self.size < 16:

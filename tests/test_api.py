@@ -164,7 +164,7 @@ def test_paths_and_stylize_function(stylizer, make_settings, content_path, style
         (dict(iterations=2.5), "iterations must be a whole number, not 2.5"),
         (dict(style_weight="50"), "style_weight must be a number, not '50'"),
         (dict(multiscale="no"), "multiscale must be True or False, not 'no'"),
-        (dict(init="noize"), "init must be content, noise, style or an image file; 'noize': no such file"),
+        (dict(init="noize"), "init must be palette, content, noise, style or an image file; 'noize': no such file"),
         # Not finite: a traceback from round(inf), or a run that fails later as "loss became nan".
         (dict(style_scale=float("inf")), "style_scale must be positive, not inf"),
         (dict(lr=float("inf")), "lr must be positive, not inf"),
@@ -447,11 +447,11 @@ def test_one_copy_of_the_weights_serves_every_choice_of_layers(stylizer, make_se
 
 
 def test_a_callbacks_picture_is_the_one_its_losses_measure(stylizer, make_settings, content_array, style_array):
-    settings = make_settings(iterations=3)
+    settings = make_settings(iterations=3, init="content")
     seen = []
     stylizer.run(content_array, style_array, settings, callback=lambda p: seen.append((p.image.clone(), p.image, dict(p.losses))))
     start = impasto.images.pil_to_tensor(impasto.images.load_image(content_array))
-    # The first iteration's losses are those of the start (the photo), so its picture is the photo.
+    # The first iteration's losses are those of the start (here the photo), so its picture is the photo.
     assert torch.allclose(seen[0][0], torch.nn.functional.interpolate(start, size=(40, 48), mode="bilinear", antialias=True), atol=0.02)
     assert not torch.equal(seen[0][0], seen[-1][0])
     # Each is a picture of its own, not one tensor that keeps changing under the caller.

@@ -254,7 +254,7 @@ BAD_INPUTS = {
     "seed out of range": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--seed", str(10**23)], ["--seed must be between 0 and 2**63-1"]),
     "GIF duration infinite": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--gif", d / "g.gif", "--gif-duration", "inf"],
                               ["--gif-duration must be above 0 and at most 600 seconds, not inf"]),
-    "empty init": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--init", ""], ["--init must be content, noise, style or an image file; '': no such file"]),
+    "empty init": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--init", ""], ["--init must be palette, content, noise, style or an image file; '': no such file"]),
     "empty preset": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--preset", ""], ["unknown preset ''"]),
     "weights with the wrong hash": (lambda d: [d / "content.png", d / "style.png", "-o", d / "out.png", "--weights", d / "vgg19-deadbeef.safetensors"],
                                     ["vgg19-deadbeef.safetensors: sha256", "does not match the expected deadbeef"]),

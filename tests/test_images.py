@@ -278,6 +278,33 @@ def test_match_histogram_gives_the_reference_mean_and_covariance(mode):
     assert not torch.allclose(cov_src, cov_ref, atol=1e-3)
 
 
+def test_blended_paintings_palette_is_their_pixels_pooled_by_weight():
+    # Weights equal to the pixel counts: the pooled pixels' own mean and covariance (torch.cov's
+    # 1/(n-1) against the mixture's 1/n: equal to a part in the pixel count).
+    a = gaussian_colours([0.3, 0.5, 0.6], [[0.05, 0.0, 0.0], [0.02, 0.06, 0.0], [0.0, 0.01, 0.04]], 20, 30, seed=4)
+    b = gaussian_colours([0.7, 0.4, 0.2], [[0.04, 0.0, 0.0], [0.0, 0.03, 0.0], [0.02, 0.0, 0.05]], 10, 20, seed=5)
+    mean, cov = color.mixture_stats([a, b], [600, 200])
+    pooled = torch.cat([a.reshape(3, -1), b.reshape(3, -1)], dim=1).double()
+    assert torch.allclose(mean[:, 0], pooled.mean(1), atol=1e-9)
+    assert torch.allclose(cov, torch.cov(pooled), rtol=5e-3, atol=1e-6)
+    # One painting alone is its own palette, whatever its weight.
+    alone_mean, alone_cov = color.mixture_stats([b], [0.3])
+    assert torch.allclose(alone_mean[:, 0], b.reshape(3, -1).double().mean(1)) and torch.allclose(alone_cov, torch.cov(b.reshape(3, -1).double()))
+
+
+def test_in_palette_gives_the_photo_the_paintings_colours_and_keeps_its_picture():
+    photo = gaussian_colours([0.5, 0.45, 0.4], [[0.06, 0.0, 0.0], [0.03, 0.04, 0.0], [0.0, 0.02, 0.05]], 30, 30, seed=2)
+    painting = gaussian_colours([0.4, 0.5, 0.6], [[0.05, 0.02, 0.0], [0.0, 0.07, 0.0], [0.01, -0.03, 0.04]], 20, 25, seed=3)
+    out = color.in_palette(photo, [painting], [1.0])
+    assert out.shape == photo.shape
+    mean_out, mean_painting = out.reshape(3, -1).mean(1), painting.reshape(3, -1).mean(1)
+    assert torch.allclose(mean_out, mean_painting, atol=1e-4)
+    # An affine map of the colours: the photo's pixels keep their order along each channel's
+    # main direction, so its picture survives (correlation near 1 with the photo's brightness).
+    brightness = lambda t: t.reshape(3, -1).mean(0)  # noqa: E731
+    assert torch.corrcoef(torch.stack([brightness(out), brightness(photo)]))[0, 1] > 0.8
+
+
 def test_combine_luminance_keeps_the_content_chroma():
     content = image_tensor(smooth_image(16, 20, (0.45, 0.30, 0.30), (0.60, 0.50, 0.40), seed=4))
     grey = image_tensor(np.repeat(textured_image(16, 20, (0.3,) * 3, (0.6,) * 3, seed=5)[..., :1], 3, axis=2))

@@ -224,7 +224,7 @@ def test_a_nan_loss_stops_with_the_last_good_image(stylizer, make_settings, cont
         return value * float("nan") if calls["n"] > 4 else value
 
     monkeypatch.setattr(L, "tv_loss", tv_that_blows_up)
-    result = stylizer.run(content_array, style_array, make_settings(optimizer="adam", lr=0.01, iterations=10, precision=precision))
+    result = stylizer.run(content_array, style_array, make_settings(optimizer="adam", lr=0.01, iterations=10, precision=precision, init="content"))
     assert result.interrupted
     assert "nan" in result.stopped_reason.lower()
     # Under fp16 the advice includes the way out of it, as a Python caller types it.
@@ -278,7 +278,8 @@ def test_upsample_detail_carries_the_photos_detail_to_the_finer_scale(stylizer, 
 
 def test_coarse_content_keeps_the_photos_layout_and_leaves_the_finest_scale_alone(stylizer, make_settings, content_array, style_array):
     # No finest iterations: the output is the coarse result upsampled, where the layout is decided.
-    settings = make_settings(multiscale=True, min_size=16, initial_iterations=15, iterations=0, style_weight=3.0)
+    # From the photo as it is, so that the distance to it measures the layout, not a palette.
+    settings = make_settings(multiscale=True, min_size=16, initial_iterations=15, iterations=0, style_weight=3.0, init="content")
     plain = np.asarray(stylizer.run(content_array, style_array, settings.replace(coarse_content=1.0)).image) / 255.0
     kept = np.asarray(stylizer.run(content_array, style_array, settings.replace(coarse_content=30.0)).image) / 255.0
     assert np.abs(kept - content_array).mean() < 0.3 * np.abs(plain - content_array).mean()
@@ -584,3 +585,35 @@ def test_lbfgs_without_bounds_takes_the_steps_torchs_lbfgs_takes():
         return float(at.grad.norm())
 
     assert grad_norm(ours[-1]) < 1e-3 * grad_norm(ours[0])
+
+
+def test_the_default_start_is_the_photo_in_the_paintings_colours_and_the_photo_when_colours_are_kept():
+    photo = torch.tensor(textured_image(40, 48, (0.55, 0.5, 0.45), (0.7, 0.6, 0.5), seed=1)).permute(2, 0, 1)[None].float()
+    blue = torch.tensor(textured_image(30, 30, (0.1, 0.2, 0.6), (0.2, 0.3, 0.9), seed=2)).permute(2, 0, 1)[None].float()
+    orange = torch.tensor(textured_image(30, 30, (0.8, 0.4, 0.1), (0.9, 0.6, 0.2), seed=3)).permute(2, 0, 1)[None].float()
+    size = (24, 20)
+    assert Settings().init == "palette"
+    start = optimize.initial_image(Settings(), photo, [optimize.StyleInput(blue)], size, None)
+    assert start.shape == (1, 3, 20, 24)
+    assert torch.allclose(start.mean(dim=(0, 2, 3)), blue.mean(dim=(0, 2, 3)), atol=0.02)  # the painting's mean colour
+    # Two paintings blended 3:1: the mean colour is theirs, mixed by the weights.
+    mixed = optimize.initial_image(Settings(), photo, [optimize.StyleInput(blue, 3.0), optimize.StyleInput(orange, 1.0)], size, None)
+    expected = 0.75 * blue.mean(dim=(0, 2, 3)) + 0.25 * orange.mean(dim=(0, 2, 3))
+    assert torch.allclose(mixed.mean(dim=(0, 2, 3)), expected, atol=0.02)
+    # --init content, and any --preserve-color, start from the photo itself.
+    from impasto.images import resize_tensor
+
+    photo_small = resize_tensor(photo, (20, 24))
+    for settings in (Settings(init="content"), Settings(preserve_color="histogram"), Settings(preserve_color="luminance")):
+        assert torch.equal(optimize.initial_image(settings, photo, [optimize.StyleInput(blue)], size, None), photo_small)
+
+
+def test_a_masked_paintings_colours_start_only_where_it_paints():
+    photo = torch.tensor(textured_image(20, 24, (0.55, 0.5, 0.45), (0.7, 0.6, 0.5), seed=1)).permute(2, 0, 1)[None].float()
+    blue = torch.tensor(textured_image(30, 30, (0.1, 0.2, 0.6), (0.2, 0.3, 0.9), seed=2)).permute(2, 0, 1)[None].float()
+    mask = torch.zeros(1, 1, 40, 48)
+    mask[..., :24] = 1.0  # the left half of an output twice the start's size
+    start = optimize.palette_start(photo, [optimize.StyleInput(blue, 1.0, mask), optimize.StyleInput(blue, 0.0)])
+    left, right = start[..., :, :10], start[..., :, 14:]
+    assert torch.equal(right, photo[..., :, 14:])  # no painting there (the other's weight is 0): the photo
+    assert torch.allclose(left.mean(dim=(0, 2, 3)), blue.mean(dim=(0, 2, 3)), atol=0.05)  # the painting's colours

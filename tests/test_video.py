@@ -90,9 +90,11 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def settings(make_settings):
-    # The default start (the content frame): the per-frame baseline flickers because each
-    # frame's run lands in a different optimum, as it does with real weights.
-    return make_settings(size=64, iterations=8, initial_iterations=8)
+    # From each content frame as it is: the per-frame baseline flickers because each frame's
+    # run lands in a different optimum, as it does with real weights. (With the default start,
+    # the frame in the painting's palette, these tiny random-weight runs land closer together,
+    # and the check below would measure the start rather than the temporal mode.)
+    return make_settings(size=64, iterations=8, initial_iterations=8, init="content")
 
 
 class CountingStylizer(Stylizer):

@@ -250,7 +250,7 @@ def test_a_preset_from_the_form_applies_under_explicit_settings(serve, photo, pa
         ({"settings": {"weights": "/etc/passwd"}}, "weights is set by the server"),
         ({"settings": {"device": "cuda:7"}}, "device is set by the server"),
         ({"settings": {"precision": "fp16"}}, "precision is set by the server"),
-        ({"settings": {"init": "/etc/passwd"}}, "init must be one of content, noise, style"),
+        ({"settings": {"init": "/etc/passwd"}}, "init must be one of palette, content, noise, style"),
         ({"preset": "vangogh"}, "unknown preset 'vangogh'"),
         ({"style_weights": "1,2"}, "2 weights given for 1 style"),
         ({"style_weights": "-1"}, "at least one above 0"),

@@ -233,7 +233,7 @@ def read_input(source: AudioLike, audio: AudioSettings, name: str) -> io.Sound:
 
 def check_settings(settings: Settings) -> Settings:
     settings.validate()
-    if settings.init not in ("content", "noise"):
+    if settings.init not in ("palette", "content", "noise"):
         raise ImpastoError(f"{option('init')} must be content or noise for audio, not {settings.init!r}")
     return settings
 
@@ -295,7 +295,7 @@ def warn_lost_band(content: io.Sound, style: io.Sound, audio: AudioSettings) -> 
 
 
 def initial_spectrogram(settings: Settings, content: torch.Tensor) -> torch.Tensor:
-    if settings.init == "content":
+    if settings.init in ("palette", "content"):  # a sound has no colours: palette, the default, is the content
         return content.clone()
     generator = seeded_generator(None if settings.seed is None else settings.seed + 1)  # not the network's draw
     # Noise at the content's level: far from any target, but on the right scale.
