@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
             action.help = action.help.rsplit(" (default:", 1)[0] + f" (default for audio: {AUDIO_DEFAULTS[action.dest]:g})"
         if action.dest == "init":
             action.metavar = "content|noise"  # a sound starts from neither a painting nor a picture file
+            action.help = f"{AUDIO_HELP['init']} (default: content; the images' palette start is the content for a sound)"
     return p
 
 
