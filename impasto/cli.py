@@ -125,7 +125,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] 
         elif is_tuple:
             group.add_argument(flag, type=setting_type(f.name), action=StoreSetting, default=None, metavar="A,B,..", help=text)
         else:
-            named = {"weights": "PATH", "device": "DEVICE", "init": "palette|content|noise|style|PATH"}
+            named = {"weights": "PATH", "device": "DEVICE", "init": "|".join((*INIT_NAMES, "PATH"))}
             metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else named.get(f.name) or {int: "N", float: "X"}.get(kind, "VALUE")
             group.add_argument(flag, type=setting_type(f.name), action=StoreSetting, default=None, metavar=metavar, help=text)
 

@@ -337,7 +337,7 @@ def palette_start(photo: torch.Tensor, styles: Sequence[StyleInput]) -> torch.Te
         if s.weight <= 0:
             continue
         where = photo.new_ones(1, 1, h, w) if s.mask is None else resize_tensor(s.mask.to(photo), (h, w)).clamp(0, 1)
-        painted += s.weight * where * color.in_palette(photo, [s.image], [1.0])
+        painted += s.weight * where * color.match_histogram(photo, s.image)
         weights += s.weight * where
         coverage += where
     # A soft mask's edge (coverage under 1) fades from the painting's colours to the photo's.

@@ -545,7 +545,7 @@ class Settings:
             raise ImpastoError(f"{option('seed')} must be between 0 and 2**63-1, not {number(self.seed)}")
         if self.init not in INIT_NAMES and not os.path.isfile(self.init):
             # Checked here, not only when a run starts: a sweep or a batch checks every cell first.
-            raise ImpastoError(f"{option('init')} must be palette, content, noise, style or an image file; {self.init!r}: no such file")
+            raise ImpastoError(f"{option('init')} must be {', '.join(INIT_NAMES)} or an image file; {self.init!r}: no such file")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ImpastoError(f"{option('lr')} must be positive, not {number(self.lr)}")
         if self.size < 16:
