@@ -222,25 +222,25 @@ def section_floor(settings: Settings, size: int, iterations: int, compiled: bool
           f"alternating rounds of {iterations} iterations each: {rounds_text})")
 
 
-def section_sizes(sizes: list[int], weights: str, device: str) -> None:
+def section_sizes(sizes: list[int], weights: str, device: str, graphs: bool) -> None:
     print("\n## 3. Default run against output size (each size in a fresh process)\n")
     memory = "peak GPU MiB (allocated)" if device.startswith("cuda") else "peak RSS MiB"
     print(f"| long side | output | scales | iterations | wall s | s / finest iteration | {memory} |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for size in sizes:
         out = subprocess.run(
-            [sys.executable, __file__, "--child-size", str(size), "--weights", weights, "--device", device],
+            [sys.executable, __file__, "--child-size", str(size), "--weights", weights, "--device", device, "--cuda-graphs" if graphs else "--no-cuda-graphs"],
             capture_output=True, text=True, check=False,
         )
         if out.returncode != 0:
             print(f"| {size} | failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode} |")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {size} | {r['w']}x{r['h']} | {r['scales']} | {r['iterations']} | {r['seconds']:.1f} | {r['fine']:.2f} | {r['peak']:.0f} |", flush=True)
+        print(f"| {size} | {r['w']}x{r['h']} | {r['scales']} | {r['iterations']} | {r['seconds']:.1f} | {r['fine']:.3f} | {r['peak']:.0f} |", flush=True)
 
 
-def child_size(size: int, weights: str, device_name: str) -> None:
-    s = Settings(weights=weights, size=size, device=device_name)
+def child_size(size: int, weights: str, device_name: str, graphs: bool) -> None:
+    s = Settings(weights=weights, size=size, device=device_name, cuda_graphs=graphs)
     device = torch.device(s.device)
     content, style = load_pair(CONTENT, STYLE, size, s.style_scale)
     stamps: list[tuple[int, float]] = []
@@ -269,11 +269,13 @@ def main() -> None:
                    "textbook's final loss: the default run's own 50 stop above it; 0: the default's own count)")
     p.add_argument("--compile", action="store_true", help="section 2 also times the network under torch.compile")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=True,
+                   help="impasto's runs on CUDA replay their passes as CUDA graphs (the default), or launch each kernel")
     p.add_argument("--weights", help=argparse.SUPPRESS)
     p.add_argument("--child-size", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child_size:
-        return child_size(args.child_size, args.weights, args.device)
+        return child_size(args.child_size, args.weights, args.device, args.cuda_graphs)
     # impasto's CPU runs have malloc keep freed memory (device.keep_freed_memory), process-wide:
     # set before anything runs, so the textbook loop and the floor are timed under it as well.
     kept = keep_freed_memory()
@@ -282,7 +284,7 @@ def main() -> None:
     if weights is None:
         weights = random_weights_file(Path(tmp.name))
     device = resolve_device(args.device)
-    settings = Settings(weights=weights, device=str(device))
+    settings = Settings(weights=weights, device=str(device), cuda_graphs=args.cuda_graphs)
     print(f"# impasto speed benchmark\n\n{note}; {threads_note()}; malloc {'keeps' if kept else 'as the system sets it, not keeping'} freed memory for every section")
     print(f"reproduce: .venv/bin/python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip())
     print(f"device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
@@ -292,7 +294,7 @@ def main() -> None:
     if "floor" in sections:
         section_floor(settings, args.size, 10, args.compile)
     if "sizes" in sections:
-        section_sizes([int(v) for v in args.sizes.split(",")], weights, str(device))
+        section_sizes([int(v) for v in args.sizes.split(",")], weights, str(device), args.cuda_graphs)
 
 
 if __name__ == "__main__":

@@ -172,12 +172,14 @@ def precision_name(dtype: Optional[torch.dtype]) -> str:
     return {v: k for k, v in AUTOCAST_DTYPES.items()}.get(dtype, "fp32")  # type: ignore[arg-type]
 
 
-def autocast_to(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
-    """Mixed precision in `dtype` on the device, or a no-op context for None (plain fp32)."""
+def autocast_to(device: torch.device, dtype: Optional[torch.dtype], cache: bool = True) -> contextlib.AbstractContextManager:
+    """Mixed precision in `dtype` on the device, or a no-op context for None (plain fp32).
+    `cache` False for a pass recorded in a CUDA graph, which autocast's cache of cast weights
+    would outlive (torch's documentation of graphs asks it)."""
     if dtype is None:
         return contextlib.nullcontext()
     try:
-        return torch.autocast(device_type=device.type, dtype=dtype)
+        return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
     except RuntimeError:  # a torch without autocast for this device (MPS before 2.5 or so)
         raise ImpastoError(
             f"{option('precision', precision_name(dtype))} is not available on {device.type} with torch {torch.__version__}; "

@@ -394,6 +394,11 @@ def meanstd_loss(target: Stats, mask: Optional[torch.Tensor] = None) -> StyleLos
     return loss
 
 
+# The style losses whose passes a CUDA graph can record (optimize.uses_cuda_graph): W2's
+# eigendecomposition reads its convergence on the host.
+CAPTURABLE_STYLE_LOSSES = ("gram", "meanstd")
+
+
 def make_style_loss(kind: str, target: Stats, shift: float = 0.0, mask: Optional[torch.Tensor] = None) -> StyleLossFn:
     if kind == "gram":
         return gram_loss(target, shift, mask)

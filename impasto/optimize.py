@@ -20,6 +20,7 @@ import torch
 
 from . import color
 from . import losses as L
+from .cuda_graph import Replay
 from .device import autocast_off, autocast_to, mixed_precision, seeded_generator
 from .errors import ImpastoError, NonFiniteLoss, option
 from .images import resize_tensor
@@ -399,6 +400,10 @@ class LossScale:
             self.value, self.streak = min(LOSS_SCALE, self.value * 2), 0
 
 
+# What a pass returns: the loss, its parts, and the gradient of the loss times the loss scale.
+Scored = tuple[torch.Tensor, dict[str, torch.Tensor], Optional[torch.Tensor]]
+
+
 def gradient(
     score: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
     param: torch.Tensor,
@@ -406,24 +411,83 @@ def gradient(
     loss_scale: Optional[LossScale] = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """`score(param)` with its gradient in `param.grad`; under fp16 autocast, through a scaled loss."""
-    loss_scale = loss_scale or LossScale(autocast)
-    while True:
-        scale = loss_scale.value
+
+    def scored(scale: float) -> Scored:
         param.grad = None
         with autocast_to(param.device, autocast):
             value, parts = score(param)
         (value * scale).backward()
+        return value, parts, param.grad
+
+    value, parts, grad, scale = scaled(scored, autocast, loss_scale or LossScale(autocast))
+    if scale != 1.0:
+        assert grad is not None
+        grad.div_(scale)
+    return value, parts
+
+
+
+def scaled(scored: Callable[[float], Scored], autocast: Optional[torch.dtype], loss_scale: LossScale) -> tuple[torch.Tensor, dict[str, torch.Tensor], Optional[torch.Tensor], float]:
+    """`scored(scale)` (the loss, its parts and the gradient of scale x the loss), called again
+    with a lower scale while a finite loss's gradient overflows fp16; and the scale it used."""
+    while True:
+        scale = loss_scale.value
+        value, parts, grad = scored(scale)
         # Redone only for a finite loss whose gradient overflowed (a loss that is not a number
         # is descend()'s to report); one read of the device for both.
-        if scale == 1.0 or param.grad is None or not bool(torch.isfinite(value) & ~torch.isfinite(param.grad).all()):
+        if scale == 1.0 or grad is None or not bool(torch.isfinite(value) & ~torch.isfinite(grad).all()):
             break
         loss_scale.overflowed()  # an fp16 overflow in the backward pass: redo it scaled less
     if autocast == torch.float16:
         loss_scale.succeeded()
-    if scale != 1.0:
-        assert param.grad is not None
-        param.grad.div_(scale)
-    return value, parts
+    return value, parts, grad, scale
+
+
+class GraphedGradient:
+    """gradient() for a CUDA tensor, its passes recorded once as a CUDA graph and replayed
+    (cuda_graph.Replay: at 512 px a replay takes a fraction of the host time its ~340 launches
+    do). The graph reads its own copy of the pixels and its own loss scale, refilled before
+    each replay; the gradient it writes is copied into `param.grad`, which L-BFGS keeps."""
+
+    def __init__(
+        self,
+        score: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+        param: torch.Tensor,
+        autocast: Optional[torch.dtype],
+        loss_scale: LossScale,
+    ) -> None:
+        self.autocast, self.loss_scale = autocast, loss_scale
+        self.pixels = param.detach().clone().requires_grad_(True)
+        self.scale = torch.ones((), device=param.device)  # on the device: a new scale needs no new graph
+
+        def passes() -> Scored:
+            self.pixels.grad = None  # so the capture allocates the gradient in the graph's memory
+            with autocast_to(param.device, autocast, cache=False):
+                value, parts = score(self.pixels)
+            (value * self.scale).backward()
+            return value, parts, self.pixels.grad
+
+        self.replay = Replay(passes, param.device)
+
+    def __call__(self, param: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        def scored(scale: float) -> Scored:
+            with torch.no_grad():
+                self.pixels.copy_(param)
+                self.scale.fill_(scale)
+            return self.replay()
+
+        value, parts, grad, scale = scaled(scored, self.autocast, self.loss_scale)
+        assert grad is not None
+        param.grad = grad / scale  # a copy: the next replay overwrites the graph's own
+        return value, parts
+
+
+def uses_cuda_graph(settings: Settings, device: torch.device) -> bool:
+    """Whether a picture's descent records its passes as a CUDA graph: on CUDA unless switched
+    off, and not for the W2 loss, whose eigendecomposition (cuSOLVER) checks its convergence from
+    the host, which no graph can record; its failed capture also left cuSOLVER failing the plain
+    passes after it (an H200, torch 2.11), so it is not tried."""
+    return settings.cuda_graphs and device.type == "cuda" and settings.style_loss in L.CAPTURABLE_STYLE_LOSSES
 
 
 def descend(
@@ -433,6 +497,7 @@ def descend(
     settings: Settings,
     bounds: Optional[tuple[float, float]] = (0.0, 1.0),
     autocast: Optional[torch.dtype] = None,
+    graphed: bool = False,
 ) -> Iterator[Step]:
     """Minimise `score(param)` in place for `steps` iterations with the settings' optimiser.
 
@@ -440,16 +505,18 @@ def descend(
     through it. It yields a Step after each iteration (the caller tracks the best
     and reports), keeps `param` within `bounds`, and raises NonFiniteLoss the
     moment the loss stops being a number. With `autocast` (a dtype) `score` runs
-    under mixed precision and the gradient is computed with a scaled loss.
+    under mixed precision and the gradient is computed with a scaled loss. `graphed` (on CUDA):
+    `score`'s passes are recorded once as a CUDA graph and replayed (GraphedGradient).
     """
     param.requires_grad_(True)
     optimizer = make_optimizer(settings, param)
     memory = LBFGS(LBFGS_HISTORY) if optimizer is None else None
     last: dict[str, float] = {}
     loss_scale = LossScale(autocast)
+    replayed = GraphedGradient(score, param, autocast, loss_scale) if graphed else None
 
     def closure() -> torch.Tensor:
-        value, parts = gradient(score, param, autocast, loss_scale)
+        value, parts = replayed(param) if replayed is not None else gradient(score, param, autocast, loss_scale)
         if bounds is not None and memory is not None:
             hold_at_bounds(param, bounds)
         last.clear()
@@ -586,6 +653,7 @@ def optimise(
     # No torch.manual_seed here: nothing below draws from the global generator (a noise start
     # has its own), and reseeding it would repeat the caller's own random draws after each run.
     autocast = mixed_precision(settings, device)
+    graphed = uses_cuda_graph(settings, device)
     start = time.perf_counter()
     done = 0
     history = outcome.history
@@ -616,7 +684,7 @@ def optimise(
                 best.update(losses)
 
             try:
-                for step in descend_keeping_best(objective, param, n, settings, keep, autocast=autocast):
+                for step in descend_keeping_best(objective, param, n, settings, keep, autocast=autocast, graphed=graphed):
                     done += 1
                     work_done += (x1 - x0) * (y1 - y0)
                     # The content weight of this scale (coarse_content raises it below the output's size),
@@ -647,11 +715,12 @@ def descend_keeping_best(
     keep: Callable[[torch.Tensor, dict[str, float]], None],
     bounds: Optional[tuple[float, float]] = (0.0, 1.0),
     autocast: Optional[torch.dtype] = None,
+    graphed: bool = False,
 ) -> Iterator[Step]:
     """descend(), calling `keep(param, losses)` each time a step scores better than any before,
     so a run stopped at any point (a callback, Ctrl-C, a loss that blows up) has its best."""
     best_value = math.inf
-    for step in descend(score, param, steps, settings, bounds=bounds, autocast=autocast):
+    for step in descend(score, param, steps, settings, bounds=bounds, autocast=autocast, graphed=graphed):
         if step.losses["total"] < best_value:
             best_value = step.losses["total"]
             keep(step.scored, step.losses)

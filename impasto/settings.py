@@ -201,6 +201,13 @@ class Settings:
             "and fp32 elsewhere; fp16 or bf16 on a CPU without it is slow, for checks only"
         },
     )
+    cuda_graphs: bool = field(
+        default=True,
+        metadata={
+            "help": "on CUDA, record each scale's network and loss passes once as a CUDA graph and replay it: "
+            "the same arithmetic, launched at a fraction of the host's cost (off: launch each kernel, for profiling)"
+        },
+    )
 
     # -- losses
     content_layers: tuple[str, ...] = field(default=("conv4_2",), metadata={"help": "layers whose features the output keeps"})
@@ -354,9 +361,9 @@ class Settings:
         return d
 
     def to_dict_without_device(self) -> dict[str, Any]:
-        """Every setting but the device: where a run happened, not what it painted (a batch
-        resumed on another machine keeps its jobs)."""
-        return {k: v for k, v in self.to_dict().items() if k != "device"}
+        """Every setting but the device and how its work is launched: where a run happened, not
+        what it painted (a batch resumed on another machine keeps its jobs)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("device", "cuda_graphs")}
 
     def identity(self) -> dict[str, Any]:
         """What decides the picture, for matching a run against earlier ones (a batch's index,

@@ -386,23 +386,6 @@ def test_flat_weights_are_the_floor_where_the_photo_is_flat_and_whole_where_it_h
     assert torch.all(optimize.flat_weights(photo, 1.0) == 1.0)  # 1 is one weight everywhere
 
 
-def test_an_fp16_overflow_lowers_the_loss_scale_for_the_rest_of_the_descent():
-    # A convolution's backward pass in fp16 overflows when the loss is scaled by 2**16 (its
-    # gradient, 1 per output, becomes 65536 > 65504), not at 2**8: one redo, then no more.
-    weight = torch.ones(1, 3, 3, 3) / 27
-    passes = []
-
-    def score(x):
-        passes.append(1)
-        value = torch.nn.functional.conv2d(x, weight).float().sum()
-        return value, {"content": value}
-
-    param = torch.rand(1, 3, 8, 8)
-    steps = list(optimize.descend(score, param, 3, Settings(optimizer="adam", lr=0.01), autocast=torch.float16))
-    assert len(steps) == 3 and torch.isfinite(param).all()
-    assert len(passes) == 4  # 2 + 1 + 1; restarting at 2**16 every iteration would be 6
-
-
 def test_the_loss_scale_grows_back_after_a_run_of_iterations_without_overflow():
     scale = optimize.LossScale(torch.float16)
     scale.overflowed()
@@ -617,3 +600,75 @@ def test_a_masked_paintings_colours_start_only_where_it_paints():
     left, right = start[..., :, :10], start[..., :, 14:]
     assert torch.equal(right, photo[..., :, 14:])  # no painting there (the other's weight is 0): the photo
     assert torch.allclose(left.mean(dim=(0, 2, 3)), blue.mean(dim=(0, 2, 3)), atol=0.05)  # the painting's colours
+
+
+class ReplayStandIn:
+    """cuda_graph.Replay on a CPU, for what GraphedGradient does around it: `fn` is run at each
+    call, and its results are written into the tensors of the first call and returned, as a
+    graph's replay overwrites the same tensors each time."""
+
+    def __init__(self, fn, device) -> None:
+        self.fn, self.outputs = fn, None
+
+    def __call__(self):
+        value, parts, grad = self.fn()
+        if self.outputs is None:
+            self.outputs = (value.detach(), {k: v.detach() for k, v in parts.items()}, grad)
+        else:
+            kept_value, kept_parts, kept_grad = self.outputs
+            kept_value.copy_(value)
+            for k, v in parts.items():
+                kept_parts[k].copy_(v)
+            kept_grad.copy_(grad)
+        return self.outputs
+
+
+@pytest.mark.parametrize("problem", ["vgg", "flat"])
+def test_a_descent_through_the_graphed_gradient_is_the_descent_through_the_launched_one(problem, shallow_extractor, make_settings, monkeypatch):
+    # A graph reads its own copy of the pixels and writes the same gradient tensor at every
+    # replay; L-BFGS keeps each gradient it learns, so one not copied out would be overwritten
+    # (a picture's gradient, channels-last from the network, is copied by L-BFGS's flattening
+    # anyway: the flat problem is the one that shows it).
+    monkeypatch.setattr(optimize, "Replay", ReplayStandIn)
+    if problem == "vgg":
+        content = torch.from_numpy(smooth_image(40, 48)).permute(2, 0, 1)[None].float()
+        style = torch.from_numpy(textured_image(40, 48)).permute(2, 0, 1)[None].float()
+        objective = optimize.Objective(shallow_extractor, make_settings(), content, [optimize.StyleInput(style)], (48, 40))
+    else:
+        generator = torch.Generator().manual_seed(0)
+        content = torch.full((500,), 0.5)
+        target, curvature = torch.rand(500, generator=generator), torch.logspace(-2, 1, 500)
+
+        def objective(x):
+            value = (curvature * (x - target) ** 2).sum()
+            return value, {"content": value}
+
+    runs = {}
+    for graphs in (True, False):
+        param = content.clone()
+        steps = list(optimize.descend(objective, param, 8, make_settings(), graphed=graphs))
+        runs[graphs] = ([s.losses for s in steps], param)
+    assert runs[True][0] == runs[False][0]
+    assert torch.equal(runs[True][1], runs[False][1])
+    assert runs[True][0][-1]["total"] < 0.8 * runs[True][0][0]["total"]
+
+
+@pytest.mark.parametrize("graphed", [False, True])
+def test_an_fp16_overflow_lowers_the_loss_scale_for_the_rest_of_the_descent(graphed, monkeypatch):
+    # A convolution's backward pass in fp16 overflows when the loss is scaled by 2**16 (its
+    # gradient, 1 per output, becomes 65536 > 65504), not at 2**8: one redo, then no more.
+    monkeypatch.setattr(optimize, "Replay", ReplayStandIn)
+    weight = torch.ones(1, 3, 3, 3) / 27
+    passes = []
+
+    def score(x):
+        passes.append(1)
+        value = torch.nn.functional.conv2d(x, weight).float().sum()
+        return value, {"content": value}
+
+    param = torch.rand(1, 3, 8, 8)
+    steps = list(optimize.descend(score, param, 3, Settings(optimizer="adam", lr=0.01), autocast=torch.float16, graphed=graphed))
+    assert len(steps) == 3 and torch.isfinite(param).all()
+    assert len(passes) == 4  # 2 + 1 + 1; restarting at 2**16 every iteration would be 6
+    # The gradient is the loss's, not the scaled loss's: 1/27 from each of the 9 outputs a pixel feeds.
+    assert float(param.grad.abs().max()) == pytest.approx(9 / 27, rel=0.01)

@@ -20,8 +20,8 @@ from ..images import fit_long_side
 from ..settings import ALL_LAYERS, GATYS_STYLE_LAYERS, INIT_NAMES, BadSettingValue, Settings, parse_setting
 
 # The server decides these: a client must not name files or devices on it, nor the
-# arithmetic its hardware runs (fp16 on a CPU server would make every job ~25x slower).
-SERVER_ONLY = ("weights", "device", "precision")
+# arithmetic its hardware runs (fp16 on a CPU server would make every job ~25x slower) or how.
+SERVER_ONLY = ("weights", "device", "precision", "cuda_graphs")
 
 # The style-layer choices the page offers (any list of layer names works in the API).
 LAYER_SETS: dict[str, tuple[str, ...]] = {
