@@ -426,7 +426,6 @@ def gradient(
     return value, parts
 
 
-
 def scaled(scored: Callable[[float], Scored], autocast: Optional[torch.dtype], loss_scale: LossScale) -> tuple[torch.Tensor, dict[str, torch.Tensor], Optional[torch.Tensor], float]:
     """`scored(scale)` (the loss, its parts and the gradient of scale x the loss), called again
     with a lower scale while a finite loss's gradient overflows fp16; and the scale it used."""
