@@ -27,7 +27,8 @@ from common import load_pair, threads_note, weights_note  # noqa: E402
 from impasto import Settings, Stylizer  # noqa: E402
 from impasto import optimize  # noqa: E402
 from impasto.images import resize_tensor  # noqa: E402
-from impasto.optimize import Objective, StyleInput, descend, scale_start  # noqa: E402
+from impasto.descent import descend  # noqa: E402
+from impasto.optimize import Objective, StyleInput, scale_start  # noqa: E402
 from impasto.scales import plan_iterations, plan_scales  # noqa: E402
 
 

@@ -35,7 +35,7 @@ from common import (  # noqa: E402
 from impasto import Settings, Stylizer  # noqa: E402
 from impasto.batch.work import peak_rss_mib  # noqa: E402
 from impasto.device import AUTOCAST_DTYPES, autocast_to, keep_freed_memory, mixed_precision, resolve_device  # noqa: E402
-from impasto.optimize import LBFGS_HISTORY  # noqa: E402
+from impasto.descent import LBFGS_HISTORY  # noqa: E402
 
 CONTENT, STYLE = "chelsea.png", "starry_night.jpg"
 # Section 1 times how long each loop needs to reach the textbook's final loss (#4), and the

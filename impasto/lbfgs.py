@@ -1,4 +1,4 @@
-"""L-BFGS directions for optimize.descend(), which makes the moves itself.
+"""L-BFGS directions for descent.descend(), which makes the moves itself.
 
 Quasi-Newton without a line search, as torch.optim.LBFGS(max_iter=1) ran it here until
 session 25: each iteration one gradient, one direction from the last `history` pairs of

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import impasto.cuda_graph as cuda_graph
-from impasto import optimize
+from impasto import descent
 from impasto.errors import ImpastoWarning
 from impasto.settings import Settings
 
@@ -61,6 +61,6 @@ def test_a_score_that_reads_the_device_falls_back_to_launching_with_a_warning(mo
 
     x = torch.full((1000,), 0.5, device="cuda")
     with pytest.warns(ImpastoWarning, match="could not be recorded as a CUDA graph"):
-        steps = list(optimize.descend(score, x, 8, Settings(), graphed=True))
+        steps = list(descent.descend(score, x, 8, Settings(), graphed=True))
     assert captured == [False]
     assert steps[-1].losses["total"] < 0.1 * steps[0].losses["total"]

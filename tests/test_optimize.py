@@ -11,7 +11,7 @@ import torch
 from impasto import Settings
 from impasto import losses as L
 from impasto import device as impasto_device
-from impasto import optimize, style_stats, tiles
+from impasto import descent, optimize, style_stats, tiles
 from impasto.lbfgs import LBFGS
 from impasto.errors import ImpastoError
 from impasto.presets import get_preset, preset_settings
@@ -387,17 +387,17 @@ def test_flat_weights_are_the_floor_where_the_photo_is_flat_and_whole_where_it_h
 
 
 def test_the_loss_scale_grows_back_after_a_run_of_iterations_without_overflow():
-    scale = optimize.LossScale(torch.float16)
+    scale = descent.LossScale(torch.float16)
     scale.overflowed()
     assert scale.value == 2.0**8
-    for _ in range(optimize.LossScale.GROWTH_INTERVAL):
+    for _ in range(descent.LossScale.GROWTH_INTERVAL):
         scale.succeeded()
     assert scale.value == 2.0**9  # doubled once
     scale.overflowed()  # right after growing: back to what worked, not down by 256
     assert scale.value == 2.0**8
-    for _ in range(100 * optimize.LossScale.GROWTH_INTERVAL):
+    for _ in range(100 * descent.LossScale.GROWTH_INTERVAL):
         scale.succeeded()
-    assert scale.value == optimize.LOSS_SCALE  # never above it
+    assert scale.value == descent.LOSS_SCALE  # never above it
 
 
 def test_lbfgs_keeps_descending_when_the_clamp_holds_pixels_at_0_or_1(monkeypatch):
@@ -416,7 +416,7 @@ def test_lbfgs_keeps_descending_when_the_clamp_holds_pixels_at_0_or_1(monkeypatc
 
     def gap_after(steps: int) -> float:
         x = torch.full((n,), 0.5)
-        list(optimize.descend(score, x, steps, Settings()))
+        list(descent.descend(score, x, steps, Settings()))
         return float(score(x.detach())[0] - score(target.clamp(0, 1))[0])
 
     start = gap_after(0)
@@ -434,7 +434,7 @@ def test_lbfgs_keeps_descending_when_the_clamp_holds_pixels_at_0_or_1(monkeypatc
 
     monkeypatch.setattr(LBFGS, "direction", direction)
     monkeypatch.setattr(LBFGS, "moved", moved)
-    monkeypatch.setattr(optimize, "hold_at_bounds", lambda *args: None)
+    monkeypatch.setattr(descent, "hold_at_bounds", lambda *args: None)
     assert gap_after(60) > 0.2 * start
 
 
@@ -448,9 +448,9 @@ def test_lbfgs_first_step_moves_the_most_moved_pixel_about_a_grey_level_whatever
         value = ((x - target) ** 2).sum()
         return value, {"content": value}
 
-    steps = list(optimize.descend(score, torch.full((pixels,), 0.5), 2, Settings()))
+    steps = list(descent.descend(score, torch.full((pixels,), 0.5), 2, Settings()))
     moved = (steps[1].scored - steps[0].scored).abs()
-    assert float(moved.max()) == pytest.approx(optimize.FIRST_STEP, rel=1e-4)
+    assert float(moved.max()) == pytest.approx(descent.FIRST_STEP, rel=1e-4)
     assert steps[1].losses["total"] < steps[0].losses["total"]
 
 
@@ -469,15 +469,15 @@ def test_an_lbfgs_step_that_lands_far_uphill_is_taken_back_and_the_descent_goes_
         return value * (100 if len(calls) == landing else 1), {"content": value}
 
     x = torch.full((50,), 0.5)
-    steps = list(optimize.descend(score, x, 30, Settings()))
+    steps = list(descent.descend(score, x, 30, Settings()))
     bad, before = steps[landing - 1], steps[landing - 2]
-    assert bad.losses["total"] > optimize.BLOW_UP * min(s.losses["total"] for s in steps[: landing - 1])
+    assert bad.losses["total"] > descent.BLOW_UP * min(s.losses["total"] for s in steps[: landing - 1])
     assert torch.allclose(steps[landing].scored, (before.scored + bad.scored) / 2)
     assert steps[landing + 1].losses["total"] < before.losses["total"]  # and downhill from there
     assert float(score(x.detach())[1]["content"]) < 1e-3 * steps[0].losses["total"]
     # Adam's steps are its learning rate's, not a curvature's, and are not taken back.
     calls.clear()
-    adam = list(optimize.descend(score, torch.full((50,), 0.5), landing + 1, Settings(optimizer="adam")))
+    adam = list(descent.descend(score, torch.full((50,), 0.5), landing + 1, Settings(optimizer="adam")))
     assert not torch.allclose(adam[landing].scored, (adam[landing - 2].scored + adam[landing - 1].scored) / 2)
 
 
@@ -548,9 +548,9 @@ def test_lbfgs_without_bounds_takes_the_steps_torchs_lbfgs_takes():
         value = (curvature * (x - target) ** 2).sum() + (x**4).sum() / 10  # not a quadratic: the curvature moves
         return value, {"content": value}
 
-    ours = [s.scored for s in optimize.descend(score, torch.zeros(n, dtype=torch.float64), 40, Settings(), bounds=None)]
+    ours = [s.scored for s in descent.descend(score, torch.zeros(n, dtype=torch.float64), 40, Settings(), bounds=None)]
     x = torch.zeros(n, dtype=torch.float64, requires_grad=True)
-    theirs = torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=optimize.LBFGS_HISTORY, tolerance_grad=0.0, tolerance_change=0.0)
+    theirs = torch.optim.LBFGS([x], lr=1, max_iter=1, history_size=descent.LBFGS_HISTORY, tolerance_grad=0.0, tolerance_change=0.0)
 
     def closure():
         theirs.zero_grad()
@@ -629,7 +629,7 @@ def test_a_descent_through_the_graphed_gradient_is_the_descent_through_the_launc
     # replay; L-BFGS keeps each gradient it learns, so one not copied out would be overwritten
     # (a picture's gradient, channels-last from the network, is copied by L-BFGS's flattening
     # anyway: the flat problem is the one that shows it).
-    monkeypatch.setattr(optimize, "Replay", ReplayStandIn)
+    monkeypatch.setattr(descent, "Replay", ReplayStandIn)
     if problem == "vgg":
         content = torch.from_numpy(smooth_image(40, 48)).permute(2, 0, 1)[None].float()
         style = torch.from_numpy(textured_image(40, 48)).permute(2, 0, 1)[None].float()
@@ -646,7 +646,7 @@ def test_a_descent_through_the_graphed_gradient_is_the_descent_through_the_launc
     runs = {}
     for graphs in (True, False):
         param = content.clone()
-        steps = list(optimize.descend(objective, param, 8, make_settings(), graphed=graphs))
+        steps = list(descent.descend(objective, param, 8, make_settings(), graphed=graphs))
         runs[graphs] = ([s.losses for s in steps], param)
     assert runs[True][0] == runs[False][0]
     assert torch.equal(runs[True][1], runs[False][1])
@@ -657,7 +657,7 @@ def test_a_descent_through_the_graphed_gradient_is_the_descent_through_the_launc
 def test_an_fp16_overflow_lowers_the_loss_scale_for_the_rest_of_the_descent(graphed, monkeypatch):
     # A convolution's backward pass in fp16 overflows when the loss is scaled by 2**16 (its
     # gradient, 1 per output, becomes 65536 > 65504), not at 2**8: one redo, then no more.
-    monkeypatch.setattr(optimize, "Replay", ReplayStandIn)
+    monkeypatch.setattr(descent, "Replay", ReplayStandIn)
     weight = torch.ones(1, 3, 3, 3) / 27
     passes = []
 
@@ -667,7 +667,7 @@ def test_an_fp16_overflow_lowers_the_loss_scale_for_the_rest_of_the_descent(grap
         return value, {"content": value}
 
     param = torch.rand(1, 3, 8, 8)
-    steps = list(optimize.descend(score, param, 3, Settings(optimizer="adam", lr=0.01), autocast=torch.float16, graphed=graphed))
+    steps = list(descent.descend(score, param, 3, Settings(optimizer="adam", lr=0.01), autocast=torch.float16, graphed=graphed))
     assert len(steps) == 3 and torch.isfinite(param).all()
     assert len(passes) == 4  # 2 + 1 + 1; restarting at 2**16 every iteration would be 6
     # The gradient is the loss's, not the scaled loss's: 1/27 from each of the 9 outputs a pixel feeds.

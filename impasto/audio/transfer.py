@@ -6,7 +6,7 @@ over time with random, fixed weights (the paper found that a trained network is
 not needed: random filters already make Gram statistics that describe a sound
 texture) turns it into features; the output spectrogram keeps the content's
 features and matches the style's feature statistics, with the same losses
-(impasto.losses) and the same descent loop (impasto.optimize.descend) as images.
+(impasto.losses) and the same descent loop (impasto.descent.descend) as images.
 Griffin-Lim then gives the optimised magnitudes a phase.
 
 The optimised magnitudes are seldom exactly those of any waveform, so Griffin-Lim's
@@ -31,7 +31,8 @@ import torch
 from .. import losses as L
 from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss, option, warn
 from ..device import resolve_device, seeded_generator, with_autograd
-from ..optimize import Progress, descend_keeping_best
+from ..descent import descend_keeping_best
+from ..optimize import Progress
 from ..settings import Settings, SettingsLike, as_settings, check_names
 from . import io, spectral
 
