@@ -77,7 +77,7 @@ def converged():
 def test_fp16_mixed_precision_keeps_the_gradient_near_convergence(converged, monkeypatch):
     # A CUDA run's default arithmetic (--precision auto), checked here on the CPU. Near
     # convergence the fp16 backward pass underflows: the scaled loss must give the fp32 gradient.
-    import impasto.optimize as O
+    import impasto.descent as O
 
     def grad(dtype):
         x = converged.image.clone().requires_grad_(True)
