@@ -69,12 +69,14 @@ class LossScale:
             self.value, self.streak = min(LOSS_SCALE, self.value * 2), 0
 
 
+# What descends: a function of the pixels giving the loss and its named parts.
+Score = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 # What a pass returns: the loss, its parts, and the gradient of the loss times the loss scale.
 Scored = tuple[torch.Tensor, dict[str, torch.Tensor], Optional[torch.Tensor]]
 
 
 def gradient(
-    score: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    score: Score,
     param: torch.Tensor,
     autocast: Optional[torch.dtype] = None,
     loss_scale: Optional[LossScale] = None,
@@ -119,7 +121,7 @@ class GraphedGradient:
 
     def __init__(
         self,
-        score: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+        score: Score,
         param: torch.Tensor,
         autocast: Optional[torch.dtype],
         loss_scale: LossScale,
@@ -151,7 +153,7 @@ class GraphedGradient:
 
 
 def descend(
-    score: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    score: Score,
     param: torch.Tensor,
     steps: int,
     settings: Settings,
@@ -276,7 +278,7 @@ def hold_at_bounds(param: torch.Tensor, bounds: tuple[float, float]) -> None:
 
 
 def descend_keeping_best(
-    score: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    score: Score,
     param: torch.Tensor,
     steps: int,
     settings: Settings,

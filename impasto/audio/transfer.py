@@ -31,7 +31,7 @@ import torch
 from .. import losses as L
 from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted, NonFiniteLoss, option, warn
 from ..device import resolve_device, seeded_generator, with_autograd
-from ..descent import descend_keeping_best
+from ..descent import Score, descend_keeping_best
 from ..optimize import Progress
 from ..settings import Settings, SettingsLike, as_settings, check_names
 from . import io, spectral
@@ -164,7 +164,7 @@ class AudioObjective:
         """The objective of max(param, 0): log(1 + |X|) is never negative."""
         return self(param.clamp_min(0))
 
-    def of_waveform(self, audio: "AudioSettings") -> Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    def of_waveform(self, audio: "AudioSettings") -> Score:
         """The objective of a waveform's own spectrogram: differentiable through torch.stft."""
 
         def objective(samples: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -412,9 +412,6 @@ def split_overrides(settings: Settings, audio: AudioSettings, overrides: dict[st
     except (TypeError, ValueError) as exc:
         raise ImpastoError(f"bad setting: {exc}") from None
     return settings, audio
-
-
-Score = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 def score(objective: Score, value: torch.Tensor) -> dict[str, float]:
