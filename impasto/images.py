@@ -5,6 +5,7 @@ Tensors are float32 RGB in [0, 1], shaped (1, 3, H, W).
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -91,7 +92,7 @@ def open_image(target: Any, name: str) -> Image.Image:
         with warnings.catch_warnings():
             # Pillow warns from 89 Mpx on; the check below refuses from 80 with a clearer message.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(target)
+            image = pil_open(target)
         if image.width * image.height > MAX_INPUT_PIXELS:
             raise ImpastoError(
                 f"{name}: {image.width}x{image.height} is too large to read (limit {MAX_INPUT_PIXELS // 1_000_000} Mpx)"
@@ -107,8 +108,10 @@ def open_image(target: Any, name: str) -> Image.Image:
             over = 2 * (Image.MAX_IMAGE_PIXELS or 0) // 1_000_000
             raise ImpastoError(f"{name}: over {over} Mpx, too large to read (limit {MAX_INPUT_PIXELS // 1_000_000} Mpx)") from None
         if isinstance(exc, UnidentifiedImageError) and looks_like_heic(target):
-            # A phone's default format, which Pillow does not read; saying so beats "not an image".
-            raise ImpastoError(f"{name}: HEIC/HEIF photos cannot be read; convert it to JPEG or PNG first (a phone's photo app can export it)") from None
+            # A phone's default format, which Pillow alone does not read; saying so beats "not an image".
+            if heif_readable():
+                raise ImpastoError(f"{name}: a HEIC/HEIF file that pillow-heif cannot decode (damaged?)") from None
+            raise ImpastoError(f"{name}: {HEIC_ADVICE.format(it='it')}") from None
         medium = other_medium(name)
         if isinstance(exc, UnidentifiedImageError) and medium:
             # The likeliest mistake with impasto's other commands: the right file, the wrong command.
@@ -121,6 +124,37 @@ def open_image(target: Any, name: str) -> Image.Image:
         why = "no picture format Pillow knows" if isinstance(exc, UnidentifiedImageError) else "damaged, or a kind Pillow cannot decode"
         raise ImpastoError(f"{name}: not a readable image ({why})") from None
     return image
+
+
+def pil_open(target: Any) -> Image.Image:
+    """Image.open, reading HEIC/HEIF too where the `heic` extra is installed."""
+    try:
+        return Image.open(target)
+    except UnidentifiedImageError:
+        # pillow-heif is imported only for a file that needs it, so a JPEG pays nothing for it.
+        # Once it was looked for, Pillow already tried it (or it is missing): no second try.
+        looked_for = heif_readable.cache_info().currsize > 0
+        if looked_for or not looks_like_heic(target) or not heif_readable():
+            raise
+        if not isinstance(target, (str, os.PathLike)):
+            target.seek(0)
+        return Image.open(target)
+
+
+HEIC_ADVICE = ("HEIC/HEIF photos need the heic extra (pip install 'impasto[heic]'), "
+               "or convert {it} to JPEG or PNG first (a phone's photo app can export {it})")
+
+
+@functools.lru_cache(maxsize=None)
+def heif_readable() -> bool:
+    """Whether HEIC/HEIF photos, a phone's default, can be read here: pillow-heif (the `heic`
+    extra) installed, its reader then registered with Pillow."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")

@@ -24,6 +24,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from impasto import Settings, Stylizer
+
+try:  # imported here, so that a test that hides the extra (without_heic_extra) can still write HEIC
+    import pillow_heif as _pillow_heif
+except ImportError:
+    _pillow_heif = None
 from impasto.vgg import BLOCKS, WIDTHS, FeatureExtractor, conv_indices
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -132,6 +137,31 @@ def make_settings(synthetic_weights) -> Callable[..., Settings]:
 
 REDDISH = ((0.55, 0.15, 0.10), (0.95, 0.45, 0.30))
 BLUISH = ((0.05, 0.10, 0.45), (0.30, 0.45, 0.95))
+
+
+@pytest.fixture
+def without_heic_extra(monkeypatch):
+    """This machine as if the heic extra (pillow-heif) were not installed, even after a test
+    that read a HEIC photo registered its reader with Pillow."""
+    from impasto.images import heif_readable
+
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)
+    monkeypatch.setattr(Image, "ID", [kind for kind in Image.ID if kind != "HEIF"])
+    heif_readable.cache_clear()
+    yield
+    heif_readable.cache_clear()
+
+
+def heic_bytes(array: np.ndarray) -> bytes:
+    """The picture (HxWx3 floats in [0, 1]) as a HEIC file, as a phone writes it; the test is
+    skipped where the heic extra is missing."""
+    import io
+
+    if _pillow_heif is None:
+        pytest.skip("the heic extra (pillow-heif) is not installed")
+    buffer = io.BytesIO()
+    _pillow_heif.from_pillow(Image.fromarray(to_uint8(array))).save(buffer, quality=95)
+    return buffer.getvalue()
 
 
 def smooth_image(height: int, width: int, low=REDDISH[0], high=REDDISH[1], seed: int = 0) -> np.ndarray:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_python, smooth_image, textured_image, write_png
+from conftest import heic_bytes, run_python, smooth_image, textured_image, write_png
 from PIL import Image
 
 import impasto
@@ -162,15 +162,26 @@ def test_folders_k_random_styles_per_content_repeatable(data):
     assert [pair for pair in first if pair[0] != "photo0.png"] == draw(7)
 
 
-def test_heic_photos_in_a_folder_are_named_not_skipped_silently(data, tmp_path):
+def test_heic_photos_in_a_folder_are_painted_with_the_heic_extra(data, tmp_path):
+    phone = tmp_path / "phone"
+    phone.mkdir()
+    for i, name in enumerate(("IMG_0001.HEIC", "IMG_0002.heic")):
+        (phone / name).write_bytes(heic_bytes(smooth_image(24, 32, seed=i)))
+    jobs = pair_folders(phone, data / "paintings")
+    assert sorted({Path(job.content).name for job in jobs}) == ["IMG_0001.HEIC", "IMG_0002.heic"]
+    assert len(jobs) == 2 * len(list((data / "paintings").iterdir()))
+
+
+def test_heic_photos_without_the_extra_are_named_not_skipped_silently(data, tmp_path, without_heic_extra):
     phone = tmp_path / "phone"
     phone.mkdir()
     for name in ("IMG_0001.HEIC", "IMG_0002.heic"):
         (phone / name).write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(16))
-    with pytest.raises(ImpastoError, match=r"phone: no images in it \(looked for .*\); 2 HEIC/HEIF photos in it cannot be read: convert them to JPEG or PNG first"):
+    advice = r"reading {0} needs the heic extra \(pip install 'impasto\[heic\]'\), or convert {0} to JPEG or PNG first"
+    with pytest.raises(ImpastoError, match=r"phone: no images in it \(looked for .*\); 2 HEIC/HEIF photos in it cannot be read: " + advice.format("them")):
         pair_folders(phone, data / "paintings")
     (data / "photos" / "IMG_0003.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(16))
-    with pytest.warns(ImpastoWarning, match=r"photos: 1 HEIC/HEIF photo in it cannot be read: convert it to JPEG or PNG first; the batch leaves it out"):
+    with pytest.warns(ImpastoWarning, match=r"photos: 1 HEIC/HEIF photo in it cannot be read: " + advice.format("it") + "; the batch leaves it out"):
         jobs = pair_folders(data / "photos", data / "paintings")
     assert len(jobs) == 9 and not any("IMG_0003" in str(job.content) for job in jobs)
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, png_bomb, smooth_image, textured_image, to_uint8
+from conftest import FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, heic_bytes, png_bomb, smooth_image, textured_image, to_uint8
 
 pytest.importorskip("fastapi", reason="the web extra is not installed (pip install 'impasto[web]')")
 pytest.importorskip("multipart", reason="the web extra is not installed (pip install 'impasto[web]')")
@@ -484,13 +484,27 @@ def test_a_text_file_named_jpg_is_refused(serve, photo):
         assert detail(response).startswith("Photo (photo.jpg): not a picture")
 
 
-def test_a_heic_photo_is_refused_with_advice(serve, photo):
+def test_a_heic_photo_is_refused_with_advice_without_the_heic_extra(serve, photo, without_heic_extra):
     heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)  # how an iPhone's photo starts
     with serve() as client:
         response = client.post("/api/jobs", files=[("content", ("IMG_0001.HEIC", heic, "image/heic")),
                                                    ("style", ("s.png", photo, "image/png"))])  # fmt: skip
         assert response.status_code == 415
         assert detail(response).startswith("Photo (IMG_0001.HEIC): HEIC/HEIF pictures are not accepted; convert it to JPEG or PNG first")
+        assert "HEIF" not in detail(response).split("accepted: ")[-1]
+
+
+def test_a_heic_photo_is_accepted_with_the_heic_extra(serve, painting):
+    heic = heic_bytes(smooth_image(40, 48))
+    with serve() as client:
+        response = client.post("/api/jobs", files=[("content", ("IMG_0001.HEIC", heic, "image/heic")),
+                                                   ("style", ("s.png", painting, "image/png"))])  # fmt: skip
+        assert response.status_code == 201, response.text
+        # A damaged one is refused as not a picture, with HEIF among what is accepted.
+        broken = heic[:24] + bytes(64)
+        response = client.post("/api/jobs", files=[("content", ("IMG_0002.HEIC", broken, "image/heic")),
+                                                   ("style", ("s.png", painting, "image/png"))])  # fmt: skip
+        assert response.status_code in (400, 415) and "IMG_0002.HEIC" in detail(response), response.text
 
 
 def test_other_formats_pillow_reads_are_refused_too(serve, photo):

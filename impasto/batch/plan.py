@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Collection, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from ..errors import ImpastoError, option, warn
+from ..images import heif_readable
 from ..settings import Settings, check_names, parse_setting
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -386,15 +387,15 @@ def list_images(folder: PathLike, what: str, recursive: bool = False) -> list[Pa
         files = list(tree_files(folder))
     else:
         files = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
-    avif = avif_readable()
-    suffixes = IMAGE_SUFFIXES + (AVIF_SUFFIXES if avif else ())
+    avif, heif = avif_readable(), heif_readable()
+    suffixes = IMAGE_SUFFIXES + (AVIF_SUFFIXES if avif else ()) + (HEIC_SUFFIXES if heif else ())
     # Sorted as paths (by their parts; without case on Windows), as batches have always drawn their
     # paintings from this order: the same --pair-seed draws the same paintings as before, on every OS.
     images = sorted((p for p in files if p.suffix.lower() in suffixes), key=lambda p: p.relative_to(folder))
     # Pictures a user would expect in a batch but this machine cannot read: left out like any
     # other file, but said, so a folder of them is not a mystery.
     unreadable = (
-        (HEIC_SUFFIXES, "HEIC/HEIF photo", "convert {them} to JPEG or PNG first"),
+        (() if heif else HEIC_SUFFIXES, "HEIC/HEIF photo", "reading {them} needs the heic extra (pip install 'impasto[heic]'), or convert {them} to JPEG or PNG first"),
         (() if avif else AVIF_SUFFIXES, "AVIF picture", "reading {them} needs Pillow 11.3 or later"),
     )
     notes = []  # (what, it or them)

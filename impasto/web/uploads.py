@@ -17,11 +17,16 @@ from typing import Optional
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImpastoError
-from ..images import load_image_and_alpha, looks_like_heic, with_alpha
+from ..images import heif_readable, load_image_and_alpha, looks_like_heic, pil_open, with_alpha
 
 # Formats a browser or a camera produces; anything else Pillow can open (EPS, PSD,
 # ICNS, ...) is not worth the extra decoder surface on a server.
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+def allowed_formats() -> tuple[str, ...]:
+    """The formats uploads may have: HEIF (a phone's photos) too where the server has the heic extra."""
+    return ALLOWED_FORMATS + (("HEIF",) if heif_readable() else ())
 
 
 class UploadError(Exception):
@@ -44,16 +49,17 @@ def decode_upload(data: bytes, label: str, max_bytes: int, max_pixels: int) -> I
         # the header below, is. Past twice Pillow's limit it refuses anyway (see allow_pixels).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            image = pil_open(io.BytesIO(data))
         except Image.DecompressionBombError:
             raise UploadError(413, f"{label}: the picture has too many pixels (limit {format_pixels(max_pixels)})") from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-            if looks_like_heic(io.BytesIO(data)):  # a phone's photo: it is a picture, of a kind not read here
+            accepted = ", ".join(allowed_formats())
+            if looks_like_heic(io.BytesIO(data)) and not heif_readable():  # a phone's photo, of a kind not read here
                 raise UploadError(415, f"{label}: HEIC/HEIF pictures are not accepted; convert it to JPEG or PNG first "
-                                  f"(accepted: {', '.join(ALLOWED_FORMATS)})") from None
-            raise UploadError(415, f"{label}: not a picture (accepted: {', '.join(ALLOWED_FORMATS)})") from None
-        if image.format not in ALLOWED_FORMATS:
-            raise UploadError(415, f"{label}: {image.format} pictures are not accepted (accepted: {', '.join(ALLOWED_FORMATS)})")
+                                  f"(accepted: {accepted})") from None
+            raise UploadError(415, f"{label}: not a picture (accepted: {accepted})") from None
+        if image.format not in allowed_formats():
+            raise UploadError(415, f"{label}: {image.format} pictures are not accepted (accepted: {', '.join(allowed_formats())})")
         width, height = image.size
         if width * height > max_pixels:
             raise UploadError(
