@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence, cast
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, cast
 
 import torch
 
@@ -125,10 +125,12 @@ class Objective:
         extra_loss: Optional["ExtraLoss"] = None,
         region: Optional[Region] = None,
         tile: int = 0,
+        style_offsets: Optional[Mapping[str, L.Stats]] = None,
     ) -> None:
         """The objective of the (w, h) `size` scale; with `region`, of that tile of it: the
         content target is the tile's, the style targets the whole picture's (so strokes keep
-        their size), computed in `tile`-sized pieces where the style image is that large."""
+        their size), computed in `tile`-sized pieces where the style image is that large, and
+        moved by `style_offsets` (tile_style_offsets), layer by layer, where given."""
         self.extractor = extractor
         self.extra_loss = extra_loss
         self.settings = settings
@@ -162,6 +164,8 @@ class Objective:
         for layer, lw in zip(settings.style_layers, layer_weights):
             for mask, members in groups:
                 target = L.blend_stats([per_style[i][layer] for i in members], [styles[i].weight for i in members])
+                if style_offsets is not None:
+                    target = L.Stats(target.mean + style_offsets[layer].mean, target.moment + style_offsets[layer].moment)
                 fn = L.make_style_loss(settings.style_loss, target, settings.gram_shift, _mask_like(mask, content_feats[layer]))
                 self.style_losses.append((layer, lw / len(groups), fn))
         # A layer's only style loss, where a ReLU follows the layer, is computed inside that ReLU
@@ -241,6 +245,26 @@ def photo_detail(content: torch.Tensor, coarse: tuple[int, int], fine: tuple[int
     (cw, ch), (fw, fh) = coarse, fine
     sharp = resize_tensor(content, (fh, fw))
     return sharp - resize_tensor(resize_tensor(content, (ch, cw)), (fh, fw))
+
+
+def tile_style_offsets(extractor: FeatureExtractor, canvas: torch.Tensor, tiles: Sequence[Region], layers: Sequence[str]) -> list[dict[str, L.Stats]]:
+    """For each tile of a scale, how the statistics of its part of the picture differ from the
+    whole picture's, as the scale starts (the coarser scales' result, which fitted whole).
+
+    A tile matched to the painting's statistics as they are must hold all of the painting on
+    its own: a tile of plain sky gets the village's and the moon's colours, as blotches. Each
+    tile's targets moved by its offset keep the layout the coarse scales gave, while the
+    tiles' targets still average (by area) to the painting's.
+    """
+    per_tile = []
+    with torch.no_grad():
+        for x0, y0, x1, y1 in tiles:
+            features = extractor(canvas[..., y0:y1, x0:x1])
+            per_tile.append({layer: L.feature_stats(features[layer].float()) for layer in layers})
+    areas = [(x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in tiles]
+    whole = {layer: L.blend_stats([stats[layer] for stats in per_tile], areas) for layer in layers}
+    return [{layer: L.Stats(stats[layer].mean - whole[layer].mean, stats[layer].moment - whole[layer].moment) for layer in layers}
+            for stats in per_tile]  # fmt: skip
 
 
 def scale_start(
@@ -408,9 +432,13 @@ def optimise(
         whole = len(tiles) == 1
         settings_here = scale_settings(settings, max(size), max(sizes[-1]))
         kept: list[tuple[int, dict[str, float]]] = []  # (area, best losses) of each tile done
+        # A masked painting's tile is already matched to its own region (the mask's crop).
+        offsets: list[Any] = [None] * len(tiles)
+        if not whole and all(s.mask is None for s in styles):
+            offsets = tile_style_offsets(extractor, canvas, tiles, settings_here.style_layers)
         for number, region in enumerate(tiles):
             x0, y0, x1, y1 = region
-            objective = Objective(extractor, settings_here, content, styles, size, cache, extra_loss, None if whole else region, pieces)
+            objective = Objective(extractor, settings_here, content, styles, size, cache, extra_loss, None if whole else region, pieces, offsets[number])
             param = canvas[..., y0:y1, x0:x1].clone()
             # A tile is pasted over what was there before it, by its blend weights.
             under = None if whole else param.clone()

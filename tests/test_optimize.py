@@ -177,6 +177,25 @@ def test_a_tile_pastes_nothing_it_drew_at_its_edge_over_a_neighbour():
     assert below[0, 50] == 0 and below[50, 0] == 0 and below[50, 50] == 1
 
 
+def test_a_plain_tile_is_not_asked_to_hold_the_whole_painting(stylizer, make_settings):
+    # A picture plain on its left half and busy on its right, cut into two tiles.
+    picture = np.concatenate([np.full((64, 64, 3), 0.3), textured_image(64, 64)], axis=1)
+    canvas = torch.from_numpy(picture).permute(2, 0, 1)[None].float()
+    settings = make_settings()
+    extractor = stylizer.extractor(settings, torch.device("cpu"))
+    regions = [(0, 0, 72, 64), (56, 0, 128, 64)]
+    plain, busy = optimize.tile_style_offsets(extractor, canvas, regions, settings.style_layers)
+    areas = [72 * 64, 72 * 64]
+    for layer in settings.style_layers:
+        # The tiles' targets still average, by area, to the painting's own statistics.
+        for part in ("mean", "moment"):
+            average = sum(a * getattr(o[layer], part) for a, o in zip(areas, (plain, busy))) / sum(areas)
+            assert float(average.abs().max()) < 1e-5 * float(getattr(busy[layer], part).abs().max())
+        # The plain tile's target asks for less feature energy than the painting's, the busy one's for more.
+        energy = lambda o: float(o[layer].moment.diagonal().sum())  # noqa: E731
+        assert energy(plain) < 0 < energy(busy)
+
+
 # -- the loop -------------------------------------------------------------------------------------
 
 
