@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, cast
+from typing import Callable, Iterator, Mapping, Optional, Sequence, cast
 
 import torch
 
@@ -433,7 +433,7 @@ def optimise(
         settings_here = scale_settings(settings, max(size), max(sizes[-1]))
         kept: list[tuple[int, dict[str, float]]] = []  # (area, best losses) of each tile done
         # A masked painting's tile is already matched to its own region (the mask's crop).
-        offsets: list[Any] = [None] * len(tiles)
+        offsets: list[Optional[dict[str, L.Stats]]] = [None] * len(tiles)
         if not whole and all(s.mask is None for s in styles):
             offsets = tile_style_offsets(extractor, canvas, tiles, settings_here.style_layers)
         for number, region in enumerate(tiles):
