@@ -433,7 +433,7 @@ def optimise(
         settings_here = scale_settings(settings, max(size), max(sizes[-1]))
         kept: list[tuple[int, dict[str, float]]] = []  # (area, best losses) of each tile done
         # A masked painting's tile is already matched to its own region (the mask's crop).
-        offsets: list[Optional[dict[str, L.Stats]]] = [None] * len(tiles)
+        offsets: Sequence[Optional[Mapping[str, L.Stats]]] = [None] * len(tiles)
         if not whole and all(s.mask is None for s in styles):
             offsets = tile_style_offsets(extractor, canvas, tiles, settings_here.style_layers)
         for number, region in enumerate(tiles):
