@@ -26,15 +26,16 @@ import threading
 import time
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import IMAGES, threads_note, weights_note  # noqa: E402
 
+from impasto.sweep import load_font  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "pictures"
 DOCS = ROOT / "docs"
-SECTIONS = ("baseline", "large", "tiles", "huge")
 TEXTBOOK = r"""
 import sys, time
 import torch
@@ -95,10 +96,7 @@ def impasto(photo: str, painting: str, out: Path, *options: str) -> list[str]:
 
 def side_by_side(images: list[Image.Image], captions: list[str], gap: int = 10) -> Image.Image:
     """The images in a row on white, each under its caption (lines split at "\\n")."""
-    try:
-        font = ImageFont.load_default(size=16)
-    except (TypeError, OSError):  # Pillow < 10.1 or without FreeType
-        font = ImageFont.load_default()
+    font = load_font(16)
     top = 8 + 20 * max(c.count("\n") + 1 for c in captions)
     sheet = Image.new("RGB", (sum(im.width for im in images) + gap * (len(images) - 1), top + max(im.height for im in images)), "white")
     draw, x = ImageDraw.Draw(sheet), 0
@@ -139,31 +137,31 @@ def section_baseline(out: Path, weights: str) -> Path:
     return out / "baseline_vs_default.jpg"
 
 
-def section_large(out: Path, tile: int = 0) -> Path:
-    name = f"large_2048{'_tiles' if tile else ''}"
+# The rocket with The Starry Night as a large print: (file name, what, options, crop centre).
+# The crop is the same with tiles and without. In 1024 px tiles (811 x 779 of picture each, with
+# 192 px of overlap: tiles.plan_tiles) it lies across the overlaps of four tiles, x 1237-1429,
+# y 587-779. At 4096 px the automatic tiles (how many depends on the free memory) are 2 x 2 on a
+# 24 GiB machine, meeting near the middle; there with a fifth to a quarter of the default's
+# iterations, as the README shows it.
+PRINTS = {
+    "large": ("large_2048", "2048 px", ["--size", "2048"], (0.65, 0.5)),
+    "tiles": ("large_2048_tiles", "2048 px in 1024 px tiles", ["--size", "2048", "--tile", "1024"], (0.65, 0.5)),
+    "huge": ("large_4096_tiles", "4096 px in automatic tiles, 20 -> 10 iterations",
+             ["--size", "4096", "--initial-iterations", "20", "--iterations", "10"], (0.5, 0.5)),
+}  # fmt: skip
+
+
+def section_print(out: Path, section: str) -> Path:
+    name, what, options, centre = PRINTS[section]
     png = out / f"{name}.png"
-    run(impasto("rocket.png", "starry_night.jpg", png, "--size", "2048", *(["--tile", str(tile)] if tile else [])),
-        f"2048 px{f' in {tile} px tiles' if tile else ''}")  # fmt: skip
-    # The same crop with tiles and without. In 1024 px tiles (811 x 779 of picture each, with 192 px
-    # of overlap: tiles.plan_tiles) it lies across the overlaps of four tiles, x 1237-1429, y 587-779.
-    whole_and_crop(png, 683, (0.65, 0.5)).save(out / f"{name}.jpg", quality=90)
+    run(impasto("rocket.png", "starry_night.jpg", png, *options), what)
+    whole_and_crop(png, 683, centre).save(out / f"{name}.jpg", quality=90)
     return out / f"{name}.jpg"
-
-
-def section_huge(out: Path) -> Path:
-    """A 4096 px print in automatic tiles (how many depends on this machine's free memory), with
-    a fifth to a quarter of the default's iterations, as the README shows it."""
-    png = out / "large_4096_tiles.png"
-    run(impasto("rocket.png", "starry_night.jpg", png, "--size", "4096", "--initial-iterations", "20", "--iterations", "10"),
-        "4096 px in automatic tiles, 20 -> 10 iterations")  # fmt: skip
-    # Four tiles meet near the middle when the finest scale is cut 2 x 2, as on a 24 GiB machine.
-    whole_and_crop(png, 683, (0.5, 0.5)).save(out / "large_4096_tiles.jpg", quality=90)
-    return out / "large_4096_tiles.jpg"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", action="append", choices=SECTIONS, help="one section (repeatable); default: baseline and large")
+    p.add_argument("--only", action="append", choices=["baseline", *PRINTS], help="one section (repeatable); default: baseline and large")
     p.add_argument("--docs", action="store_true", help="copy the composed pictures into docs/, replacing the README's")
     args = p.parse_args()
     weights, note = weights_note()
@@ -174,12 +172,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     made = []
     for section in args.only or ["baseline", "large"]:
-        if section == "baseline":
-            made.append(section_baseline(OUT, weights))
-        elif section == "huge":
-            made.append(section_huge(OUT))
-        else:
-            made.append(section_large(OUT, tile=1024 if section == "tiles" else 0))
+        made.append(section_baseline(OUT, weights) if section == "baseline" else section_print(OUT, section))
     for path in made:
         if args.docs:
             shutil.copyfile(path, DOCS / path.name)

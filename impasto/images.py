@@ -132,9 +132,8 @@ def pil_open(target: Any) -> Image.Image:
         return Image.open(target)
     except UnidentifiedImageError:
         # pillow-heif is imported only for a file that needs it, so a JPEG pays nothing for it.
-        # Once it was looked for, Pillow already tried it (or it is missing): no second try.
-        looked_for = heif_readable.cache_info().currsize > 0
-        if looked_for or not looks_like_heic(target) or not heif_readable():
+        # Once its reader is registered, Pillow already tried it: no second try.
+        if "HEIF" in Image.ID or not looks_like_heic(target) or not heif_readable():
             raise
         if not isinstance(target, (str, os.PathLike)):
             target.seek(0)

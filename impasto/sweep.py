@@ -254,12 +254,13 @@ def _partial(
 def _failed_cell(size: tuple[int, int]) -> Image.Image:
     image = Image.new("RGB", size, BLANK)
     draw = ImageDraw.Draw(image)
-    font = _font(_font_size(*size))
+    font = load_font(_font_size(*size))
     draw.text((size[0] / 2, size[1] / 2), _fit("failed", size[0], font, draw), fill=FAILED_INK, font=font, anchor="mm")
     return image
 
 
-def _font(size: int) -> Any:
+def load_font(size: int) -> Any:
+    """Pillow's own font at `size` px, for titles on sheets."""
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, ImportError, OSError):  # Pillow < 10.1 or without FreeType: the small bitmap font
@@ -293,7 +294,7 @@ def labelled_sheet(
     ch = max(im.height for row in images for im in row)
     n_rows, n_cols = len(images), max(len(row) for row in images)
     font_size = _font_size(cw, ch)
-    font = _font(font_size)
+    font = load_font(font_size)
     pad = max(6, font_size // 2)
     line = font_size + pad
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
