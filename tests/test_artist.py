@@ -644,9 +644,9 @@ def test_a_style_weight_that_is_not_a_number_is_refused(capsys, tmp_path, conten
 def test_a_long_column_title_is_cut_to_its_cell():
     from PIL import ImageDraw
 
-    from impasto.sweep import _fit, _font
+    from impasto.sweep import _fit, load_font
 
-    font, measure = _font(11), ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    font, measure = load_font(11), ImageDraw.Draw(Image.new("RGB", (1, 1)))
     shown = _fit("style_layers=conv1_1+conv2_1+conv3_1+conv4_1", 48, font, measure)
     assert measure.textlength(shown, font=font) <= 48 and shown.endswith("…") and shown.startswith("conv1")
 
