@@ -294,12 +294,13 @@ class Settings:
             "own shapes would cover it"
         },
     )
-    flat_content: float = field(
-        default=1.0,
+    flat_content: Optional[float] = field(
+        default=None,
         metadata={
             "help": "content weight where the photo is flat (a clear sky, a backdrop), as a share (0-1) of the "
             "weight elsewhere: below 1 such areas are painted freely instead of in a regular pattern of small "
-            "cells; 1 keeps one weight everywhere"
+            "cells; 1 keeps one weight everywhere; default: 0.1 on a photo with a flat background (a tenth or "
+            "more of it of one colour, as a cut-out on white has), else 1"
         },
     )
     multiscale: bool = field(default=True, metadata={"help": "coarse-to-fine optimisation (off: one scale at --size)"})
@@ -565,7 +566,7 @@ class Settings:
             raise ImpastoError(f"{option('upsample_detail')} must be between 0 and 1, not {number(self.upsample_detail)}")
         if not (math.isfinite(self.coarse_content) and self.coarse_content > 0):
             raise ImpastoError(f"{option('coarse_content')} must be above 0, not {number(self.coarse_content)}")
-        if not (0 <= self.flat_content <= 1):
+        if self.flat_content is not None and not (0 <= self.flat_content <= 1):
             raise ImpastoError(f"{option('flat_content')} must be between 0 and 1, not {number(self.flat_content)}")
         if self.tile != 0 and self.tile < MIN_TILE:
             raise ImpastoError(f"{option('tile')} must be 0 (automatic) or at least {MIN_TILE} pixels, not {number(self.tile)}")

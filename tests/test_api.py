@@ -817,3 +817,16 @@ def test_a_frames_folder_without_save_every_is_said_to_change_nothing(stylizer, 
     with pytest.warns(impasto.ImpastoWarning, match=r"frames_dir=.* changes nothing without save_every=N"):
         stylizer.run(content_array, style_array, make_settings(iterations=2), frames_dir=tmp_path / "frames")
     assert not (tmp_path / "frames").exists()
+
+
+def test_a_photo_with_a_flat_background_is_painted_there_and_the_result_says_so(stylizer, make_settings, style_array):
+    from conftest import textured_image
+
+    photo = textured_image(40, 48, seed=4)
+    cut_out = photo.copy()
+    cut_out[:, :12] = 1.0  # a product shot's background, flattened on white
+    settings = make_settings(iterations=2)
+    assert settings.flat_content is None  # the default: decided for each photo
+    assert stylizer.run(cut_out, style_array, settings).settings.flat_content == impasto.optimize.FLAT_BACKGROUND_FLOOR
+    assert stylizer.run(photo, style_array, settings).settings.flat_content == 1.0
+    assert stylizer.run(cut_out, style_array, settings.replace(flat_content=1.0)).settings.flat_content == 1.0

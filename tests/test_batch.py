@@ -567,7 +567,7 @@ def test_the_index_serves_a_data_loader(data, fast, stylizer, monkeypatch):
         # replayed as CUDA graphs: a job's picture does not depend on them.
         every = {k: v for k, v in fast.replace(seed=5).to_dict().items() if k not in ("device", "cuda_graphs")}
         assert record["settings"] == json.loads(json.dumps(every)) and record["settings"]["seed"] == 5
-        assert record["settings"]["flat_content"] == 1.0  # at its default too, though the settings' hash leaves it out
+        assert record["settings"]["flat_content"] is None  # at its default too: decided for each photo
         assert {"load", "decode", "optimise", "encode", "started_at", "finished_at"} <= set(record["timings"])
         assert record["current"] is True and record["warnings"] == []
     # Another draw of paintings: the jobs no longer drawn keep their records (their pictures are
@@ -880,12 +880,15 @@ def test_a_setting_added_later_leaves_earlier_indexes_matching_at_its_default():
 
     from impasto.batch.plan import settings_hash
 
-    settings = impasto.Settings(size=64)
+    # flat_content's default was 1 until session 32: earlier runs had that value.
+    settings = impasto.Settings(size=64, flat_content=1.0)
     # As an index written before flat_content and cuda_graphs existed (cuda_graphs is never in one: how a
     # run is launched, like its device, does not change its picture).
     before = {k: v for k, v in settings.to_dict().items() if k not in ("device", "flat_content", "cuda_graphs")}
     assert settings_hash(settings) == hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
     assert settings_hash(settings.replace(flat_content=0.5)) != settings_hash(settings)  # and it still tells runs apart
+    # Today's default decides it for each photo, which can paint a flat background differently: not a match.
+    assert settings_hash(settings.replace(flat_content=None)) != settings_hash(settings)
 
 
 def test_two_batches_into_one_folder_at_once_are_refused_not_mixed(data, fast):

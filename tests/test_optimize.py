@@ -691,3 +691,43 @@ def test_an_fp16_overflow_lowers_the_loss_scale_for_the_rest_of_the_descent(grap
     assert len(passes) == 4  # 2 + 1 + 1; restarting at 2**16 every iteration would be 6
     # The gradient is the loss's, not the scaled loss's: 1/27 from each of the 9 outputs a pixel feeds.
     assert float(param.grad.abs().max()) == pytest.approx(9 / 27, rel=0.01)
+
+
+def test_the_default_frees_flat_areas_only_on_a_photo_with_a_flat_background():
+    photo = torch.from_numpy(textured_image(120, 160)).permute(2, 0, 1)[None].float()  # grain everywhere
+    cut_out = photo.clone()
+    cut_out[..., :40] = 1.0  # its left quarter flattened on white, as a product shot's background
+    speck = photo.clone()
+    speck[..., :50, :20] = 1.0  # a white patch of 5%: not a background
+    default = Settings()
+    assert default.flat_content is None
+    assert optimize.resolve_flat_content(default, cut_out).flat_content == optimize.FLAT_BACKGROUND_FLOOR
+    assert optimize.resolve_flat_content(default, photo).flat_content == 1.0
+    assert optimize.resolve_flat_content(default, speck).flat_content == 1.0
+    # A number given is the user's choice, photo or not.
+    assert optimize.resolve_flat_content(default.replace(flat_content=1.0), cut_out).flat_content == 1.0
+    assert optimize.resolve_flat_content(default.replace(flat_content=0.5), photo).flat_content == 0.5
+    # Measured at one size, so a print and its preview are painted alike.
+    big = torch.nn.functional.interpolate(cut_out, scale_factor=8, mode="nearest")
+    assert optimize.flat_background_share(big) == pytest.approx(optimize.flat_background_share(cut_out), abs=0.02)
+
+
+def test_the_quality_benchmarks_photos_have_no_flat_background_and_a_cut_out_has():
+    from PIL import Image, ImageDraw
+
+    from conftest import REAL_IMAGES
+    from impasto.images import pil_to_tensor
+
+    names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.png"]
+    if not all((REAL_IMAGES / name).is_file() for name in names):
+        pytest.skip(f"the shared photos are not in {REAL_IMAGES}")
+    cpu = torch.device("cpu")
+    for name in names:
+        with Image.open(REAL_IMAGES / name) as image:
+            photo = image.convert("RGB")
+        assert optimize.resolve_flat_content(Settings(), pil_to_tensor(photo, cpu)).flat_content == 1.0, name
+    # benchmarks/heldout.py's cut-out: the coffee cup with its left quarter white.
+    with Image.open(REAL_IMAGES / "coffee.png") as image:
+        photo = image.convert("RGB")
+    ImageDraw.Draw(photo).rectangle((0, 0, photo.width // 4, photo.height), fill="white")
+    assert optimize.resolve_flat_content(Settings(), pil_to_tensor(photo, cpu)).flat_content == optimize.FLAT_BACKGROUND_FLOOR

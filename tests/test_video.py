@@ -21,7 +21,8 @@ from conftest import BLUISH, smooth_image, textured_image, to_uint8, write_png
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="the video extra is not installed")
 pytest.importorskip("cv2", reason="the video extra is not installed")
 
-from impasto import ImpastoError, Stylizer  # noqa: E402
+import impasto  # noqa: E402
+from impasto import ImpastoError, Settings, Stylizer  # noqa: E402
 from impasto.cli import main  # noqa: E402
 from impasto.video import measure_warping_error, output_size, stylize_video  # noqa: E402
 from impasto.video.flow import FlowEstimator, FrameMotion, warping_error  # noqa: E402
@@ -553,3 +554,29 @@ def test_cli_ctrl_c_writes_the_json_of_the_frames_done(clips, synthetic_weights,
     monkeypatch.undo()
     assert main(args) == 0, capsys.readouterr().err
     assert json.loads(summary.read_text())["interrupted"] is False
+
+
+class SettingsRecorder(CountingStylizer):
+    """Notes the settings each frame was painted with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Settings] = []
+
+    def run(self, *args, **kwargs):
+        result = super().run(*args, **kwargs)
+        self.seen.append(result.settings)
+        return result
+
+
+@pytest.mark.parametrize("temporal", [True, False])
+def test_the_default_flat_content_is_decided_once_on_the_first_frame(clips, settings, tmp_path, temporal):
+    # A white background in the first frame alone: deciding frame by frame would switch looks after it.
+    frames = panned_frames()
+    frames[0] = frames[0].copy()
+    frames[0][:, : WIDTH // 3] = 255
+    clip = write_clip(tmp_path / "cut_out.mp4", frames)
+    recorder = SettingsRecorder()
+    stylize_video(clip, clips["style"], tmp_path / "out.mp4", settings, stylizer=recorder, temporal=temporal)
+    assert len(recorder.seen) == FRAMES
+    assert {s.flat_content for s in recorder.seen} == {impasto.optimize.FLAT_BACKGROUND_FLOOR}

@@ -26,7 +26,7 @@ from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted,
 from ..files import atomic_write
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..device import resolve_device
-from ..optimize import Progress
+from ..optimize import Progress, resolve_flat_content
 from ..scales import check_short_side
 from ..settings import Settings, SettingsLike, as_settings
 from .flow import FlowEstimator, FrameMotion, require_cv2, warping_error
@@ -166,6 +166,8 @@ def stylize_video(
     try:
         for index, frame in enumerate(read_frames(plan.info, plan.start, plan.end)):
             content = np.asarray(Image.fromarray(frame).resize(plan.size, Image.Resampling.LANCZOS))
+            if index == 0:
+                plan.decide_flat_content(content)
             motion = flows.motion(previous_content, content) if previous_content is not None else None
             if motion is not None and motion.trusted < NEW_SHOT_TRUSTED:
                 motion, cuts = None, cuts + 1
@@ -228,6 +230,13 @@ class VideoPlan:
     fingerprint: dict[str, Any]
     overwrite: bool = False
     stopped_reason: Optional[str] = None
+
+    def decide_flat_content(self, first: np.ndarray) -> None:
+        """The default flat_content decided once, on the first frame: frame by frame, a
+        background near the threshold would flicker between two looks."""
+        if self.first_settings.flat_content is None:
+            self.first_settings = resolve_flat_content(self.first_settings, pil_to_tensor(Image.fromarray(first), torch.device("cpu")))
+            self.next_settings = self.next_settings.replace(flat_content=self.first_settings.flat_content)
 
     def result(self, done: int, errors: list[float], content_errors: list[float], resumed: int, cuts: int, started: float,
                stopped: Optional[str] = None) -> VideoResult:  # fmt: skip
