@@ -111,7 +111,8 @@ def main() -> None:
         name = label.split(" (")[0].replace(" ", "_")
         result.image.save(out / f"{name}.png")
         print(f"{label:22s} {photo.width}x{photo.height} in the style of {painting.width}x{painting.height}: "
-              f"{seconds:5.1f} s, final loss {result.losses.get('total', float('nan')):.3f}", flush=True)
+              f"{seconds:5.1f} s, final loss {result.losses.get('total', float('nan')):.3f}, flat content {result.settings.flat_content:g}",
+              flush=True)  # fmt: skip
         cell = args.size // 2
         rows.append([im.copy() for im in (photo, painting, result.image)])
         for im in rows[-1]:

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/pictures.py                       # baseline and large (~20 min here)
     .venv/bin/python benchmarks/pictures.py --only tiles          # 2048 px in 1024 px tiles
     .venv/bin/python benchmarks/pictures.py --only huge           # 4096 px in automatic tiles, fewer iterations
+    .venv/bin/python benchmarks/pictures.py --only flat           # --flat-content on three photos (~6 min)
     .venv/bin/python benchmarks/pictures.py --only large --docs   # and copy the picture into docs/
 
 Each picture is a command a user would type, run in a fresh process (so its peak memory is its
@@ -10,7 +11,8 @@ own), then composed as the README shows it: the textbook single-scale run beside
 (`baseline`, docs/baseline_vs_default.jpg), a 2048 px run whole and a full-resolution crop
 (`large`, docs/large_2048.jpg), the same in 1024 px tiles with the crop across the seams of
 four tiles (`tiles`, docs/large_2048_tiles.jpg), and a 4096 px print in automatic tiles with
-fewer iterations (`huge`, docs/large_4096_tiles.jpg). It prints each run's time and peak memory and
+fewer iterations (`huge`, docs/large_4096_tiles.jpg), and three photos with and without flat areas
+freed (`flat`, docs/flat_content.jpg). It prints each run's time and peak memory and
 writes everything under benchmarks/results/pictures/; `--docs` copies the composed pictures
 into docs/ as well (the README's captions quote the figures: update them with the pictures).
 """
@@ -25,13 +27,20 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Union
 
-from PIL import Image, ImageDraw
+import torch
+from PIL import Image, ImageDraw, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import IMAGES, threads_note, weights_note  # noqa: E402
 
-from impasto.sweep import load_font  # noqa: E402
+from heldout import cut_out_on_white  # noqa: E402
+
+from impasto import Settings  # noqa: E402
+from impasto.images import pil_to_tensor, resize_long_side  # noqa: E402
+from impasto.optimize import resolve_flat_content  # noqa: E402
+from impasto.sweep import labelled_sheet, load_font  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "pictures"
@@ -159,9 +168,43 @@ def section_print(out: Path, section: str) -> Path:
     return out / f"{name}.jpg"
 
 
+# (row label, photo: a file of IMAGES or a picture made here, painting).
+FLAT_ROWS: list[tuple[str, Union[str, Callable[[], Image.Image]], str]] = [
+    ("cut-out on white / Shipwreck", cut_out_on_white, "shipwreck.jpg"),
+    ("rocket / Starry Night", "rocket.png", "starry_night.jpg"),
+    ("astronaut / Scream", "astronaut.png", "the_scream.jpg"),
+]
+
+
+def section_flat(out: Path) -> Path:
+    """Each photo at --flat-content 1 and 0.1, and which of the two the default chose for it."""
+    rows, labels = [], []
+    for label, given, painting in FLAT_ROWS:
+        photo = given if isinstance(given, str) else str(out / f"{label.split(' /')[0].replace(' ', '_')}.png")
+        if not isinstance(given, str):
+            given().save(photo)
+        pngs = []
+        for value in ("1", "0.1"):
+            png = out / f"flat_{Path(photo).stem}_{value}.png"
+            run(impasto(photo, painting, png, "--flat-content", value), f"{label}, --flat-content {value}")
+            pngs.append(png)
+        source = Image.open(IMAGES / photo).convert("RGB")
+        # As a run decides it: on the photo at the output's size.
+        default = resolve_flat_content(Settings(), pil_to_tensor(resize_long_side(source, 512), torch.device("cpu"))).flat_content
+        print(f"the default's --flat-content for {label}: {default:g}\n")
+        rows.append([source, *(Image.open(png) for png in pngs)])
+        for im in rows[-1]:
+            im.thumbnail((384, 384))
+        rows[-1][0] = ImageOps.expand(rows[-1][0], 1, "#bbbbbb")  # the cut-out's white is not the sheet's
+        labels.append(f"{label} (default {default:g})")
+    sheet, _ = labelled_sheet(rows, ["photo", "--flat-content 1", "--flat-content 0.1"], labels, "the content weight on flat areas (512 px)")
+    sheet.save(out / "flat_content.jpg", quality=90)
+    return out / "flat_content.jpg"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", action="append", choices=["baseline", *PRINTS], help="one section (repeatable); default: baseline and large")
+    p.add_argument("--only", action="append", choices=["baseline", "flat", *PRINTS], help="one section (repeatable); default: baseline and large")
     p.add_argument("--docs", action="store_true", help="copy the composed pictures into docs/, replacing the README's")
     args = p.parse_args()
     weights, note = weights_note()
@@ -172,7 +215,12 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     made = []
     for section in args.only or ["baseline", "large"]:
-        made.append(section_baseline(OUT, weights) if section == "baseline" else section_print(OUT, section))
+        if section == "baseline":
+            made.append(section_baseline(OUT, weights))
+        elif section == "flat":
+            made.append(section_flat(OUT))
+        else:
+            made.append(section_print(OUT, section))
     for path in made:
         if args.docs:
             shutil.copyfile(path, DOCS / path.name)
