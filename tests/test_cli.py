@@ -529,3 +529,17 @@ def test_the_json_summary_names_the_preset(capsys, tmp_path, content_path, style
         code, out, err = cli(capsys, content_path, style_path, "-o", tmp_path / f"{name}.png", *preset, *fast, "--json", "-")
         assert code == 0, err
         assert json.loads(out)["preset"] == name
+
+
+def test_a_flat_background_painted_by_default_is_said_and_can_be_refused(capsys, tmp_path, style_path, fast):
+    from conftest import textured_image
+
+    photo = textured_image(40, 48, seed=4)
+    plain = write_png(tmp_path / "photo.png", photo)
+    photo[:, :12] = 1.0  # a product shot's background, flattened on white
+    cut_out = write_png(tmp_path / "cut_out.png", photo)
+    code, _, err = cli(capsys, cut_out, style_path, "-o", tmp_path / "a.png", *fast)
+    assert code == 0 and "flat background" in err and "--flat-content 1" in err, err
+    for photo_path, given in ((cut_out, ["--flat-content", "1"]), (cut_out, ["--flat-content", "0.1"]), (plain, [])):
+        code, _, err = cli(capsys, photo_path, style_path, "-o", tmp_path / "b.png", "--overwrite", *fast, *given)
+        assert code == 0 and "flat background" not in err, (given, err)  # asked for, or not decided so
