@@ -26,7 +26,7 @@ from .images import resize_tensor
 from .scales import min_side, plan_iterations, plan_scales, scale_settings
 from .settings import Settings
 from .style_stats import StatsCache, style_long_side, style_pieces, style_size, style_statistics
-from .tiles import Region, blend_weights, choose_tile, plan_tiles, tile_overlap
+from .tiles import Region, blend_weights, choose_tile, crop_margins, plan_tiles, style_margins, tile_overlap
 from .vgg import FeatureExtractor, ReluWith
 
 
@@ -158,14 +158,17 @@ class Objective:
         region: Optional[Region] = None,
         tile: int = 0,
         style_offsets: Optional[Mapping[str, L.Stats]] = None,
+        style_margins: Optional[tuple[int, int, int, int]] = None,
     ) -> None:
         """The objective of the (w, h) `size` scale; with `region`, of that tile of it: the
         content target is the tile's, the style targets the whole picture's (so strokes keep
         their size), computed in `tile`-sized pieces where the style image is that large, and
-        moved by `style_offsets` (tile_style_offsets), layer by layer, where given."""
+        moved by `style_offsets` (tile_style_offsets), layer by layer, where given; its style
+        losses leave out `style_margins` (tiles.style_margins) where given."""
         self.extractor = extractor
         self.extra_loss = extra_loss
         self.settings = settings
+        self.margins = style_margins if style_margins and any(style_margins) else None
         w, h = size
         x0, y0, x1, y1 = region or (0, 0, w, h)
         pairs = chain_pairs(settings)
@@ -198,19 +201,28 @@ class Objective:
                 target = L.blend_stats([per_style[i][layer] for i in members], [styles[i].weight for i in members])
                 if style_offsets is not None:
                     target = L.Stats(target.mean + style_offsets[layer].mean, target.moment + style_offsets[layer].moment)
-                fn = L.make_style_loss(settings.style_loss, target, settings.gram_shift, _mask_like(mask, content_feats[layer]))
+                fn = L.make_style_loss(settings.style_loss, target, settings.gram_shift, self._inner_mask(layer, _mask_like(mask, content_feats[layer])))
                 self.style_losses.append((layer, lw / len(groups), fn))
         # A layer's only style loss, where a ReLU follows the layer, is computed inside that ReLU
         # (losses.FusableLoss): the map's two gradients meet in one backward pass.
         count = Counter(layer for layer, _, _ in self.style_losses)
-        self.fused = {layer: fn for layer, _, fn in self.style_losses if count[layer] == 1 and isinstance(fn, L.FusableLoss) and extractor.relu_follows(layer)}
+        # (Not in a tile with margins: its loss sees a crop of the map, the ReLU all of it.)
+        fusable = self.margins is None
+        self.fused = {layer: fn for layer, _, fn in self.style_losses if fusable and count[layer] == 1 and isinstance(fn, L.FusableLoss) and extractor.relu_follows(layer)}
         # Chained inference: one cross-layer term per adjacent pair, weighted like its shallower layer.
         self.chain_losses: list[tuple[str, str, float, L.ChainLossFn]] = []
         for (a, b), lw in zip(pairs, layer_weights):
             for mask, members in groups:
                 cross = L.blend_cross_stats([per_style_chain[i][(a, b)] for i in members], [styles[i].weight for i in members])
-                chain_fn = L.chain_loss(cross, settings.gram_shift, _mask_like(mask, content_feats[a]))
+                chain_fn = L.chain_loss(cross, settings.gram_shift, self._inner_mask(a, _mask_like(mask, content_feats[a])))
                 self.chain_losses.append((a, b, lw / len(groups), chain_fn))
+
+    def _inner(self, layer: str, features: torch.Tensor) -> torch.Tensor:
+        """`features` (or a mask made like them) of `layer` as the style losses see them."""
+        return features if self.margins is None else crop_margins(features, layer, self.margins)
+
+    def _inner_mask(self, layer: str, mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        return None if mask is None else self._inner(layer, mask)
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         total, parts, _ = self._evaluate(image)
@@ -258,8 +270,9 @@ class Objective:
         else:  # no content layers: texture synthesis
             content = image.new_zeros(())
         # Style terms, each already times its layer weight; named so terms() can report them.
-        weighted = [(layer, w * (fused[layer] if layer in fused else fn(feats[layer]))) for layer, w, fn in self.style_losses]
-        weighted += [(f"{a}x{b}", w * fn(feats[a], feats[b])) for a, b, w, fn in self.chain_losses]
+        inner = self._inner
+        weighted = [(layer, w * (fused[layer] if layer in fused else fn(inner(layer, feats[layer])))) for layer, w, fn in self.style_losses]
+        weighted += [(f"{a}x{b}", w * fn(inner(a, feats[a]), inner(b, feats[b]))) for a, b, w, fn in self.chain_losses]
         style = cast(torch.Tensor, sum(v for _, v in weighted)) if weighted else image.new_zeros(())
         tv = L.tv_loss(image.float())
         total = s.content_weight * content + s.style_weight * style + s.tv_weight * tv
@@ -279,21 +292,25 @@ def photo_detail(content: torch.Tensor, coarse: tuple[int, int], fine: tuple[int
     return sharp - resize_tensor(resize_tensor(content, (ch, cw)), (fh, fw))
 
 
-def tile_style_offsets(extractor: FeatureExtractor, canvas: torch.Tensor, tiles: Sequence[Region], layers: Sequence[str]) -> list[dict[str, L.Stats]]:
+def tile_style_offsets(extractor: FeatureExtractor, canvas: torch.Tensor, tiles: Sequence[Region], layers: Sequence[str], overlap: int) -> list[dict[str, L.Stats]]:
     """For each tile of a scale, how the statistics of its part of the picture differ from the
     whole picture's, as the scale starts (the coarser scales' result, which fitted whole).
 
     A tile matched to the painting's statistics as they are must hold all of the painting on
     its own: a tile of plain sky gets the village's and the moon's colours, as blotches. Each
     tile's targets moved by its offset keep the layout the coarse scales gave, while the
-    tiles' targets still average (by area) to the painting's.
+    tiles' targets still average (by area) to the painting's. Each tile is measured as its style
+    losses will see it, without its style_margins.
     """
-    per_tile = []
+    size = (canvas.shape[-1], canvas.shape[-2])
+    per_tile, areas = [], []
     with torch.no_grad():
-        for x0, y0, x1, y1 in tiles:
+        for region in tiles:
+            x0, y0, x1, y1 = region
+            margins = style_margins(region, size, overlap)
             features = extractor(canvas[..., y0:y1, x0:x1])
-            per_tile.append({layer: L.feature_stats(features[layer].float()) for layer in layers})
-    areas = [(x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in tiles]
+            per_tile.append({layer: L.feature_stats(crop_margins(features[layer], layer, margins).float()) for layer in layers})
+            areas.append((x1 - x0 - margins[0] - margins[2]) * (y1 - y0 - margins[1] - margins[3]))
     whole = {layer: L.blend_stats([stats[layer] for stats in per_tile], areas) for layer in layers}
     return [{layer: L.Stats(stats[layer].mean - whole[layer].mean, stats[layer].moment - whole[layer].moment) for layer in layers}
             for stats in per_tile]  # fmt: skip
@@ -467,10 +484,11 @@ def optimise(
         # A masked painting's tile is already matched to its own region (the mask's crop).
         offsets: Sequence[Optional[Mapping[str, L.Stats]]] = [None] * len(tiles)
         if not whole and all(s.mask is None for s in styles):
-            offsets = tile_style_offsets(extractor, canvas, tiles, settings_here.style_layers)
+            offsets = tile_style_offsets(extractor, canvas, tiles, settings_here.style_layers, tile_overlap(tile))
         for number, region in enumerate(tiles):
             x0, y0, x1, y1 = region
-            objective = Objective(extractor, settings_here, content, styles, size, cache, extra_loss, None if whole else region, pieces, offsets[number])
+            margins = None if whole else style_margins(region, size, tile_overlap(tile))
+            objective = Objective(extractor, settings_here, content, styles, size, cache, extra_loss, None if whole else region, pieces, offsets[number], margins)
             param = canvas[..., y0:y1, x0:x1].clone()
             # A tile is pasted over what was there before it, by its blend weights.
             under = None if whole else param.clone()

@@ -183,9 +183,9 @@ def test_a_plain_tile_is_not_asked_to_hold_the_whole_painting(stylizer, make_set
     canvas = torch.from_numpy(picture).permute(2, 0, 1)[None].float()
     settings = make_settings()
     extractor = stylizer.extractor(settings, torch.device("cpu"))
-    regions = [(0, 0, 72, 64), (56, 0, 128, 64)]
-    plain, busy = optimize.tile_style_offsets(extractor, canvas, regions, settings.style_layers)
-    areas = [72 * 64, 72 * 64]
+    regions = [(0, 0, 72, 64), (56, 0, 128, 64)]  # 16 px of overlap
+    plain, busy = optimize.tile_style_offsets(extractor, canvas, regions, settings.style_layers, 16)
+    areas = [64 * 64, 64 * 64]  # each without the half of the overlap its style losses leave out
     for layer in settings.style_layers:
         # The tiles' targets still average, by area, to the painting's own statistics.
         for part in ("mean", "moment"):
@@ -194,6 +194,29 @@ def test_a_plain_tile_is_not_asked_to_hold_the_whole_painting(stylizer, make_set
         # The plain tile's target asks for less feature energy than the painting's, the busy one's for more.
         energy = lambda o: float(o[layer].moment.diagonal().sum())  # noqa: E731
         assert energy(plain) < 0 < energy(busy)
+
+
+def test_a_tiles_style_losses_leave_out_the_edges_it_shares_with_other_tiles(stylizer, make_settings, style_array):
+    assert [tiles.layer_stride(n) for n in ("conv1_1", "relu2_2", "conv3_1", "pool3", "conv5_1")] == [1, 2, 4, 8, 16]
+    # The second of two tiles side by side: 8 px (half the overlap) on its left, none on the picture's edges.
+    region, size = (56, 0, 128, 64), (128, 64)
+    assert tiles.style_margins(region, size, 16) == (8, 0, 0, 0)
+    assert tiles.style_margins((0, 0, 128, 64), size, 16) == (0, 0, 0, 0)
+    settings = make_settings(style_layers=("conv1_1",))  # a 3x3 view: what it sees is exact
+    extractor = stylizer.extractor(settings, torch.device("cpu"))
+    photo = torch.from_numpy(textured_image(64, 128)).permute(2, 0, 1)[None].float()
+    style = [optimize.StyleInput(torch.from_numpy(style_array).permute(2, 0, 1)[None].float())]
+    tile = torch.rand(1, 3, 64, 72, generator=torch.Generator().manual_seed(3))
+    edited = tile.clone()
+    edited[..., :6] = 1.0  # white, inside the margin
+
+    def style_term(image: torch.Tensor, margins) -> float:
+        objective = optimize.Objective(extractor, settings, photo, style, size, region=region, style_margins=margins)
+        return objective.terms(image)["conv1_1"]
+
+    margins = tiles.style_margins(region, size, 16)
+    assert style_term(edited, margins) == pytest.approx(style_term(tile, margins), rel=1e-6)
+    assert style_term(edited, None) != pytest.approx(style_term(tile, None), rel=1e-3)  # measured with its edge, it moves
 
 
 # -- the loop -------------------------------------------------------------------------------------
