@@ -173,6 +173,19 @@ class _Reference:
         return torch.add(rest, torch.addmm(negative_high, pixels.T, pixels).float(), alpha=1 / n)
 
 
+# (top, bottom, left, right) pixels of a map that a loss leaves out.
+Crop = tuple[int, int, int, int]
+
+
+def crop_map(features: torch.Tensor, crop: Optional[Crop]) -> torch.Tensor:
+    """A view of a (..., H, W) map without its `crop` border (all of it for None)."""
+    if crop is None:
+        return features
+    top, bottom, left, right = crop
+    h, w = features.shape[-2:]
+    return features[..., top : h - bottom, left : w - right]
+
+
 class _GramDistance(torch.autograd.Function):
     """|E[f fᵀ] - reference|² / scale, the unshifted, unmasked Gram loss, as one node: the
     difference is kept for the backward pass, which is then one product (the difference is
@@ -183,28 +196,45 @@ class _GramDistance(torch.autograd.Function):
     (the loss, relu(f)): the map's two gradients, the loss's and the network's through the ReLU,
     then meet inside this node's backward pass, the product adding itself to the ReLU's gradient,
     instead of autograd making each at the map's size and adding them (~10 ms of a 512 px
-    iteration here, 6%; benchmarks/README.md, session 26). Else it returns (the loss, None)."""
+    iteration here, 6%; benchmarks/README.md, session 26). Else it returns (the loss, None).
+
+    With `crop` (top, bottom, left, right pixels), the loss is the map's without that border
+    (a tile's edges, tiles.style_margins), and the ReLU still all of it."""
 
     @staticmethod
-    def forward(ctx: Any, features: torch.Tensor, reference: _Reference, scale: torch.Tensor, relu: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(
+        ctx: Any, features: torch.Tensor, reference: _Reference, scale: torch.Tensor, relu: bool = False, crop: Optional[Crop] = None
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         ctx.set_materialize_grads(False)  # the ReLU's output may take no part in the loss
-        _, diff = _moments(features, reference, with_mean=False)
+        ctx.crop = crop
+        _, diff = _moments(crop_map(features, crop), reference, with_mean=False)
         ctx.save_for_backward(features, diff, scale)
         flat = diff.reshape(-1)
         return torch.dot(flat, flat) / scale, torch.relu(features) if relu else None
 
     @staticmethod
-    def backward(ctx: Any, grad: Optional[torch.Tensor], grad_relu: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], None, None, None]:
+    def backward(ctx: Any, grad: Optional[torch.Tensor], grad_relu: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], None, None, None, None]:
         features, diff, scale = ctx.saved_tensors
-        n = _flatten(features).shape[1]
+        inner = crop_map(features, ctx.crop)
+        n = inner[0, 0].numel()  # its pixels (a sound's map has one axis, a picture's two)
         # d|D|²/dM = 2D, and the moment's gradient plus its transpose is twice that again.
         both = None if grad is None else diff * (4 * grad / (scale * n))
         if grad_relu is None:
-            return _moments_gradient(features, both, None), None, None, None
+            if ctx.crop is None or both is None:
+                return _moments_gradient(features, both, None), None, None, None, None
+            whole = torch.zeros_like(features)
+            crop_map(whole, ctx.crop).copy_(cast(torch.Tensor, _moments_gradient(inner, both, None)))
+            return whole, None, None, None, None
         into = torch.ops.aten.threshold_backward(grad_relu, features, 0)
         if not (into.is_contiguous() or into.is_contiguous(memory_format=torch.channels_last)):
             into = into.contiguous()  # the product writes into it through a (C, H*W) view
-        return _moments_gradient(features, both, None, into), None, None, None
+        if ctx.crop is None or both is None:
+            return _moments_gradient(features, both, None, into), None, None, None, None
+        # The crop's gradient, made then added: a crop of `into` is no (C, H*W) view to write through.
+        crop_map(into, ctx.crop).add_(cast(torch.Tensor, _moments_gradient(inner, both, None)))
+        return into, None, None, None, None
+
+
 
 
 def _pixel_weights(f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -304,14 +334,18 @@ class FusableLoss:
     """The unshifted, unmasked Gram loss (_GramDistance), which can also be computed as part of
     the ReLU after its layer: `with_relu(f)` returns (the loss, relu(f)) from one autograd node."""
 
-    def __init__(self, reference: "_Reference", scale: torch.Tensor) -> None:
-        self._reference, self._scale = reference, scale
+    def __init__(self, reference: "_Reference", scale: torch.Tensor, crop: Optional[Crop] = None) -> None:
+        self._reference, self._scale, self._crop = reference, scale, crop
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        return _GramDistance.apply(features, self._reference, self._scale)[0]
+        return _GramDistance.apply(features, self._reference, self._scale, False, self._crop)[0]
 
     def with_relu(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _GramDistance.apply(features, self._reference, self._scale, True)
+        return _GramDistance.apply(features, self._reference, self._scale, True, self._crop)
+
+    def cropped(self, crop: Crop) -> "FusableLoss":
+        """The same loss of the map without `crop` (top, bottom, left, right pixels)."""
+        return FusableLoss(self._reference, self._scale, crop)
 
 
 def gram_loss(target: Stats, shift: float = 0.0, mask: Optional[torch.Tensor] = None) -> StyleLossFn:

@@ -26,7 +26,7 @@ from .images import resize_tensor
 from .scales import min_side, plan_iterations, plan_scales, scale_settings
 from .settings import Settings
 from .style_stats import StatsCache, style_long_side, style_pieces, style_size, style_statistics
-from .tiles import Region, blend_weights, choose_tile, crop_margins, plan_tiles, style_margins, tile_overlap
+from .tiles import Region, blend_weights, choose_tile, layer_crop, plan_tiles, style_margins, tile_overlap
 from .vgg import FeatureExtractor, ReluWith
 
 
@@ -201,28 +201,29 @@ class Objective:
                 target = L.blend_stats([per_style[i][layer] for i in members], [styles[i].weight for i in members])
                 if style_offsets is not None:
                     target = L.Stats(target.mean + style_offsets[layer].mean, target.moment + style_offsets[layer].moment)
-                fn = L.make_style_loss(settings.style_loss, target, settings.gram_shift, self._inner_mask(layer, _mask_like(mask, content_feats[layer])))
+                crop = self._crop(layer, content_feats[layer])
+                fn = L.make_style_loss(settings.style_loss, target, settings.gram_shift, _crop_mask_map(_mask_like(mask, content_feats[layer]), crop))
+                if crop is not None:
+                    fn = fn.cropped(crop) if isinstance(fn, L.FusableLoss) else _on_crop(fn, crop)
                 self.style_losses.append((layer, lw / len(groups), fn))
         # A layer's only style loss, where a ReLU follows the layer, is computed inside that ReLU
         # (losses.FusableLoss): the map's two gradients meet in one backward pass.
         count = Counter(layer for layer, _, _ in self.style_losses)
-        # (Not in a tile with margins: its loss sees a crop of the map, the ReLU all of it.)
-        fusable = self.margins is None
-        self.fused = {layer: fn for layer, _, fn in self.style_losses if fusable and count[layer] == 1 and isinstance(fn, L.FusableLoss) and extractor.relu_follows(layer)}
+        self.fused = {layer: fn for layer, _, fn in self.style_losses if count[layer] == 1 and isinstance(fn, L.FusableLoss) and extractor.relu_follows(layer)}
         # Chained inference: one cross-layer term per adjacent pair, weighted like its shallower layer.
         self.chain_losses: list[tuple[str, str, float, L.ChainLossFn]] = []
         for (a, b), lw in zip(pairs, layer_weights):
             for mask, members in groups:
                 cross = L.blend_cross_stats([per_style_chain[i][(a, b)] for i in members], [styles[i].weight for i in members])
-                chain_fn = L.chain_loss(cross, settings.gram_shift, self._inner_mask(a, _mask_like(mask, content_feats[a])))
+                ends = self._crop(a, content_feats[a]), self._crop(b, content_feats[b])
+                chain_fn = L.chain_loss(cross, settings.gram_shift, _crop_mask_map(_mask_like(mask, content_feats[a]), ends[0]))
+                if self.margins is not None:
+                    chain_fn = _on_crops(chain_fn, *ends)
                 self.chain_losses.append((a, b, lw / len(groups), chain_fn))
 
-    def _inner(self, layer: str, features: torch.Tensor) -> torch.Tensor:
-        """`features` (or a mask made like them) of `layer` as the style losses see them."""
-        return features if self.margins is None else crop_margins(features, layer, self.margins)
-
-    def _inner_mask(self, layer: str, mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        return None if mask is None else self._inner(layer, mask)
+    def _crop(self, layer: str, features: torch.Tensor) -> Optional[L.Crop]:
+        """What the style losses of `layer` leave out of maps like `features`: the margins in its pixels."""
+        return None if self.margins is None else layer_crop(features.shape, layer, self.margins)
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         total, parts, _ = self._evaluate(image)
@@ -270,9 +271,8 @@ class Objective:
         else:  # no content layers: texture synthesis
             content = image.new_zeros(())
         # Style terms, each already times its layer weight; named so terms() can report them.
-        inner = self._inner
-        weighted = [(layer, w * (fused[layer] if layer in fused else fn(inner(layer, feats[layer])))) for layer, w, fn in self.style_losses]
-        weighted += [(f"{a}x{b}", w * fn(inner(a, feats[a]), inner(b, feats[b]))) for a, b, w, fn in self.chain_losses]
+        weighted = [(layer, w * (fused[layer] if layer in fused else fn(feats[layer]))) for layer, w, fn in self.style_losses]
+        weighted += [(f"{a}x{b}", w * fn(feats[a], feats[b])) for a, b, w, fn in self.chain_losses]
         style = cast(torch.Tensor, sum(v for _, v in weighted)) if weighted else image.new_zeros(())
         tv = L.tv_loss(image.float())
         total = s.content_weight * content + s.style_weight * style + s.tv_weight * tv
@@ -282,6 +282,18 @@ class Objective:
                 total = total + value
                 parts[name] = value
         return total, parts, weighted
+
+
+def _crop_mask_map(mask: Optional[torch.Tensor], crop: Optional[L.Crop]) -> Optional[torch.Tensor]:
+    return None if mask is None else L.crop_map(mask, crop)
+
+
+def _on_crop(fn: L.StyleLossFn, crop: L.Crop) -> L.StyleLossFn:
+    return lambda features: fn(L.crop_map(features, crop))
+
+
+def _on_crops(fn: L.ChainLossFn, shallow: Optional[L.Crop], deep: Optional[L.Crop]) -> L.ChainLossFn:
+    return lambda a, b: fn(L.crop_map(a, shallow), L.crop_map(b, deep))
 
 
 def photo_detail(content: torch.Tensor, coarse: tuple[int, int], fine: tuple[int, int]) -> torch.Tensor:
@@ -309,7 +321,7 @@ def tile_style_offsets(extractor: FeatureExtractor, canvas: torch.Tensor, tiles:
             x0, y0, x1, y1 = region
             margins = style_margins(region, size, overlap)
             features = extractor(canvas[..., y0:y1, x0:x1])
-            per_tile.append({layer: L.feature_stats(crop_margins(features[layer], layer, margins).float()) for layer in layers})
+            per_tile.append({layer: L.feature_stats(L.crop_map(features[layer], layer_crop(features[layer].shape, layer, margins)).float()) for layer in layers})
             areas.append((x1 - x0 - margins[0] - margins[2]) * (y1 - y0 - margins[1] - margins[3]))
     whole = {layer: L.blend_stats([stats[layer] for stats in per_tile], areas) for layer in layers}
     return [{layer: L.Stats(stats[layer].mean - whole[layer].mean, stats[layer].moment - whole[layer].moment) for layer in layers}

@@ -4,11 +4,13 @@ blended into one picture. How large a tile may be, where the tiles lie, how they
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
 from .device import BYTES_PER_PIXEL, available_bytes, estimate_bytes
 from .errors import STOP_OUT_OF_MEMORY, ImpastoError, option
+from .losses import Crop
 from .settings import MIN_TILE, Settings
 
 
@@ -97,15 +99,13 @@ def style_margins(region: Region, size: tuple[int, int], overlap: int) -> tuple[
     return (m if x0 > 0 else 0, m if y0 > 0 else 0, m if x1 < width else 0, m if y1 < height else 0)
 
 
-def crop_margins(features: torch.Tensor, layer: str, margins: tuple[int, int, int, int]) -> torch.Tensor:
-    """`features` of `layer` without the picture-pixel `margins` (style_margins), in its own
-    pixels; at least one feature pixel is always kept."""
+def layer_crop(shape: Sequence[int], layer: str, margins: tuple[int, int, int, int]) -> Crop:
+    """The picture-pixel `margins` (style_margins) of a map of `layer` with `shape` (..., H, W),
+    in its own pixels; at least one feature pixel is always kept."""
     stride = layer_stride(layer)
-    h, w = features.shape[-2:]
+    h, w = shape[-2:]
     left, top, right, bottom = (m // stride for m in margins)
-    left, right = min(left, (w - 1) // 2), min(right, (w - 1) // 2)
-    top, bottom = min(top, (h - 1) // 2), min(bottom, (h - 1) // 2)
-    return features[..., top : h - bottom, left : w - right]
+    return min(top, (h - 1) // 2), min(bottom, (h - 1) // 2), min(left, (w - 1) // 2), min(right, (w - 1) // 2)
 
 
 def layer_stride(layer: str) -> int:

@@ -342,6 +342,33 @@ def test_the_gram_loss_computed_with_its_layers_relu_gives_the_loss_the_relu_and
         assert torch.autograd.gradcheck(use, (f.clone().requires_grad_(True),))
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_a_cropped_gram_loss_is_the_loss_of_the_crop_with_or_without_its_relu(layout):
+    # A tile's style loss leaves out the tile's shared edges (tiles.style_margins); inside the
+    # layer's ReLU it must still give the ReLU all of the map.
+    torch.manual_seed(1)
+    target = L.feature_stats(torch.rand(1, 6, 7, 9, dtype=torch.float64))
+    crop = (1, 2, 3, 0)  # top, bottom, left, right
+    cropped = L.gram_loss(target).cropped(crop)
+    f = torch.randn(1, 6, 7, 9, dtype=torch.float64).contiguous(memory_format=layout)
+    downstream = torch.randn(1, 6, 7, 9, dtype=torch.float64)
+
+    def reference(x):  # autograd's, of the crop as a view
+        return L.gram_loss(target)(x[..., 1:5, 3:]) + (torch.relu(x) * downstream).sum()
+
+    def together(x):
+        loss, out = cropped.with_relu(x)
+        return loss + (out * downstream).sum()
+
+    assert cropped(f).item() == pytest.approx(L.gram_loss(target)(f[..., 1:5, 3:]).item(), rel=1e-12)
+    a, b = f.clone().requires_grad_(True), f.clone().requires_grad_(True)
+    reference(a).backward()
+    together(b).backward()
+    assert torch.allclose(a.grad, b.grad, rtol=1e-12, atol=1e-15)
+    assert torch.autograd.gradcheck(together, (f.clone().requires_grad_(True),))
+    assert torch.autograd.gradcheck(cropped, (f.clone().requires_grad_(True),))  # alone: zero outside the crop
+
+
 def test_a_mixed_precision_gram_loss_with_its_relu_adds_the_two_gradients_no_less_exactly_than_autograd():
     # The loss's gradient is added into the ReLU's in fp32 (oneDNN's addmm on a bf16 output
     # accumulates in fp32) and rounded to bf16 once, where autograd adds two rounded gradients.
