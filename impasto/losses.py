@@ -235,8 +235,6 @@ class _GramDistance(torch.autograd.Function):
         return into, None, None, None, None
 
 
-
-
 def _pixel_weights(f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """A (H, W) mask as (1, H*W) weights summing to 1 over the pixels of `f` (C, H*W)."""
     w = mask.reshape(1, -1).to(f.dtype)

@@ -158,7 +158,7 @@ class Objective:
         region: Optional[Region] = None,
         tile: int = 0,
         style_offsets: Optional[Mapping[str, L.Stats]] = None,
-        style_margins: Optional[tuple[int, int, int, int]] = None,
+        style_margins: Optional[L.Crop] = None,
     ) -> None:
         """The objective of the (w, h) `size` scale; with `region`, of that tile of it: the
         content target is the tile's, the style targets the whole picture's (so strokes keep
@@ -304,7 +304,9 @@ def photo_detail(content: torch.Tensor, coarse: tuple[int, int], fine: tuple[int
     return sharp - resize_tensor(resize_tensor(content, (ch, cw)), (fh, fw))
 
 
-def tile_style_offsets(extractor: FeatureExtractor, canvas: torch.Tensor, tiles: Sequence[Region], layers: Sequence[str], overlap: int) -> list[dict[str, L.Stats]]:
+def tile_style_offsets(
+    extractor: FeatureExtractor, canvas: torch.Tensor, tiles: Sequence[Region], layers: Sequence[str], margins: Sequence[L.Crop]
+) -> list[dict[str, L.Stats]]:
     """For each tile of a scale, how the statistics of its part of the picture differ from the
     whole picture's, as the scale starts (the coarser scales' result, which fitted whole).
 
@@ -312,17 +314,15 @@ def tile_style_offsets(extractor: FeatureExtractor, canvas: torch.Tensor, tiles:
     its own: a tile of plain sky gets the village's and the moon's colours, as blotches. Each
     tile's targets moved by its offset keep the layout the coarse scales gave, while the
     tiles' targets still average (by area) to the painting's. Each tile is measured as its style
-    losses will see it, without its style_margins.
+    losses will see it, without its `margins` (tiles.style_margins, one per tile).
     """
-    size = (canvas.shape[-1], canvas.shape[-2])
     per_tile, areas = [], []
     with torch.no_grad():
-        for region in tiles:
-            x0, y0, x1, y1 = region
-            margins = style_margins(region, size, overlap)
+        for (x0, y0, x1, y1), edges in zip(tiles, margins):
             features = extractor(canvas[..., y0:y1, x0:x1])
-            per_tile.append({layer: L.feature_stats(L.crop_map(features[layer], layer_crop(features[layer].shape, layer, margins)).float()) for layer in layers})
-            areas.append((x1 - x0 - margins[0] - margins[2]) * (y1 - y0 - margins[1] - margins[3]))
+            per_tile.append({layer: L.feature_stats(L.crop_map(features[layer], layer_crop(features[layer].shape, layer, edges)).float()) for layer in layers})
+            top, bottom, left, right = edges
+            areas.append((x1 - x0 - left - right) * (y1 - y0 - top - bottom))
     whole = {layer: L.blend_stats([stats[layer] for stats in per_tile], areas) for layer in layers}
     return [{layer: L.Stats(stats[layer].mean - whole[layer].mean, stats[layer].moment - whole[layer].moment) for layer in layers}
             for stats in per_tile]  # fmt: skip
@@ -495,12 +495,15 @@ def optimise(
         kept: list[tuple[int, dict[str, float]]] = []  # (area, best losses) of each tile done
         # A masked painting's tile is already matched to its own region (the mask's crop).
         offsets: Sequence[Optional[Mapping[str, L.Stats]]] = [None] * len(tiles)
-        if not whole and all(s.mask is None for s in styles):
-            offsets = tile_style_offsets(extractor, canvas, tiles, settings_here.style_layers, tile_overlap(tile))
+        margins: Sequence[Optional[L.Crop]] = [None] * len(tiles)
+        if not whole:
+            edges = [style_margins(region, size, tile_overlap(tile)) for region in tiles]
+            margins = edges
+            if all(s.mask is None for s in styles):
+                offsets = tile_style_offsets(extractor, canvas, tiles, settings_here.style_layers, edges)
         for number, region in enumerate(tiles):
             x0, y0, x1, y1 = region
-            margins = None if whole else style_margins(region, size, tile_overlap(tile))
-            objective = Objective(extractor, settings_here, content, styles, size, cache, extra_loss, None if whole else region, pieces, offsets[number], margins)
+            objective = Objective(extractor, settings_here, content, styles, size, cache, extra_loss, None if whole else region, pieces, offsets[number], margins[number])
             param = canvas[..., y0:y1, x0:x1].clone()
             # A tile is pasted over what was there before it, by its blend weights.
             under = None if whole else param.clone()

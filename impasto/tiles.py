@@ -83,8 +83,8 @@ def tile_overlap(tile: int) -> int:
     return min(max(48, tile // 4), MAX_TILE_OVERLAP)
 
 
-def style_margins(region: Region, size: tuple[int, int], overlap: int) -> tuple[int, int, int, int]:
-    """(left, top, right, bottom) picture pixels of a tile that its style losses leave out: half
+def style_margins(region: Region, size: tuple[int, int], overlap: int) -> Crop:
+    """(top, bottom, left, right) picture pixels of a tile that its style losses leave out: half
     the overlap on each side shared with another tile, none on the picture's own edges.
 
     There the network's zero padding disturbs the tile's features, and blend_weights keeps
@@ -96,15 +96,15 @@ def style_margins(region: Region, size: tuple[int, int], overlap: int) -> tuple[
     x0, y0, x1, y1 = region
     width, height = size
     m = overlap // 2
-    return (m if x0 > 0 else 0, m if y0 > 0 else 0, m if x1 < width else 0, m if y1 < height else 0)
+    return (m if y0 > 0 else 0, m if y1 < height else 0, m if x0 > 0 else 0, m if x1 < width else 0)
 
 
-def layer_crop(shape: Sequence[int], layer: str, margins: tuple[int, int, int, int]) -> Crop:
+def layer_crop(shape: Sequence[int], layer: str, margins: Crop) -> Crop:
     """The picture-pixel `margins` (style_margins) of a map of `layer` with `shape` (..., H, W),
     in its own pixels; at least one feature pixel is always kept."""
     stride = layer_stride(layer)
     h, w = shape[-2:]
-    left, top, right, bottom = (m // stride for m in margins)
+    top, bottom, left, right = (m // stride for m in margins)
     return min(top, (h - 1) // 2), min(bottom, (h - 1) // 2), min(left, (w - 1) // 2), min(right, (w - 1) // 2)
 
 

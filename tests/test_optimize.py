@@ -184,7 +184,8 @@ def test_a_plain_tile_is_not_asked_to_hold_the_whole_painting(stylizer, make_set
     settings = make_settings()
     extractor = stylizer.extractor(settings, torch.device("cpu"))
     regions = [(0, 0, 72, 64), (56, 0, 128, 64)]  # 16 px of overlap
-    plain, busy = optimize.tile_style_offsets(extractor, canvas, regions, settings.style_layers, 16)
+    margins = [tiles.style_margins(region, (128, 64), 16) for region in regions]
+    plain, busy = optimize.tile_style_offsets(extractor, canvas, regions, settings.style_layers, margins)
     areas = [64 * 64, 64 * 64]  # each without the half of the overlap its style losses leave out
     for layer in settings.style_layers:
         # The tiles' targets still average, by area, to the painting's own statistics.
@@ -200,7 +201,7 @@ def test_a_tiles_style_losses_leave_out_the_edges_it_shares_with_other_tiles(sty
     assert [tiles.layer_stride(n) for n in ("conv1_1", "relu2_2", "conv3_1", "pool3", "conv5_1")] == [1, 2, 4, 8, 16]
     # The second of two tiles side by side: 8 px (half the overlap) on its left, none on the picture's edges.
     region, size = (56, 0, 128, 64), (128, 64)
-    assert tiles.style_margins(region, size, 16) == (8, 0, 0, 0)
+    assert tiles.style_margins(region, size, 16) == (0, 0, 8, 0)  # top, bottom, left, right
     assert tiles.style_margins((0, 0, 128, 64), size, 16) == (0, 0, 0, 0)
     settings = make_settings(style_layers=("conv1_1",))  # a 3x3 view: what it sees is exact
     extractor = stylizer.extractor(settings, torch.device("cpu"))
