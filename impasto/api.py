@@ -24,7 +24,7 @@ from .images import (
 )  # fmt: skip
 from .media import FrameRecorder, FrameSaver, check_count, check_frames_folder
 from .device import is_out_of_memory, keep_freed_memory, mixed_precision, precision_name, release_cached_memory, resolve_device, with_autograd
-from .optimize import ExtraLoss, Outcome, Progress, StyleInput, optimise, resolve_flat_content
+from .optimize import ExtraLoss, Outcome, Progress, StyleInput, flat_background_note, optimise, resolve_flat_content
 from .scales import check_short_side, min_side
 from .style_stats import StatsCache, style_long_side, style_pieces, style_size
 from .tiles import choose_tile, out_of_memory_advice
@@ -59,6 +59,9 @@ class Result:
     frames: list[Image.Image] = field(default_factory=list)
     device: str = "cpu"  # where it ran, and in what arithmetic (settings may say "auto")
     precision: str = "fp32"
+    # What the run decided for itself that changes the look, one line each (a flat background
+    # painted): the CLI prints them, the web page shows them, a batch's index keeps them.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def stopped_early(self) -> bool:
@@ -81,6 +84,7 @@ class Result:
             "device": self.device,
             "precision": self.precision,
             "settings": self.settings.to_dict(),
+            "notes": self.notes,
         }
 
 
@@ -174,6 +178,7 @@ class _RunState:
     interrupted: bool = False
     reason: Optional[str] = None
     stop: Optional[KeyboardInterrupt] = None  # a Ctrl-C, raised again once the Result is made
+    notes: list[str] = field(default_factory=list)  # Result.notes
 
     def finish(self, image: torch.Tensor) -> torch.Tensor:
         """`image` as it is handed out (to a callback, as a frame, as the result): the photo's own
@@ -217,6 +222,7 @@ class _RunState:
             stopped_reason=self.reason,
             device=str(self.device),
             precision=precision_name(mixed_precision(self.settings, self.device)),
+            notes=list(self.notes),
         )
 
 
@@ -366,7 +372,8 @@ class Stylizer:
         content_img = resize_long_side(source, settings.size)
         try:
             content_t = pil_to_tensor(content_img, device)
-            settings = resolve_flat_content(settings, content_t)
+            asked, settings = settings, resolve_flat_content(settings, content_t)
+            notes = [note for note in [flat_background_note(asked, settings)] if note]
             style_specs = normalize_styles(style)
             styles = [self._style_input(image, weight, settings, device) for image, weight in style_specs]
             keep_t = attach_masks(styles, masks, keep_mask, content_img.size, device)
@@ -392,6 +399,7 @@ class Stylizer:
             init_t=init_t,
             recorder=FrameRecorder(frames, content_img.size) if frames else None,
             saver=FrameSaver(int(save_every), frames_folder, content_img.size, alpha, overwrite) if frames_folder is not None else None,
+            notes=notes,
         )
 
     def _drive(self, state: _RunState, callback: Optional[Callback], extra_loss: Optional[ExtraLoss]) -> None:

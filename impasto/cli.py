@@ -335,11 +335,8 @@ def run_and_save(content: Any, styles: list[tuple[str, float]], settings: Settin
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items()) or "none (no iterations at the output's size)"
     state = f" ({result.stopped_reason}; best image so far kept)" if result.interrupted else ""
     print(f"wrote {output} in {result.seconds:.1f} s{state}; final losses: {losses}", file=sys.stderr)
-    if settings.flat_content is None and (result.settings.flat_content or 1) < 1:
-        # Decided from the photo, not asked for: say so, since it changes the look of that area.
-        print(f"the photo has a flat background (a tenth or more of it of one colour), so its content weight there was "
-              f"{result.settings.flat_content:g} and the painting fills it; {option('flat_content')} 1 weighs it like the rest",
-              file=sys.stderr)  # fmt: skip
+    for note in result.notes:
+        print(note, file=sys.stderr)
     if args.json:
         # The preset too: the settings are all there, but "which preset was this" is what a person asks.
         # And the pictures that went in, so the summary is enough to make the picture again.

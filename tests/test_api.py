@@ -827,6 +827,14 @@ def test_a_photo_with_a_flat_background_is_painted_there_and_the_result_says_so(
     cut_out[:, :12] = 1.0  # a product shot's background, flattened on white
     settings = make_settings(iterations=2)
     assert settings.flat_content is None  # the default: decided for each photo
-    assert stylizer.run(cut_out, style_array, settings).settings.flat_content == impasto.optimize.FLAT_BACKGROUND_FLOOR
-    assert stylizer.run(photo, style_array, settings).settings.flat_content == 1.0
-    assert stylizer.run(cut_out, style_array, settings.replace(flat_content=1.0)).settings.flat_content == 1.0
+    decided = stylizer.run(cut_out, style_array, settings)
+    assert decided.settings.flat_content == impasto.optimize.FLAT_BACKGROUND_FLOOR
+    # Said in the result, with what to pass to have it weighed like the rest (as typed in Python here).
+    [note] = decided.notes
+    assert "flat background" in note and "flat_content=1" in note and decided.summary()["notes"] == [note]
+    plain = stylizer.run(photo, style_array, settings)
+    assert plain.settings.flat_content == 1.0 and plain.notes == []
+    asked = stylizer.run(cut_out, style_array, settings.replace(flat_content=1.0))
+    assert asked.settings.flat_content == 1.0 and asked.notes == []
+    # Asked for, the same value is no news either.
+    assert stylizer.run(cut_out, style_array, settings.replace(flat_content=0.1)).notes == []

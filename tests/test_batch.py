@@ -427,6 +427,11 @@ def test_a_transparent_photo_stays_transparent_as_in_a_single_run(data, fast, st
     alpha = np.asarray(picture.getchannel("A"))
     assert alpha[:, :15].max() == 0 and alpha[:, -15:].min() == 255
     assert result.image().mode == "RGBA"
+    # Half of it white once flattened: the run painted the background, and the index says so.
+    [note] = result.notes
+    assert "flat background" in note
+    [record] = index_records(data / "out").values()
+    assert record["notes"] == [note]
     # The same from bytes, as a Ray actor is sent its images.
     sent = ("cutout.png", (data / "cutout.png").read_bytes())
     art = ("art0.png", (data / "paintings" / "art0.png").read_bytes())

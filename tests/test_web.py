@@ -146,6 +146,7 @@ def test_a_job_runs_and_its_result_gif_frames_and_inputs_can_be_fetched(serve, p
         assert done["status"] == "done", done["error"]
         assert done["progress"]["done"] == done["progress"]["total"] == 6
         assert set(done["losses"]) >= {"content", "style", "total"}
+        assert done["notes"] == []  # a photo without a flat background: nothing decided to tell
 
         result = client.get(done["links"]["result"])
         assert result.status_code == 200 and result.headers["content-type"] == "image/png"
@@ -182,6 +183,10 @@ def test_a_cut_out_photo_gives_a_cut_out_result(serve, photo, painting):
         assert done["status"] == "done", done["error"]
         alpha = np.asarray(image_of(client.get(done["links"]["result"])).getchannel("A"))
         assert alpha.shape == (40, 48) and alpha[:, :10].max() == 0 and alpha[:, 14:].min() == 255
+        # Painted as it looks on white, a quarter of one colour: the run frees it, and the job says so
+        # in the words of a client sending JSON fields.
+        [note] = done["notes"]
+        assert "flat background" in note and "flat_content=1" in note and "--flat-content" not in note
 
 
 def test_events_stream_the_job_until_it_finishes(serve, photo, painting):

@@ -204,6 +204,7 @@ def test_the_page_paints_a_picture_from_two_uploads(serve_process, browser, tmp_
     first = jobs[0]
     # The settings are shown with the result and in the list, and the download is named after the pictures.
     assert "photo.png + painting.png" in page.inner_text("#result-settings") and "seed 7" in page.inner_text("#result-settings")
+    assert not page.is_visible("#notes")  # nothing decided by the run to tell
     assert "seed 7" in page.inner_text(f"#jobs li[data-id='{first['id']}']")
     download = page.request.get(page.eval_on_selector("#download", "a => a.href"))
     assert f'filename="impasto-photo-painting-{first["id"][:8]}.png"' in download.headers["content-disposition"]
@@ -293,6 +294,26 @@ def test_use_these_settings_then_paint_repeats_the_job_exactly(server, browser, 
         assert again["rerun_of"] == first["id"] and uploaded["rerun_of"] is None
         for job in (again, uploaded):
             assert job["settings"] == first["settings"] and [s["weight"] for s in job["styles"]] == [3, 0.37]
+
+
+def test_a_photo_with_a_flat_background_shows_that_the_painting_filled_it(server, browser, tmp_path):
+    httpx = pytest.importorskip("httpx")
+    cut_out = textured_image(48, 64)
+    cut_out[:, :16] = 1.0  # a quarter flattened on white
+    photo = write_png(tmp_path / "cut-out.png", cut_out)
+    painting = write_png(tmp_path / "painting.png", textured_image(56, 48))
+    with httpx.Client(base_url=server, timeout=30) as client:
+        files = [("content", ("cut-out.png", photo.read_bytes(), "image/png")), ("style", ("painting.png", painting.read_bytes(), "image/png"))]
+        job = client.post("/api/jobs", files=files).json()
+        while client.get(f"/api/jobs/{job['id']}").json()["status"] in ("queued", "running"):
+            time.sleep(0.1)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server)
+    page.locator(f"#jobs li[data-id='{job['id']}'] button", has_text="Show").click()
+    page.wait_for_selector("#status[data-status=done]")
+    page.wait_for_selector("#notes", state="visible")
+    note = page.inner_text("#notes")
+    assert note.startswith("The photo has a flat background") and "flat_content=1" in note and note.endswith(".")
 
 
 def test_the_preset_note_says_the_size_a_job_will_use(serve_process, browser, tmp_path):

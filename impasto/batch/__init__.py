@@ -61,6 +61,7 @@ class JobResult:
     worker: Optional[str] = None
     previous: bool = False
     warnings: list[str] = field(default_factory=list)  # what the run warned of (each also said once per batch)
+    notes: list[str] = field(default_factory=list)  # what the run decided for itself (api.Result.notes)
 
     @property
     def ok(self) -> bool:
@@ -79,7 +80,7 @@ class JobResult:
             styles=[tuple(s) for s in record.get("styles", [])], settings_hash=record.get("settings_hash", ""),
             losses=record.get("losses") or {}, seconds=record.get("seconds") or 0.0, error=record.get("error"),
             attempts=record.get("attempts", 0), worker=record.get("worker"), previous=previous,
-            warnings=list(record.get("warnings") or []),
+            warnings=list(record.get("warnings") or []), notes=list(record.get("notes") or []),
         )  # fmt: skip
 
 
@@ -490,6 +491,7 @@ def _record(index: Index, folder: Path, job: Job, outcome: dict[str, Any], attem
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "timings": outcome.get("timings"),
             "warnings": outcome.get("warnings") or [],
+            "notes": outcome.get("notes") or [] if status == "done" else [],
             "current": True,
         }
         if status == "failed" and replace and (folder / job.output).exists():

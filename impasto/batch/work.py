@@ -175,7 +175,7 @@ def run_job(
     styles: Sequence[tuple[Source, float]],
     on_progress: Optional[ProgressFn] = None,
 ) -> dict[str, Any]:
-    """Paint one job. Returns {"ok", "png", "losses", "seconds", "note", "worker", "timings", "warnings"} or
+    """Paint one job. Returns {"ok", "png", "losses", "seconds", "note", "notes", "worker", "timings", "warnings"} or
     {"ok": False, "error", "warnings"}.
 
     Every error becomes a message here: a bad input fails its job, never the worker.
@@ -255,6 +255,7 @@ def _run_job(
             "losses": result.losses,
             "seconds": round(time.perf_counter() - start, 3),
             "note": result.stopped_reason if result.interrupted else None,
+            "notes": result.notes,
             "worker": worker_name(),
             "timings": timings,
         }

@@ -123,6 +123,7 @@ class JobView(BaseModel):
     seconds: Optional[float] = None
     losses: Optional[dict[str, float]] = None
     stopped_reason: Optional[str] = None
+    notes: list[str] = []  # what the run decided for itself that changes the look (api.Result.notes)
     preview: Optional[int] = None
     ahead: Optional[int] = None  # for a queued job: the jobs running or waiting before it
     rerun_of: Optional[str] = None  # the job whose inputs this one was made from

@@ -204,7 +204,7 @@ class JobManager:
         record could not be written is not left in memory to wait for nothing)."""
         job.update(status=QUEUED, created=job.get("created") or time.time(), started=None, finished=None,
                    progress=None, error=None, result=False, gif=False, frames=0, partial=False, seconds=None,
-                   losses=None, stopped_reason=None)  # fmt: skip
+                   losses=None, stopped_reason=None, notes=[])  # fmt: skip
         self.store.save(job)
         self.jobs[job["id"]] = job
         self.live[job["id"]] = Live()
@@ -411,7 +411,7 @@ class JobManager:
         else:  # the loss went non-finite: the best image so far is kept
             status = DONE
         self._finish(job, status, result=True, gif=bool(result.frames), frames=frames, partial=result.interrupted,
-                     seconds=round(result.seconds, 3), losses=result.losses, stopped_reason=reason)  # fmt: skip
+                     seconds=round(result.seconds, 3), losses=result.losses, stopped_reason=reason, notes=result.notes)  # fmt: skip
 
     def _progress(self, job: dict[str, Any], live: Live, progress: Any) -> None:
         now = time.monotonic()

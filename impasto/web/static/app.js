@@ -570,6 +570,10 @@ function showJob(job) {
   setStatus(statusText(job), job.status);
   const names = [job.content.name, ...job.styles.map((s) => s.name)].join(" + ");
   $("result-settings").textContent = `${names} · ${describeSettings(job)}`;
+  // What the run decided for itself that changes the look (a flat background painted), as sentences.
+  const notes = job.notes || [];
+  $("notes").hidden = !notes.length;
+  $("notes").textContent = notes.map((note) => note[0].toUpperCase() + note.slice(1) + ".").join(" ");
   $("scale-info").textContent = p ? `Scale ${p.scale} of ${p.scales} (${p.size[0]}×${p.size[1]} px)` : "";
   const losses = (p && p.losses) || job.losses;
   $("losses").textContent = losses
