@@ -577,6 +577,9 @@ def test_the_default_flat_content_is_decided_once_on_the_first_frame(clips, sett
     frames[0][:, : WIDTH // 3] = 255
     clip = write_clip(tmp_path / "cut_out.mp4", frames)
     recorder = SettingsRecorder()
-    stylize_video(clip, clips["style"], tmp_path / "out.mp4", settings, stylizer=recorder, temporal=temporal)
+    result = stylize_video(clip, clips["style"], tmp_path / "out.mp4", settings, stylizer=recorder, temporal=temporal)
     assert len(recorder.seen) == FRAMES
     assert {s.flat_content for s in recorder.seen} == {impasto.optimize.FLAT_BACKGROUND_FLOOR}
+    # Said once for the video, not by each frame's run (whose flat_content was given).
+    [note] = result.notes
+    assert note.startswith("the first frame has a flat background") and result.summary()["notes"] == [note]

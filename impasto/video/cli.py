@@ -117,6 +117,8 @@ def report(result: VideoResult, args: argparse.Namespace, stopped: bool = True) 
               f"in {result.seconds:.1f} s{resumed}", file=sys.stderr)  # fmt: skip
     elif stopped:
         print(f"stopped after {frames_text(result.frames)} ({result.stopped_reason}); they are in {result.frames_dir}", file=sys.stderr)
+    for note in result.notes:
+        print(note, file=sys.stderr)
     if args.report:
         if result.warping_error is None:
             print("warping error: nothing to measure (fewer than two frames, or only cuts)", file=sys.stderr)

@@ -26,7 +26,7 @@ from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted,
 from ..files import atomic_write
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..device import resolve_device
-from ..optimize import Progress, resolve_flat_content
+from ..optimize import Progress, flat_background_note, resolve_flat_content
 from ..scales import check_short_side
 from ..settings import Settings, SettingsLike, as_settings
 from .flow import FlowEstimator, FrameMotion, require_cv2, warping_error
@@ -77,6 +77,7 @@ class VideoResult:
     frames_dir: Optional[Path] = None
     interrupted: bool = False
     stopped_reason: Optional[str] = None
+    notes: list[str] = field(default_factory=list)  # what the run decided for itself (api.Result.notes)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -94,6 +95,7 @@ class VideoResult:
             "seconds": round(self.seconds, 3),
             "interrupted": self.interrupted,
             "stopped_reason": self.stopped_reason,
+            "notes": self.notes,
         }
 
 
@@ -230,13 +232,16 @@ class VideoPlan:
     fingerprint: dict[str, Any]
     overwrite: bool = False
     stopped_reason: Optional[str] = None
+    notes: list[str] = field(default_factory=list)
 
     def decide_flat_content(self, first: np.ndarray) -> None:
         """The default flat_content decided once, on the first frame: frame by frame, a
         background near the threshold would flicker between two looks."""
         if self.first_settings.flat_content is None:
-            self.first_settings = resolve_flat_content(self.first_settings, pil_to_tensor(Image.fromarray(first), torch.device("cpu")))
+            asked = self.first_settings
+            self.first_settings = resolve_flat_content(asked, pil_to_tensor(Image.fromarray(first), torch.device("cpu")))
             self.next_settings = self.next_settings.replace(flat_content=self.first_settings.flat_content)
+            self.notes = [note for note in [flat_background_note(asked, self.first_settings, "the first frame")] if note]
 
     def result(self, done: int, errors: list[float], content_errors: list[float], resumed: int, cuts: int, started: float,
                stopped: Optional[str] = None) -> VideoResult:  # fmt: skip
@@ -245,7 +250,7 @@ class VideoPlan:
             temporal=self.temporal,
             warping_error=_mean(errors), content_warping_error=_mean(content_errors), pair_errors=list(errors),
             resumed=resumed, cuts=cuts, seconds=time.perf_counter() - started, frames_dir=self.frames_dir,
-            interrupted=stopped is not None, stopped_reason=stopped,
+            interrupted=stopped is not None, stopped_reason=stopped, notes=list(self.notes),
         )  # fmt: skip
 
 
