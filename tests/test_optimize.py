@@ -736,6 +736,28 @@ def test_the_default_frees_flat_areas_only_on_a_photo_with_a_flat_background():
     assert optimize.flat_background_share(big) == pytest.approx(optimize.flat_background_share(cut_out), abs=0.02)
 
 
+def test_a_cameras_pixel_noise_does_not_hide_a_flat_backdrop_and_a_gradient_is_not_one():
+    from conftest import smooth_image, to_uint8
+
+    rng = np.random.default_rng(0)
+    y = np.linspace(0, 1, 400)[:, None, None]
+
+    def photo_with(quarter: np.ndarray) -> torch.Tensor:
+        """A 600x400 photo (waves and a grain of 3 grey levels) with `quarter` as its left quarter, as 8-bit pixels."""
+        picture = smooth_image(400, 600) + rng.uniform(-3, 3, (400, 600, 1)) / 255
+        picture[:, :150] = quarter
+        return torch.from_numpy(to_uint8(picture) / 255.0).permute(2, 0, 1)[None].float()
+
+    noise = rng.normal(0, 3, (400, 150, 3)) / 255  # each channel's own, as a sensor's
+    backdrop = photo_with(230 / 255 + noise)  # a grey studio backdrop
+    sky = photo_with((200 - 40 * y) / 255 + noise)  # a clear sky, 40 grey levels darker at the top
+    photo = photo_with(smooth_image(400, 150) + rng.uniform(-3, 3, (400, 150, 1)) / 255)
+    assert optimize.local_contrast(backdrop)[..., 40:-40, 20:130].mean() * 255 > 1  # the noise, read as it is
+    assert optimize.resolve_flat_content(Settings(), backdrop).flat_content == optimize.FLAT_BACKGROUND_FLOOR
+    assert optimize.resolve_flat_content(Settings(), sky).flat_content == 1.0
+    assert optimize.resolve_flat_content(Settings(), photo).flat_content == 1.0
+
+
 def test_the_quality_benchmarks_photos_have_no_flat_background_and_a_cut_out_has():
     from PIL import Image, ImageDraw
 
