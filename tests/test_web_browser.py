@@ -314,6 +314,8 @@ def test_a_photo_with_a_flat_background_shows_that_the_painting_filled_it(server
     page.wait_for_selector("#notes", state="visible")
     note = page.inner_text("#notes")
     assert note.startswith("The photo has a flat background") and "flat_content=1" in note and note.endswith(".")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-page-note.png"), full_page=True)
 
 
 def test_the_preset_note_says_the_size_a_job_will_use(serve_process, browser, tmp_path):
