@@ -24,7 +24,7 @@ from .images import (
 )  # fmt: skip
 from .media import FrameRecorder, FrameSaver, check_count, check_frames_folder
 from .device import is_out_of_memory, keep_freed_memory, mixed_precision, precision_name, release_cached_memory, resolve_device, with_autograd
-from .optimize import ExtraLoss, Outcome, Progress, StyleInput, flat_background_note, optimise, resolve_flat_content
+from .optimize import ExtraLoss, Outcome, Progress, StyleInput, flat_background_notes, optimise, resolve_flat_content
 from .scales import check_short_side, min_side
 from .style_stats import StatsCache, style_long_side, style_pieces, style_size
 from .tiles import choose_tile, out_of_memory_advice
@@ -373,7 +373,7 @@ class Stylizer:
         try:
             content_t = pil_to_tensor(content_img, device)
             asked, settings = settings, resolve_flat_content(settings, content_t)
-            notes = [note for note in [flat_background_note(asked, settings)] if note]
+            notes = flat_background_notes(asked, settings)
             style_specs = normalize_styles(style)
             styles = [self._style_input(image, weight, settings, device) for image, weight in style_specs]
             keep_t = attach_masks(styles, masks, keep_mask, content_img.size, device)

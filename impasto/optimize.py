@@ -134,14 +134,14 @@ def resolve_flat_content(settings: Settings, content: torch.Tensor) -> Settings:
     return settings.replace(flat_content=FLAT_BACKGROUND_FLOOR if flat else 1.0)
 
 
-def flat_background_note(asked: Settings, ran: Settings, photo: str = "the photo") -> Optional[str]:
-    """One line for the user when the run, not they, lowered the content weight of a flat
-    background (`asked` left flat_content unset and `ran` is resolve_flat_content's): it changes
-    the look of that area, so the CLI, the web page and a batch's index say so. None otherwise."""
+def flat_background_notes(asked: Settings, ran: Settings, photo: str = "the photo") -> list[str]:
+    """A run's notes (api.Result.notes) on its flat background: one line when the run, not its
+    user, lowered the content weight there (`asked` left flat_content unset and `ran` is
+    resolve_flat_content's), since that changes the look of that area; else none."""
     if asked.flat_content is not None or ran.flat_content is None or ran.flat_content >= 1:
-        return None
-    return (f"{photo} has a flat background (a tenth or more of it of one colour), so its content weight there was "
-            f"{ran.flat_content:g} and the painting fills it; {option('flat_content', 1)} weighs it like the rest")  # fmt: skip
+        return []
+    return [f"{photo} has a flat background (a tenth or more of it of one colour), so its content weight there was "
+            f"{ran.flat_content:g} and the painting fills it; {option('flat_content', 1)} weighs it like the rest"]  # fmt: skip
 
 
 def box_mean(x: torch.Tensor, k: int) -> torch.Tensor:

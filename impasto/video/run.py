@@ -26,7 +26,7 @@ from ..errors import STOP_CALLBACK, STOP_INTERRUPTED, ImpastoError, Interrupted,
 from ..files import atomic_write
 from ..images import ImageLike, check_output_path, fit_long_side, load_image, pil_to_tensor, save_image
 from ..device import resolve_device
-from ..optimize import Progress, flat_background_note, resolve_flat_content
+from ..optimize import Progress, flat_background_notes, resolve_flat_content
 from ..scales import check_short_side
 from ..settings import Settings, SettingsLike, as_settings
 from .flow import FlowEstimator, FrameMotion, require_cv2, warping_error
@@ -241,7 +241,7 @@ class VideoPlan:
             asked = self.first_settings
             self.first_settings = resolve_flat_content(asked, pil_to_tensor(Image.fromarray(first), torch.device("cpu")))
             self.next_settings = self.next_settings.replace(flat_content=self.first_settings.flat_content)
-            self.notes = [note for note in [flat_background_note(asked, self.first_settings, "the first frame")] if note]
+            self.notes = flat_background_notes(asked, self.first_settings, "the first frame")
 
     def result(self, done: int, errors: list[float], content_errors: list[float], resumed: int, cuts: int, started: float,
                stopped: Optional[str] = None) -> VideoResult:  # fmt: skip
