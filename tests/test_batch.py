@@ -335,6 +335,22 @@ def test_bad_rows_fail_alone_and_the_exit_status_says_so(data, fast, capsys):
     assert records["unknown.png"]["status"] == "failed"
 
 
+def test_the_batch_says_once_how_many_photos_had_their_flat_background_painted(data, fast, capsys):
+    for i in range(2):  # two product shots flattened on white, beside the three photos
+        cut_out = smooth_image(36, 44, seed=i) + np.random.default_rng(i).uniform(-0.05, 0.05, (36, 44, 1))
+        cut_out[:, :11] = 1.0
+        write_png(data / "photos" / f"cut_out{i}.png", cut_out)
+    (data / "one").mkdir()
+    shutil.copy(data / "paintings" / "art0.png", data / "one")
+    out = data / "out"
+    assert main(["batch", "--contents", str(data / "photos"), "--styles", str(data / "one"), "-o", str(out), *settings_flags(fast)]) == 0
+    err = capsys.readouterr().err
+    # One line for the batch, with the command line's advice, not one per job.
+    assert err.count("flat background") == 1 and "2 jobs: the photo has a flat background" in err and "--flat-content 1" in err
+    noted = {name for name, record in index_records(out).items() if record["notes"]}
+    assert len(noted) == 2 and all("cut_out" in name for name in noted)
+
+
 def test_resume_finishes_the_rest_without_redoing_any(data, fast, stylizer):
     out = data / "out"
     hits = stylizer.style_cache.hits

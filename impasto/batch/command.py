@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -95,6 +96,7 @@ def main(argv: Sequence[str]) -> int:
     )  # fmt: skip
     counts = {"done": 0, "failed": 0, "skipped": 0, "earlier": 0}
     first_errors: list[JobResult] = []
+    notes: Counter[str] = Counter()  # what the runs decided for themselves, each said once with its count
     start = time.perf_counter()
     if results.to_run < results.total:
         print(f"batch: {results.total - results.to_run} of {results.total} jobs were finished by an earlier run "
@@ -110,6 +112,7 @@ def main(argv: Sequence[str]) -> int:
                     continue
                 if result.status != "done" and len(first_errors) < 5:
                     first_errors.append(result)
+                notes.update(result.notes)
                 overall.update(1)
                 overall.set_postfix(done=counts["done"] - counts["earlier"], failed=counts["failed"], refresh=True)
                 if result.status == "failed" and not args.quiet:
@@ -127,6 +130,8 @@ def main(argv: Sequence[str]) -> int:
     print(summary, file=sys.stderr)
     for result in first_errors:
         print(f"  {result.status}: {result.output.name}: {result.error}", file=sys.stderr)
+    for note, count in notes.items():
+        print(f"{count} job{'s' if count != 1 else ''}: {note} (each job's \"notes\" in the index)", file=sys.stderr)
     # A skipped job's picture is not there either: a script reading 0 as "all painted" would be wrong.
     return 1 if counts["failed"] or counts["skipped"] else 0
 
