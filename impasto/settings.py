@@ -300,7 +300,7 @@ class Settings:
             "help": "content weight where the photo is flat (a clear sky, a backdrop), as a share (0-1) of the "
             "weight elsewhere: below 1 such areas are painted freely instead of in a regular pattern of small "
             "cells; 1 keeps one weight everywhere; default: 0.1 on a photo with a flat background (a tenth or "
-            "more of it of one colour, as a cut-out on white has), else 1"
+            "more of it of one colour, as a cut-out on white or a studio backdrop has, a camera's noise aside), else 1"
         },
     )
     multiscale: bool = field(default=True, metadata={"help": "coarse-to-fine optimisation (off: one scale at --size)"})
