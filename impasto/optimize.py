@@ -79,10 +79,11 @@ FLAT_CONTRAST = 0.05
 # tenth of it or more of one colour (to within half a grey level), as a cut-out on white, a
 # scan's margin or a studio backdrop has and gradients have not (of the quality benchmark's
 # photos, the astronaut has most: 3.3%, where its shadows clip to black). A camera's pixel noise
-# is averaged out first, over 1/FLAT_BACKGROUND_DENOISE of the picture (5 px at 512): a grey
-# backdrop with noise of 4 grey levels a pixel got the blocks as badly as a white one without
-# (session 33), and the benchmark's photos measure the same. Measured on the photo at 512 px at
-# most, so the same photo gets the same picture at every --size.
+# is averaged out first, over 1/FLAT_BACKGROUND_DENOISE of the picture (5 px at 512): else a grey
+# backdrop with noise of 2 grey levels a pixel is not freed and gets the blocks as badly as a
+# white one (benchmarks/README.md, held-out inputs), while the benchmark's photos measure the
+# same either way. Measured on the photo at 512 px at most, so the same photo gets the same
+# picture at every --size.
 FLAT_BACKGROUND_SHARE = 0.1
 FLAT_BACKGROUND_CONTRAST = 0.5 / 255
 FLAT_BACKGROUND_DENOISE = 100
