@@ -7,7 +7,7 @@ backdrop with a camera's noise, a flat-colour graphic, a line drawing, a paintin
 default settings, into one labelled sheet to look at. There is no score: it is a check
 by eye, for grey casts, noise, seams and patterns the benchmark's pairs would not show.
 
-    .venv/bin/python benchmarks/heldout.py            # 512 px, ~10 min here
+    .venv/bin/python benchmarks/heldout.py            # 512 px, ~8 min here
 """
 
 from __future__ import annotations
