@@ -141,8 +141,8 @@ def flat_background_notes(asked: Settings, ran: Settings, photo: str = "the phot
     resolve_flat_content's), since that changes the look of that area; else none."""
     if asked.flat_content is not None or ran.flat_content is None or ran.flat_content >= 1:
         return []
-    return [f"{photo} has a flat background (a tenth or more of it of one colour), so its content weight there was "
-            f"{ran.flat_content:g} and the painting fills it; {option('flat_content', 1)} weighs it like the rest"]  # fmt: skip
+    return [f"{photo} has a flat background (a tenth or more of it of one colour), so the painting fills it freely "
+            f"(content weight {ran.flat_content:g} there); to hold it to the photo like the rest, use {option('flat_content', 1)}"]  # fmt: skip
 
 
 def box_mean(x: torch.Tensor, k: int) -> torch.Tensor:

@@ -313,9 +313,26 @@ def test_a_photo_with_a_flat_background_shows_that_the_painting_filled_it(server
     page.wait_for_selector("#status[data-status=done]")
     page.wait_for_selector("#notes", state="visible")
     note = page.inner_text("#notes")
-    assert note.startswith("The photo has a flat background") and "flat_content=1" in note and note.endswith(".")
+    # The advice names the page's own control, not the API's field a page user cannot type.
+    assert note.startswith("The photo has a flat background") and note.endswith("use Flat areas: Held to the photo.")
+    assert "flat_content" not in note and "flat areas" not in page.inner_text("#result-settings")  # decided, not asked
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-page-note.png"), full_page=True)
+
+    # Followed: the job's settings in the form, the control the note names, Paint.
+    page.click("#reuse")
+    wait_until(page, f"() => state.fromJob === {json.dumps(job['id'])}")
+    assert page.input_value("#flat") == ""  # Automatic, as the job asked
+    page.select_option("#flat", label="Held to the photo")
+    page.click("#start")
+    wait_until(page, "() => document.querySelectorAll('#jobs li[data-status=done]').length === 2", timeout=60)
+    with httpx.Client(base_url=server, timeout=30) as client:
+        held = client.get("/api/jobs").json()[0]
+    assert held["rerun_of"] == job["id"] and held["settings"]["flat_content"] == 1 and held["notes"] == []
+    page.wait_for_selector("#status[data-status=done]")
+    assert not page.is_visible("#notes") and "flat areas held to the photo" in page.inner_text("#result-settings")
+    page.click("#reuse")  # and the form shows it again
+    wait_until(page, "() => document.getElementById('flat').value === '1'")
 
 
 def test_the_preset_note_says_the_size_a_job_will_use(serve_process, browser, tmp_path):

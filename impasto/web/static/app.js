@@ -233,6 +233,9 @@ function showRatio() {
 }
 
 const LAYER_NAMES = { gatys: "balanced", fine: "fine texture", coarse: "large strokes", all: "all layers" };
+const FLAT_NAMES = { 0.1: "painted freely", 1: "held to the photo" };
+// The run's notes advise a setting as the API names it; the page names its own control instead.
+const PAGE_ADVICE = { "flat_content=1": "Flat areas: Held to the photo" };
 const COLOUR_NAMES = { luminance: "the photo's (luminance)", histogram: "the photo's (histogram)" };
 // The server's descriptions are for people who read papers; these are for the page.
 // Each is given the size a job will use: the server's --size replaces a preset's, --max-size caps it.
@@ -276,10 +279,24 @@ function fillSettings(settings, fromJob = false) {
   }
   layers.value = set;
   $("colour").value = settings.preserve_color || "";
+  fillFlat(settings.flat_content);
   $("initial-iterations").value = settings.initial_iterations;
   $("iterations").value = settings.iterations;
   $("seed").value = settings.seed ?? "";
   updateSteps();
+}
+
+// A share the API was sent that the page does not offer is shown as the job's, not lost.
+function fillFlat(value) {
+  const flat = $("flat");
+  const shown = value == null ? "" : String(value);
+  if (![...flat.options].some((option) => option.value === shown)) {
+    const option = document.createElement("option");
+    option.value = shown;
+    option.textContent = `${shown} (the job's)`;
+    flat.append(option);
+  }
+  flat.value = shown;
 }
 
 function currentPresetSettings() {
@@ -293,6 +310,7 @@ function collectSettings() {
     size: Number($("size").value),
     style_weight: ratioMoved() ? ratioToWeight($("ratio").value) * base.content_weight : base.style_weight,
     preserve_color: $("colour").value || null,
+    flat_content: $("flat").value === "" ? null : Number($("flat").value),
     initial_iterations: Number($("initial-iterations").value),
     iterations: Number($("iterations").value),
     seed: $("seed").value === "" ? null : Number($("seed").value),
@@ -306,7 +324,7 @@ function formValues() {
   const text = (id) => { const el = $(id); return el.tagName === "SELECT" ? el.selectedOptions[0]?.textContent : el.value; };
   return {
     Size: text("size"), Seed: text("seed") || "none", "Content : style": $("ratio-out").textContent,
-    "Style layers": text("layers"), Colours: text("colour"), "Steps coarse": text("initial-iterations"),
+    "Style layers": text("layers"), Colours: text("colour"), "Flat areas": text("flat"), "Steps coarse": text("initial-iterations"),
     "Steps fine": text("iterations"),
   };
 }
@@ -486,6 +504,7 @@ function describeSettings(job) {
   parts.push("content : style 1 : " + Number((s.style_weight / Math.max(s.content_weight, 1e-9)).toPrecision(2)));
   parts.push("layers " + (LAYER_NAMES[state.options ? layerSetOf(s.style_layers) : ""] || (s.style_layers || []).join(",")));
   parts.push("colours " + (COLOUR_NAMES[s.preserve_color] || (s.preserve_color ? s.preserve_color : "the painting's")));
+  if (s.flat_content != null) parts.push("flat areas " + (FLAT_NAMES[s.flat_content] || s.flat_content));
   const [w, h] = job.content.size;
   parts.push("steps " + planIterations(planScales(w, h, s).length, s).join("→"));
   parts.push(s.seed == null ? "random seed" : "seed " + s.seed);
@@ -573,7 +592,8 @@ function showJob(job) {
   // What the run decided for itself that changes the look (a flat background painted), as sentences.
   const notes = job.notes || [];
   $("notes").hidden = !notes.length;
-  $("notes").textContent = notes.map((note) => note[0].toUpperCase() + note.slice(1) + ".").join(" ");
+  const worded = notes.map((note) => Object.entries(PAGE_ADVICE).reduce((text, [api, page]) => text.replaceAll(api, page), note));
+  $("notes").textContent = worded.map((note) => note[0].toUpperCase() + note.slice(1) + ".").join(" ");
   $("scale-info").textContent = p ? `Scale ${p.scale} of ${p.scales} (${p.size[0]}×${p.size[1]} px)` : "";
   const losses = (p && p.losses) || job.losses;
   $("losses").textContent = losses
