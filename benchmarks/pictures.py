@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/pictures.py --only tiles          # 2048 px in 1024 px tiles
     .venv/bin/python benchmarks/pictures.py --only huge           # 4096 px in automatic tiles, fewer iterations
     .venv/bin/python benchmarks/pictures.py --only flat           # --flat-content on three photos (~6 min)
+    .venv/bin/python benchmarks/pictures.py --only web            # the web page after a 256 px run (~2 min)
     .venv/bin/python benchmarks/pictures.py --only large --docs   # and copy the picture into docs/
 
 Each picture is a command a user would type, run in a fresh process (so its peak memory is its
@@ -12,7 +13,8 @@ own), then composed as the README shows it: the textbook single-scale run beside
 (`large`, docs/large_2048.jpg), the same in 1024 px tiles with the crop across the seams of
 four tiles (`tiles`, docs/large_2048_tiles.jpg), and a 4096 px print in automatic tiles with
 fewer iterations (`huge`, docs/large_4096_tiles.jpg), and three photos with and without flat areas
-freed (`flat`, docs/flat_content.jpg). It prints each run's time and peak memory and
+freed (`flat`, docs/flat_content.jpg), and the web page after a run of a photo with two paintings
+blended, driven in Debian's chromium as a user would drive it (`web`, docs/web.jpg). It prints each run's time and peak memory and
 writes everything under benchmarks/results/pictures/; `--docs` copies the composed pictures
 into docs/ as well (the README's captions quote the figures: update them with the pictures).
 """
@@ -20,7 +22,10 @@ into docs/ as well (the README's captions quote the figures: update them with th
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
+import socket
+import tempfile
 import shutil
 import subprocess
 import sys
@@ -202,9 +207,67 @@ def section_flat(out: Path) -> Path:
     return out / "flat_content.jpg"
 
 
+def until(page, predicate: str, timeout: float = 60) -> None:
+    """Polls a JS function (not wait_for_function, whose retries eval() strings: the page's policy forbids that)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(predicate):
+        if time.monotonic() > deadline:
+            sys.exit(f"the page never showed: {predicate}")
+        time.sleep(0.1)
+
+
+def section_web(out: Path) -> Path:
+    """`impasto serve --size 256` with the photo and two paintings dropped on its page, Paint pressed,
+    and the page photographed once the picture is done (the README's docs/web.jpg)."""
+    from playwright.sync_api import sync_playwright  # the dev extra's
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = tempfile.mkdtemp(prefix="impasto-web-")
+    command = [sys.executable, "-m", "impasto", "serve", "--port", str(port), "--data-dir", data, "--size", "256"]
+    print(f"$ {' '.join(command)}", flush=True)
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            try:
+                connection.request("GET", "/")
+                if connection.getresponse().status == 200:
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    sys.exit("impasto serve did not start")
+                time.sleep(0.3)
+            finally:
+                connection.close()
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            until(page, "() => document.getElementById('size').value !== ''")  # the server's options are in
+            page.set_input_files("#content-input", str(IMAGES / "chelsea.png"))
+            page.set_input_files("#style-input", [str(IMAGES / "starry_night.jpg"), str(IMAGES / "the_scream.jpg")])
+            page.fill("#seed", "0")
+            page.click("#start")
+            page.wait_for_selector("#status[data-status=done]", timeout=600_000)
+            until(page, "() => { const img = document.getElementById('picture'); return img.complete && img.naturalWidth > 0; }")
+            print(f"the page says: {page.inner_text('#status')}")
+            shot = out / "web.png"
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait()
+        shutil.rmtree(data, ignore_errors=True)
+    Image.open(shot).convert("RGB").save(out / "web.jpg", quality=90)
+    return out / "web.jpg"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--only", action="append", choices=["baseline", "flat", *PRINTS], help="one section (repeatable); default: baseline and large")
+    p.add_argument("--only", action="append", choices=["baseline", "flat", "web", *PRINTS], help="one section (repeatable); default: baseline and large")
     p.add_argument("--docs", action="store_true", help="copy the composed pictures into docs/, replacing the README's")
     args = p.parse_args()
     weights, note = weights_note()
@@ -219,6 +282,8 @@ def main() -> None:
             made.append(section_baseline(OUT, weights))
         elif section == "flat":
             made.append(section_flat(OUT))
+        elif section == "web":
+            made.append(section_web(OUT))
         else:
             made.append(section_print(OUT, section))
     for path in made:
