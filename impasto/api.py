@@ -23,7 +23,8 @@ from .images import (
     tensor_to_pil, with_alpha,
 )  # fmt: skip
 from .media import FrameRecorder, FrameSaver, check_count, check_frames_folder
-from .device import is_out_of_memory, keep_freed_memory, mixed_precision, precision_name, release_cached_memory, resolve_device, with_autograd
+from .device import (is_out_of_memory, keep_freed_memory, mixed_precision, precision_name, release_cached_memory, resolve_device,
+                     warn_if_emulated, with_autograd)
 from .optimize import ExtraLoss, Outcome, Progress, StyleInput, flat_background_notes, optimise, resolve_flat_content
 from .scales import check_short_side, min_side
 from .style_stats import StatsCache, style_long_side, style_pieces, style_size
@@ -360,6 +361,7 @@ class Stylizer:
         check_count("frames", frames)
         frames_folder = check_frames_folder(save_every, frames_dir, overwrite)
         device = resolve_device(settings.device)
+        warn_if_emulated(settings.precision, device)
         if device.type == "cpu":
             keep_freed_memory()
         start = time.perf_counter()

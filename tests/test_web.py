@@ -428,6 +428,26 @@ def test_serve_raises_pillows_guard_to_its_max_megapixels(monkeypatch, synthetic
     assert Image.MAX_IMAGE_PIXELS == 200_000_000
 
 
+def test_serve_with_a_precision_its_cpu_emulates_says_so_at_the_start(monkeypatch, synthetic_weights, tmp_path):
+    # Its jobs cannot change the precision (a server's own setting), so the one who starts it is told.
+    import logging.config
+
+    import uvicorn
+
+    from impasto import device
+    from impasto.errors import ImpastoWarning
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # serve sets it
+    monkeypatch.setattr(logging.config, "dictConfig", lambda config: None)
+    monkeypatch.setattr(logging.getLogger("uvicorn.access"), "filters", [])
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, *args, **kwargs: None)
+    monkeypatch.setitem(device.NATIVE_CPU, "bf16", (lambda: False, "AVX512-BF16 or AMX"))
+    monkeypatch.setattr(device, "_said_emulated", set())
+    with pytest.warns(ImpastoWarning, match=r"no native bf16 .* is emulated"):
+        assert cli_main(["--port", str(free_port()), "--data-dir", str(tmp_path / "data"), "--weights", str(synthetic_weights),
+                         "--device", "cpu", "--precision", "bf16"]) == 0  # fmt: skip
+
+
 def test_a_job_whose_record_cannot_be_written_leaves_nothing_and_says_why(serve, photo, painting, tmp_path, monkeypatch):
     import errno
 

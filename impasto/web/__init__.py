@@ -70,6 +70,11 @@ def cli_main(argv: Sequence[str]) -> int:
     config = config_from_args(args, token, loopback)
     check_port_free(args.host, args.port)
     check_weights_at_hand(config.base_settings)
+    from ..device import resolve_device, warn_if_emulated
+
+    # Said here, in the flags' words, to whoever starts the server: its jobs cannot change the precision.
+    base = config.base_settings
+    warn_if_emulated(base.get("precision", "auto"), resolve_device(base.get("device", "auto")))
 
     from .app import create_app
     from .uploads import allow_pixels
