@@ -531,6 +531,29 @@ def test_the_json_summary_names_the_preset(capsys, tmp_path, content_path, style
         assert json.loads(out)["preset"] == name
 
 
+def test_the_progress_bar_fills_by_work_not_by_iterations(capsys, stylizer, make_settings, content_array, style_array):
+    # Counted in iterations it was half full after the coarse scale's 3 cheap iterations of 6,
+    # and its time left said so: a 512 px run's bar promised seconds where minutes were left.
+    from impasto.cli import RunBar
+
+    bar, seen = RunBar(), []
+
+    def callback(progress) -> None:
+        bar.update(progress)
+        seen.append((progress.scale, progress.step, progress.size, bar.bar.n, bar.bar.desc))
+
+    settings = make_settings(size=48, min_size=24, multiscale=True, initial_iterations=3, iterations=3)
+    stylizer.run(content_array, style_array, settings, callback=callback)
+    bar.close()
+    sizes = sorted({size for _, _, size, _, _ in seen})
+    assert len(sizes) == 2 and len(seen) == 6
+    coarse, fine = (w * h for w, h in sizes)
+    after_coarse = next(n for scale, step, _, n, _ in seen if scale == 0 and step == 3)
+    assert after_coarse == pytest.approx(coarse / (coarse + fine), abs=0.01) and after_coarse < 0.4  # not 3 of 6
+    assert seen[-1][3] == pytest.approx(1.0) and seen[-1][4].startswith(f"scale 2/2 {sizes[1][0]}x{sizes[1][1]} step 3/3")
+    assert "100%" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_asked_for_on_a_cpu_that_emulates_it_is_warned_of_once(capsys, tmp_path, content_path, style_path, fast, monkeypatch, native):
     # Emulated bf16 ran a VGG19 pass 21x slower than fp32 on an AVX2 CPU, with nothing said.
