@@ -457,19 +457,23 @@ class RunBar:
 
     FORMAT = "{desc}{percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"  # desc ends in ": "; postfix starts with ", "
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, **options: Any) -> None:
         self.quiet = quiet
+        self.options = options  # tqdm's own (a video's: position, leave)
         self.bar: Any = None
 
-    def update(self, progress: Any) -> None:
+    def update(self, progress: Any, prefix: str = "", restart: bool = False) -> None:
+        """Show `progress`; with `restart`, as the first news of a new run (a video's next frame)."""
         from tqdm import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(total=1.0, bar_format=self.FORMAT, disable=self.quiet, dynamic_ncols=True)
+            self.bar = tqdm(total=1.0, bar_format=self.FORMAT, disable=self.quiet, dynamic_ncols=True, **self.options)
         tile = f" tile {progress.tile + 1}/{progress.tiles}" if progress.tiles > 1 else ""
-        where = f"scale {progress.scale + 1}/{progress.scales} {progress.size[0]}x{progress.size[1]}{tile}"
+        where = f"{prefix}scale {progress.scale + 1}/{progress.scales} {progress.size[0]}x{progress.size[1]}{tile}"
         self.bar.set_description(f"{where} step {progress.step}/{progress.steps}", refresh=False)
         self.bar.set_postfix({k: f"{v:.3g}" for k, v in progress.losses.items()}, refresh=False)
+        if restart:  # after the description: reset() shows the bar at once, which would show the last run's
+            self.bar.reset(total=1.0)
         share = progress.work if progress.work is not None else progress.done / max(progress.total, 1)
         self.bar.update(share - self.bar.n)
 

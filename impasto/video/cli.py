@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..cli import (
-    Parser, add_mask_arguments, add_settings_arguments, input_files, masks_from_args, parse_style, settings_from_args, write_summary,
+    Parser, RunBar, add_mask_arguments, add_settings_arguments, input_files, masks_from_args, parse_style, settings_from_args, write_summary,
 )  # fmt: skip
 from ..errors import Interrupted, warn
 from ..images import check_distinct_outputs, check_not_inputs, check_output_path
@@ -134,7 +134,7 @@ def report(result: VideoResult, args: argparse.Namespace, stopped: bool = True) 
 
 
 class ProgressBars:
-    """Two tqdm bars: frames of the video, and iterations within the current frame."""
+    """Two tqdm bars: frames of the video, and the current frame's run (a RunBar, by work)."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -151,17 +151,11 @@ class ProgressBars:
             self.frames.set_postfix_str("reused" if news.resumed else "")
             self.frames.update(1)
             return
-        p = news.step
         if self.steps is None:
             # Stacked under the frames' bar only on a terminal: in a log its cursor moves are noise.
-            self.steps = tqdm(total=p.total, unit="it", disable=self.quiet or not sys.stderr.isatty(), dynamic_ncols=True,
-                              position=1, leave=False)  # fmt: skip
-        if news.frame != self.frame:
-            self.frame = news.frame
-            self.steps.reset(total=p.total)
-        self.steps.set_description(f"frame {news.frame + 1} scale {p.scale + 1}/{p.scales} {p.size[0]}x{p.size[1]}")
-        self.steps.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()}, refresh=False)
-        self.steps.update(1)
+            self.steps = RunBar(self.quiet or not sys.stderr.isatty(), position=1, leave=False)
+        restart, self.frame = news.frame != self.frame, news.frame
+        self.steps.update(news.step, prefix=f"frame {news.frame + 1} ", restart=restart)
 
     def close(self) -> None:
         for bar in (self.steps, self.frames):
