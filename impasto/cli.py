@@ -451,7 +451,7 @@ def cmd_sweep(argv: Sequence[str]) -> int:
 class RunBar:
     """A run's progress bar, its share done and time left counted in work (pixels x iterations,
     optimize.Progress.work), not in iterations: a finest-scale iteration costs as much as many
-    coarse ones, so counted in iterations the bar was two thirds full after the coarse scales
+    coarse ones, so counted in iterations the bar was four fifths full after the coarse scales
     and promised seconds where minutes were left (a 512 px run on an AVX2 CPU: 302 s, most of
     it in the last 50 of 250 iterations). The iteration is in its description."""
 

@@ -168,15 +168,15 @@ def warn_if_emulated(precision: str, device: torch.device) -> None:
     """Warn, once a process, of a mixed precision asked for on a CPU that emulates it: each
     operation converts in software, 21x (bf16) and 25x (fp16) slower than fp32 on a 2-core AVX2
     CPU (a VGG19 forward and backward at 128 px), where --precision auto would run fp32."""
-    name = precision
-    if device.type != "cpu" or name not in NATIVE_CPU or name in _said_emulated:
+    if device.type != "cpu" or precision not in NATIVE_CPU or precision in _said_emulated:
         return
-    native, needs = NATIVE_CPU[name]
+    native, needs = NATIVE_CPU[precision]
     if native():
         return
-    _said_emulated.add(name)
-    warn(f"this CPU has no native {name} ({needs}), so {option('precision', name)} is emulated: many times slower "
-         f"than fp32 (about 20x on an AVX2 CPU); {option('precision', 'auto')} runs fp32 here")  # fmt: skip
+    _said_emulated.add(precision)
+    auto = "bf16" if native_bf16_cpu() else "fp32"  # as mixed_precision picks on a CPU
+    warn(f"this CPU has no native {precision} ({needs}), so {option('precision', precision)} is emulated: many times slower "
+         f"than fp32 (about 20x on an AVX2 CPU); {option('precision', 'auto')} runs {auto} here")  # fmt: skip
 
 
 # The --precision values that mean mixed precision, and the autocast dtype of each.
