@@ -174,7 +174,7 @@ def warn_if_emulated(precision: str, device: torch.device) -> None:
     if native():
         return
     _said_emulated.add(precision)
-    auto = "bf16" if native_bf16_cpu() else "fp32"  # as mixed_precision picks on a CPU
+    auto = precision_name(mixed_precision(Settings(), device))
     warn(f"this CPU has no native {precision} ({needs}), so {option('precision', precision)} is emulated: many times slower "
          f"than fp32 (about 20x on an AVX2 CPU); {option('precision', 'auto')} runs {auto} here")  # fmt: skip
 
