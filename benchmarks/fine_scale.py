@@ -57,10 +57,12 @@ def main() -> None:
     caught: dict[str, object] = {}
     real_start = optimize.scale_start
 
-    def catch(image: torch.Tensor, photo: torch.Tensor, coarse_wh, fine_wh, s: Settings) -> torch.Tensor:
+    def catch(image: torch.Tensor, photo: torch.Tensor, coarse_wh, fine_wh, *rest) -> torch.Tensor:
+        entry = real_start(image, photo, coarse_wh, fine_wh, *rest)
         if tuple(fine_wh) == tuple(sizes[-1]):
             caught["image"], caught["seconds"] = image.detach().clone(), time.perf_counter() - start
-        return real_start(image, photo, coarse_wh, fine_wh, s)
+            caught["entry"] = entry.detach().clone()  # with the grain the run drew
+        return entry
 
     optimize.scale_start = catch
     start = time.perf_counter()
@@ -72,9 +74,9 @@ def main() -> None:
     w, h = sizes[-1]
     extractor = stylizer.extractor(settings, torch.device("cpu"))
     objective = Objective(extractor, settings, content, [StyleInput(style)], (w, h))
-    plain = scale_start(coarse_image, content, sizes[-2], sizes[-1], settings.replace(upsample_detail=0.0))
-    detailed = scale_start(coarse_image, content, sizes[-2], sizes[-1], settings.replace(upsample_detail=1.0))
-    entry = scale_start(coarse_image, content, sizes[-2], sizes[-1], settings)  # what a run starts from
+    plain = scale_start(coarse_image, content, sizes[-2], sizes[-1], settings.replace(upsample_detail=0.0, upsample_grain=0.0))
+    detailed = scale_start(coarse_image, content, sizes[-2], sizes[-1], settings.replace(upsample_detail=1.0, upsample_grain=0.0))
+    entry = caught["entry"]  # what the run starts from: the photo's detail and the painting's grain added
     small_style = resize_tensor(resize_tensor(style, (round(style.shape[-2] / settings.scale_factor), round(style.shape[-1] / settings.scale_factor))), style.shape[-2:])
     # Style terms only: no content target is wanted at the painting's size.
     style_settings = settings.replace(content_layers=())
@@ -84,6 +86,7 @@ def main() -> None:
         "content photo (the textbook start)": objective.terms(content),
         f"coarse result, plain upsampling (after {coarse_s:.0f} s of coarse scales)": objective.terms(plain),
         "coarse result upsampled with the photo's detail": objective.terms(detailed),
+        "the start the run used (its upsample_grain's grain, if any, added)": objective.terms(entry),
     }
     up = style_objective.terms(small_style)
     rows["the painting, down and up by the scale factor"] = {k: (v if k.startswith("conv") else float("nan")) for k, v in up.items()}

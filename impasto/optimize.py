@@ -22,6 +22,7 @@ from . import losses as L
 from .descent import descend_keeping_best
 from .device import autocast_off, mixed_precision, seeded_generator
 from .errors import ImpastoError, NonFiniteLoss, option
+from .grain import painting_grain
 from .images import resize_tensor
 from .scales import min_side, plan_iterations, plan_scales, scale_settings
 from .settings import Settings
@@ -349,19 +350,33 @@ def tile_style_offsets(
 
 
 def scale_start(
-    image: torch.Tensor, content: torch.Tensor, coarse: Optional[tuple[int, int]], fine: tuple[int, int], settings: Settings
+    image: torch.Tensor,
+    content: torch.Tensor,
+    coarse: Optional[tuple[int, int]],
+    fine: tuple[int, int],
+    settings: Settings,
+    styles: Sequence[StyleInput] = (),
+    generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
     """The start of the (w, h) `fine` scale from the result at `coarse` (None: the first scale).
 
     The coarse scale cannot hold the photo's fine detail, and the finer scale is slow to
     rebuild it through the content loss (benchmarks/fine_scale.py): so it is put back here,
     `settings.upsample_detail` of it. Not for texture synthesis, where there is no photo to keep.
+    Nor can it hold the painting's fine grain, which the finer scale grows slowly from a smooth
+    start: `settings.upsample_grain` of it is added where the picture lacks it (grain.py), its
+    phases drawn from `generator` (None: from the run's seed).
     """
     w, h = fine
     start = resize_tensor(image, (h, w))
     if coarse is not None and settings.upsample_detail > 0 and settings.content_layers and settings.content_weight > 0:
-        start = (start + settings.upsample_detail * photo_detail(content, coarse, fine)).clamp(0, 1)
-    return start
+        start = start + settings.upsample_detail * photo_detail(content, coarse, fine)
+    if coarse is not None and settings.upsample_grain > 0 and styles:
+        generator = generator or seeded_generator(settings.seed)
+        start = start.clamp(0, 1)
+        grain = blend_by_painting(styles, lambda s: painting_grain(start, s.image, coarse, settings, generator), torch.zeros_like(start))
+        start = start + settings.upsample_grain * grain
+    return start.clamp(0, 1)
 
 
 def _crop_mask(mask: torch.Tensor, size: tuple[int, int], region: Region) -> torch.Tensor:
@@ -434,19 +449,25 @@ def palette_start(photo: torch.Tensor, styles: Sequence[StyleInput]) -> torch.Te
     the photo stays as it is."""
     if all(s.mask is None for s in styles):
         return color.in_palette(photo, [s.image for s in styles], [s.weight for s in styles])
-    h, w = photo.shape[-2:]
-    coverage, weights = photo.new_zeros(1, 1, h, w), photo.new_zeros(1, 1, h, w)
-    painted = torch.zeros_like(photo)
+    return blend_by_painting(styles, lambda s: color.match_histogram(photo, s.image), photo)
+
+
+def blend_by_painting(styles: Sequence[StyleInput], each: Callable[[StyleInput], torch.Tensor], outside: torch.Tensor) -> torch.Tensor:
+    """`each(style)` (1, C, H, W) of every painting of weight above 0, blended by weight where
+    paintings overlap, each in its mask's region; `outside` where none paints (a painting of
+    weight 0, a kept region), and a soft mask's edge (coverage under 1) fading into it."""
+    h, w = outside.shape[-2:]
+    coverage, weights = outside.new_zeros(1, 1, h, w), outside.new_zeros(1, 1, h, w)
+    blended = torch.zeros_like(outside)
     for s in styles:
         if s.weight <= 0:
             continue
-        where = photo.new_ones(1, 1, h, w) if s.mask is None else resize_tensor(s.mask.to(photo), (h, w)).clamp(0, 1)
-        painted += s.weight * where * color.match_histogram(photo, s.image)
+        where = outside.new_ones(1, 1, h, w) if s.mask is None else resize_tensor(s.mask.to(outside), (h, w)).clamp(0, 1)
+        blended += s.weight * where * each(s)
         weights += s.weight * where
         coverage += where
-    # A soft mask's edge (coverage under 1) fades from the painting's colours to the photo's.
     coverage = coverage.clamp(max=1.0)
-    return torch.where(weights > 0, coverage * painted / weights.clamp_min(1e-12) + (1 - coverage) * photo, photo)
+    return torch.where(weights > 0, coverage * blended / weights.clamp_min(1e-12) + (1 - coverage) * outside, outside)
 
 
 ExtraLoss = Callable[[torch.Tensor], dict[str, torch.Tensor]]
@@ -504,9 +525,10 @@ def optimise(
     history = outcome.history
     image = initial_image(settings, content, styles, sizes[0], init_image)
     outcome.image = image.clone()
+    grain_draws = seeded_generator(settings.seed)  # one stream over the scales: each upsampling draws its own grain
     for index, (size, n, tiles) in enumerate(zip(sizes, steps, tiles_per_scale)):
         # The picture of this scale, holding the best pixels found so far (of each tile).
-        canvas = scale_start(outcome.image, content, sizes[index - 1] if index else None, size, settings).contiguous()
+        canvas = scale_start(outcome.image, content, sizes[index - 1] if index else None, size, settings, styles, grain_draws).contiguous()
         outcome.image = canvas
         if n == 0:
             outcome.losses = {}  # a coarser scale's losses (its own weights, its own size) do not describe this picture

@@ -36,7 +36,7 @@ GATYS_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 # Settings added after batch indexes and video frames were first written, with the value
 # those runs had: Settings.identity leaves them out at that value, so earlier work still matches.
-ADDED_LATER: dict[str, Any] = {"flat_content": 1.0}
+ADDED_LATER: dict[str, Any] = {"flat_content": 1.0, "upsample_grain": 0.0}
 
 
 def _is_kind(value: Any, kind: type) -> bool:
@@ -176,7 +176,7 @@ def _as_number(value: Any) -> Union[int, float, None]:
 # The starts `init` names; anything else is a picture file.
 INIT_NAMES = ("palette", "content", "noise", "style")
 # Settings only a coarse-to-fine run reads: given with multiscale off, they change nothing.
-MULTISCALE_ONLY = ("min_size", "scale_factor", "initial_iterations", "coarse_content", "upsample_detail")
+MULTISCALE_ONLY = ("min_size", "scale_factor", "initial_iterations", "coarse_content", "upsample_detail", "upsample_grain")
 
 
 @dataclass
@@ -267,7 +267,7 @@ class Settings:
                       "and covariance matched; the photo itself with --preserve-color), content (the photo as it is), noise, style "
                       "or a file path"})
     seed: Optional[int] = field(
-        default=0, metadata={"help": "seed of the start's noise (init noise) and of other random draws; CPU runs are repeatable "
+        default=0, metadata={"help": "seed of the painting's grain (upsample_grain), the start's noise (init noise) and other random draws; CPU runs are repeatable "
         "with the same number of threads (a sum split over other threads rounds differently)"}
     )
 
@@ -284,6 +284,15 @@ class Settings:
         metadata={
             "help": "when a scale is upsampled, add back this share (0-1) of the photo's fine detail that "
             "the coarser scale could not hold (0: plain upsampling; no effect without a content layer)"
+        },
+    )
+    upsample_grain: float = field(
+        default=0.0,
+        metadata={
+            "help": "when a scale is upsampled, add this share (0-1) of the painting's fine grain where the picture "
+            "lacks it (the painting's fine detail with random phases, Galerne et al. 2011), for the finer scale to "
+            "shape into the painting's own texture: a smooth sky gets Turner's spray; 1 paints a grainy painting's "
+            "texture more closely, at a little of the photo (0: the smooth upsampled picture)"
         },
     )
     coarse_content: float = field(
@@ -562,8 +571,9 @@ class Settings:
             raise ImpastoError(f"{option('style_scale')} must be positive, not {number(self.style_scale)}")
         if self.min_size < 16:
             raise ImpastoError(f"{option('min_size')} must be at least 16 pixels, not {number(self.min_size)}")
-        if not (0 <= self.upsample_detail <= 1):
-            raise ImpastoError(f"{option('upsample_detail')} must be between 0 and 1, not {number(self.upsample_detail)}")
+        for name in ("upsample_detail", "upsample_grain"):
+            if not (0 <= getattr(self, name) <= 1):
+                raise ImpastoError(f"{option(name)} must be between 0 and 1, not {number(getattr(self, name))}")
         if not (math.isfinite(self.coarse_content) and self.coarse_content > 0):
             raise ImpastoError(f"{option('coarse_content')} must be above 0, not {number(self.coarse_content)}")
         if self.flat_content is not None and not (0 <= self.flat_content <= 1):
