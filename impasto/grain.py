@@ -27,9 +27,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .images import resize_tensor
+from .images import box_mean, resize_tensor
 from .scales import min_side
 from .settings import Settings
 from .style_stats import style_long_side, style_size
@@ -55,10 +54,6 @@ def random_phase(detail: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return torch.fft.ifft2(torch.fft.fft2(detail) * phase).real
 
 
-def _box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
-    return F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="replicate"), k, stride=1)
-
-
 def painting_grain(start: torch.Tensor, painting: torch.Tensor, coarse: tuple[int, int], settings: Settings, generator: torch.Generator) -> torch.Tensor:
     """The grain to add to `start` (1, 3, h, w), a scale upsampled from the (w, h) `coarse` one:
     the fine detail of `painting` (1, 3, H, W) at this scale's size (resized as the style loss
@@ -69,7 +64,7 @@ def painting_grain(start: torch.Tensor, painting: torch.Tensor, coarse: tuple[in
     # How much detail the start holds around each pixel: its own fine detail's strength over a
     # window of 1/32 of the picture.
     k = max(3, max(w, h) // 32 | 1)
-    held = _box_mean(fine_detail(start, coarse).pow(2).mean(dim=1, keepdim=True), k)
+    held = box_mean(fine_detail(start, coarse).pow(2).mean(dim=1, keepdim=True), k).clamp_min(0)  # clamped: float32 rounding of the sums
     pw, ph = style_size(painting.shape, style_long_side(max(w, h), settings), min_side(settings))
     # The painting's detail finer than the coarse scale's share of its size.
     detail = fine_detail(resize_tensor(painting.float().cpu(), (ph, pw)), (max(1, pw * cw // w), max(1, ph * ch // h)))

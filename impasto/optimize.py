@@ -23,7 +23,7 @@ from .descent import descend_keeping_best
 from .device import autocast_off, mixed_precision, seeded_generator
 from .errors import ImpastoError, NonFiniteLoss, option
 from .grain import painting_grain
-from .images import resize_tensor
+from .images import box_mean, resize_tensor
 from .scales import min_side, plan_iterations, plan_scales, scale_settings
 from .settings import Settings
 from .style_stats import StatsCache, style_long_side, style_pieces, style_size, style_statistics
@@ -144,24 +144,6 @@ def flat_background_notes(asked: Settings, ran: Settings, photo: str = "the phot
         return []
     return [f"{photo} has a flat background (a tenth or more of it of one colour), so the painting fills it freely "
             f"(content weight {ran.flat_content:g} there); to hold it to the photo like the rest, use {option('flat_content', 1)}"]  # fmt: skip
-
-
-def box_mean(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The mean of each (N, C, H, W) value's k x k neighbourhood (k odd), over the part inside the
-    picture: avg_pool2d's count_include_pad=False, from an integral image, so its cost does not
-    grow with the window (avg_pool2d's 1/16-of-the-picture window took 18 s at 1024 px)."""
-    h, w = x.shape[-2:]
-    integral = torch.nn.functional.pad(x.cumsum(-2).cumsum(-1), (1, 0, 1, 0))
-
-    def span(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        centre = torch.arange(n, device=x.device)
-        return (centre - k // 2).clamp_min(0), (centre + k // 2 + 1).clamp_max(n)
-
-    (top, bottom), (left, right) = span(h), span(w)
-    rows_hi, rows_lo = integral[..., bottom, :], integral[..., top, :]
-    total = rows_hi[..., right] - rows_hi[..., left] - rows_lo[..., right] + rows_lo[..., left]
-    count = ((bottom - top)[:, None] * (right - left)[None, :]).to(x.dtype)
-    return total / count
 
 
 class Objective:

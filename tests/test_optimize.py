@@ -11,7 +11,7 @@ import torch
 from impasto import Settings
 from impasto import losses as L
 from impasto import device as impasto_device
-from impasto import descent, optimize, style_stats, tiles
+from impasto import descent, images, optimize, style_stats, tiles
 from impasto.lbfgs import LBFGS
 from impasto.errors import ImpastoError
 from impasto.presets import get_preset, preset_settings
@@ -529,7 +529,7 @@ def test_an_lbfgs_step_that_lands_far_uphill_is_taken_back_and_the_descent_goes_
 def test_box_mean_is_the_mean_over_the_window_inside_the_picture(h, w, k):
     x = torch.rand(2, 1, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(h))
     expected = torch.nn.functional.avg_pool2d(x, kernel_size=k, stride=1, padding=k // 2, count_include_pad=False)
-    torch.testing.assert_close(optimize.box_mean(x, k), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(images.box_mean(x, k), expected, rtol=0, atol=1e-12)
 
 
 def test_flat_content_frees_a_flat_photo_from_its_content_term(stylizer, make_settings, style_array):
