@@ -49,13 +49,14 @@ JITTER = 1 / 255
 PAINTINGS = ("starry_night.jpg", "the_scream.jpg", "shipwreck.jpg")
 
 
-def variants(size: int, extra: list[str], default_only: bool = False) -> dict[str, Settings]:
-    """The default and each other style loss; or the default and the --variant candidates."""
+def variants(size: int, extra: list[str], default_only: bool = False, no_default: bool = False) -> dict[str, Settings]:
+    """The default and each other style loss; or the default and the --variant candidates (without
+    the default where `no_default`)."""
     base = Settings(weights=str(WEIGHTS), size=size)
     if default_only:
         return {"impasto default": base}
     if extra:
-        return {"impasto default": base, **dict(parse_variant(text, base) for text in extra)}
+        return {**({} if no_default else {"impasto default": base}), **dict(parse_variant(text, base) for text in extra)}
     return {
         "impasto default": base,
         **{f"loss {k}": base.replace(style_loss=k) for k in ("gram", "w2", "meanstd") if k != base.style_loss},
@@ -120,6 +121,8 @@ def main() -> None:
                    "a list setting takes its items separated by '/' (style_layers:conv1_1/conv2_1)")
     p.add_argument("--default-only", action="store_true",
                    help="only the baseline and the default (the per-loss runs can follow later with --reuse)")
+    p.add_argument("--no-default", action="store_true",
+                   help="with --variant, run only the candidates: half the time, where the default's figures are known from an earlier pass")
     p.add_argument("--jitter", type=int, default=0, metavar="N",
                    help="also run impasto's runs on N copies of each photo moved by invisible noise (one grey level, seeds "
                    "1..N), and print how far each pair's distances move with it: the benchmark's own noise floor")
@@ -147,7 +150,9 @@ def main() -> None:
     # scored), whatever impasto's own network does at odd sizes: figures stay comparable.
     scorer = Scorer(FeatureExtractor("vgg16", vgg16.state_dict, (CONTENT_LAYER, *STYLE_LAYERS), "max", vgg16.convention, odd_edges=False))
     stylizer = Stylizer(download=False)
-    runs = with_jitter(variants(args.size, args.variant, args.default_only), args.jitter)
+    if args.no_default and not args.variant:
+        p.error("--no-default needs --variant: there would be nothing to run")
+    runs = with_jitter(variants(args.size, args.variant, args.default_only, args.no_default), args.jitter)
     # What a record must have been made with to be reused: a default that has since changed is redone.
     keys = {name: settings_key(s) + (f"-jitter{seed}" if seed else "") for name, (s, seed) in runs.items()}
     keys[BASELINE] = f"baseline-{args.baseline_evaluations}"

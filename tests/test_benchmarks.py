@@ -112,3 +112,12 @@ def test_the_quality_table_gives_each_runs_style_distance_layer_by_layer_and_a_d
         f"| a / art | {BASELINE} | 0.188 | 0.0029 | 600 | - |",
         "| a / art | impasto default | 0.151 | 0.0039 | 54 | 0.0001 0.0016 0.0029 0.0008 0.0140 |",
     ]
+
+
+def test_no_default_runs_the_candidates_alone():
+    # --no-default halves a candidate's pass (hours here) where the default's figures are known.
+    from quality import variants
+
+    assert list(variants(256, ["g=upsample_grain:1,seed:1"], no_default=True)) == ["g"]
+    both = variants(256, ["g=upsample_grain:1,seed:1"])
+    assert list(both) == ["impasto default", "g"] and (both["g"].upsample_grain, both["g"].seed) == (1.0, 1)
