@@ -1,16 +1,42 @@
 """impasto: paint a photo in the style of an artwork (Gatys et al. neural style transfer)."""
 
+import importlib
+import sys
+import types
 from importlib import metadata as _metadata
+from typing import Any
 
-from .api import Result, Stylizer, stylize
-from .batch import batch  # the function shadows the package name on purpose: impasto.batch(...)
 from .errors import ImpastoError, ImpastoWarning, Interrupted, NonFiniteLoss
-from .images import load_image, save_image
-from .media import plot_losses, write_gif
-from .optimize import Progress
 from .presets import PRESETS
 from .settings import Settings
-from .sweep import SweepFailed, SweepResult, sweep  # the function shadows the module name on purpose: impasto.sweep(...)
+
+# The rest imports torch (seconds): loaded on first use, so `impasto --help`, `impasto presets`
+# and a shell's one-line error for a bad option come at once.
+_LAZY = {
+    "Result": "api", "Stylizer": "api", "stylize": "api", "batch": "batch", "load_image": "images", "save_image": "images",
+    "plot_losses": "media", "write_gif": "media", "Progress": "optimize", "SweepFailed": "sweep", "SweepResult": "sweep", "sweep": "sweep",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'impasto' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    setattr(sys.modules[__name__], name, value)
+    return value
+
+
+class _Package(types.ModuleType):
+    # impasto.batch(...) and impasto.sweep(...) are functions named as their modules: importing
+    # the module (`import impasto.batch`) makes Python set the package's attribute to it, which
+    # would hide the function; the function is kept instead, as the eager imports once did.
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("batch", "sweep") and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 try:  # one source of truth: pyproject.toml, as installed
     __version__ = _metadata.version("impasto")

@@ -30,7 +30,8 @@ from .scales import check_short_side, min_side
 from .style_stats import StatsCache, style_long_side, style_pieces, style_size
 from .tiles import choose_tile, out_of_memory_advice
 from .settings import INIT_NAMES, Settings, SettingsLike, as_settings
-from .vgg import FeatureExtractor, conv_layer_names
+from .layers import conv_layer_names
+from .vgg import FeatureExtractor
 
 # A weight is any real number: numpy's scalars and 0-d tensors too (a blend computed from data).
 StyleWeight = SupportsFloat
@@ -119,18 +120,6 @@ def normalize_styles(style: Union[StyleSpec, Sequence[StyleSpec]]) -> list[tuple
     if any(not math.isfinite(w) or w < 0 for _, w in out) or sum(w for _, w in out) <= 0:
         raise ImpastoError(f"style blend weights must be non-negative numbers, not all zero (given: {', '.join(f'{w:g}' for _, w in out)})")
     return out
-
-
-def parse_style(text: str) -> tuple[str, float]:
-    """`painting.jpg:0.7` -> (path, 0.7); a colon not followed by a number is part of the path."""
-    path, sep, weight = text.rpartition(":")
-    if sep and path:
-        try:
-            return path, float(weight)
-        except ValueError:
-            if Path(path).is_file() and not Path(text).exists():
-                raise ImpastoError(f"{text}: the weight after ':' must be a number, such as {path}:0.5") from None
-    return text, 1.0
 
 
 def _out_of_memory(exc: RuntimeError, size: tuple[int, int], device: torch.device, tile: int) -> str:

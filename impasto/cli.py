@@ -21,10 +21,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .api import parse_style  # here too: the shells (video, and scripts) have long imported it from the CLI
 from .errors import STOP_INTERRUPTED, ImpastoError, Interrupted, command_line, one_line_warnings, option, warn
 from .settings import (
     COLOR_MODES, INIT_NAMES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, STYLE_LOSSES, BadSettingValue, Settings, field_kind, parse_setting,
+    parse_style,  # here too: the shells (video, and scripts) have long imported it from the CLI
 )  # fmt: skip
 
 # Shown in --help; Settings.validate gives the error for anything else.

@@ -10,9 +10,11 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Mapping, Optional, Union
 
 from .errors import ImpastoError, number, on_command_line, option, warn
+from .layers import conv_layer_names, layer_names
 
 MODELS = ("vgg16", "vgg19")
 POOLINGS = ("max", "avg")
@@ -97,6 +99,18 @@ class BadSettingValue(ImpastoError):
 
     def must(self) -> str:
         return f"{self.name} must be {self.wanted}, not {self.value!r}"
+
+
+def parse_style(text: str) -> tuple[str, float]:
+    """`painting.jpg:0.7` -> (path, 0.7); a colon not followed by a number is part of the path."""
+    path, sep, weight = text.rpartition(":")
+    if sep and path:
+        try:
+            return path, float(weight)
+        except ValueError:
+            if Path(path).is_file() and not Path(text).exists():
+                raise ImpastoError(f"{text}: the weight after ':' must be a number, such as {path}:0.5") from None
+    return text, 1.0
 
 
 def parse_setting(name: str, value: Any, list_sep: str = ",", other_sep: Optional[str] = None) -> Any:
@@ -481,8 +495,6 @@ class Settings:
         """These settings with style_layers=("all",) spelled out for `model`."""
         if self.style_layers != (ALL_LAYERS,):
             return self
-        from .vgg import conv_layer_names
-
         return self.replace(style_layers=tuple(conv_layer_names(model)))
 
     @classmethod
@@ -495,7 +507,6 @@ class Settings:
 
     def validate(self) -> "Settings":
         """Raise ImpastoError with one clear line for the first bad value."""
-        from .vgg import conv_layer_names, layer_names  # late import: settings must not need torch to load
 
         def choice(name: str, options: tuple[str, ...]) -> None:
             if getattr(self, name) not in options:

@@ -8,10 +8,7 @@ import torch
 from torch import nn
 
 from .errors import ImpastoError
-
-# Convs per block; "M" after each block is a 2x2 pooling.
-BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
-WIDTHS = (64, 128, 256, 512, 512)
+from .layers import BLOCKS, WIDTHS, layer_names
 
 # A stand-in for the ReLU after a layer: takes its map, returns the map's ReLU (forward's relu_with).
 ReluWith = Callable[[torch.Tensor], torch.Tensor]
@@ -19,27 +16,6 @@ ReluWith = Callable[[torch.Tensor], torch.Tensor]
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def layer_names(model: str) -> list[str]:
-    """Names of the modules of torchvision's `features`, in order (index = position)."""
-    if model not in BLOCKS:
-        raise ImpastoError(f"unknown model {model!r}; choose vgg16 or vgg19")
-    names = []
-    for block, convs in enumerate(BLOCKS[model], start=1):
-        for i in range(1, convs + 1):
-            names += [f"conv{block}_{i}", f"relu{block}_{i}"]
-        names.append(f"pool{block}")
-    return names
-
-
-def conv_layer_names(model: str) -> list[str]:
-    return [n for n in layer_names(model) if n.startswith("conv")]
-
-
-def conv_indices(model: str) -> list[int]:
-    """Indices in torchvision's `features` Sequential that hold a Conv2d."""
-    return [i for i, n in enumerate(layer_names(model)) if n.startswith("conv")]
 
 
 class Normalize(nn.Module):

@@ -20,7 +20,7 @@ import torch
 
 from .errors import ImpastoError, option
 from .files import atomic_write
-from .vgg import BLOCKS, WIDTHS, conv_indices
+from .layers import BLOCKS, WIDTHS, conv_indices
 
 OFFICIAL_URLS = {
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",

@@ -29,7 +29,8 @@ try:  # imported here, so that a test that hides the extra (without_heic_extra) 
     import pillow_heif as _pillow_heif
 except ImportError:
     _pillow_heif = None
-from impasto.vgg import BLOCKS, WIDTHS, FeatureExtractor, conv_indices
+from impasto.layers import BLOCKS, WIDTHS, conv_indices
+from impasto.vgg import FeatureExtractor
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

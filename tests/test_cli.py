@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -394,6 +395,25 @@ def test_console_script_help_and_exit_codes(tmp_path, style_path, synthetic_weig
     failed = run_child([*impasto_command(), *missing])
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines() == [f"impasto: error: {tmp_path / 'nope.png'}: no such file"]
+
+
+def test_help_and_presets_answer_without_loading_torch():
+    # torch takes seconds to import here: `impasto --help`, `impasto presets` and the package's
+    # light names (Settings, errors, presets) must not wait for it; the rest loads on first use.
+    probe = (
+        "import sys, runpy; sys.argv = ['impasto', *sys.argv[1:]]\n"
+        "try: runpy.run_module('impasto.cli', run_name='__main__')\n"
+        "except SystemExit: pass\n"
+        "import impasto; impasto.Settings(size=64).validate(); impasto.PRESETS\n"
+        "sys.stderr.write('torch loaded' if 'torch' in sys.modules else 'torch not loaded')"
+    )  # fmt: skip
+    for argv in (["--help"], ["presets"]):
+        child = run_child([sys.executable, "-c", probe, *argv])
+        assert child.returncode == 0 and child.stderr.endswith("torch not loaded"), child.stderr
+    # Then the API is there as before: impasto.batch and impasto.sweep are the functions, even
+    # once their modules are imported by name.
+    child = run_child([sys.executable, "-c", "import impasto.batch, impasto.sweep, impasto; print(impasto.batch.__name__, impasto.sweep.__name__, impasto.stylize.__name__)"])
+    assert child.stdout.split() == ["batch", "sweep", "stylize"], child.stderr
 
 
 def run_console(tmp_path: Path, content_path: Path, style_path: Path, fast: list[str]):

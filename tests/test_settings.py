@@ -17,7 +17,7 @@ from impasto.errors import command_line
 from impasto.settings import BadSettingValue, parse_setting
 from impasto.api import Result
 from impasto.batch.plan import Job
-from impasto.vgg import conv_layer_names
+from impasto.layers import conv_layer_names
 
 
 def test_a_mistyped_keyword_to_the_constructor_is_named_with_a_guess():

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from impasto.errors import ImpastoError
-from impasto.vgg import FeatureExtractor, Normalize, build_features, conv_indices, layer_names
+from impasto.layers import conv_indices, layer_names
+from impasto.vgg import FeatureExtractor, Normalize, build_features
 
 # Positions in torchvision's vgg16().features / vgg19().features, copied from torchvision.
 TORCHVISION = {

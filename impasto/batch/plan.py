@@ -18,7 +18,7 @@ from typing import Any, Collection, Iterable, Iterator, Mapping, Optional, Seque
 
 from ..errors import ImpastoError, option, warn
 from ..images import heif_readable
-from ..settings import Settings, check_names, parse_setting
+from ..settings import Settings, check_names, parse_setting, parse_style
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 AVIF_SUFFIXES = (".avif",)  # listed only where this Pillow reads them (11.3+)
@@ -229,8 +229,6 @@ def check_unique_outputs(jobs: Sequence[Job]) -> None:
 def parse_styles(value: Any, origin: str) -> tuple[tuple[str, float], ...]:
     """Styles from a manifest cell: "a.jpg", "a.jpg:0.7;b.jpg:0.3", or (JSON) a list of
     paths, [path, weight] pairs or {"path", "weight"} objects."""
-    from ..api import parse_style
-
     if value is None or value == "" or value == []:
         return ()
     items = value if isinstance(value, list) else [part for part in str(value).split(STYLE_SEPARATOR) if part.strip()]
