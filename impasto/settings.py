@@ -301,12 +301,12 @@ class Settings:
         },
     )
     upsample_grain: float = field(
-        default=0.0,
+        default=1.0,
         metadata={
             "help": "when a scale is upsampled, add this share (0-1) of the painting's fine grain where the picture "
             "lacks it (the painting's fine detail with random phases, Galerne et al. 2011), for the finer scale to "
-            "shape into the painting's own texture: a smooth sky gets Turner's spray; 1 paints a grainy painting's "
-            "texture more closely, at a little of the photo (0: the smooth upsampled picture)"
+            "shape into the painting's own texture: a smooth sky gets Turner's spray; lower keeps a little more of the "
+            "photo and paints a grainy painting's texture less closely (0: the smooth upsampled picture)"
         },
     )
     coarse_content: float = field(
