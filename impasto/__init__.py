@@ -26,6 +26,10 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))  # a notebook's completion lists the lazy names too
+
+
 class _Package(types.ModuleType):
     # impasto.batch(...) and impasto.sweep(...) are functions named as their modules: importing
     # the module (`import impasto.batch`) makes Python set the package's attribute to it, which
