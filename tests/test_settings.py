@@ -48,7 +48,8 @@ def test_every_setting_but_the_device_is_one_method_that_identity_and_batch_reco
     assert every == {k: v for k, v in settings.to_dict().items() if k not in ("device", "cuda_graphs")}
     assert settings.replace(cuda_graphs=False).identity() == settings.identity()
     assert settings.identity() == every  # flat_content and upsample_grain are not at their old values, so they are kept
-    assert "upsample_grain" not in Settings().identity()  # at 0, as every run before it, it is left out
+    assert "upsample_grain" not in Settings(upsample_grain=0).identity()  # at 0, as every run before it, it is left out
+    assert Settings().identity()["upsample_grain"] == 1  # the default since session 36: kept
     assert Job(output="a.png", settings=settings).record()["settings"] == every
 
 
