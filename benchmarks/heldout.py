@@ -7,7 +7,8 @@ backdrop with a camera's noise, a flat-colour graphic, a line drawing, a paintin
 default settings, into one labelled sheet to look at. There is no score: it is a check
 by eye, for grey casts, noise, seams and patterns the benchmark's pairs would not show.
 
-    .venv/bin/python benchmarks/heldout.py            # 512 px, ~8 min here
+    .venv/bin/python benchmarks/heldout.py            # 512 px, ~8 min here (~60 min on an AVX2-only CPU in fp32)
+    .venv/bin/python benchmarks/heldout.py --only line_drawing --only flat-colour_graphic
 """
 
 from __future__ import annotations
@@ -102,10 +103,15 @@ CASES: list[Case] = [
 ]
 
 
+def _file_name(label: str) -> str:
+    return label.split(" (")[0].replace(" ", "_")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "heldout"))
+    parser.add_argument("--only", action="append", choices=[_file_name(c[0]) for c in CASES], help="one input (repeatable); default: all nine")
     args = parser.parse_args()
     if not (WEIGHTS / "vgg19-caffe-features.safetensors").is_file():
         sys.exit(f"needs the real VGG19 in {WEIGHTS}: pictures from random weights would show nothing")
@@ -116,11 +122,13 @@ def main() -> None:
     print(f"default settings at {args.size} px; {threads_note()}")
     rows, labels = [], []
     for label, make_photo, make_painting in CASES:
+        if args.only and _file_name(label) not in args.only:
+            continue
         photo, painting = make_photo(), make_painting()
         started = time.perf_counter()
         result = stylizer.run(photo, painting, settings)
         seconds = time.perf_counter() - started
-        name = label.split(" (")[0].replace(" ", "_")
+        name = _file_name(label)
         result.image.save(out / f"{name}.png")
         print(f"{label:22s} {photo.width}x{photo.height} in the style of {painting.width}x{painting.height}: "
               f"{seconds:5.1f} s, final loss {result.losses.get('total', float('nan')):.3f}, flat content {result.settings.flat_content:g}",
