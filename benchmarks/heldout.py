@@ -141,7 +141,8 @@ def main() -> None:
     sheet, _ = labelled_sheet(rows, ["photo", "painting", "impasto default"], labels, "held-out inputs, default settings")
     sheet.save(out / "sheet.jpg", quality=90)
     print(f"sheet: {out / 'sheet.jpg'}")
-    print(f"reproduce: .venv/bin/python benchmarks/heldout.py --size {args.size}")
+    only = "".join(f" --only {name}" for name in args.only or ())
+    print(f"reproduce: .venv/bin/python benchmarks/heldout.py --size {args.size}{only}")
 
 
 if __name__ == "__main__":
