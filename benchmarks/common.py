@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -10,8 +12,10 @@ from typing import Optional
 import torch
 
 from impasto import Settings
+from impasto.device import mixed_precision
 from impasto.images import load_image, pil_to_tensor, resize_long_side
 from impasto.optimize import Objective, StyleInput
+from impasto.settings import ADDED_LATER
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 IMAGES = SHARED / "images"
@@ -89,3 +93,21 @@ def baseline_objective(extractor, settings: Settings, content: torch.Tensor, sty
 
 def threads_note() -> str:
     return f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs"
+
+
+def settings_key(settings: Settings) -> str:
+    """A short hash of what a run computes, for file names and records a later run may reuse."""
+    # The setting `precision` is replaced by the arithmetic it resolves to on this CPU, and
+    # left out where that is fp32, so records made before the setting existed still match.
+    data = {k: v for k, v in settings.to_dict().items() if k != "precision"}
+    # The weights by name, not by path: the same records then serve any checkout.
+    data["weights"] = Path(data["weights"]).name if data.get("weights") else data.get("weights")
+    # Settings added later, at the values earlier records ran with (tile before the others:
+    # batch indexes and video frames of session 8 already hold it).
+    for name, before in (("tile", 0), *ADDED_LATER.items()):
+        if data.get(name) == before:
+            del data[name]
+    arithmetic = mixed_precision(settings, torch.device("cpu"))
+    if arithmetic is not None:
+        data["arithmetic"] = str(arithmetic)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]

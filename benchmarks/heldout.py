@@ -9,6 +9,10 @@ by eye, for grey casts, noise, seams and patterns the benchmark's pairs would no
 
     .venv/bin/python benchmarks/heldout.py            # 512 px, ~8 min here (~60 min on an AVX2-only CPU in fp32)
     .venv/bin/python benchmarks/heldout.py --only line_drawing --only flat-colour_graphic
+    .venv/bin/python benchmarks/heldout.py --reuse   # keep pictures made with the same settings
+
+Each picture is saved as NAME-SIZE-KEY.png, KEY being the hash of the settings it ran with (as
+quality.py names its images), so --reuse keeps only what the current default would make again.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import IMAGES, WEIGHTS, threads_note  # noqa: E402
+from common import IMAGES, WEIGHTS, settings_key, threads_note  # noqa: E402
 
 from impasto import Settings, Stylizer  # noqa: E402
 from impasto.sweep import labelled_sheet  # noqa: E402
@@ -112,6 +116,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "heldout"))
     parser.add_argument("--only", action="append", choices=[_file_name(c[0]) for c in CASES], help="one input (repeatable); default: all nine")
+    parser.add_argument("--reuse", action="store_true", help="keep an input's picture already in --out from the same settings (the same KEY) instead of redoing it")
     args = parser.parse_args()
     if not (WEIGHTS / "vgg19-caffe-features.safetensors").is_file():
         sys.exit(f"needs the real VGG19 in {WEIGHTS}: pictures from random weights would show nothing")
@@ -121,20 +126,26 @@ def main() -> None:
     settings = Settings(weights=str(WEIGHTS), size=args.size)
     print(f"default settings at {args.size} px; {threads_note()}")
     rows, labels = [], []
+    key = settings_key(settings)
     for label, make_photo, make_painting in CASES:
         if args.only and _file_name(label) not in args.only:
             continue
         photo, painting = make_photo(), make_painting()
-        started = time.perf_counter()
-        result = stylizer.run(photo, painting, settings)
-        seconds = time.perf_counter() - started
-        name = _file_name(label)
-        result.image.save(out / f"{name}.png")
-        print(f"{label:22s} {photo.width}x{photo.height} in the style of {painting.width}x{painting.height}: "
-              f"{seconds:5.1f} s, final loss {result.losses.get('total', float('nan')):.3f}, flat content {result.settings.flat_content:g}",
-              flush=True)  # fmt: skip
+        saved = out / f"{_file_name(label)}-{args.size}-{key}.png"
+        if args.reuse and saved.is_file():
+            image = Image.open(saved).convert("RGB")
+            print(f"{label:22s} kept {saved.name}", flush=True)
+        else:
+            started = time.perf_counter()
+            result = stylizer.run(photo, painting, settings)
+            seconds = time.perf_counter() - started
+            image = result.image
+            image.save(saved)
+            print(f"{label:22s} {photo.width}x{photo.height} in the style of {painting.width}x{painting.height}: "
+                  f"{seconds:5.1f} s, final loss {result.losses.get('total', float('nan')):.3f}, flat content {result.settings.flat_content:g}",
+                  flush=True)  # fmt: skip
         cell = args.size // 2
-        rows.append([im.copy() for im in (photo, painting, result.image)])
+        rows.append([im.copy() for im in (photo, painting, image)])
         for im in rows[-1]:
             im.thumbnail((cell, cell))
         labels.append(label)
@@ -142,7 +153,7 @@ def main() -> None:
     sheet.save(out / "sheet.jpg", quality=90)
     print(f"sheet: {out / 'sheet.jpg'}")
     only = "".join(f" --only {name}" for name in args.only or ())
-    print(f"reproduce: .venv/bin/python benchmarks/heldout.py --size {args.size}{only}")
+    print(f"settings key {key}; reproduce: .venv/bin/python benchmarks/heldout.py --size {args.size}{only}")
 
 
 if __name__ == "__main__":

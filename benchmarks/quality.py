@@ -17,7 +17,6 @@ the table as table_SIZE.md and one labelled contact sheet as sheet_SIZE.jpg.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import signal
@@ -30,14 +29,13 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import IMAGES, WEIGHTS, baseline_objective, load_pair, textbook_baseline, threads_note  # noqa: E402
+from common import IMAGES, WEIGHTS, baseline_objective, load_pair, settings_key, textbook_baseline, threads_note  # noqa: E402
 
 from impasto import ImpastoError, Settings, Stylizer  # noqa: E402
-from impasto.settings import ADDED_LATER, parse_setting  # noqa: E402
+from impasto.settings import parse_setting  # noqa: E402
 from impasto import weights as W  # noqa: E402
 from impasto.images import load_image, pil_to_tensor, tensor_to_pil  # noqa: E402
 from impasto.metrics import CONTENT_LAYER, STYLE_LAYERS, Scorer  # noqa: E402
-from impasto.device import mixed_precision  # noqa: E402
 from impasto.sweep import labelled_sheet  # noqa: E402
 from impasto.vgg import FeatureExtractor  # noqa: E402
 
@@ -74,23 +72,6 @@ def jittered(photo: torch.Tensor, seed: int) -> torch.Tensor:
 def with_jitter(runs: dict[str, Settings], count: int) -> dict[str, tuple[Settings, int]]:
     """Each run on the photo as it is (seed 0), then on `count` jittered copies of it."""
     return {f"{name}, jitter {seed}" if seed else name: (settings, seed) for name, settings in runs.items() for seed in range(count + 1)}
-
-
-def settings_key(settings: Settings) -> str:
-    # The setting `precision` is replaced by the arithmetic it resolves to on this CPU, and
-    # left out where that is fp32, so records made before the setting existed still match.
-    data = {k: v for k, v in settings.to_dict().items() if k != "precision"}
-    # The weights by name, not by path: the same records then serve any checkout.
-    data["weights"] = Path(data["weights"]).name if data.get("weights") else data.get("weights")
-    # Settings added later, at the values earlier records ran with (tile before the others:
-    # batch indexes and video frames of session 8 already hold it).
-    for name, before in (("tile", 0), *ADDED_LATER.items()):
-        if data.get(name) == before:
-            del data[name]
-    arithmetic = mixed_precision(settings, torch.device("cpu"))
-    if arithmetic is not None:
-        data["arithmetic"] = str(arithmetic)
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def parse_variant(text: str, base: Settings) -> tuple[str, Settings]:

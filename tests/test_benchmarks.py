@@ -121,3 +121,28 @@ def test_no_default_runs_the_candidates_alone():
     assert list(variants(256, ["g=upsample_grain:1,seed:1"], no_default=True)) == ["g"]
     both = variants(256, ["g=upsample_grain:1,seed:1"])
     assert list(both) == ["impasto default", "g"] and (both["g"].upsample_grain, both["g"].seed) == (1.0, 1)
+
+
+def test_heldout_keeps_a_picture_of_the_same_settings_with_reuse(tmp_path, monkeypatch, capsys):
+    # An hour of pictures here: --reuse keeps what the current default would paint again (the
+    # file's name holds the settings' hash) and still puts it on the sheet.
+    import os
+
+    import heldout
+    from common import IMAGES, WEIGHTS
+
+    if not (WEIGHTS / "vgg19-caffe-features.safetensors").is_file() or not (IMAGES / "chelsea.png").is_file():
+        pytest.skip(f"needs the real VGG19 in {WEIGHTS} and the pictures in {IMAGES}")
+
+    def run(*flags: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["heldout.py", "--size", "64", "--only", "greyscale_photo", "--out", str(tmp_path), *flags])
+        heldout.main()
+        return capsys.readouterr().out
+
+    assert "kept" not in run("--reuse")  # nothing to keep yet
+    (picture,) = tmp_path.glob("greyscale_photo-64-*.png")
+    os.utime(picture, (1, 1))
+    (tmp_path / "sheet.jpg").unlink()
+    assert f"kept {picture.name}" in run("--reuse")
+    assert picture.stat().st_mtime == 1  # not painted again
+    assert (tmp_path / "sheet.jpg").is_file()
