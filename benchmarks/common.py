@@ -87,8 +87,9 @@ def textbook_baseline(
 
 
 def baseline_objective(extractor, settings: Settings, content: torch.Tensor, style: torch.Tensor) -> Objective:
+    """The textbook's objective at the content's size: `settings`' content layers alone (no fine ones)."""
     w, h = content.shape[-1], content.shape[-2]
-    return Objective(extractor, settings, content, [StyleInput(style)], (w, h))
+    return Objective(extractor, settings.replace(fine_content_layers=()), content, [StyleInput(style)], (w, h))
 
 
 def threads_note() -> str:

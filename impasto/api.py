@@ -272,7 +272,7 @@ class Stylizer:
             # In the device's layout now, under the lock: the extractors that share its convs inherit
             # it, so no run reorders weights that another thread's run is using (that crashed).
             self._extractors[whole_key] = whole.to(device).in_fastest_format(device)
-        layers = tuple(dict.fromkeys(settings.content_layers + settings.style_layers))
+        layers = tuple(dict.fromkeys(settings.content_layers + settings.fine_content_layers + settings.style_layers))
         key = (*whole_key, settings.pooling, layers)
         if key not in self._extractors:
             self._extractors[key] = FeatureExtractor(

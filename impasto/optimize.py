@@ -118,6 +118,14 @@ def flat_weights(content: torch.Tensor, floor: float) -> torch.Tensor:
     return (local_contrast(content) / FLAT_CONTRAST).clamp(floor, 1.0)
 
 
+def content_fine_layers(settings: Settings) -> tuple[str, ...]:
+    """The fine content layers `settings` adds to its content layers (none without content layers:
+    texture synthesis keeps no part of the photo)."""
+    if not settings.content_layers:
+        return ()
+    return tuple(k for k in dict.fromkeys(settings.fine_content_layers) if k not in settings.content_layers)
+
+
 def flat_background_share(content: torch.Tensor) -> float:
     """The share (0-1) of a (1, 3, H, W) photo that is of one colour around it (to within half a grey level)."""
     h, w = content.shape[-2:]
@@ -178,14 +186,21 @@ class Objective:
         with torch.no_grad():
             photo = resize_tensor(content, (h, w))
             content_feats = extractor(photo[..., y0:y1, x0:x1])
-            self.content_targets = {k: content_feats[k].detach() for k in settings.content_layers}
+            fine = content_fine_layers(settings)
+            self.content_targets = {k: content_feats[k].detach() for k in settings.content_layers + fine}
             self.content_energy = {k: t.pow(2).mean() for k, t in self.content_targets.items()}
-            # None (one weight everywhere) unless asked: the default's objective is as it was.
-            self.content_weights: dict[str, Optional[torch.Tensor]] = {k: None for k in settings.content_layers}
+            # None (one weight everywhere) unless asked.
+            self.content_weights: dict[str, Optional[torch.Tensor]] = {k: None for k in self.content_targets}
             if settings.flat_content is not None and settings.flat_content < 1:
                 flat = flat_weights(photo, settings.flat_content)[..., y0:y1, x0:x1]  # of the whole picture: a tile's edge is not an edge of the photo
-                for k in settings.content_layers:
+                for k in self.content_targets:
                     self.content_weights[k] = _mask_like(flat, content_feats[k])
+            if fine:
+                # Where the photo has detail: its smooth areas are the painting's to fill.
+                detail = flat_weights(photo, 0)[..., y0:y1, x0:x1]
+                for k in fine:
+                    weight = _mask_like(detail, content_feats[k])
+                    self.content_weights[k] = weight if self.content_weights[k] is None else weight * self.content_weights[k]
             per_style, per_style_chain = [], []
             for style in styles:
                 sw, sh = style_size(style.image.shape, style_long_side(max(w, h), settings), min_side(settings))

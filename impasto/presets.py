@@ -35,6 +35,7 @@ PRESETS: dict[str, Preset] = {
                 style_layer_weights=None,
                 style_layer_decay=1.0,
                 content_layers=("conv4_2",),
+                fine_content_layers=(),
                 gram_shift=0.0,
                 style_chain=False,
                 pooling="avg",

@@ -70,8 +70,16 @@ def scale_settings(settings: Settings, long_side: int, final: int) -> Settings:
     ratio rather than to the scale's rank, so a scale barely smaller than the output (362 px
     before 512 with --scale-factor 1.41) is barely boosted; and the finest scale keeps the
     user's weights, so the objective a run ends on is the one they asked for.
+
+    The fine content layers are left out below the output's size: held from the coarse scales
+    on, they pin the photo's mid-level structure before the painting's large shapes have
+    formed (the rocket with the Shipwreck loses its deep style; benchmarks/README.md, session 38).
     """
-    if settings.coarse_content == 1 or long_side >= final:
+    if long_side >= final:
+        return settings
+    if settings.fine_content_layers:
+        settings = settings.replace(fine_content_layers=())
+    if settings.coarse_content == 1:
         return settings
     depth = min(1.0, math.log(final / long_side) / math.log(4))
     return settings.replace(content_weight=settings.content_weight * settings.coarse_content**depth)

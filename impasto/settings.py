@@ -37,8 +37,9 @@ GATYS_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 
 # Settings added after batch indexes and video frames were first written, with the value
-# those runs had: Settings.identity leaves them out at that value, so earlier work still matches.
-ADDED_LATER: dict[str, Any] = {"flat_content": 1.0, "upsample_grain": 0.0}
+# those runs had, as to_dict gives it (a list for a list setting): Settings.identity leaves them
+# out at that value, so earlier work still matches.
+ADDED_LATER: dict[str, Any] = {"flat_content": 1.0, "upsample_grain": 0.0, "fine_content_layers": []}
 
 
 def _is_kind(value: Any, kind: type) -> bool:
@@ -225,6 +226,15 @@ class Settings:
 
     # -- losses
     content_layers: tuple[str, ...] = field(default=("conv4_2",), metadata={"help": "layers whose features the output keeps"})
+    fine_content_layers: tuple[str, ...] = field(
+        default=("conv3_2",),
+        metadata={
+            "help": "content layers added at the output's own scale only, each weighted by the photo's local "
+            "contrast: the coarser scales settle the layout with the content layers alone, and these then keep "
+            "the fine features the painting's texture would cover (eyes, a mouth) where the photo has them, "
+            "leaving its smooth areas (a sky) to the painting; none: the content layers alone at every scale"
+        },
+    )
     style_layers: tuple[str, ...] = field(default=GATYS_STYLE_LAYERS, metadata={"help": "layers whose statistics the output matches"})
     style_layer_weights: Optional[tuple[float, ...]] = field(
         default=None, metadata={"help": "one weight per style layer (normalised to sum 1; default equal)"}
@@ -356,10 +366,12 @@ class Settings:
             self.device = str(self.device)
         # Lists (JSON, a notebook) and comma-separated text become tuples: two Settings of the same layers
         # compare equal however they were given, and a copy made by replace() shares no list to change.
-        for name in ("content_layers", "style_layers"):
+        for name in ("content_layers", "fine_content_layers", "style_layers"):
             value = getattr(self, name)
             if isinstance(value, str):
                 value = tuple(v.strip() for v in value.split(",") if v.strip())
+            if isinstance(value, (list, tuple)) and [str(v).lower() for v in value] == ["none"]:
+                value = ()  # --content-layers none: no layers (an empty value is hard to give on a command line)
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
                 raise ImpastoError(f"{option(name)} must be layer names (a list, or text with commas), not {value!r}")
             setattr(self, name, tuple(value))
@@ -528,7 +540,7 @@ class Settings:
         names = layer_names(self.model_name())
         if ALL_LAYERS in self.style_layers and self.style_layers != (ALL_LAYERS,):
             raise ImpastoError(f"{option('style_layers')} 'all' stands alone: give it or a list of layer names, not both")
-        for layer in self.content_layers + tuple(v for v in self.style_layers if v != ALL_LAYERS):
+        for layer in self.content_layers + self.fine_content_layers + tuple(v for v in self.style_layers if v != ALL_LAYERS):
             if layer not in names:
                 convs = [n for n in names if n.startswith("conv")]
                 blocks = [[n for n in convs if n.startswith(f"conv{b}_")] for b in sorted({n[4] for n in convs})]

@@ -144,6 +144,7 @@ def test_paths_and_stylize_function(stylizer, make_settings, content_path, style
     [
         (dict(style_layers=("conv1_1", "conv9_9")), "unknown layer 'conv9_9'"),
         (dict(content_layers=("conv5_4",), model="vgg16"), "unknown layer 'conv5_4'"),
+        (dict(fine_content_layers=("conv3_5",)), "unknown layer 'conv3_5'"),
         (dict(style_weight=-1.0), "style_weight must be a non-negative"),
         (dict(content_weight=float("nan")), "content_weight"),
         (dict(tv_weight=-0.1), "tv_weight"),

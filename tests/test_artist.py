@@ -48,6 +48,9 @@ def test_explicit_options_override_a_preset():
     assert (s.iterations, s.multiscale, s.init, s.tv_weight) == (7, True, "noise", 0.0)
     # Without --preset nothing of a preset leaks in.
     assert settings_from_args(build_run_parser().parse_args(["c.png", "s.png", "-o", "o.png"])) == Settings()
+    # A list setting is switched off with the word none (an empty value is awkward to type).
+    args = build_run_parser().parse_args(["c.png", "s.png", "-o", "o.png", "--fine-content-layers", "none"])
+    assert settings_from_args(args).fine_content_layers == ()
 
 
 def test_unknown_preset_is_one_line(capsys, tmp_path, content_path, style_path, fast):

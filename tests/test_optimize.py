@@ -432,6 +432,52 @@ def test_flat_weights_are_the_floor_where_the_photo_is_flat_and_whole_where_it_h
     assert torch.all(optimize.flat_weights(photo, 1.0) == 1.0)  # 1 is one weight everywhere
 
 
+def test_fine_content_layers_join_the_content_only_at_the_outputs_scale():
+    s = Settings(content_weight=2.0, coarse_content=16.0)
+    assert s.fine_content_layers == ("conv3_2",)
+    assert [scale_settings(s, side, 512).fine_content_layers for side in (128, 256, 512)] == [(), (), ("conv3_2",)]
+    assert scale_settings(s.replace(coarse_content=1.0), 256, 512).fine_content_layers == ()
+    # Added to the content layers once each; none without content layers (texture synthesis keeps no photo).
+    assert optimize.content_fine_layers(s.replace(fine_content_layers=("conv3_2", "conv4_2", "conv3_2"))) == ("conv3_2",)
+    assert optimize.content_fine_layers(s.replace(content_layers=())) == ()
+    # The original method's preset is the original objective.
+    assert Settings().replace(**preset_settings("gatys2015")).fine_content_layers == ()
+
+
+def _half_flat_photo() -> np.ndarray:
+    """A 40x48 photo: its left half one grey, its right half textured."""
+    photo = textured_image(40, 48)
+    photo[:, :24] = 0.5
+    return photo
+
+
+def test_fine_content_layers_are_weighted_by_the_photos_detail(stylizer, make_settings, style_array):
+    settings = make_settings(fine_content_layers=("conv3_2",))
+    photo = torch.from_numpy(_half_flat_photo()).permute(2, 0, 1)[None].float()
+    style = [optimize.StyleInput(torch.from_numpy(style_array).permute(2, 0, 1)[None].float())]
+    objective = optimize.Objective(stylizer.extractor(settings, torch.device("cpu")), settings, photo, style, (48, 40))
+    assert list(objective.content_targets) == ["conv2_2", "conv3_2"]
+    assert objective.content_weights["conv2_2"] is None  # the content layers keep one weight everywhere
+    weight = objective.content_weights["conv3_2"]
+    assert weight.shape[-2:] == objective.content_targets["conv3_2"].shape[-2:]  # conv3_2's 10x12 map
+    assert float(weight[..., :3].max()) == 0.0 and float(weight[..., -3:].mean()) > 0.95
+
+
+def test_fine_content_layers_keep_more_of_the_photos_detail(stylizer, make_settings):
+    photo, painting = _half_flat_photo(), smooth_image(40, 48)  # the painting has no fine detail to give
+    settings = make_settings(iterations=30, init="content", content_layers=("conv4_2",), style_weight=3.0)
+    fine = settings.replace(fine_content_layers=("conv3_2",))
+    extractor = stylizer.extractor(fine, torch.device("cpu"))
+    as_tensor = lambda array: torch.from_numpy(np.asarray(array, dtype=np.float32)).permute(2, 0, 1)[None]  # noqa: E731
+    target = extractor(as_tensor(photo))["conv3_2"][..., 7:]  # the textured half of conv3_2's 10x12 map, less its edge
+
+    def distance(s: Settings) -> float:
+        out = as_tensor(np.asarray(stylizer.run(photo, painting, s).image) / 255.0)
+        return float((extractor(out)["conv3_2"][..., 7:] - target).pow(2).mean())
+
+    assert distance(fine) < 0.8 * distance(settings)
+
+
 def test_the_loss_scale_grows_back_after_a_run_of_iterations_without_overflow():
     scale = descent.LossScale(torch.float16)
     scale.overflowed()

@@ -50,6 +50,8 @@ def test_every_setting_but_the_device_is_one_method_that_identity_and_batch_reco
     assert settings.identity() == every  # flat_content and upsample_grain are not at their old values, so they are kept
     assert "upsample_grain" not in Settings(upsample_grain=0).identity()  # at 0, as every run before it, it is left out
     assert Settings().identity()["upsample_grain"] == 1  # the default since session 36: kept
+    assert "fine_content_layers" not in Settings(fine_content_layers=()).identity()  # none, as every run before session 38
+    assert Settings().identity()["fine_content_layers"] == ["conv3_2"]
     assert Job(output="a.png", settings=settings).record()["settings"] == every
 
 
