@@ -112,7 +112,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] 
         flag = "--" + f.name.replace("_", "-")
         kind, is_tuple, _ = field_kind(f.name)
         default = getattr(defaults, f.name)
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = (",".join(map(str, default)) or "none") if isinstance(default, tuple) else default
         if isinstance(default, bool):
             shown = "on" if default else "off"  # as the flags say it: --multiscale / --no-multiscale
         elif isinstance(default, float) and default.is_integer():

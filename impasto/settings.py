@@ -227,12 +227,13 @@ class Settings:
     # -- losses
     content_layers: tuple[str, ...] = field(default=("conv4_2",), metadata={"help": "layers whose features the output keeps"})
     fine_content_layers: tuple[str, ...] = field(
-        default=("conv3_2",),
+        default=(),
         metadata={
             "help": "content layers added at the output's own scale only, each weighted by the photo's local "
-            "contrast: the coarser scales settle the layout with the content layers alone, and these then keep "
-            "the fine features the painting's texture would cover (eyes, a mouth) where the photo has them, "
-            "leaving its smooth areas (a sky) to the painting; none: the content layers alone at every scale"
+            "contrast and counted on top of the content layers' weight: once the coarser scales have settled the "
+            "layout, they keep fine features that the painting's texture would cover (an eye, a mouth) where the "
+            "photo has them and leave its smooth areas (a sky) to the painting; conv3_2 keeps a face under a "
+            "strong painting"
         },
     )
     style_layers: tuple[str, ...] = field(default=GATYS_STYLE_LAYERS, metadata={"help": "layers whose statistics the output matches"})

@@ -433,8 +433,8 @@ def test_flat_weights_are_the_floor_where_the_photo_is_flat_and_whole_where_it_h
 
 
 def test_fine_content_layers_join_the_content_only_at_the_outputs_scale():
-    s = Settings(content_weight=2.0, coarse_content=16.0)
-    assert s.fine_content_layers == ("conv3_2",)
+    assert Settings().fine_content_layers == ()  # an option: the default is the content layers alone (session 38)
+    s = Settings(content_weight=2.0, coarse_content=16.0, fine_content_layers="conv3_2")
     assert [scale_settings(s, side, 512).fine_content_layers for side in (128, 256, 512)] == [(), (), ("conv3_2",)]
     assert scale_settings(s.replace(coarse_content=1.0), 256, 512).fine_content_layers == ()
     # Added to the content layers once each; none without content layers (texture synthesis keeps no photo).
@@ -461,6 +461,12 @@ def test_fine_content_layers_are_weighted_by_the_photos_detail(stylizer, make_se
     weight = objective.content_weights["conv3_2"]
     assert weight.shape[-2:] == objective.content_targets["conv3_2"].shape[-2:]  # conv3_2's 10x12 map
     assert float(weight[..., :3].max()) == 0.0 and float(weight[..., -3:].mean()) > 0.95
+    # Its term is added to the content layers' mean, not averaged with it: a fine layer that weighs
+    # nothing over a smooth area leaves the content layers' weight there as it was.
+    image = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(2))
+    plain = optimize.Objective(objective.extractor, settings.replace(fine_content_layers=()), photo, style, (48, 40))
+    fine = L.content_loss(objective.extractor(image)["conv3_2"], objective.content_targets["conv3_2"], weight)
+    assert float(objective(image)[1]["content"]) == pytest.approx(float(plain(image)[1]["content"] + fine), rel=1e-5)
 
 
 def test_fine_content_layers_keep_more_of_the_photos_detail(stylizer, make_settings):

@@ -42,16 +42,16 @@ def test_numpy_numbers_become_python_ones_so_a_summary_is_json():
 
 
 def test_every_setting_but_the_device_is_one_method_that_identity_and_batch_records_share():
-    settings = Settings(device="cuda:1", size=96, flat_content=0.5, upsample_grain=0.5)
+    settings = Settings(device="cuda:1", size=96, flat_content=0.5, upsample_grain=0.5, fine_content_layers="conv3_2")
     every = settings.to_dict_without_device()
     # Where a run happens and how its kernels are launched do not change what it paints.
     assert every == {k: v for k, v in settings.to_dict().items() if k not in ("device", "cuda_graphs")}
     assert settings.replace(cuda_graphs=False).identity() == settings.identity()
-    assert settings.identity() == every  # flat_content and upsample_grain are not at their old values, so they are kept
+    assert settings.identity() == every  # the settings added later are not at their old values, so they are kept
     assert "upsample_grain" not in Settings(upsample_grain=0).identity()  # at 0, as every run before it, it is left out
     assert Settings().identity()["upsample_grain"] == 1  # the default since session 36: kept
-    assert "fine_content_layers" not in Settings(fine_content_layers=()).identity()  # none, as every run before session 38
-    assert Settings().identity()["fine_content_layers"] == ["conv3_2"]
+    assert "fine_content_layers" not in Settings().identity()  # none, as every run before session 38
+    assert Settings(fine_content_layers="conv3_2").identity()["fine_content_layers"] == ["conv3_2"]
     assert Job(output="a.png", settings=settings).record()["settings"] == every
 
 
