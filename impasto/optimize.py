@@ -287,8 +287,7 @@ class Objective:
         s = self.settings
         if self.content_targets:
             # The mean over the content layers, the fine layers' terms added on top: a fine layer
-            # that weighs nothing where the photo is smooth must not halve the others' weight there
-            # (the rocket with The Scream moved 8% from the photo when it did; session 38).
+            # that weighs nothing where the photo is smooth must not halve the others' weight there.
             content = cast(torch.Tensor, sum(L.content_loss(feats[k], t, self.content_weights[k], self.content_energy[k]) for k, t in self.content_targets.items())) / len(s.content_layers)
         else:  # no content layers: texture synthesis
             content = image.new_zeros(())

@@ -123,8 +123,6 @@ def make_settings(synthetic_weights) -> Callable[..., Settings]:
             initial_iterations=10,
             style_layers=FAST_STYLE_LAYERS,
             content_layers=FAST_CONTENT_LAYERS,
-            # conv3_2 would take every test's network deeper; the fine layers have their own tests.
-            fine_content_layers=(),
             seed=0,
             # The same arithmetic on every CPU: auto would be bf16 on CPUs that have it
             # natively and fp32 elsewhere. Mixed precision has its own tests.
