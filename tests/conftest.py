@@ -184,6 +184,11 @@ def textured_image(height: int, width: int, low=BLUISH[0], high=BLUISH[1], seed:
     return np.clip(low + t[..., None] * (high - low), 0, 1)
 
 
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """An (H, W, 3) float array as a (1, 3, H, W) float32 tensor, as the optimiser takes pictures."""
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float()
+
+
 def to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(array * 255 + 0.5, 0, 255).astype(np.uint8)
 

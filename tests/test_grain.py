@@ -10,11 +10,7 @@ from impasto import ImpastoError, Settings
 from impasto.grain import fine_detail, painting_grain, random_phase
 from impasto.optimize import StyleInput, scale_start
 
-from conftest import smooth_image, textured_image
-
-
-def tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float()
+from conftest import smooth_image, textured_image, to_tensor
 
 
 def noisy_painting(height: int, width: int, grain: float, seed: int = 0) -> torch.Tensor:
@@ -29,7 +25,7 @@ def strength(x: torch.Tensor) -> float:
 
 
 def test_random_phase_keeps_the_spectrum_and_colours_of_the_detail_but_not_its_shapes():
-    detail = fine_detail(tensor(textured_image(64, 80, seed=3)), (40, 32))
+    detail = fine_detail(to_tensor(textured_image(64, 80, seed=3)), (40, 32))
     noise = random_phase(detail, torch.Generator().manual_seed(0))
     assert noise.shape == detail.shape and noise.dtype == torch.float32
     spectrum = lambda x: torch.fft.fft2(x).abs()  # noqa: E731
@@ -50,7 +46,7 @@ def test_random_phase_keeps_the_spectrum_and_colours_of_the_detail_but_not_its_s
 
 def test_a_smooth_start_gets_the_paintings_grain_and_a_detailed_one_little():
     settings = Settings()
-    smooth = tensor(smooth_image(64, 64, (0.2, 0.3, 0.6), (0.3, 0.4, 0.7)))
+    smooth = to_tensor(smooth_image(64, 64, (0.2, 0.3, 0.6), (0.3, 0.4, 0.7)))
     coarse = (32, 32)
     grainy, faint = noisy_painting(64, 64, 0.08), noisy_painting(64, 64, 0.02)
     draws = lambda: torch.Generator().manual_seed(0)  # noqa: E731
@@ -98,11 +94,11 @@ def test_upsample_grain_paints_a_grainy_paintings_texture_into_a_smooth_sky(styl
     sky = smooth_image(64, 64, (0.2, 0.3, 0.6), (0.3, 0.4, 0.7))
     painting = noisy_painting(64, 64, 0.08).permute(0, 2, 3, 1)[0].numpy()
     settings = make_settings(multiscale=True, size=64, min_size=32, initial_iterations=3, iterations=0)
-    runs = {g: tensor(np.asarray(stylizer.run(sky, painting, settings.replace(upsample_grain=g)).image) / 255.0) for g in (0.0, 1.0)}
+    runs = {g: to_tensor(np.asarray(stylizer.run(sky, painting, settings.replace(upsample_grain=g)).image) / 255.0) for g in (0.0, 1.0)}
     detail = {g: strength(fine_detail(image, (32, 32))) for g, image in runs.items()}
     assert detail[1.0] > 3 * detail[0.0]
     # The same seed, the same grain: a run repeats.
-    again = tensor(np.asarray(stylizer.run(sky, painting, settings.replace(upsample_grain=1.0)).image) / 255.0)
+    again = to_tensor(np.asarray(stylizer.run(sky, painting, settings.replace(upsample_grain=1.0)).image) / 255.0)
     assert torch.equal(again, runs[1.0])
     with pytest.raises(ImpastoError, match="upsample_grain must be between 0 and 1"):
         Settings(upsample_grain=2).validate()

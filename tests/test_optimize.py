@@ -19,7 +19,7 @@ from impasto.device import mixed_precision
 from impasto.scales import plan_iterations, plan_scales, scale_settings
 from impasto.tiles import blend_weights, choose_tile, plan_tiles
 
-from conftest import mean_rgb, smooth_image, textured_image, write_png
+from conftest import mean_rgb, smooth_image, textured_image, to_tensor, write_png
 
 # -- plans ----------------------------------------------------------------------------------------
 
@@ -453,8 +453,8 @@ def _half_flat_photo() -> np.ndarray:
 
 def test_fine_content_layers_are_weighted_by_the_photos_detail(stylizer, make_settings, style_array):
     settings = make_settings(fine_content_layers=("conv3_2",))
-    photo = torch.from_numpy(_half_flat_photo()).permute(2, 0, 1)[None].float()
-    style = [optimize.StyleInput(torch.from_numpy(style_array).permute(2, 0, 1)[None].float())]
+    photo = to_tensor(_half_flat_photo())
+    style = [optimize.StyleInput(to_tensor(style_array))]
     objective = optimize.Objective(stylizer.extractor(settings, torch.device("cpu")), settings, photo, style, (48, 40))
     assert list(objective.content_targets) == ["conv2_2", "conv3_2"]
     assert objective.content_weights["conv2_2"] is None  # the content layers keep one weight everywhere
@@ -474,11 +474,10 @@ def test_fine_content_layers_keep_more_of_the_photos_detail(stylizer, make_setti
     settings = make_settings(iterations=30, init="content", content_layers=("conv4_2",), style_weight=3.0)
     fine = settings.replace(fine_content_layers=("conv3_2",))
     extractor = stylizer.extractor(fine, torch.device("cpu"))
-    as_tensor = lambda array: torch.from_numpy(np.asarray(array, dtype=np.float32)).permute(2, 0, 1)[None]  # noqa: E731
-    target = extractor(as_tensor(photo))["conv3_2"][..., 7:]  # the textured half of conv3_2's 10x12 map, less its edge
+    target = extractor(to_tensor(photo))["conv3_2"][..., 7:]  # the textured half of conv3_2's 10x12 map, less its edge
 
     def distance(s: Settings) -> float:
-        out = as_tensor(np.asarray(stylizer.run(photo, painting, s).image) / 255.0)
+        out = to_tensor(np.asarray(stylizer.run(photo, painting, s).image) / 255.0)
         return float((extractor(out)["conv3_2"][..., 7:] - target).pow(2).mean())
 
     assert distance(fine) < 0.8 * distance(settings)
