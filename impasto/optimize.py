@@ -90,6 +90,12 @@ FLAT_BACKGROUND_CONTRAST = 0.5 / 255
 FLAT_BACKGROUND_DENOISE = 100
 FLAT_BACKGROUND_FLOOR = 0.1
 FLAT_ANALYSIS_SIZE = 512
+# The fine content layers' weight where the photo is flat (whole where it has detail). At 0 the
+# painting's statistics, held off the detail, crowd into the smooth areas (a sky): the picture
+# as a whole moves away from the photo (the rocket with The Scream, the astronaut with The
+# Starry Night). At 1 the sky is held as well and the Shipwreck's large shapes cannot form in
+# the rocket's. Half wins both (benchmarks/README.md, session 39).
+FINE_CONTENT_FLOOR = 0.5
 
 
 def local_contrast(content: torch.Tensor, denoise: int = 1) -> torch.Tensor:
@@ -196,8 +202,8 @@ class Objective:
                 for k in self.content_targets:
                     self.content_weights[k] = _mask_like(flat, content_feats[k])
             if fine:
-                # Where the photo has detail: its smooth areas are the painting's to fill.
-                detail = flat_weights(photo, 0)[..., y0:y1, x0:x1]
+                # Whole where the photo has detail, half where it is smooth (FINE_CONTENT_FLOOR).
+                detail = flat_weights(photo, FINE_CONTENT_FLOOR)[..., y0:y1, x0:x1]
                 for k in fine:
                     weight = cast(torch.Tensor, _mask_like(detail, content_feats[k]))  # a mask given: a tensor
                     prior = self.content_weights[k]
@@ -287,7 +293,7 @@ class Objective:
         s = self.settings
         if self.content_targets:
             # The mean over the content layers, the fine layers' terms added on top: a fine layer
-            # that weighs nothing where the photo is smooth must not halve the others' weight there.
+            # weighing less where the photo is smooth must not lower the others' weight there.
             content = cast(torch.Tensor, sum(L.content_loss(feats[k], t, self.content_weights[k], self.content_energy[k]) for k, t in self.content_targets.items())) / len(s.content_layers)
         else:  # no content layers: texture synthesis
             content = image.new_zeros(())

@@ -229,11 +229,10 @@ class Settings:
     fine_content_layers: tuple[str, ...] = field(
         default=(),
         metadata={
-            "help": "content layers added at the output's own scale only, each weighted by the photo's local "
-            "contrast and counted on top of the content layers' weight: once the coarser scales have settled the "
-            "layout, they keep fine features that the painting's texture would cover (an eye, a mouth) where the "
-            "photo has them and leave its smooth areas (a sky) to the painting; conv3_2 keeps a face under a "
-            "strong painting"
+            "help": "content layers added at the output's own scale only, counted on top of the content layers' "
+            "weight, whole where the photo has detail and half where it is smooth: once the coarser scales have "
+            "settled the layout, they keep fine features that the painting's texture would cover (an eye, a "
+            "mouth, a tower's lattice); conv3_2 keeps a face under a strong painting"
         },
     )
     style_layers: tuple[str, ...] = field(default=GATYS_STYLE_LAYERS, metadata={"help": "layers whose statistics the output matches"})

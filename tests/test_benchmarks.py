@@ -146,3 +146,24 @@ def test_heldout_keeps_a_picture_of_the_same_settings_with_reuse(tmp_path, monke
     assert f"kept {picture.name}" in run("--reuse")
     assert picture.stat().st_mtime == 1  # not painted again
     assert (tmp_path / "sheet.jpg").is_file()
+
+
+def test_content_split_puts_an_error_on_the_smooth_half_there_and_the_parts_add_up(vgg19_features):
+    from content_split import split
+
+    from impasto.metrics import CONTENT_LAYER
+    from impasto.vgg import FeatureExtractor
+
+    extractor = FeatureExtractor("vgg19", vgg19_features, (CONTENT_LAYER,), "max", "torchvision")
+    photo = torch.full((1, 3, 64, 128), 0.5)
+    photo[..., 64:] = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))  # right half: detail
+    detail = torch.zeros(1, 1, 64, 128)
+    detail[..., 64:] = 1.0
+    target = extractor(photo)[CONTENT_LAYER]
+    assert split(photo, target, detail, extractor) == (0.0, 0.0)
+    changed = photo.clone()
+    changed[..., :, :40] = torch.rand(1, 3, 64, 40, generator=torch.Generator().manual_seed(1))  # the smooth half, off its edge
+    on_detail, on_smooth = split(changed, target, detail, extractor)
+    assert on_smooth > 0 and on_detail < 0.05 * on_smooth
+    whole = float((extractor(changed)[CONTENT_LAYER] - target).pow(2).sum() / target.pow(2).sum())
+    assert on_detail + on_smooth == pytest.approx(whole, rel=1e-5)

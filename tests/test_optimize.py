@@ -460,9 +460,12 @@ def test_fine_content_layers_are_weighted_by_the_photos_detail(stylizer, make_se
     assert objective.content_weights["conv2_2"] is None  # the content layers keep one weight everywhere
     weight = objective.content_weights["conv3_2"]
     assert weight.shape[-2:] == objective.content_targets["conv3_2"].shape[-2:]  # conv3_2's 10x12 map
-    assert float(weight[..., :3].max()) == 0.0 and float(weight[..., -3:].mean()) > 0.95
+    # Half over the flat half: held at 0 there, the painting crowded into the smooth areas and
+    # moved the whole picture away from the photo (session 39).
+    assert float(weight[..., :3].max()) == pytest.approx(optimize.FINE_CONTENT_FLOOR) == 0.5
+    assert float(weight[..., -3:].mean()) > 0.95
     # Its term is added to the content layers' mean, not averaged with it: a fine layer that weighs
-    # nothing over a smooth area leaves the content layers' weight there as it was.
+    # less over a smooth area leaves the content layers' weight there as it was.
     image = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(2))
     plain = optimize.Objective(objective.extractor, settings.replace(fine_content_layers=()), photo, style, (48, 40))
     fine = L.content_loss(objective.extractor(image)["conv3_2"], objective.content_targets["conv3_2"], weight)
