@@ -93,8 +93,8 @@ FLAT_ANALYSIS_SIZE = 512
 # The fine content layers' weight where the photo is flat (whole where it has detail). At 0 the
 # painting's statistics, held off the detail, crowd into the smooth areas (a sky): the picture
 # as a whole moves away from the photo (the rocket with The Scream, the astronaut with The
-# Starry Night). At 1 the sky is held as well and the Shipwreck's large shapes cannot form in
-# the rocket's. Half wins both (benchmarks/README.md, session 39).
+# Starry Night). At 1 the sky is held as well, and the Shipwreck's large shapes do not form in
+# the rocket's sky. Half wins all three (benchmarks/README.md, session 39).
 FINE_CONTENT_FLOOR = 0.5
 
 
