@@ -14,7 +14,9 @@ import torch
 from impasto import Settings
 from impasto.device import mixed_precision
 from impasto.images import load_image, pil_to_tensor, resize_long_side
+from impasto import weights as W
 from impasto.optimize import Objective, StyleInput
+from impasto.vgg import FeatureExtractor
 from impasto.settings import ADDED_LATER
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -44,6 +46,14 @@ def random_weights_file(folder: Path) -> str:
     path = folder / "vgg19-random-features.safetensors"
     save_file({f"features.{k}": v.contiguous() for k, v in net.state_dict().items()}, str(path), {"arch": "vgg19", "input": "torchvision"})
     return str(path)
+
+
+def yardstick(layers: tuple[str, ...]) -> FeatureExtractor:
+    """The shared VGG16 that the quality figures are scored with, giving `layers`."""
+    vgg16 = W.load(WEIGHTS / "vgg16-caffe-features.safetensors")
+    # It pools as torchvision's VGG16 does (and as every session's figures were scored),
+    # whatever impasto's own network does at odd sizes: figures stay comparable.
+    return FeatureExtractor("vgg16", vgg16.state_dict, layers, "max", vgg16.convention, odd_edges=False)
 
 
 def load_pair(content: str, style: str, size: int, style_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

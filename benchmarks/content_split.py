@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WEIGHTS, load_pair, threads_note  # noqa: E402
+from common import load_pair, threads_note, yardstick  # noqa: E402
 
-from impasto import weights as W  # noqa: E402
 from impasto.images import load_image, pil_to_tensor  # noqa: E402
 from impasto.metrics import CONTENT_LAYER  # noqa: E402
 from impasto.optimize import flat_weights  # noqa: E402
@@ -48,9 +47,7 @@ def main() -> None:
     p.add_argument("outputs", nargs="+", help="saved outputs of that pair (quality.py's JPEGs)")
     p.add_argument("--size", type=int, default=512)
     args = p.parse_args()
-    vgg16 = W.load(WEIGHTS / "vgg16-caffe-features.safetensors")
-    # The quality benchmark's yardstick, pooled as it pools.
-    extractor = FeatureExtractor("vgg16", vgg16.state_dict, (CONTENT_LAYER,), "max", vgg16.convention, odd_edges=False)
+    extractor = yardstick((CONTENT_LAYER,))
     photo, _ = load_pair(args.photo, args.painting, args.size)
     detail = flat_weights(photo, 0)
     print(f"# VGG16 {CONTENT_LAYER} distance split by the photo's detail ({threads_note()})")

@@ -29,15 +29,13 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import IMAGES, WEIGHTS, baseline_objective, load_pair, settings_key, textbook_baseline, threads_note  # noqa: E402
+from common import IMAGES, WEIGHTS, baseline_objective, load_pair, settings_key, textbook_baseline, threads_note, yardstick  # noqa: E402
 
 from impasto import ImpastoError, Settings, Stylizer  # noqa: E402
 from impasto.settings import parse_setting  # noqa: E402
-from impasto import weights as W  # noqa: E402
 from impasto.images import load_image, pil_to_tensor, tensor_to_pil  # noqa: E402
 from impasto.metrics import CONTENT_LAYER, STYLE_LAYERS, Scorer  # noqa: E402
 from impasto.sweep import labelled_sheet  # noqa: E402
-from impasto.vgg import FeatureExtractor  # noqa: E402
 
 BASELINE = "textbook baseline"
 PHOTOS = ("chelsea.png", "astronaut.png", "coffee.png", "rocket.png")
@@ -126,10 +124,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    vgg16 = W.load(WEIGHTS / "vgg16-caffe-features.safetensors")
-    # The yardstick pools as torchvision's VGG16 does (and as every session's figures were
-    # scored), whatever impasto's own network does at odd sizes: figures stay comparable.
-    scorer = Scorer(FeatureExtractor("vgg16", vgg16.state_dict, (CONTENT_LAYER, *STYLE_LAYERS), "max", vgg16.convention, odd_edges=False))
+    scorer = Scorer(yardstick((CONTENT_LAYER, *STYLE_LAYERS)))
     stylizer = Stylizer(download=False)
     if args.no_default and not args.variant:
         p.error("--no-default needs --variant: there would be nothing to run")
