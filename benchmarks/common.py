@@ -17,7 +17,7 @@ from impasto.images import load_image, pil_to_tensor, resize_long_side
 from impasto import weights as W
 from impasto.optimize import Objective, StyleInput
 from impasto.vgg import FeatureExtractor
-from impasto.settings import ADDED_LATER
+from impasto.settings import without_unchanged
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 IMAGES = SHARED / "images"
@@ -113,11 +113,11 @@ def settings_key(settings: Settings) -> str:
     data = {k: v for k, v in settings.to_dict().items() if k != "precision"}
     # The weights by name, not by path: the same records then serve any checkout.
     data["weights"] = Path(data["weights"]).name if data.get("weights") else data.get("weights")
-    # Settings added later, at the values earlier records ran with (tile before the others:
-    # batch indexes and video frames of session 8 already hold it).
-    for name, before in (("tile", 0), *ADDED_LATER.items()):
-        if data.get(name) == before:
-            del data[name]
+    # Settings added later, at the values earlier records ran with, are left out: the tile here
+    # (batch indexes and video frames of session 8 already hold it), the others as identity() does.
+    if data.get("tile") == 0:
+        del data["tile"]
+    data = without_unchanged(data)
     arithmetic = mixed_precision(settings, torch.device("cpu"))
     if arithmetic is not None:
         data["arithmetic"] = str(arithmetic)

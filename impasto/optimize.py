@@ -202,10 +202,10 @@ class Objective:
                 for k in self.content_targets:
                     self.content_weights[k] = _mask_like(flat, content_feats[k])
             if fine:
-                # Whole where the photo has detail, half where it is smooth (FINE_CONTENT_FLOOR).
+                # fine_content_weight where the photo has detail, half that where it is smooth (FINE_CONTENT_FLOOR).
                 detail = flat_weights(photo, FINE_CONTENT_FLOOR)[..., y0:y1, x0:x1]
                 for k in fine:
-                    weight = cast(torch.Tensor, _mask_like(detail, content_feats[k]))  # a mask given: a tensor
+                    weight = settings.fine_content_weight * cast(torch.Tensor, _mask_like(detail, content_feats[k]))  # a mask given: a tensor
                     prior = self.content_weights[k]
                     self.content_weights[k] = weight if prior is None else weight * prior
             per_style, per_style_chain = [], []

@@ -39,7 +39,17 @@ GATYS_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 # Settings added after batch indexes and video frames were first written, with the value
 # those runs had, as to_dict gives it (a list for a list setting): Settings.identity leaves them
 # out at that value, so earlier work still matches.
-ADDED_LATER: dict[str, Any] = {"flat_content": 1.0, "upsample_grain": 0.0, "fine_content_layers": []}
+ADDED_LATER: dict[str, Any] = {"flat_content": 1.0, "upsample_grain": 0.0, "fine_content_layers": [], "fine_content_weight": 1.0}
+
+
+def without_unchanged(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` (Settings.to_dict's, or part of it) less what earlier runs cannot differ in: each
+    setting added later while it holds the value those runs had (ADDED_LATER), and the fine
+    content layers' weight where there are none (it then paints nothing)."""
+    data = {k: v for k, v in data.items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
+    if not data.get("fine_content_layers"):
+        data.pop("fine_content_weight", None)
+    return data
 
 
 def _is_kind(value: Any, kind: type) -> bool:
@@ -229,10 +239,17 @@ class Settings:
     fine_content_layers: tuple[str, ...] = field(
         default=(),
         metadata={
-            "help": "content layers added at the output's own scale only, counted on top of the content layers' "
-            "weight, whole where the photo has detail and half where it is smooth: once the coarser scales have "
+            "help": "content layers added at the output's own scale only, on top of the content layers, at "
+            "fine_content_weight where the photo has detail and half that where it is smooth: once the coarser scales have "
             "settled the layout, they keep fine features that the painting's texture would cover (an eye, a "
             "mouth, a tower's lattice); conv3_2 keeps a face under a strong painting"
+        },
+    )
+    fine_content_weight: float = field(
+        default=0.5,
+        metadata={
+            "help": "weight of the fine content layers as a share of the content layers' (higher keeps more of the "
+            "photo's fine detail and paints less of the painting over it)"
         },
     )
     style_layers: tuple[str, ...] = field(default=GATYS_STYLE_LAYERS, metadata={"help": "layers whose statistics the output matches"})
@@ -405,11 +422,7 @@ class Settings:
         """What decides the picture, for matching a run against earlier ones (a batch's index,
         a video's frames on disk): every setting but the device, less those added later
         while they hold the value every earlier run had."""
-        data = self.to_dict_without_device()
-        for name, before in ADDED_LATER.items():
-            if data.get(name) == before:
-                del data[name]
-        return data
+        return without_unchanged(self.to_dict_without_device())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Settings":
@@ -570,7 +583,7 @@ class Settings:
                 )
             if any(not math.isfinite(w) or w < 0 for w in self.style_layer_weights) or sum(self.style_layer_weights) <= 0:
                 raise ImpastoError("style layer weights must be non-negative numbers, not all zero")
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "fine_content_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ImpastoError(f"{option(name)} must be a non-negative number, not {number(value)}")

@@ -148,6 +148,7 @@ def test_paths_and_stylize_function(stylizer, make_settings, content_path, style
         (dict(style_weight=-1.0), "style_weight must be a non-negative"),
         (dict(content_weight=float("nan")), "content_weight"),
         (dict(tv_weight=-0.1), "tv_weight"),
+        (dict(fine_content_weight=-0.5), "fine_content_weight must be a non-negative number, not -0.5"),
         (dict(content_weight=0.0, style_weight=0.0), "cannot both be zero"),
         (dict(style_layer_weights=(1.0, -1.0, 1.0)), "non-negative"),
         (dict(style_layer_weights=(1.0, 1.0)), "3 style layers"),
