@@ -237,12 +237,12 @@ class Settings:
     # -- losses
     content_layers: tuple[str, ...] = field(default=("conv4_2",), metadata={"help": "layers whose features the output keeps"})
     fine_content_layers: tuple[str, ...] = field(
-        default=(),
+        default=("conv3_2",),
         metadata={
             "help": "content layers added at the output's own scale only, on top of the content layers, at "
             "fine_content_weight where the photo has detail and half that where it is smooth: once the coarser scales have "
             "settled the layout, they keep fine features that the painting's texture would cover (an eye, a "
-            "mouth, a tower's lattice); conv3_2 keeps a face under a strong painting"
+            "mouth, a tower's lattice) under a strong painting; none: the content layers alone"
         },
     )
     fine_content_weight: float = field(

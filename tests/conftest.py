@@ -98,8 +98,9 @@ def synthetic_weights(tmp_path_factory, vgg19_state) -> Path:
 
 @pytest.fixture(scope="session")
 def shallow_extractor(vgg19_features) -> FeatureExtractor:
-    """Random VGG19 returning FAST_STYLE_LAYERS + FAST_CONTENT_LAYERS."""
-    return FeatureExtractor("vgg19", vgg19_features, FAST_STYLE_LAYERS + FAST_CONTENT_LAYERS, "avg", "torchvision")
+    """Random VGG19 returning FAST_STYLE_LAYERS + FAST_CONTENT_LAYERS and the default's fine content layers."""
+    layers = FAST_STYLE_LAYERS + FAST_CONTENT_LAYERS + Settings().fine_content_layers
+    return FeatureExtractor("vgg19", vgg19_features, layers, "avg", "torchvision")
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,12 @@ from impasto import losses as L
 from impasto.cli import build_run_parser, main, settings_from_args
 from impasto.media import FrameRecorder, frame_iterations, plot_losses, write_gif
 from impasto.optimize import Objective, StyleInput, chain_pairs
+from impasto.vgg import FeatureExtractor
 from impasto.style_stats import style_size
 from impasto.presets import PRESETS
 from impasto.sweep import SweepFailed, cell_filename, cell_label, cells_folder, parse_grid, save_sweep
 
-from conftest import BLUISH, FAST_STYLE_LAYERS, REDDISH, textured_image, write_png
+from conftest import BLUISH, FAST_CONTENT_LAYERS, FAST_STYLE_LAYERS, REDDISH, textured_image, write_png
 from test_cli import FAST, assert_one_line_error, cli
 
 
@@ -711,14 +712,15 @@ def test_an_option_the_grid_sweeps_is_said_to_be_replaced(capsys, tmp_path, cont
 
 
 @pytest.mark.parametrize("chain", [False, True])
-def test_style_losses_computed_inside_their_layers_relus_give_the_objective_and_gradient_computed_apart(shallow_extractor, content_array, style_array, make_settings, chain):
+def test_style_losses_computed_inside_their_layers_relus_give_the_objective_and_gradient_computed_apart(vgg19_features, content_array, style_array, make_settings, chain):
     # The default's Gram losses run inside the ReLU after each layer (Objective.fused), which adds
     # their gradient into the network's; the objective and its gradient are those computed apart,
     # with the maps handed out as before to what else reads them (the chained terms).
-    settings = make_settings(style_chain=chain)
+    settings = make_settings(style_chain=chain, fine_content_layers=())
+    extractor = FeatureExtractor("vgg19", vgg19_features, FAST_STYLE_LAYERS + FAST_CONTENT_LAYERS, "avg", "torchvision")
     content = torch.from_numpy(content_array).permute(2, 0, 1)[None].float()
     style = torch.from_numpy(style_array).permute(2, 0, 1)[None].float()
-    objective = Objective(shallow_extractor, settings, content, [StyleInput(style)], (48, 40))
+    objective = Objective(extractor, settings, content, [StyleInput(style)], (48, 40))
     assert set(objective.fused) == {"conv1_1", "conv2_1"}  # the network is cut after conv3_1: no ReLU follows it
     image = torch.rand(content.shape, generator=torch.Generator().manual_seed(0))
 

@@ -901,19 +901,21 @@ def test_a_setting_added_later_leaves_earlier_indexes_matching_at_its_default():
 
     from impasto.batch.plan import settings_hash
 
-    # flat_content's default was 1 until session 32 and upsample_grain's 0 until session 36 (0 in
-    # every run before it existed): earlier runs had those values.
-    settings = impasto.Settings(size=64, flat_content=1.0, upsample_grain=0.0)
-    # As an index written before flat_content, upsample_grain, fine_content_layers and cuda_graphs existed (cuda_graphs is never
-    # in one: how a run is launched, like its device, does not change its picture).
-    before = {k: v for k, v in settings.to_dict().items() if k not in ("device", "flat_content", "upsample_grain", "fine_content_layers", "cuda_graphs")}
+    # flat_content's default was 1 until session 32, upsample_grain's 0 until session 36 (0 in
+    # every run before it existed) and fine_content_layers none until session 40: earlier runs had those values.
+    settings = impasto.Settings(size=64, flat_content=1.0, upsample_grain=0.0, fine_content_layers=())
+    # As an index written before flat_content, upsample_grain, the fine content layers and cuda_graphs existed (cuda_graphs
+    # is never in one: how a run is launched, like its device, does not change its picture).
+    added = ("device", "flat_content", "upsample_grain", "fine_content_layers", "fine_content_weight", "cuda_graphs")
+    before = {k: v for k, v in settings.to_dict().items() if k not in added}
     assert settings_hash(settings) == hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()[:12]
     assert settings_hash(settings.replace(flat_content=0.5)) != settings_hash(settings)  # and it still tells runs apart
     assert settings_hash(settings.replace(upsample_grain=1.0)) != settings_hash(settings)
     assert settings_hash(settings.replace(fine_content_layers=("conv3_2",))) != settings_hash(settings)
     # Today's defaults paint differently (flat_content decided for each photo, the painting's grain): not a match.
     assert settings_hash(settings.replace(flat_content=None)) != settings_hash(settings)
-    assert settings_hash(impasto.Settings(size=64, flat_content=1.0)) != settings_hash(settings)
+    assert settings_hash(impasto.Settings(size=64, flat_content=1.0, fine_content_layers=())) != settings_hash(settings)
+    assert settings_hash(impasto.Settings(size=64, flat_content=1.0, upsample_grain=0.0)) != settings_hash(settings)
 
 
 def test_two_batches_into_one_folder_at_once_are_refused_not_mixed(data, fast):

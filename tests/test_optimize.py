@@ -433,7 +433,7 @@ def test_flat_weights_are_the_floor_where_the_photo_is_flat_and_whole_where_it_h
 
 
 def test_fine_content_layers_join_the_content_only_at_the_outputs_scale():
-    assert Settings().fine_content_layers == ()  # an option: the default is the content layers alone (session 38)
+    assert Settings().fine_content_layers == ("conv3_2",)  # the default since session 40
     s = Settings(content_weight=2.0, coarse_content=16.0, fine_content_layers="conv3_2")
     assert [scale_settings(s, side, 512).fine_content_layers for side in (128, 256, 512)] == [(), (), ("conv3_2",)]
     assert scale_settings(s.replace(coarse_content=1.0), 256, 512).fine_content_layers == ()
@@ -474,8 +474,8 @@ def test_fine_content_layers_are_weighted_by_the_photos_detail(stylizer, make_se
 
 def test_fine_content_layers_keep_more_of_the_photos_detail(stylizer, make_settings):
     photo, painting = _half_flat_photo(), smooth_image(40, 48)  # the painting has no fine detail to give
-    settings = make_settings(iterations=30, init="content", content_layers=("conv4_2",), style_weight=3.0)
-    fine = settings.replace(fine_content_layers=("conv3_2",))
+    settings = make_settings(iterations=30, init="content", content_layers=("conv4_2",), style_weight=3.0, fine_content_layers=())
+    fine = settings.replace(fine_content_layers=("conv3_2",))  # at the default weight
     extractor = stylizer.extractor(fine, torch.device("cpu"))
     target = extractor(to_tensor(photo))["conv3_2"][..., 7:]  # the textured half of conv3_2's 10x12 map, less its edge
 
