@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -49,13 +50,21 @@ def real_weights_folder() -> Path:
 REAL_WEIGHTS = real_weights_folder()
 REAL_IMAGES = SHARED / "images"
 
-# Shallow layers keep the synthetic runs cheap: the network is cut after conv3_1.
+# Shallow layers keep the synthetic runs cheap: the network is cut after conv3_1 (after conv3_2,
+# the default's fine content layer, where a run asks for it).
 FAST_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1")
 FAST_CONTENT_LAYERS = ("conv2_2",)
 
 # The images here are tiny: one thread is as fast as two, and with two threads
 # OpenMP slows to a crawl whenever another process competes for the cores.
 torch.set_num_threads(1)
+
+# A shell starts a background job (`cmd &` without job control) with SIGINT ignored, and a child
+# inherits that: the Ctrl-C tests' commands would never see their SIGINT, and Python installs no
+# KeyboardInterrupt for it. Restored here, so those tests run as from a terminal however the suite
+# was started (the children of a process that handles SIGINT start with it at its default).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # -- synthetic weights ---------------------------------------------------------------------------
