@@ -197,15 +197,18 @@ class Objective:
             self.content_energy = {k: t.pow(2).mean() for k, t in self.content_targets.items()}
             # None (one weight everywhere) unless asked.
             self.content_weights: dict[str, Optional[torch.Tensor]] = {k: None for k in self.content_targets}
-            if settings.flat_content is not None and settings.flat_content < 1:
-                flat = flat_weights(photo, settings.flat_content)[..., y0:y1, x0:x1]  # of the whole picture: a tile's edge is not an edge of the photo
+            flat = settings.flat_content is not None and settings.flat_content < 1
+            if flat or fine:
+                # Measured once (the photo's local contrast), each use clamps it to its own floor;
+                # of the whole picture: a tile's edge is not an edge of the photo.
+                detail = flat_weights(photo, 0.0)[..., y0:y1, x0:x1]
+            if flat:
                 for k in self.content_targets:
-                    self.content_weights[k] = _mask_like(flat, content_feats[k])
+                    self.content_weights[k] = _mask_like(detail.clamp_min(cast(float, settings.flat_content)), content_feats[k])
             if fine:
                 # fine_content_weight where the photo has detail, half that where it is smooth (FINE_CONTENT_FLOOR).
-                detail = flat_weights(photo, FINE_CONTENT_FLOOR)[..., y0:y1, x0:x1]
                 for k in fine:
-                    weight = settings.fine_content_weight * cast(torch.Tensor, _mask_like(detail, content_feats[k]))  # a mask given: a tensor
+                    weight = settings.fine_content_weight * cast(torch.Tensor, _mask_like(detail.clamp_min(FINE_CONTENT_FLOOR), content_feats[k]))  # a mask given: a tensor
                     prior = self.content_weights[k]
                     self.content_weights[k] = weight if prior is None else weight * prior
             per_style, per_style_chain = [], []
