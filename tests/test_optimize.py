@@ -472,6 +472,18 @@ def test_fine_content_layers_are_weighted_by_the_photos_detail(stylizer, make_se
     assert float(objective(image)[1]["content"]) == pytest.approx(float(plain(image)[1]["content"] + fine), rel=1e-5)
 
 
+def test_flat_content_and_fine_content_layers_multiply(stylizer, make_settings, style_array):
+    # A cut-out on white gets both (flat_content 0.1 from the default, conv3_2 by default): the
+    # fine layer is the flat areas' floor times its own, each clamped from one measure of the photo.
+    settings = make_settings(fine_content_layers=("conv3_2",), fine_content_weight=0.8, flat_content=0.1)
+    style = [optimize.StyleInput(to_tensor(style_array))]
+    objective = optimize.Objective(stylizer.extractor(settings, torch.device("cpu")), settings, to_tensor(_half_flat_photo()), style, (48, 40))
+    coarse, fine = objective.content_weights["conv2_2"], objective.content_weights["conv3_2"]
+    assert float(coarse[..., :3].max()) == pytest.approx(0.1)
+    assert float(fine[..., :3].max()) == pytest.approx(0.1 * 0.8 * optimize.FINE_CONTENT_FLOOR)
+    assert float(coarse[..., -3:].mean()) > 0.95 and float(fine[..., -3:].mean()) > 0.95 * 0.8
+
+
 def test_fine_content_layers_keep_more_of_the_photos_detail(stylizer, make_settings):
     photo, painting = _half_flat_photo(), smooth_image(40, 48)  # the painting has no fine detail to give
     settings = make_settings(iterations=30, init="content", content_layers=("conv4_2",), style_weight=3.0, fine_content_layers=())
