@@ -101,11 +101,11 @@ def describe_presets() -> str:
                 lines.append(f"    {flag if value else '--no-' + flag[2:]}")
                 continue
             if isinstance(value, tuple):
-                shown = ",".join(map(str, value))
+                shown = ",".join(map(str, value)) or "none"  # as typed: an empty list is `none`
             elif isinstance(value, float):
                 shown = f"{value:.4g}"
             else:
-                shown = "(default)" if value is None else str(value)
+                shown = "default" if value is None else str(value)
             lines.append(f"    {flag} {shown}")
         lines.append("")
     lines.append("Use one with --preset NAME; options given explicitly override it.")

@@ -605,3 +605,22 @@ def test_a_flat_background_painted_by_default_is_said_and_can_be_refused(capsys,
     for photo_path, given in ((cut_out, ["--flat-content", "1"]), (cut_out, ["--flat-content", "0.1"]), (plain, [])):
         code, _, err = cli(capsys, photo_path, style_path, "-o", tmp_path / "b.png", "--overwrite", *fast, *given)
         assert code == 0 and "flat background" not in err, (given, err)  # asked for, or not decided so
+
+
+def test_the_presets_listing_is_options_as_typed():
+    # `impasto presets` shows what each preset sets as options: typed back, they give its settings.
+    from impasto.cli import build_run_parser, settings_from_args
+    from impasto.presets import PRESETS, describe_presets
+    from impasto.settings import Settings
+
+    listed: dict[str, list[str]] = {}
+    for line in describe_presets().splitlines():
+        if line and not line.startswith(" ") and ": " in line:
+            name = line.split(":")[0]
+            listed[name] = []
+        elif line.startswith("    --"):
+            listed[name] += line.split()
+    assert set(listed) == set(PRESETS)
+    for name, options in listed.items():
+        args = build_run_parser().parse_args(["photo.jpg", "painting.jpg", "-o", "out.png", *options])
+        assert settings_from_args(args) == Settings.from_preset(name), name
