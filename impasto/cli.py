@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence
 from .errors import STOP_INTERRUPTED, ImpastoError, Interrupted, command_line, one_line_warnings, option, warn
 from .settings import (
     COLOR_MODES, INIT_NAMES, MODELS, OPTIMIZERS, POOLINGS, PRECISIONS, STYLE_LOSSES, BadSettingValue, Settings, field_kind, parse_setting,
-    parse_style,  # here too: the shells (video, and scripts) have long imported it from the CLI
+    parse_style, typed_list,  # parse_style here too: the shells (video, and scripts) have long imported it from the CLI
 )  # fmt: skip
 
 # Shown in --help; Settings.validate gives the error for anything else.
@@ -112,7 +112,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, skip: Sequence[str] 
         flag = "--" + f.name.replace("_", "-")
         kind, is_tuple, _ = field_kind(f.name)
         default = getattr(defaults, f.name)
-        shown = (",".join(map(str, default)) or "none") if isinstance(default, tuple) else default
+        shown = typed_list(default) if isinstance(default, tuple) else default
         if isinstance(default, bool):
             shown = "on" if default else "off"  # as the flags say it: --multiscale / --no-multiscale
         elif isinstance(default, float) and default.is_integer():

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ImpastoError, on_command_line
-from .settings import GATYS_STYLE_LAYERS, Settings
+from .settings import GATYS_STYLE_LAYERS, Settings, typed_list
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def describe_presets() -> str:
                 lines.append(f"    {flag if value else '--no-' + flag[2:]}")
                 continue
             if isinstance(value, tuple):
-                shown = ",".join(map(str, value)) or "none"  # as typed: an empty list is `none`
+                shown = typed_list(value)
             elif isinstance(value, float):
                 shown = f"{value:.4g}"
             else:

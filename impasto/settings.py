@@ -124,6 +124,12 @@ def parse_style(text: str) -> tuple[str, float]:
     return text, 1.0
 
 
+def typed_list(value: tuple[Any, ...]) -> str:
+    """A list setting as it is typed on the command line: items joined by commas, `none` when empty
+    (what parse_setting reads back)."""
+    return ",".join(map(str, value)) or "none"
+
+
 def parse_setting(name: str, value: Any, list_sep: str = ",", other_sep: Optional[str] = None) -> Any:
     """`value` as the setting `name` takes it: text (a command line's, a grid's, a CSV cell's, a form
     field's) or a JSON value. The one rule of every shell, so that the same text is the same setting
