@@ -18,9 +18,9 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import ImpastoError, option
+from .errors import ImpastoError, option, warn
 from .files import atomic_write
 
 ImageLike = Union[str, os.PathLike, bytes, typing.BinaryIO, Image.Image, np.ndarray, torch.Tensor]
@@ -35,8 +35,9 @@ ALPHA_FORMATS = ("PNG", "WEBP", "TIFF")
 def load_image(source: ImageLike) -> Image.Image:
     """Return an RGB PIL image from a path, PIL image, array or tensor.
 
-    EXIF orientation is applied; greyscale, palette, RGBA (composited on white)
-    and 16-bit inputs are converted to 8-bit RGB.
+    EXIF orientation is applied; an embedded colour profile other than sRGB (a phone's
+    Display P3, a camera's Adobe RGB) is converted to sRGB; greyscale, palette, RGBA
+    (composited on white) and 16-bit inputs are converted to 8-bit RGB.
     """
     return load_image_and_alpha(source)[0]
 
@@ -74,7 +75,7 @@ def load_image_and_alpha(source: ImageLike) -> tuple[Image.Image, Optional[Image
         image = open_image(path, name)
     else:
         raise ImpastoError(f"cannot read a picture from {type(source).__name__}: give a file path, a PIL image, an array or a tensor")
-    image = ImageOps.exif_transpose(image)
+    image = to_srgb(ImageOps.exif_transpose(image), name)
     alpha = None
     if _has_alpha(image):
         alpha = image.convert("RGBA").getchannel("A")
@@ -204,6 +205,39 @@ def with_alpha(image: Image.Image, alpha: Optional[Image.Image]) -> Image.Image:
     out = image.convert("RGB")
     out.putalpha(alpha.resize(out.size, Image.Resampling.BILINEAR))
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def to_srgb(image: Image.Image, name: str = "the picture") -> Image.Image:
+    """`image` in sRGB: converted from the colour profile embedded in it where that is an RGB
+    profile other than sRGB; else `image` itself.
+
+    The network, the colour transfer and every viewer of the output read pixel values as sRGB,
+    while a phone's photos are Display P3 (an Adobe RGB camera's, a museum's scan, wider still):
+    read as they are, their colours come out duller than the photo looks, and no option that
+    "keeps the colours" would keep them. Out-of-gamut colours clip to sRGB's nearest.
+    """
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "RGBA", "P"):
+        return image  # a CMYK or grey profile keeps Pillow's plain conversion, as before
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if profile.profile.xcolor_space.strip() != "RGB" or "srgb" in (profile.profile.profile_description or "").lower():
+            return image
+        if image.mode == "P":
+            image = image.convert("RGBA" if _has_alpha(image) else "RGB")
+        # Relative colorimetric, as colour-managed viewers show a photo (matrix profiles have no other).
+        converted = ImageCms.profileToProfile(image, profile, _srgb_profile(), ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode=image.mode)
+    except (OSError, ValueError, ImageCms.PyCMSError) as exc:
+        warn(f"{name}: its colour profile cannot be read ({str(exc).strip() or type(exc).__name__}), so its colours are read as sRGB")
+        return image
+    assert converted is not None  # returned unless inPlace
+    converted.info.pop("icc_profile", None)
+    return converted
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

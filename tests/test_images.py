@@ -26,6 +26,90 @@ def two_tone(height: int, width: int) -> np.ndarray:
     return a
 
 
+# Display P3's primaries as an ICC profile states them (adapted to D50), and D50 itself.
+P3_COLORANTS = ((0.5151, 0.2412, -0.0011), (0.2919, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841))
+SRGB_COLORANTS = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+D50 = (0.9642, 1.0, 0.8249)
+
+
+def icc_profile(description: str, colorants=P3_COLORANTS, gamma: float = 2.2) -> bytes:
+    """A minimal ICC v2 RGB display profile (three colorants and one gamma curve), as a phone or a
+    camera embeds in its pictures; built here because no profile file ships with the test machine."""
+    import struct
+
+    def xyz(v):
+        return b"XYZ \0\0\0\0" + b"".join(struct.pack(">i", round(c * 65536)) for c in v)
+
+    text = description.encode() + b"\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 8 + b"\0\0\0" + b"\0" * 67
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags = [(b"desc", desc), (b"wtpt", xyz(D50)), (b"rXYZ", xyz(colorants[0])), (b"gXYZ", xyz(colorants[1])),
+            (b"bXYZ", xyz(colorants[2])), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve),
+            (b"cprt", b"text\0\0\0\0public domain\0\0\0")]  # fmt: skip
+    table, data = b"", b""
+    offset = 128 + 4 + 12 * len(tags)
+    for sig, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ " + b"\0" * 12
+              + b"acsp" + b"\0" * 24 + struct.pack(">I", 0) + xyz(D50)[8:] + b"\0" * 48)  # fmt: skip
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def p3_as_srgb(rgb: np.ndarray) -> np.ndarray:
+    """What a colour-managed viewer shows for 8-bit values in the profile above, as 8-bit sRGB:
+    P3 to XYZ (D50) to linear sRGB by the two sets of colorants, then sRGB's own transfer curve."""
+    linear = (rgb / 255.0) ** 2.2
+    xyz = linear @ np.array(P3_COLORANTS)
+    srgb = np.clip(xyz @ np.linalg.inv(np.array(SRGB_COLORANTS)), 0, 1)
+    encoded = np.where(srgb <= 0.0031308, 12.92 * srgb, 1.055 * srgb ** (1 / 2.4) - 0.055)
+    return encoded * 255.0
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_wide_gamut_photo_reads_as_it_looks(tmp_path, suffix):
+    # A phone photo in Display P3: its values read as sRGB would be duller than the photo looks.
+    values = np.array([[200, 100, 50], [60, 160, 90], [90, 110, 200], [128, 128, 128]], np.uint8)
+    pixels = np.repeat(np.repeat(values[None], 16, axis=0), 16, axis=1)  # 4 colour blocks, 16x64
+    path = tmp_path / f"phone{suffix}"
+    Image.fromarray(pixels).save(path, icc_profile=icc_profile("Display P3 (test)"), **({"quality": 100} if suffix == ".jpg" else {}))
+    a = np.asarray(load_image(path)).astype(float)
+    got = a[8, 8::16]  # each block's middle row
+    want = p3_as_srgb(values.astype(float))
+    assert np.abs(got - want).max() <= 3, (got, want)
+    # The saturated orange gets more saturated in sRGB, not left as it was stored.
+    assert got[0, 0] - got[0, 2] > 150 + 10
+    # Grey stays grey.
+    assert np.ptp(got[3]) <= 2
+
+
+def test_an_srgb_photo_and_a_broken_profile_read_unchanged(tmp_path):
+    pixels = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    srgb = tmp_path / "srgb.png"
+    Image.fromarray(pixels).save(srgb, icc_profile=icc_profile("sRGB IEC61966-2.1", SRGB_COLORANTS))
+    assert np.array_equal(np.asarray(load_image(srgb)), pixels)  # no round trip through a colour engine
+    broken = tmp_path / "broken.png"
+    Image.fromarray(pixels).save(broken, icc_profile=b"not a profile")
+    with pytest.warns(UserWarning, match=r"broken.png: its colour profile cannot be read .*read as sRGB"):
+        image = load_image(broken)
+    assert np.array_equal(np.asarray(image), pixels)
+
+
+def test_a_transparent_wide_gamut_png_keeps_its_transparency(tmp_path):
+    rgba = np.zeros((10, 10, 4), np.uint8)
+    rgba[..., :3] = (200, 100, 50)
+    rgba[:, :5, 3] = 255  # the right half transparent
+    path = tmp_path / "cut-out.png"
+    Image.fromarray(rgba).save(path, icc_profile=icc_profile("Display P3 (test)"))
+    image, alpha = load_image_and_alpha(path)
+    assert alpha is not None and np.asarray(alpha)[0, 0] == 255 and np.asarray(alpha)[0, 9] == 0
+    assert np.abs(np.asarray(image)[0, 0].astype(float) - p3_as_srgb(np.array([200.0, 100, 50]))).max() <= 3
+    assert tuple(np.asarray(image)[0, 9]) == (255, 255, 255)  # composited on white, as any transparent input
+
+
 def test_exif_orientation_is_applied(tmp_path):
     path = tmp_path / "rotated.jpg"
     exif = Image.Exif()
