@@ -1,13 +1,15 @@
 """Held-out inputs: the default on kinds of picture the quality benchmark's pairs are not.
 
 The quality benchmark's 12 pairs chose the defaults, so they cannot show how the defaults
-generalise. This script makes nine other inputs from the same public-domain files (a
+generalise. This script makes eleven other inputs from the same public-domain files (a
 greyscale photo, a tall crop, a 3:1 panorama, a 160 px painting, a cut-out on white, a grey
-backdrop with a camera's noise, a flat-colour graphic, a line drawing, a painting as the photo) and renders each with the
+backdrop with a camera's noise, a flat-colour graphic, a line drawing, a painting as the photo,
+and two kinds of painting unlike the benchmark's three: a pointillist one of separate dots and a
+mosaic of flat tiles, both made from photos) and renders each with the
 default settings, into one labelled sheet to look at. There is no score: it is a check
 by eye, for grey casts, noise, seams and patterns the benchmark's pairs would not show.
 
-    .venv/bin/python benchmarks/heldout.py            # 512 px, ~8 min here (~60 min on an AVX2-only CPU in fp32)
+    .venv/bin/python benchmarks/heldout.py            # 512 px, ~11 min here (~75 min on an AVX2-only CPU in fp32)
     .venv/bin/python benchmarks/heldout.py --only line_drawing --only flat-colour_graphic
     .venv/bin/python benchmarks/heldout.py --reuse   # keep pictures made with the same settings
 
@@ -93,6 +95,45 @@ def line_drawing() -> Image.Image:
     return edges.point(lambda v: 255 if v > 200 else int(v * 0.6)).convert("RGB")
 
 
+def pointillist() -> Image.Image:
+    """Dots of nine pure colours on a cream ground, each the one nearest the rocket photo's
+    colour under it, in the manner of Seurat: a style of small, regular, separate marks."""
+    photo = np.asarray(_open("rocket.png").resize((800, 534))).astype(np.float32)
+    inks = np.array([(230, 60, 40), (250, 200, 40), (60, 140, 60), (40, 90, 200), (240, 240, 220),
+                     (120, 60, 140), (250, 140, 60), (30, 40, 80), (150, 200, 230)], np.float32)  # fmt: skip
+    rng = np.random.default_rng(0)
+    art = Image.new("RGB", (800, 534), (235, 225, 200))
+    draw = ImageDraw.Draw(art)
+    for x, y in zip(rng.integers(0, 800, 26000), rng.integers(0, 534, 26000)):
+        colour = photo[y, x] + rng.normal(0, 25, 3)  # the jitter mixes neighbouring inks, as Seurat's did
+        ink = inks[np.argmin(((inks - colour) ** 2).sum(1))]
+        draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=tuple(int(v) for v in ink))
+    return art
+
+
+def mosaic() -> Image.Image:
+    """The coffee photo as 500 flat tiles of irregular shape (a Voronoi diagram) in grey grout:
+    a style of large flat cells with hard edges."""
+    photo = np.asarray(_open("coffee.png").resize((600, 400))).astype(np.float32)
+    rng = np.random.default_rng(0)
+    seeds = np.stack([rng.uniform(0, 600, 500), rng.uniform(0, 400, 500)], 1)
+    yy, xx = np.mgrid[0:400, 0:600].astype(np.float32)
+    nearest = np.full(yy.shape, np.inf, np.float32)
+    second = nearest.copy()
+    tile = np.zeros(yy.shape, np.int64)
+    for i, (sx, sy) in enumerate(seeds):  # the nearest seed and the distance to the next: a tile and its edge
+        d = np.hypot(xx - sx, yy - sy)
+        closer = d < nearest
+        second = np.where(closer, nearest, np.minimum(second, d))
+        tile = np.where(closer, i, tile)
+        nearest = np.where(closer, d, nearest)
+    counts = np.bincount(tile.ravel(), minlength=len(seeds))[:, None].clip(1)
+    means = np.stack([np.bincount(tile.ravel(), photo[..., c].ravel(), len(seeds)) for c in range(3)], 1) / counts
+    art = means[tile]
+    art[second - nearest < 2.5] = (90, 90, 85)
+    return Image.fromarray(art.round().astype(np.uint8))
+
+
 Case = tuple[str, Callable[[], Image.Image], Callable[[], Image.Image]]
 CASES: list[Case] = [
     ("greyscale photo", grey_photo, lambda: _open("starry_night.jpg")),
@@ -104,6 +145,8 @@ CASES: list[Case] = [
     ("flat-colour graphic", lambda: _open("astronaut.png"), flat_colour_graphic),
     ("line drawing", lambda: _open("chelsea.png"), line_drawing),
     ("painting as photo", lambda: _open("the_scream.jpg"), lambda: _open("starry_night.jpg")),
+    ("pointillist painting", lambda: _open("chelsea.png"), pointillist),
+    ("mosaic", lambda: _open("astronaut.png"), mosaic),
 ]
 
 
@@ -115,7 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "heldout"))
-    parser.add_argument("--only", action="append", choices=[_file_name(c[0]) for c in CASES], help="one input (repeatable); default: all nine")
+    parser.add_argument("--only", action="append", choices=[_file_name(c[0]) for c in CASES], help="one input (repeatable); default: all")
     parser.add_argument("--reuse", action="store_true", help="keep an input's picture already in --out from the same settings (the same KEY) instead of redoing it")
     args = parser.parse_args()
     if not (WEIGHTS / "vgg19-caffe-features.safetensors").is_file():
