@@ -26,7 +26,7 @@ from impasto import ImpastoError, Settings, Stylizer  # noqa: E402
 from impasto.cli import main  # noqa: E402
 from impasto.video import measure_warping_error, output_size, stylize_video  # noqa: E402
 from impasto.video.flow import FlowEstimator, FrameMotion, warping_error  # noqa: E402
-from impasto.video.io import audio_codec_of, mux_audio, probe, read_frames  # noqa: E402
+from impasto.video.io import audio_codec_of, encode, mux_audio, probe, read_frames  # noqa: E402
 
 FRAMES, WIDTH, HEIGHT, STEP, FPS = 8, 64, 48, 2, 12
 
@@ -513,6 +513,26 @@ def test_pcm_sound_is_copied_only_into_containers_whose_players_play_it(clips, t
     output = tmp_path / f"out{suffix}"
     assert mux_audio(clips["pan"], probe(source), 0.0, FRAMES / FPS, output)
     assert audio_codec_of(output) == codec
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".webm"])
+def test_a_written_video_shows_its_colours_in_a_player(tmp_path, suffix):
+    # Players take an untagged HD video for BT.709; ffmpeg left to itself converts with BT.601's
+    # matrix and tags nothing, which turned this green 22 levels darker in them.
+    colours = np.array([(200, 40, 40), (40, 180, 60), (50, 70, 200), (230, 200, 60), (128, 128, 128)], np.uint8)
+    frame = np.repeat(colours, 256, axis=0)[None].repeat(720, axis=0)  # 720x1280, five bars
+    path = tmp_path / f"out{suffix}"
+    encode([frame] * 3, (1280, 720), 25, path)
+    header = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+    assert re.search(r"yuv420p\(tv, bt709[,)]", header), header  # matrix, primaries and transfer all BT.709
+    shown = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-frames:v", "1",
+         "-vf", "scale=in_color_matrix=bt709:in_range=tv", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    bars = np.frombuffer(shown, np.uint8).reshape(720, 1280, 3)[360, 128::256].astype(int)
+    assert np.abs(bars - colours).max() <= 3, bars
+    assert np.abs(next(read_frames(probe(path)))[360, 128::256].astype(int) - colours).max() <= 3  # and impasto reads it back so
 
 
 def test_a_rotated_phone_video_is_read_upright_without_imageio_ffmpegs_size_warning(clips, tmp_path, caplog):
