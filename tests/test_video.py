@@ -535,6 +535,34 @@ def test_a_written_video_shows_its_colours_in_a_player(tmp_path, suffix):
     assert np.abs(next(read_frames(probe(path)))[360, 128::256].astype(int) - colours).max() <= 3  # and impasto reads it back so
 
 
+def test_a_phones_hdr_video_is_read_as_a_player_shows_it(tmp_path, monkeypatch):
+    from impasto.video.io import _has_filters
+
+    if not _has_filters("zscale", "tonemap"):
+        pytest.skip("this ffmpeg has no zscale (libzimg) to write an HLG clip with")
+    # A phone records HLG by default: BT.2020 primaries and the HLG curve, 10 bits.
+    colours = np.array([(200, 40, 40), (40, 180, 60), (50, 70, 200), (128, 128, 128)], np.uint8)
+    frame = np.repeat(colours, 64, axis=0)[None].repeat(64, axis=0)
+    raw = tmp_path / "frames.rgb"
+    raw.write_bytes(frame.tobytes() * 3)
+    hlg = tmp_path / "hlg.mp4"
+    ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "256x64", "-r", "25", "-i", str(raw),
+           "-vf", "zscale=tin=iec61966-2-1:pin=bt709:t=arib-std-b67:p=bt2020:m=bt2020nc:r=tv:npl=203,format=yuv420p10le",
+           "-colorspace", "bt2020nc", "-color_primaries", "bt2020", "-color_trc", "arib-std-b67", "-c:v", "libx265",
+           "-x265-params", "log-level=error:lossless=1", str(hlg))  # fmt: skip
+    info = probe(hlg)
+    assert info.hdr == "HLG"
+    bars = next(read_frames(info))[32, 32::64].astype(int)
+    # As shown, not grey and dim (read as plain video: 146, 68, 52 for the red); the highlights'
+    # roll-off takes a little off the brightest channel.
+    assert np.abs(bars - colours).max() <= 15, bars
+    assert bars[0, 0] - bars[0, 1] >= 140 and np.ptp(bars[3]) <= 2
+    # An ffmpeg that cannot tone-map says what that does to the colours, and reads the frames anyway.
+    monkeypatch.setattr(impasto.video.io, "_has_filters", lambda *names: False)
+    with pytest.warns(UserWarning, match=r"hlg.mp4: an HDR \(HLG\) video, and this ffmpeg cannot tone-map it .* washed out"):
+        assert probe(hlg).hdr is None
+
+
 def test_a_rotated_phone_video_is_read_upright_without_imageio_ffmpegs_size_warning(clips, tmp_path, caplog):
     rotated = tmp_path / "rotated.mp4"
     ffmpeg("-display_rotation", "90", "-i", str(clips["pan"]), "-c", "copy", str(rotated))

@@ -11,6 +11,7 @@ not play it), in a second ffmpeg pass that muxes it with the encoded frames.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -25,7 +26,7 @@ from typing import Any, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
-from ..errors import ImpastoError, first_line
+from ..errors import ImpastoError, first_line, warn
 
 INSTALL_HINT = "pip install 'impasto[video]'"
 
@@ -94,6 +95,7 @@ class VideoInfo:
     audio_codec: Optional[str]  # None when there is no audio track
     rate: Fraction = Fraction(0)  # fps exactly (30000/1001, not 29.97)
     file_frames: int = 0  # frames the file holds; differs from `frames` only for a variable frame rate
+    hdr: Optional[str] = None  # "HLG" or "PQ" for a high-dynamic-range video (tone-mapped as it is read)
 
     @property
     def has_audio(self) -> bool:
@@ -148,7 +150,30 @@ def probe(path: os.PathLike | str) -> VideoInfo:
         raise ImpastoError(f"{path}: the video has a single frame, so there is no motion to follow; take the frame out "
                            f"(`ffmpeg -i {shlex.quote(str(path))} frame.png`) and paint it as a picture: "
                            "`impasto frame.png PAINTING -o OUT`")  # fmt: skip
-    return VideoInfo(path, tuple(meta["size"]), float(rate), count, audio_codec, rate, stored)
+    hdr = next((name for trc, name in HDR_TRANSFERS.items() if trc in video[0]), None)
+    if hdr and not _has_filters("zscale", "tonemap"):
+        warn(f"{path}: an HDR ({hdr}) video, and this ffmpeg cannot tone-map it (no zscale filter), so its colours "
+             "are read washed out; convert it to SDR first, or install an ffmpeg built with libzimg")  # fmt: skip
+        hdr = None
+    return VideoInfo(path, tuple(meta["size"]), float(rate), count, audio_codec, rate, stored, hdr)
+
+
+# ffmpeg's names of the HDR transfer curves, as its header prints a stream's colours
+# ("yuv420p10le(tv, bt2020nc/bt2020/arib-std-b67)"). A phone records HLG by default.
+HDR_TRANSFERS = {"arib-std-b67": "HLG", "smpte2084": "PQ"}
+
+# HDR to SDR as a player shows it on an ordinary screen: to linear light with HDR's reference
+# white (203 nits) as SDR's white, to BT.709's primaries, highlights above it rolled off
+# (Möbius: what lies below stays as it was), then sRGB. Read as plain video instead, an HDR
+# frame's colours come out grey and dim (a red of 200, 40, 40 read as 146, 68, 52).
+TONE_MAP = ("zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,tonemap=mobius,"
+            "zscale=t=iec61966-2-1:m=bt709:r=full,format=rgb24")  # fmt: skip
+
+
+@functools.lru_cache(maxsize=None)
+def _has_filters(*names: str) -> bool:
+    listed = subprocess.run([ffmpeg_exe(), "-hide_banner", "-filters"], capture_output=True, text=True, errors="replace").stdout
+    return all(re.search(rf"^\s*\S+\s+{name}\s", listed, re.M) for name in names)
 
 
 def reading_options(rate: Optional[Fraction]) -> list[str]:
@@ -270,7 +295,8 @@ def _open_reader(path: Path, options: list[str]) -> Any:
 def read_frames(info: VideoInfo, start: int = 0, end: Optional[int] = None) -> Iterator[np.ndarray]:
     """Frames start..end-1 (0-based) as HxWx3 uint8 RGB arrays, decoded one at a time at the
     info's constant rate."""
-    reader = _open_reader(info.path, reading_options(info.rate or _fraction(info.fps)))
+    options = reading_options(info.rate or _fraction(info.fps))
+    reader = _open_reader(info.path, options + (["-vf", TONE_MAP] if info.hdr else []))
     try:
         with _quiet_size_warning():
             meta = next(reader)
