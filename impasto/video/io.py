@@ -163,8 +163,8 @@ def probe(path: os.PathLike | str) -> VideoInfo:
 HDR_TRANSFERS = {"arib-std-b67": "HLG", "smpte2084": "PQ"}
 
 # HDR to SDR as a player shows it on an ordinary screen: to linear light with HDR's reference
-# white (203 nits) as SDR's white, to BT.709's primaries, highlights above it rolled off
-# (Möbius: what lies below stays as it was), then sRGB. Read as plain video instead, an HDR
+# white (203 nits) as SDR's white, to BT.709's primaries, the highlights rolled off (Möbius:
+# dark and middle tones stay as they were, SDR's brightest lose a little), then sRGB. Read as plain video instead, an HDR
 # frame's colours come out grey and dim (a red of 200, 40, 40 read as 146, 68, 52).
 TONE_MAP = ("zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,tonemap=mobius,"
             "zscale=t=iec61966-2-1:m=bt709:r=full,format=rgb24")  # fmt: skip
