@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImpastoError, option, warn
 from .files import atomic_write
@@ -208,7 +208,9 @@ def with_alpha(image: Image.Image, alpha: Optional[Image.Image]) -> Image.Image:
 
 
 @functools.lru_cache(maxsize=1)
-def _srgb_profile() -> ImageCms.ImageCmsProfile:
+def _srgb_profile() -> Any:
+    from PIL import ImageCms
+
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
@@ -224,6 +226,11 @@ def to_srgb(image: Image.Image, name: str = "the picture") -> Image.Image:
     icc = image.info.get("icc_profile")
     if not icc or image.mode not in ("RGB", "RGBA", "P"):
         return image  # a CMYK or grey profile keeps Pillow's plain conversion, as before
+    try:  # here, not at the top: a Pillow built without LittleCMS has no ImageCms, and reads the rest
+        from PIL import ImageCms
+    except ImportError:
+        warn(f"{name}: has a colour profile, and this Pillow was built without LittleCMS to convert it, so its colours are read as sRGB")
+        return image
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if profile.profile.xcolor_space.strip() != "RGB" or "srgb" in (profile.profile.profile_description or "").lower():

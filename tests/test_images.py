@@ -100,6 +100,16 @@ def test_an_srgb_photo_and_a_broken_profile_read_unchanged(tmp_path):
     assert np.array_equal(np.asarray(image), pixels)
 
 
+def test_a_pillow_without_littlecms_reads_a_profiled_photo_as_srgb_and_says_so(tmp_path, monkeypatch):
+    pixels = np.full((12, 12, 3), (200, 100, 50), np.uint8)
+    path = tmp_path / "phone.png"
+    Image.fromarray(pixels).save(path, icc_profile=icc_profile("Display P3 (test)"))
+    monkeypatch.setitem(__import__("sys").modules, "PIL.ImageCms", None)  # as if Pillow had no LittleCMS
+    with pytest.warns(UserWarning, match=r"phone.png: has a colour profile, and this Pillow was built without LittleCMS"):
+        image = load_image(path)
+    assert np.array_equal(np.asarray(image), pixels)
+
+
 def test_a_transparent_wide_gamut_png_keeps_its_transparency(tmp_path):
     rgba = np.zeros((10, 10, 4), np.uint8)
     rgba[..., :3] = (200, 100, 50)
