@@ -104,7 +104,9 @@ def test_a_pillow_without_littlecms_reads_a_profiled_photo_as_srgb_and_says_so(t
     pixels = np.full((12, 12, 3), (200, 100, 50), np.uint8)
     path = tmp_path / "phone.png"
     Image.fromarray(pixels).save(path, icc_profile=icc_profile("Display P3 (test)"))
-    monkeypatch.setitem(__import__("sys").modules, "PIL.ImageCms", None)  # as if Pillow had no LittleCMS
+    # As if Pillow had no LittleCMS: the module cannot be imported (nor found on PIL from an earlier import).
+    monkeypatch.setitem(__import__("sys").modules, "PIL.ImageCms", None)
+    monkeypatch.delattr(__import__("PIL"), "ImageCms", raising=False)
     with pytest.warns(UserWarning, match=r"phone.png: has a colour profile, and this Pillow was built without LittleCMS"):
         image = load_image(path)
     assert np.array_equal(np.asarray(image), pixels)
