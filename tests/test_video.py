@@ -557,6 +557,11 @@ def test_a_phones_hdr_video_is_read_as_a_player_shows_it(tmp_path, monkeypatch):
     # roll-off takes a little off the brightest channel.
     assert np.abs(bars - colours).max() <= 15, bars
     assert bars[0, 0] - bars[0, 1] >= 140 and np.ptp(bars[3]) <= 2
+    # Frames that leave their primaries unstated, the container stating them (a remux), read the same
+    # (zscale, left to take them from the frames, stopped: "no path between colorspaces").
+    remuxed = tmp_path / "remuxed.mp4"
+    ffmpeg("-i", str(hlg), "-c", "copy", "-bsf:v", "hevc_metadata=colour_primaries=2", str(remuxed))
+    assert np.array_equal(next(read_frames(probe(remuxed))), next(read_frames(info)))
     # An ffmpeg that cannot tone-map says what that does to the colours, and reads the frames anyway.
     monkeypatch.setattr(impasto.video.io, "_has_filters", lambda *names: False)
     with pytest.warns(UserWarning, match=r"hlg.mp4: an HDR \(HLG\) video, and this ffmpeg cannot tone-map it .* washed out"):

@@ -162,12 +162,21 @@ def probe(path: os.PathLike | str) -> VideoInfo:
 # ("yuv420p10le(tv, bt2020nc/bt2020/arib-std-b67)"). A phone records HLG by default.
 HDR_TRANSFERS = {"arib-std-b67": "HLG", "smpte2084": "PQ"}
 
-# HDR to SDR as a player shows it on an ordinary screen: to linear light with HDR's reference
-# white (203 nits) as SDR's white, to BT.709's primaries, the highlights rolled off (Möbius:
-# dark and middle tones stay as they were, SDR's brightest lose a little), then sRGB. Read as plain video instead, an HDR
-# frame's colours come out grey and dim (a red of 200, 40, 40 read as 146, 68, 52).
-TONE_MAP = ("zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,tonemap=mobius,"
-            "zscale=t=iec61966-2-1:m=bt709:r=full,format=rgb24")  # fmt: skip
+def tone_map(hdr: str) -> str:
+    """The ffmpeg filter chain that reads an `hdr` ("HLG" or "PQ") video's frames as SDR sRGB.
+
+    As a player shows HDR on an ordinary screen: to linear light with HDR's reference white (203
+    nits) as SDR's white, to BT.709's primaries, the highlights rolled off (Möbius: dark and
+    middle tones stay as they were, SDR's brightest lose a little), then sRGB. Read as plain
+    video instead, an HDR frame's colours come out grey and dim (a red of 200, 40, 40 read as
+    146, 68, 52).
+    """
+    # The input's curve, primaries and matrix are given, not taken from the frames: a file whose
+    # container states them while its frames leave some unstated (as remuxed ones can) made
+    # zscale stop with "no path between colorspaces". HDR video is BT.2020 in practice.
+    curve = {name: trc for trc, name in HDR_TRANSFERS.items()}[hdr]
+    return (f"zscale=tin={curve}:pin=bt2020:min=bt2020nc:t=linear:p=bt2020:npl=203,format=gbrpf32le,zscale=p=bt709,"
+            "tonemap=mobius,zscale=t=iec61966-2-1:m=bt709:r=full,format=rgb24")
 
 
 @functools.lru_cache(maxsize=None)
@@ -296,7 +305,7 @@ def read_frames(info: VideoInfo, start: int = 0, end: Optional[int] = None) -> I
     """Frames start..end-1 (0-based) as HxWx3 uint8 RGB arrays, decoded one at a time at the
     info's constant rate."""
     options = reading_options(info.rate or _fraction(info.fps))
-    reader = _open_reader(info.path, options + (["-vf", TONE_MAP] if info.hdr else []))
+    reader = _open_reader(info.path, options + (["-vf", tone_map(info.hdr)] if info.hdr else []))
     try:
         with _quiet_size_warning():
             meta = next(reader)
