@@ -308,7 +308,10 @@ def read_frames(info: VideoInfo, start: int = 0, end: Optional[int] = None) -> I
     reader = _open_reader(info.path, options + (["-vf", tone_map(info.hdr)] if info.hdr else []))
     try:
         with _quiet_size_warning():
-            meta = next(reader)
+            try:
+                meta = next(reader)
+            except (OSError, RuntimeError, StopIteration) as exc:  # as probe says it, should the tone map fail
+                raise ImpastoError(f"{info.path}: ffmpeg cannot decode its video ({first_line(exc)})") from None
         w, h = meta["size"]
         for index, raw in enumerate(reader):
             if end is not None and index >= end:
