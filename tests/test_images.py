@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import struct
+import sys
 import warnings
 
 import numpy as np
+import PIL
 import pytest
 import torch
 from PIL import Image
@@ -35,7 +38,6 @@ D50 = (0.9642, 1.0, 0.8249)
 def icc_profile(description: str, colorants=P3_COLORANTS, gamma: float = 2.2) -> bytes:
     """A minimal ICC v2 RGB display profile (three colorants and one gamma curve), as a phone or a
     camera embeds in its pictures; built here because no profile file ships with the test machine."""
-    import struct
 
     def xyz(v):
         return b"XYZ \0\0\0\0" + b"".join(struct.pack(">i", round(c * 65536)) for c in v)
@@ -105,8 +107,8 @@ def test_a_pillow_without_littlecms_reads_a_profiled_photo_as_srgb_and_says_so(t
     path = tmp_path / "phone.png"
     Image.fromarray(pixels).save(path, icc_profile=icc_profile("Display P3 (test)"))
     # As if Pillow had no LittleCMS: the module cannot be imported (nor found on PIL from an earlier import).
-    monkeypatch.setitem(__import__("sys").modules, "PIL.ImageCms", None)
-    monkeypatch.delattr(__import__("PIL"), "ImageCms", raising=False)
+    monkeypatch.setitem(sys.modules, "PIL.ImageCms", None)
+    monkeypatch.delattr(PIL, "ImageCms", raising=False)
     with pytest.warns(UserWarning, match=r"phone.png: has a colour profile, and this Pillow was built without LittleCMS"):
         image = load_image(path)
     assert np.array_equal(np.asarray(image), pixels)
