@@ -535,21 +535,30 @@ def test_a_written_video_shows_its_colours_in_a_player(tmp_path, suffix):
     assert np.abs(next(read_frames(probe(path)))[360, 128::256].astype(int) - colours).max() <= 3  # and impasto reads it back so
 
 
-def test_a_phones_hdr_video_is_read_as_a_player_shows_it(tmp_path, monkeypatch):
+HDR_COLOURS = np.array([(200, 40, 40), (40, 180, 60), (50, 70, 200), (128, 128, 128)], np.uint8)
+
+
+def write_hlg_clip(folder: Path, frames: int = 3) -> Path:
+    """A clip as a phone records it by default: HLG, BT.2020 primaries, 10 bits, losslessly
+    encoded from 256x64 frames of the four HDR_COLOURS as bars."""
     from impasto.video.io import _has_filters
 
     if not _has_filters("zscale", "tonemap"):
         pytest.skip("this ffmpeg has no zscale (libzimg) to write an HLG clip with")
-    # A phone records HLG by default: BT.2020 primaries and the HLG curve, 10 bits.
-    colours = np.array([(200, 40, 40), (40, 180, 60), (50, 70, 200), (128, 128, 128)], np.uint8)
-    frame = np.repeat(colours, 64, axis=0)[None].repeat(64, axis=0)
-    raw = tmp_path / "frames.rgb"
-    raw.write_bytes(frame.tobytes() * 3)
-    hlg = tmp_path / "hlg.mp4"
+    frame = np.repeat(HDR_COLOURS, 64, axis=0)[None].repeat(64, axis=0)
+    raw = folder / "frames.rgb"
+    raw.write_bytes(frame.tobytes() * frames)
+    hlg = folder / "hlg.mp4"
     ffmpeg("-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "256x64", "-r", "25", "-i", str(raw),
            "-vf", "zscale=tin=iec61966-2-1:pin=bt709:t=arib-std-b67:p=bt2020:m=bt2020nc:r=tv:npl=203,format=yuv420p10le",
            "-colorspace", "bt2020nc", "-color_primaries", "bt2020", "-color_trc", "arib-std-b67", "-c:v", "libx265",
            "-x265-params", "log-level=error:lossless=1", str(hlg))  # fmt: skip
+    return hlg
+
+
+def test_a_phones_hdr_video_is_read_as_a_player_shows_it(tmp_path, monkeypatch):
+    colours = HDR_COLOURS
+    hlg = write_hlg_clip(tmp_path)
     info = probe(hlg)
     assert info.hdr == "HLG"
     bars = next(read_frames(info))[32, 32::64].astype(int)
@@ -566,6 +575,17 @@ def test_a_phones_hdr_video_is_read_as_a_player_shows_it(tmp_path, monkeypatch):
     monkeypatch.setattr(impasto.video.io, "_has_filters", lambda *names: False)
     with pytest.warns(UserWarning, match=r"hlg.mp4: an HDR \(HLG\) video, and this ffmpeg cannot tone-map it .* washed out"):
         assert probe(hlg).hdr is None
+
+
+def test_painting_an_hdr_video_says_its_output_is_sdr(clips, synthetic_weights, tmp_path, capsys):
+    hlg = write_hlg_clip(tmp_path)
+    output = tmp_path / "out.mp4"
+    assert main(["video", str(hlg), str(clips["style"]), "-o", str(output), "--quiet", "--json", "-", "--weights", str(synthetic_weights),
+                 "--device", "cpu", "--size", "96", "--no-multiscale", "--iterations", "2", "--style-layers", "conv1_1",
+                 "--content-layers", "conv2_2"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    said = f"{hlg} is HDR video (HLG): its frames were read tone-mapped to SDR, as an ordinary screen shows them, and the output is SDR"
+    assert said in captured.err and said in json.loads(captured.out)["notes"]
 
 
 def test_a_rotated_phone_video_is_read_upright_without_imageio_ffmpegs_size_warning(clips, tmp_path, caplog):

@@ -30,7 +30,7 @@ from ..optimize import Progress, flat_background_notes, resolve_flat_content
 from ..scales import check_short_side
 from ..settings import Settings, SettingsLike, as_settings
 from .flow import FlowEstimator, FrameMotion, require_cv2, warping_error
-from .io import VideoInfo, check_video_output, encode, mux_audio, probe, read_frames
+from .io import VideoInfo, check_video_output, encode, mux_audio, probe, read_frames, tone_map
 
 # Weight of the temporal term: mean over pixels of mask * (image - warped previous)^2,
 # in [0, 1] pixel units. Chosen on real clips (see the README's video section).
@@ -234,6 +234,11 @@ class VideoPlan:
     stopped_reason: Optional[str] = None
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.info.hdr:  # the output is not what a phone shows the input as on its own HDR screen: say why
+            self.notes.append(f"{self.info.path} is HDR video ({self.info.hdr}): its frames were read tone-mapped to SDR, as an "
+                              "ordinary screen shows them, and the output is SDR")  # fmt: skip
+
     def decide_flat_content(self, first: np.ndarray) -> None:
         """The default flat_content decided once, on the first frame: frame by frame, a
         background near the threshold would flicker between two looks."""
@@ -241,7 +246,7 @@ class VideoPlan:
             asked = self.first_settings
             self.first_settings = resolve_flat_content(asked, pil_to_tensor(Image.fromarray(first), torch.device("cpu")))
             self.next_settings = self.next_settings.replace(flat_content=self.first_settings.flat_content)
-            self.notes = flat_background_notes(asked, self.first_settings, "the first frame")
+            self.notes += flat_background_notes(asked, self.first_settings, "the first frame")
 
     def result(self, done: int, errors: list[float], content_errors: list[float], resumed: int, cuts: int, started: float,
                stopped: Optional[str] = None) -> VideoResult:  # fmt: skip
@@ -314,6 +319,8 @@ def plan_video(input: Union[str, os.PathLike], style: Any, output: Union[str, os
         "masks": None if mask_images is None else [None if m is None else _image_digest(m) for m in mask_images],
         "keep_mask": None if keep_image is None else _image_digest(keep_image),
     }
+    if info.hdr:  # only then, so a run of SDR frames begun before HDR was tone-mapped still resumes
+        fingerprint["tone_map"] = tone_map(info.hdr)
     return VideoPlan(info, output, styles, mask_images, keep_image, first, following, temporal, temporal_weight, (w, h), start,
                end, folder, fingerprint, overwrite)  # fmt: skip
 
