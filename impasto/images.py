@@ -13,7 +13,7 @@ import tempfile
 import typing
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -216,7 +216,8 @@ def _srgb_profile() -> Any:
 
 def to_srgb(image: Image.Image, name: str = "the picture") -> Image.Image:
     """`image` in sRGB: converted from the colour profile embedded in it where that is an RGB
-    profile other than sRGB; else `image` itself.
+    profile other than sRGB, or from the primaries its HEIC colour box states (_nclx_to_srgb);
+    else `image` itself.
 
     The network, the colour transfer and every viewer of the output read pixel values as sRGB,
     while a phone's photos are Display P3 (an Adobe RGB camera's, a museum's scan, wider still):
@@ -224,6 +225,8 @@ def to_srgb(image: Image.Image, name: str = "the picture") -> Image.Image:
     "keeps the colours" would keep them. Out-of-gamut colours clip to sRGB's nearest.
     """
     icc = image.info.get("icc_profile")
+    if not icc and image.mode in ("RGB", "RGBA"):
+        return _nclx_to_srgb(image, image.info.get("nclx_profile"))
     if not icc or image.mode not in ("RGB", "RGBA", "P"):
         return image  # a CMYK or grey profile keeps Pillow's plain conversion, as before
     try:  # here, not at the top: a Pillow built without LittleCMS has no ImageCms, and reads the rest
@@ -244,6 +247,47 @@ def to_srgb(image: Image.Image, name: str = "the picture") -> Image.Image:
         return image
     assert converted is not None  # returned unless inPlace
     converted.info.pop("icc_profile", None)
+    return converted
+
+
+# ITU-T H.273's codes, as a HEIC file's colour box (nclx) gives them in place of an ICC profile.
+NCLX_SRGB_PRIMARIES = (1, 2)  # BT.709 (sRGB's), unspecified
+NCLX_SDR_TRANSFERS = (1, 2, 6, 13, 14, 15)  # BT.709 and its kin, unspecified, sRGB: shown with sRGB's curve
+SRGB_PRIMARIES = ((0.64, 0.33), (0.30, 0.60), (0.15, 0.06))
+D65 = (0.3127, 0.3290)
+
+
+def _rgb_to_xyz(primaries: Sequence[tuple[float, float]], white: tuple[float, float]) -> np.ndarray:
+    """The 3x3 matrix from linear RGB of these primaries (x, y) to XYZ, scaled so RGB white is `white` at Y=1."""
+    xyz = np.array([[x / y, 1.0, (1 - x - y) / y] for x, y in primaries]).T
+    wx, wy = white
+    return xyz * np.linalg.solve(xyz, np.array([wx / wy, 1.0, (1 - wx - wy) / wy]))
+
+
+def _nclx_to_srgb(image: Image.Image, nclx: Optional[Mapping[str, Any]]) -> Image.Image:
+    """An RGB(A) `image` whose colours an nclx box states (pillow-heif's `nclx_profile`), in sRGB.
+
+    Some phones' HEIC photos state Display P3 so, with no ICC profile. Only primaries with
+    sRGB's white (D65: P3, BT.2020) under an SDR curve are converted; an HDR curve (PQ, HLG),
+    which needs tone mapping rather than a matrix, is read as it is, as is everything else.
+    """
+    if not nclx or nclx.get("color_primaries") in NCLX_SRGB_PRIMARIES or nclx.get("transfer_characteristics") not in NCLX_SDR_TRANSFERS:
+        return image
+    try:
+        primaries = tuple((float(nclx[f"color_primary_{c}_x"]), float(nclx[f"color_primary_{c}_y"])) for c in ("red", "green", "blue"))
+        white = (float(nclx["color_primary_white_x"]), float(nclx["color_primary_white_y"]))
+    except (KeyError, TypeError, ValueError):
+        return image
+    if max(abs(white[0] - D65[0]), abs(white[1] - D65[1])) > 0.002:
+        return image  # DCI's cinema white: not a photo's
+    matrix = np.linalg.solve(_rgb_to_xyz(SRGB_PRIMARIES, D65), _rgb_to_xyz(primaries, white))
+    a = np.asarray(image).astype(np.float32) / 255.0
+    rgb = a[..., :3]
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    srgb = np.clip(linear @ matrix.T.astype(np.float32), 0.0, 1.0)
+    a[..., :3] = np.where(srgb <= 0.0031308, srgb * 12.92, 1.055 * srgb ** (1 / 2.4) - 0.055)
+    converted = Image.fromarray((a * 255.0 + 0.5).astype(np.uint8), image.mode)
+    converted.info = {k: v for k, v in image.info.items() if k != "nclx_profile"}
     return converted
 
 

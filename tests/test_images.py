@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import sys
 import warnings
@@ -88,6 +89,33 @@ def test_a_wide_gamut_photo_reads_as_it_looks(tmp_path, suffix):
     assert got[0, 0] - got[0, 2] > 150 + 10
     # Grey stays grey.
     assert np.ptp(got[3]) <= 2
+
+
+# Display P3 to sRGB in linear light, as CSS Color 4 and browsers publish it (not derived here).
+P3_TO_SRGB = np.array([[1.2249, -0.2247, 0.0], [-0.0420, 1.0419, 0.0], [-0.0197, -0.0786, 1.0979]])
+
+
+def srgb_decode(v: np.ndarray) -> np.ndarray:
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def srgb_encode(v: np.ndarray) -> np.ndarray:
+    return np.where(v <= 0.0031308, 12.92 * v, 1.055 * v ** (1 / 2.4) - 0.055)
+
+
+@pytest.mark.parametrize("primaries, transfer, converted", [(12, 13, True), (1, 13, False), (12, 16, False)])
+def test_a_heic_that_states_its_colours_without_a_profile(primaries, transfer, converted):
+    # Display P3 stated by the file's nclx box (H.273 code 12) with sRGB's curve: converted. sRGB's
+    # own primaries (1): as stored. An HDR curve (16, PQ) needs tone mapping, not a matrix: as stored.
+    pytest.importorskip("pillow_heif").register_heif_opener()
+    values = np.array([[200, 100, 50], [60, 160, 90], [90, 110, 200], [128, 128, 128]], np.uint8)
+    stored = io.BytesIO()
+    Image.fromarray(np.repeat(np.repeat(values[None], 16, axis=0), 16, axis=1)).save(
+        stored, format="HEIF", quality=-1, nclx_profile={"color_primaries": primaries, "transfer_characteristics": transfer,
+                                                          "matrix_coefficients": 6, "full_range_flag": 1})  # fmt: skip
+    got = np.asarray(load_image(stored.getvalue()))[8, 8::16].astype(float)
+    want = srgb_encode(np.clip(srgb_decode(values / 255.0) @ P3_TO_SRGB.T, 0, 1)) * 255.0 if converted else values
+    assert np.abs(got - want).max() <= 2, (got, want)
 
 
 def test_an_srgb_photo_and_a_broken_profile_read_unchanged(tmp_path):
