@@ -122,10 +122,7 @@ def probe(path: os.PathLike | str) -> VideoInfo:
     audio_codec = audio[0].split(" Audio: ", 1)[1].split()[0].rstrip(",") if audio else None
     frames_reader = _open_reader(path, reading_options(None))
     try:
-        with _quiet_size_warning():
-            meta = next(frames_reader)
-    except (OSError, RuntimeError, StopIteration) as exc:
-        raise ImpastoError(f"{path}: ffmpeg cannot decode its video ({first_line(exc)})") from None
+        meta = _reader_meta(frames_reader, path)
     finally:
         frames_reader.close()
     rate = _ffmpeg_rate(path) or _header_rate(video[0]) or _fraction(meta.get("fps"))
@@ -150,7 +147,7 @@ def probe(path: os.PathLike | str) -> VideoInfo:
         raise ImpastoError(f"{path}: the video has a single frame, so there is no motion to follow; take the frame out "
                            f"(`ffmpeg -i {shlex.quote(str(path))} frame.png`) and paint it as a picture: "
                            "`impasto frame.png PAINTING -o OUT`")  # fmt: skip
-    hdr = next((name for trc, name in HDR_TRANSFERS.items() if trc in video[0]), None)
+    hdr = next((name for name, trc in HDR_TRANSFERS.items() if trc in video[0]), None)
     if hdr and not _has_filters("zscale", "tonemap"):
         warn(f"{path}: an HDR ({hdr}) video, and this ffmpeg cannot tone-map it (no zscale filter), so its colours "
              "are read washed out; convert it to SDR first, or install an ffmpeg built with libzimg")  # fmt: skip
@@ -160,7 +157,7 @@ def probe(path: os.PathLike | str) -> VideoInfo:
 
 # ffmpeg's names of the HDR transfer curves, as its header prints a stream's colours
 # ("yuv420p10le(tv, bt2020nc/bt2020/arib-std-b67)"). A phone records HLG by default.
-HDR_TRANSFERS = {"arib-std-b67": "HLG", "smpte2084": "PQ"}
+HDR_TRANSFERS = {"HLG": "arib-std-b67", "PQ": "smpte2084"}
 
 def tone_map(hdr: str) -> str:
     """The ffmpeg filter chain that reads an `hdr` ("HLG" or "PQ") video's frames as SDR sRGB.
@@ -174,8 +171,7 @@ def tone_map(hdr: str) -> str:
     # The input's curve, primaries and matrix are given, not taken from the frames: a file whose
     # container states them while its frames leave some unstated (as remuxed ones can) made
     # zscale stop with "no path between colorspaces". HDR video is BT.2020 in practice.
-    curve = {name: trc for trc, name in HDR_TRANSFERS.items()}[hdr]
-    return (f"zscale=tin={curve}:pin=bt2020:min=bt2020nc:t=linear:p=bt2020:npl=203,format=gbrpf32le,zscale=p=bt709,"
+    return (f"zscale=tin={HDR_TRANSFERS[hdr]}:pin=bt2020:min=bt2020nc:t=linear:p=bt2020:npl=203,format=gbrpf32le,zscale=p=bt709,"
             "tonemap=mobius,zscale=t=iec61966-2-1:m=bt709:r=full,format=rgb24")
 
 
@@ -301,18 +297,23 @@ def _open_reader(path: Path, options: list[str]) -> Any:
     return require_ffmpeg().read_frames(str(path), output_params=options)
 
 
+def _reader_meta(reader: Any, path: Path) -> dict[str, Any]:
+    """The first item an imageio-ffmpeg reader yields, its stream's meta data, or a one-line
+    error when ffmpeg cannot start decoding (a damaged file, a filter it refuses)."""
+    try:
+        with _quiet_size_warning():
+            return next(reader)
+    except (OSError, RuntimeError, StopIteration) as exc:
+        raise ImpastoError(f"{path}: ffmpeg cannot decode its video ({first_line(exc)})") from None
+
+
 def read_frames(info: VideoInfo, start: int = 0, end: Optional[int] = None) -> Iterator[np.ndarray]:
     """Frames start..end-1 (0-based) as HxWx3 uint8 RGB arrays, decoded one at a time at the
     info's constant rate."""
     options = reading_options(info.rate or _fraction(info.fps))
     reader = _open_reader(info.path, options + (["-vf", tone_map(info.hdr)] if info.hdr else []))
     try:
-        with _quiet_size_warning():
-            try:
-                meta = next(reader)
-            except (OSError, RuntimeError, StopIteration) as exc:  # as probe says it, should the tone map fail
-                raise ImpastoError(f"{info.path}: ffmpeg cannot decode its video ({first_line(exc)})") from None
-        w, h = meta["size"]
+        w, h = _reader_meta(reader, info.path)["size"]
         for index, raw in enumerate(reader):
             if end is not None and index >= end:
                 break
