@@ -62,39 +62,6 @@ def icc_profile(description: str, colorants=P3_COLORANTS, gamma: float = 2.2) ->
     return header + struct.pack(">I", len(tags)) + table + data
 
 
-def p3_as_srgb(rgb: np.ndarray) -> np.ndarray:
-    """What a colour-managed viewer shows for 8-bit values in the profile above, as 8-bit sRGB:
-    P3 to XYZ (D50) to linear sRGB by the two sets of colorants, then sRGB's own transfer curve."""
-    linear = (rgb / 255.0) ** 2.2
-    xyz = linear @ np.array(P3_COLORANTS)
-    srgb = np.clip(xyz @ np.linalg.inv(np.array(SRGB_COLORANTS)), 0, 1)
-    encoded = np.where(srgb <= 0.0031308, 12.92 * srgb, 1.055 * srgb ** (1 / 2.4) - 0.055)
-    return encoded * 255.0
-
-
-@pytest.mark.parametrize("suffix", [".jpg", ".png", ".heic"])
-def test_a_wide_gamut_photo_reads_as_it_looks(tmp_path, suffix):
-    # A phone photo in Display P3: its values read as sRGB would be duller than the photo looks.
-    if suffix == ".heic":
-        pytest.importorskip("pillow_heif").register_heif_opener()  # to write one; impasto registers it to read one
-    values = np.array([[200, 100, 50], [60, 160, 90], [90, 110, 200], [128, 128, 128]], np.uint8)
-    pixels = np.repeat(np.repeat(values[None], 16, axis=0), 16, axis=1)  # 4 colour blocks, 16x64
-    path = tmp_path / f"phone{suffix}"
-    Image.fromarray(pixels).save(path, icc_profile=icc_profile("Display P3 (test)"), **{".jpg": {"quality": 100}, ".heic": {"quality": -1}}.get(suffix, {}))  # lossless where it can be
-    a = np.asarray(load_image(path)).astype(float)
-    got = a[8, 8::16]  # each block's middle row
-    want = p3_as_srgb(values.astype(float))
-    assert np.abs(got - want).max() <= 3, (got, want)
-    # The saturated orange gets more saturated in sRGB, not left as it was stored.
-    assert got[0, 0] - got[0, 2] > 150 + 10
-    # Grey stays grey.
-    assert np.ptp(got[3]) <= 2
-
-
-# Display P3 to sRGB in linear light, as CSS Color 4 and browsers publish it (not derived here).
-P3_TO_SRGB = np.array([[1.2249, -0.2247, 0.0], [-0.0420, 1.0419, 0.0], [-0.0197, -0.0786, 1.0979]])
-
-
 def srgb_decode(v: np.ndarray) -> np.ndarray:
     return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
 
@@ -103,18 +70,53 @@ def srgb_encode(v: np.ndarray) -> np.ndarray:
     return np.where(v <= 0.0031308, 12.92 * v, 1.055 * v ** (1 / 2.4) - 0.055)
 
 
+# Four colours a phone photo might hold, the last grey; colour_blocks lays them out 16 px square each.
+BLOCK_COLOURS = np.array([[200, 100, 50], [60, 160, 90], [90, 110, 200], [128, 128, 128]], np.uint8)
+
+
+def colour_blocks() -> np.ndarray:
+    """BLOCK_COLOURS as four 16x16 blocks side by side (uint8 16x64x3); a block's middle row is [8, 8::16]."""
+    return np.repeat(np.repeat(BLOCK_COLOURS[None], 16, axis=0), 16, axis=1)
+
+
+def p3_as_srgb(rgb: np.ndarray) -> np.ndarray:
+    """What a colour-managed viewer shows for 8-bit values in the profile above, as 8-bit sRGB:
+    P3 to XYZ (D50) to linear sRGB by the two sets of colorants, then sRGB's own transfer curve."""
+    linear = (rgb / 255.0) ** 2.2
+    xyz = linear @ np.array(P3_COLORANTS)
+    return srgb_encode(np.clip(xyz @ np.linalg.inv(np.array(SRGB_COLORANTS)), 0, 1)) * 255.0
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".heic"])
+def test_a_wide_gamut_photo_reads_as_it_looks(tmp_path, suffix):
+    # A phone photo in Display P3: its values read as sRGB would be duller than the photo looks.
+    if suffix == ".heic":
+        pytest.importorskip("pillow_heif").register_heif_opener()  # to write one; impasto registers it to read one
+    path = tmp_path / f"phone{suffix}"
+    Image.fromarray(colour_blocks()).save(path, icc_profile=icc_profile("Display P3 (test)"), **{".jpg": {"quality": 100}, ".heic": {"quality": -1}}.get(suffix, {}))  # lossless where it can be
+    a = np.asarray(load_image(path)).astype(float)
+    got = a[8, 8::16]  # each block's middle row
+    want = p3_as_srgb(BLOCK_COLOURS.astype(float))
+    assert np.abs(got - want).max() <= 3, (got, want)
+    # The saturated orange gets more saturated in sRGB, not left as it was stored.
+    assert got[0, 0] - got[0, 2] > 150 + 10
+    # Grey stays grey.
+    assert np.ptp(got[3]) <= 2
+
+
 @pytest.mark.parametrize("primaries, transfer, converted", [(12, 13, True), (1, 13, False), (12, 16, False)])
 def test_a_heic_that_states_its_colours_without_a_profile(primaries, transfer, converted):
     # Display P3 stated by the file's nclx box (H.273 code 12) with sRGB's curve: converted. sRGB's
     # own primaries (1): as stored. An HDR curve (16, PQ) needs tone mapping, not a matrix: as stored.
     pytest.importorskip("pillow_heif").register_heif_opener()
-    values = np.array([[200, 100, 50], [60, 160, 90], [90, 110, 200], [128, 128, 128]], np.uint8)
+    # Display P3 to sRGB in linear light, as CSS Color 4 and browsers publish it (not derived here).
+    p3_to_srgb = np.array([[1.2249, -0.2247, 0.0], [-0.0420, 1.0419, 0.0], [-0.0197, -0.0786, 1.0979]])
     stored = io.BytesIO()
-    Image.fromarray(np.repeat(np.repeat(values[None], 16, axis=0), 16, axis=1)).save(
+    Image.fromarray(colour_blocks()).save(
         stored, format="HEIF", quality=-1, nclx_profile={"color_primaries": primaries, "transfer_characteristics": transfer,
                                                           "matrix_coefficients": 6, "full_range_flag": 1})  # fmt: skip
     got = np.asarray(load_image(stored.getvalue()))[8, 8::16].astype(float)
-    want = srgb_encode(np.clip(srgb_decode(values / 255.0) @ P3_TO_SRGB.T, 0, 1)) * 255.0 if converted else values
+    want = srgb_encode(np.clip(srgb_decode(BLOCK_COLOURS / 255.0) @ p3_to_srgb.T, 0, 1)) * 255.0 if converted else BLOCK_COLOURS
     assert np.abs(got - want).max() <= 2, (got, want)
 
 
