@@ -24,7 +24,7 @@ Night's strong grain most.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -54,17 +54,31 @@ def random_phase(detail: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return torch.fft.ifft2(torch.fft.fft2(detail) * phase).real
 
 
-def painting_grain(start: torch.Tensor, painting: torch.Tensor, coarse: tuple[int, int], settings: Settings, generator: torch.Generator) -> torch.Tensor:
+def held_detail(start: torch.Tensor, coarse: tuple[int, int]) -> torch.Tensor:
+    """How much fine detail the (1, 3, h, w) `start`, upsampled from the (w, h) `coarse` scale,
+    holds around each pixel: its own fine detail's strength over a window of 1/32 of the picture."""
+    h, w = start.shape[-2:]
+    k = max(3, max(w, h) // 32 | 1)
+    return box_mean(fine_detail(start, coarse).pow(2).mean(dim=1, keepdim=True), k).clamp_min(0)  # clamped: float32 rounding of the sums
+
+
+def painting_grain(
+    start: torch.Tensor,
+    painting: torch.Tensor,
+    coarse: tuple[int, int],
+    settings: Settings,
+    generator: torch.Generator,
+    held: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """The grain to add to `start` (1, 3, h, w), a scale upsampled from the (w, h) `coarse` one:
     the fine detail of `painting` (1, 3, H, W) at this scale's size (resized as the style loss
     sees it), drawn as random phase noise from `generator` and tiled over the picture, times
-    the share of that detail's strength the start lacks around each pixel."""
+    the share of that detail's strength the start lacks around each pixel (`held`: the start's
+    `held_detail`, where several paintings share one start)."""
     h, w = start.shape[-2:]
     cw, ch = coarse
-    # How much detail the start holds around each pixel: its own fine detail's strength over a
-    # window of 1/32 of the picture.
-    k = max(3, max(w, h) // 32 | 1)
-    held = box_mean(fine_detail(start, coarse).pow(2).mean(dim=1, keepdim=True), k).clamp_min(0)  # clamped: float32 rounding of the sums
+    if held is None:
+        held = held_detail(start, coarse)
     pw, ph = style_size(painting.shape, style_long_side(max(w, h), settings), min_side(settings))
     # The painting's detail finer than the coarse scale's share of its size.
     detail = fine_detail(resize_tensor(painting.float().cpu(), (ph, pw)), (max(1, pw * cw // w), max(1, ph * ch // h)))

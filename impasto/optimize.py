@@ -22,7 +22,7 @@ from . import losses as L
 from .descent import descend_keeping_best
 from .device import autocast_off, mixed_precision, seeded_generator
 from .errors import ImpastoError, NonFiniteLoss, option
-from .grain import painting_grain
+from .grain import held_detail, painting_grain
 from .images import box_mean, resize_tensor
 from .scales import min_side, plan_iterations, plan_scales, scale_settings
 from .settings import Settings
@@ -383,7 +383,8 @@ def scale_start(
     if coarse is not None and settings.upsample_grain > 0 and styles:
         generator = generator or seeded_generator(settings.seed)
         start = start.clamp(0, 1)
-        grain = blend_by_painting(styles, lambda s: painting_grain(start, s.image, coarse, settings, generator), torch.zeros_like(start))
+        held = held_detail(start, coarse)
+        grain = blend_by_painting(styles, lambda s: painting_grain(start, s.image, coarse, settings, generator, held), torch.zeros_like(start))
         start = start + settings.upsample_grain * grain
     return start.clamp(0, 1)
 
